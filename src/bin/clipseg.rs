@@ -1,0 +1,195 @@
+//! `clipseg`: the command-line face of the library (predict, fetch).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use clipseg::burn::tensor::Device;
+use clipseg::{Segmenter, hub, npy, preprocess};
+
+/// Largest image side accepted, and the decoder's memory cap: a bigger file is refused before
+/// its pixels are allocated.
+const MAX_SIDE: u32 = 16384;
+const MAX_DECODE_BYTES: u64 = 1 << 30;
+
+#[derive(Parser)]
+#[command(name = "clipseg", version, about = "Segment images from text prompts with CLIPSeg")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Segment one image for one or more prompts.
+    Predict {
+        /// HF model folder (config.json, model.safetensors, tokenizer.json, preprocessor_config.json).
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        image: PathBuf,
+        /// Repeat for several prompts; the image is encoded once.
+        #[arg(long = "prompt", required = true)]
+        prompts: Vec<String>,
+        /// Write raw logits as float32 .npy, shape [prompts, S, S] (S = 352 for CLIPSeg).
+        #[arg(long)]
+        logits: Option<PathBuf>,
+        /// Write masks at the image's size: OUT itself for one prompt, OUT-0.png, OUT-1.png, ... for several.
+        #[arg(long)]
+        mask: Option<PathBuf>,
+        /// Probability above which a pixel is in the mask.
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f32,
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
+    },
+    /// Download an HF model folder (resumable, checksums verified).
+    Fetch {
+        #[arg(long, default_value = "CIDAS/clipseg-rd64-refined")]
+        repo: String,
+        #[arg(long, default_value = "main")]
+        revision: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    /// burn's `flex` CPU backend.
+    Cpu,
+    /// burn-wgpu (Vulkan, Metal, DX12 or GL through wgpu).
+    Wgpu,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Predict { model, image, prompts, logits, mask, threshold, backend } => {
+            predict(&model, &image, &prompts, logits.as_deref(), mask.as_deref(), threshold, backend)
+        }
+        Command::Fetch { repo, revision, out } => {
+            let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
+            let request = hub::FetchRequest {
+                endpoint,
+                repo,
+                revision,
+                out,
+                token: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()),
+                progress: true,
+            };
+            let report = hub::fetch(&request)?;
+            eprintln!(
+                "{} files ({:.1} MB, {} downloaded) of {} at commit {} in {}",
+                report.files.len(),
+                report.total_bytes() as f64 / 1e6,
+                report.downloaded_count(),
+                report.repo,
+                report.commit.as_deref().unwrap_or("?"),
+                report.out.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn device(backend: Backend) -> Result<Device> {
+    Ok(match backend {
+        Backend::Cpu => Device::flex(),
+        Backend::Wgpu => Device::wgpu_options().init().context("can't start wgpu")?,
+    })
+}
+
+fn predict(
+    model_dir: &Path,
+    image_path: &Path,
+    prompts: &[String],
+    logits_out: Option<&Path>,
+    mask_out: Option<&Path>,
+    threshold: f32,
+    backend: Backend,
+) -> Result<()> {
+    if !(0.0..=1.0).contains(&threshold) {
+        bail!("--threshold must be within 0..=1, got {threshold}");
+    }
+    if logits_out.is_none() && mask_out.is_none() {
+        bail!("nothing to write: give --logits OUT.npy and/or --mask OUT.png");
+    }
+    let (rgb, width, height) = load_rgb(image_path)?;
+    let device = device(backend)?;
+    let segmenter = Segmenter::from_hf_dir(model_dir, &device)?;
+    let image = segmenter.encode_image(&rgb, width, height)?;
+    let logits = segmenter.segment(&image, prompts)?;
+    let [count, h, w] = logits.dims();
+    let values = logits
+        .try_into_vec_as::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading logits back: {e:?}"))?;
+
+    if let Some(path) = logits_out {
+        std::fs::write(path, npy::to_bytes(&values, &[count, h, w]))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = mask_out {
+        for (k, map) in values.chunks_exact(h * w).enumerate() {
+            let resized = preprocess::resize_bilinear_f32(map, h, w, height, width);
+            let pixels = resized
+                .iter()
+                .map(|&l| if 1.0 / (1.0 + (-l).exp()) > threshold { 255 } else { 0 })
+                .collect();
+            let out = mask_path(path, k, count);
+            image::GrayImage::from_raw(width as u32, height as u32, pixels)
+                .context("mask buffer size")?
+                .save(&out)
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// `OUT.png` for one prompt; `OUT-0.png`, `OUT-1.png`, ... in prompt order for several.
+fn mask_path(path: &Path, index: usize, count: usize) -> PathBuf {
+    if count == 1 {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().map_or_else(|| "mask".into(), |s| s.to_string_lossy().into_owned());
+    let ext = path.extension().map_or_else(|| "png".into(), |e| e.to_string_lossy().into_owned());
+    path.with_file_name(format!("{stem}-{index}.{ext}"))
+}
+
+/// Decodes any supported image file to RGB8 within size limits.
+fn load_rgb(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
+    let mut reader = image::ImageReader::open(path)
+        .with_context(|| format!("can't open {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("can't read {}", path.display()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits.clone());
+    let (w, h) = reader
+        .into_dimensions()
+        .with_context(|| format!("{} is not a readable image", path.display()))?;
+    if w == 0 || h == 0 {
+        bail!("{} is empty ({w}x{h} px)", path.display());
+    }
+    if w > MAX_SIDE || h > MAX_SIDE {
+        bail!("{} is {w}x{h} px; the limit is {MAX_SIDE} px per side", path.display());
+    }
+    let mut reader = image::ImageReader::open(path)?.with_guessed_format()?;
+    reader.limits(limits);
+    let decoded = reader.decode().with_context(|| format!("{} is not a readable image", path.display()))?;
+    let rgb = decoded.into_rgb8();
+    Ok((rgb.into_raw(), w as usize, h as usize))
+}

@@ -1,0 +1,45 @@
+//! CLIPSeg (Lüddecke & Ecker, CVPR 2022) on burn: text-prompted segmentation that runs the same
+//! model code natively (CLI, training) and in the browser (wasm + WebGPU).
+//!
+//! Layout: [`config`] (HF `config.json`), [`model`] (the network), [`weights`] (loading),
+//! [`tokenizer`] and [`preprocess`] (inputs), [`segmenter`] (all of it behind one call).
+
+pub mod config;
+pub mod model;
+pub mod npy;
+pub mod preprocess;
+pub mod segmenter;
+pub mod tokenizer;
+pub mod weights;
+
+#[cfg(feature = "native")]
+pub mod hub;
+
+pub use config::ClipSegConfig;
+pub use model::ClipSeg;
+pub use segmenter::Segmenter;
+/// The burn version this crate is built on, for callers that make devices and tensors.
+pub use burn;
+
+/// Every failure a user can cause, as one line of text.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Weights(String),
+    #[error("{0}")]
+    Tokenizer(String),
+    #[error("{0}")]
+    Image(String),
+    #[error("{0}")]
+    Input(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+impl From<preprocess::PreprocessError> for Error {
+    fn from(e: preprocess::PreprocessError) -> Self {
+        Error::Image(e.to_string())
+    }
+}

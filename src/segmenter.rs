@@ -1,0 +1,135 @@
+//! One object that owns model, tokenizer and preprocessing: image + prompts in, logits out.
+//! The CLI and the wasm API are thin shells over it.
+
+use burn::store::SafetensorsStore;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::model::{ClipSeg, ImageFeatures};
+use crate::preprocess::{self, PreprocessConfig};
+use crate::tokenizer::ClipTokenizer;
+use crate::weights::hf;
+use crate::{ClipSegConfig, Error};
+
+/// Model, tokenizer and preprocessing of one checkpoint on one device.
+pub struct Segmenter {
+    pub model: ClipSeg,
+    pub tokenizer: ClipTokenizer,
+    pub preprocess: PreprocessConfig,
+}
+
+impl Segmenter {
+    /// Builds from the contents of an HF folder's files. `safetensors` is the whole
+    /// `model.safetensors`; `preprocessor_config` defaults to CLIPSeg's when absent.
+    pub fn from_hf_bytes(
+        config_json: &str,
+        safetensors: Vec<u8>,
+        tokenizer_json: &[u8],
+        preprocessor_config: Option<&str>,
+        device: &Device,
+    ) -> Result<Self, Error> {
+        let (mut model, tokenizer, preprocess) =
+            Self::parts(config_json, tokenizer_json, preprocessor_config, device)?;
+        let header = hf::read_header(&safetensors, safetensors.len() as u64)?;
+        hf::check_header(&model, &header)?;
+        hf::apply(&mut model, SafetensorsStore::from_bytes(Some(safetensors)))?;
+        Ok(Self { model, tokenizer, preprocess })
+    }
+
+    /// Loads an HF model folder (`config.json`, `model.safetensors`, `tokenizer.json`,
+    /// optional `preprocessor_config.json`); the weights are read straight from the file.
+    #[cfg(feature = "native")]
+    pub fn from_hf_dir(dir: &std::path::Path, device: &Device) -> Result<Self, Error> {
+        use std::io::Read;
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|source| Error::Io { path: path.display().to_string(), source })
+        };
+        if !dir.is_dir() {
+            return Err(Error::Input(format!("{}: no such model folder", dir.display())));
+        }
+        let config = String::from_utf8(read("config.json")?)
+            .map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
+        let preprocessor = match read("preprocessor_config.json") {
+            Ok(bytes) => Some(
+                String::from_utf8(bytes)
+                    .map_err(|_| Error::Config("preprocessor_config.json is not UTF-8".into()))?,
+            ),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let (mut model, tokenizer, preprocess) =
+            Self::parts(&config, &read("tokenizer.json")?, preprocessor.as_deref(), device)?;
+
+        let path = dir.join("model.safetensors");
+        let io = |source| Error::Io { path: path.display().to_string(), source };
+        let mut file = std::fs::File::open(&path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        let mut prefix = [0u8; 8];
+        file.read_exact(&mut prefix).map_err(|_| {
+            Error::Weights(format!("{}: file of {file_len} bytes is too short to be safetensors", path.display()))
+        })?;
+        let header_len = u64::from_le_bytes(prefix).min(file_len);
+        let mut head = prefix.to_vec();
+        file.take(header_len).read_to_end(&mut head).map_err(io)?;
+        hf::check_header(&model, &hf::read_header(&head, file_len)?)?;
+        hf::apply(&mut model, SafetensorsStore::from_file(&path))?;
+        Ok(Self { model, tokenizer, preprocess })
+    }
+
+    fn parts(
+        config_json: &str,
+        tokenizer_json: &[u8],
+        preprocessor_config: Option<&str>,
+        device: &Device,
+    ) -> Result<(ClipSeg, ClipTokenizer, PreprocessConfig), Error> {
+        let config = ClipSegConfig::from_json(config_json)?;
+        let preprocess = match preprocessor_config {
+            Some(text) => PreprocessConfig::from_json(text)?,
+            None => PreprocessConfig::clipseg_default(),
+        };
+        let (h, w) = (preprocess.height, preprocess.width);
+        let patch = config.vision_config.patch_size;
+        if h != w || h % patch != 0 {
+            return Err(Error::Config(format!(
+                "preprocessor size {h}x{w} must be square and a multiple of the patch size {patch}"
+            )));
+        }
+        let tokenizer = ClipTokenizer::from_bytes(tokenizer_json)?;
+        Ok((ClipSeg::new(&config, device)?, tokenizer, preprocess))
+    }
+
+    pub fn config(&self) -> &ClipSegConfig {
+        &self.model.config
+    }
+
+    /// Interleaved RGB8 pixels to the model input [1, 3, S, S], as the HF processor makes it.
+    pub fn pixel_values(&self, rgb: &[u8], width: usize, height: usize) -> Result<Tensor<4>, Error> {
+        let values = preprocess::pixel_values(&self.preprocess, rgb, width, height)?;
+        let (w, h) = self.preprocess.output_size(width, height);
+        Ok(Tensor::from_data(TensorData::new(values, [1, 3, h, w]), &self.device()))
+    }
+
+    /// Runs the vision tower once; the result serves any number of prompts.
+    pub fn encode_image(&self, rgb: &[u8], width: usize, height: usize) -> Result<ImageFeatures, Error> {
+        self.model.encode_image(self.pixel_values(rgb, width, height)?)
+    }
+
+    /// Token ids per prompt, truncated to the text model's length.
+    pub fn tokenize<S: AsRef<str>>(&self, prompts: &[S]) -> Result<Vec<Vec<u32>>, Error> {
+        let max_len = self.config().text_config.max_position_embeddings;
+        prompts.iter().map(|p| self.tokenizer.encode(p.as_ref(), max_len)).collect()
+    }
+
+    /// Logits [prompts, S, S] (sigmoid gives probabilities) for an encoded image.
+    pub fn segment<S: AsRef<str>>(&self, image: &ImageFeatures, prompts: &[S]) -> Result<Tensor<3>, Error> {
+        if prompts.is_empty() {
+            return Err(Error::Input("give at least one prompt".into()));
+        }
+        let conditional = self.model.encode_text(&self.tokenize(prompts)?)?;
+        Ok(self.model.decode(image, conditional))
+    }
+
+    fn device(&self) -> Device {
+        self.model.clip.text_projection.weight.device()
+    }
+}

@@ -1,0 +1,181 @@
+//! HF `model.safetensors` of `CLIPSegForImageSegmentation` into [`ClipSeg`].
+//!
+//! Our field paths are HF's names, so the map is short: LayerNorm `weight`/`bias` are burn's
+//! `gamma`/`beta` and Linear weights are transposed (both by [`PyTorchToBurnAdapter`]), the
+//! refined head's `nn.Sequential` indices `0/2/4` are fields `layer0/2/4`, and the
+//! `TransposedConvolution` enum variant is not part of HF's names. Checkpoint tensors the model
+//! doesn't use (`position_ids`, vision layers past the deepest extracted one, `post_layernorm`,
+//! `visual_projection`, `logit_scale`) are ignored.
+//!
+//! Before anything is applied, the file's header is checked against the names and shapes the
+//! model expects, so a wrong checkpoint fails with the HF key and both shapes.
+
+use std::collections::BTreeMap;
+
+use burn::store::{
+    BurnToPyTorchAdapter, FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot,
+    PyTorchToBurnAdapter, SafetensorsStore,
+};
+use burn::tensor::DType;
+
+use crate::Error;
+use crate::model::ClipSeg;
+
+/// The HF names and PyTorch-layout shapes of every tensor `model` needs.
+pub fn expected_tensors(model: &ClipSeg) -> BTreeMap<String, Vec<usize>> {
+    model
+        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+        .into_iter()
+        .map(|t| (hf_name(&t.name), t.shape.to_vec()))
+        .collect()
+}
+
+/// Burn path (after the PyTorch adapter) to HF key: only the Sequential indices differ.
+fn hf_name(path: &str) -> String {
+    path.replace("transposed_convolution.layer", "transposed_convolution.")
+}
+
+/// Name -> (dtype, shape) as listed in a safetensors header, checked against the file length.
+pub fn read_header(bytes_or_prefix: &[u8], file_len: u64) -> Result<BTreeMap<String, (String, Vec<usize>)>, Error> {
+    let bad = |msg: String| Error::Weights(format!("model.safetensors: {msg}"));
+    let Some(len_bytes) = bytes_or_prefix.get(..8) else {
+        return Err(bad(format!("file of {file_len} bytes is too short to be safetensors")));
+    };
+    let header_len = u64::from_le_bytes(len_bytes.try_into().map_err(|_| bad("short header".into()))?);
+    let header_end = 8u64.saturating_add(header_len);
+    let Some(header) = bytes_or_prefix.get(8..header_end as usize).filter(|_| header_end <= file_len) else {
+        return Err(bad(format!("header of {header_len} bytes does not fit in {file_len} bytes (truncated?)")));
+    };
+    let entries: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| bad(format!("unreadable header ({e})")))?;
+    let mut out = BTreeMap::new();
+    for (name, entry) in entries {
+        if name == "__metadata__" {
+            continue;
+        }
+        let info: HeaderEntry =
+            serde_json::from_value(entry).map_err(|e| bad(format!("entry {name}: {e}")))?;
+        let end = header_end.saturating_add(info.data_offsets[1]);
+        if end > file_len {
+            return Err(bad(format!(
+                "tensor {name} ends at byte {end} but the file has {file_len} bytes (truncated download?)"
+            )));
+        }
+        out.insert(name, (info.dtype, info.shape));
+    }
+    Ok(out)
+}
+
+#[derive(serde::Deserialize)]
+struct HeaderEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: [u64; 2],
+}
+
+/// Checks `header` against what `model` needs: every key present, every shape equal.
+pub fn check_header(model: &ClipSeg, header: &BTreeMap<String, (String, Vec<usize>)>) -> Result<(), Error> {
+    for (name, shape) in expected_tensors(model) {
+        match header.get(&name) {
+            None => {
+                return Err(Error::Weights(format!(
+                    "model.safetensors has no tensor {name} (expected shape {shape:?}); is this a CLIPSegForImageSegmentation checkpoint for this config.json?"
+                )));
+            }
+            Some((_, found)) if *found != shape => {
+                return Err(Error::Weights(format!(
+                    "tensor {name} has shape {found:?} in model.safetensors but config.json implies {shape:?}"
+                )));
+            }
+            Some((dtype, _)) if !matches!(dtype.as_str(), "F32" | "F16" | "BF16" | "F64") => {
+                return Err(Error::Weights(format!("tensor {name} has unsupported dtype {dtype}")));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Fills `model` from a safetensors store whose header was already checked.
+pub fn apply(model: &mut ClipSeg, store: SafetensorsStore) -> Result<(), Error> {
+    let remap = KeyRemapper::new()
+        .add_pattern(r"^decoder\.transposed_convolution\.(\d+)\.", "decoder.transposed_convolution.layer$1.")
+        .map_err(|e| Error::Weights(e.to_string()))?;
+    let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32));
+    let mut store = store
+        .remap(remap)
+        .with_from_adapter(adapter)
+        .skip_enum_variants(true)
+        .allow_partial(true)
+        .validate(false);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| Error::Weights(format!("model.safetensors: {e}")))?;
+    if let Some(err) = result.errors.first() {
+        return Err(Error::Weights(format!("model.safetensors: {err}")));
+    }
+    if let Some((path, _)) = result.missing.first() {
+        return Err(Error::Weights(format!("model.safetensors: tensor {path} was not loaded")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClipSegConfig;
+
+    fn tiny() -> ClipSegConfig {
+        let mut c = ClipSegConfig::default();
+        c.text_config.vocab_size = 10;
+        c.text_config.hidden_size = 8;
+        c.text_config.num_attention_heads = 2;
+        c.text_config.intermediate_size = 8;
+        c.text_config.num_hidden_layers = 1;
+        c.vision_config.hidden_size = 8;
+        c.vision_config.num_attention_heads = 2;
+        c.vision_config.intermediate_size = 8;
+        c.vision_config.num_hidden_layers = 3;
+        c.extract_layers = vec![0, 1];
+        c.projection_dim = 4;
+        c.reduce_dim = 4;
+        c.decoder_intermediate_size = 4;
+        c.decoder_num_attention_heads = 2;
+        c.use_complex_transposed_convolution = true;
+        c
+    }
+
+    #[test]
+    fn expected_names_are_hf_names() {
+        let model = ClipSeg::new(&tiny(), &burn::tensor::Device::flex()).unwrap();
+        let names = expected_tensors(&model);
+        for key in [
+            "clip.text_model.embeddings.token_embedding.weight",
+            "clip.text_model.final_layer_norm.weight",
+            "clip.text_model.encoder.layers.0.self_attn.q_proj.weight",
+            "clip.vision_model.embeddings.class_embedding",
+            "clip.vision_model.pre_layrnorm.bias",
+            "clip.vision_model.encoder.layers.1.mlp.fc2.bias",
+            "clip.text_projection.weight",
+            "decoder.transposed_convolution.0.weight",
+            "decoder.transposed_convolution.4.bias",
+            "decoder.reduces.1.weight",
+            "decoder.layers.0.layer_norm2.bias",
+            "decoder.film_mul.weight",
+        ] {
+            assert!(names.contains_key(key), "{key} not in {:?}", names.keys());
+        }
+        // Only the layers the decoder reads; Linear shapes in PyTorch's [out, in] layout.
+        assert!(!names.contains_key("clip.vision_model.encoder.layers.2.mlp.fc1.weight"));
+        assert_eq!(names["clip.text_projection.weight"], vec![4, 8]);
+        assert_eq!(names["decoder.reduces.0.weight"], vec![4, 8]);
+    }
+
+    #[test]
+    fn truncated_header_is_an_error() {
+        let mut bytes = 100u64.to_le_bytes().to_vec();
+        bytes.extend(b"{}");
+        let err = read_header(&bytes, bytes.len() as u64).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+    }
+}

@@ -1,0 +1,168 @@
+//! The `clipseg` binary as a user meets it: outputs on the fixtures, and one-line errors (exit
+//! code != 0, no panic) for every bad input the issue lists.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+
+fn clipseg(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_clipseg")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("clipseg-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A copy of a fixture model folder that a test may damage.
+fn model_copy(name: &str) -> PathBuf {
+    let dir = temp_dir(name);
+    let src = fixtures().join("models/plain");
+    for file in ["config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(file), dir.join(file)).unwrap();
+    }
+    dir
+}
+
+fn assert_one_line_error(ok: bool, stderr: &str, needle: &str) {
+    assert!(!ok, "expected failure, stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+}
+
+fn predict_args<'a>(model: &'a str, image: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec!["predict", "--model", model, "--image", image, "--prompt", "a cat", "--logits", out]
+}
+
+#[test]
+fn predict_writes_reference_logits_and_masks() {
+    let case = cases().into_iter().find(|c| c.model == "refined").unwrap();
+    let dir = temp_dir("predict");
+    let logits = dir.join("l.npy");
+    let mask = dir.join("m.png");
+    let model = fixtures().join("models").join(&case.model);
+    let image = fixtures().join(&case.image);
+    let mut args = vec!["predict", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap()];
+    for p in &case.prompts {
+        args.extend(["--prompt", p.as_str()]);
+    }
+    args.extend(["--logits", logits.to_str().unwrap(), "--mask", mask.to_str().unwrap()]);
+    let (ok, stderr) = clipseg(&args);
+    assert!(ok, "{stderr}");
+
+    let (ours, shape) = clipseg::npy::from_bytes(&std::fs::read(&logits).unwrap()).unwrap();
+    let (reference, ref_shape) = read_npy(&case.logits);
+    assert_eq!(shape, ref_shape);
+    assert!(max_abs_diff(&ours, &reference) <= 1e-4 * case.max_abs_logit.max(1.0));
+    for (k, ref_mask) in case.masks.iter().enumerate() {
+        let ours = read_mask(&dir.join(format!("m-{k}.png")));
+        assert!(iou(&ours, &read_mask(&fixtures().join(ref_mask))) >= 0.99);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_inputs_fail_with_one_line() {
+    let dir = temp_dir("bad");
+    let out = dir.join("o.npy");
+    let out = out.to_str().unwrap();
+    let plain = fixtures().join("models/plain");
+    let plain = plain.to_str().unwrap();
+    let good_image = fixtures().join("images/tiny.png");
+    let good_image = good_image.to_str().unwrap();
+
+    let text_file = dir.join("notes.png");
+    std::fs::write(&text_file, "this is not an image").unwrap();
+    let (ok, err) = clipseg(&predict_args(plain, text_file.to_str().unwrap(), out));
+    assert_one_line_error(ok, &err, "not a readable image");
+
+    let missing = dir.join("missing.png");
+    let (ok, err) = clipseg(&predict_args(plain, missing.to_str().unwrap(), out));
+    assert_one_line_error(ok, &err, "can't open");
+
+    // A valid PNG header announcing 30000x30000 px: refused before any pixel is allocated.
+    let huge = dir.join("huge.png");
+    std::fs::write(&huge, png_header(30000, 30000)).unwrap();
+    let (ok, err) = clipseg(&predict_args(plain, huge.to_str().unwrap(), out));
+    assert_one_line_error(ok, &err, "30000");
+
+    let zero = dir.join("zero.png");
+    std::fs::write(&zero, png_header(0, 5)).unwrap();
+    let (ok, err) = clipseg(&predict_args(plain, zero.to_str().unwrap(), out));
+    assert_one_line_error(ok, &err, "zero.png");
+
+    let (ok, err) = clipseg(&predict_args("/nonexistent/model", good_image, out));
+    assert_one_line_error(ok, &err, "no such model folder");
+
+    let truncated = model_copy("truncated");
+    let weights = truncated.join("model.safetensors");
+    let len = std::fs::metadata(&weights).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&weights).unwrap();
+    file.set_len(len / 2).unwrap();
+    let (ok, err) = clipseg(&predict_args(truncated.to_str().unwrap(), good_image, out));
+    assert_one_line_error(ok, &err, "truncated");
+
+    let odd_config = model_copy("config");
+    let config_path = odd_config.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["extract_layers"] = serde_json::json!([1, 7]);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let (ok, err) = clipseg(&predict_args(odd_config.to_str().unwrap(), good_image, out));
+    assert_one_line_error(ok, &err, "extract_layers");
+
+    let wrong_shape = model_copy("shape");
+    let config_path = wrong_shape.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["reduce_dim"] = serde_json::json!(8);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let (ok, err) = clipseg(&predict_args(wrong_shape.to_str().unwrap(), good_image, out));
+    assert_one_line_error(
+        ok,
+        &err,
+        "decoder.film_add.weight has shape [16, 16] in model.safetensors but config.json implies [8, 16]",
+    );
+
+    let (ok, err) = clipseg(&[
+        "predict", "--model", plain, "--image", good_image, "--prompt", "x", "--logits", out, "--threshold", "1.5",
+    ]);
+    assert_one_line_error(ok, &err, "--threshold");
+
+    for d in [dir, truncated, odd_config, wrong_shape] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+/// PNG signature + IHDR chunk (CRC included) claiming `w` x `h` RGB pixels, and nothing else.
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    let mut chunk = b"IHDR".to_vec();
+    chunk.extend(w.to_be_bytes());
+    chunk.extend(h.to_be_bytes());
+    chunk.extend([8, 2, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend(13u32.to_be_bytes());
+    out.extend(&chunk);
+    out.extend(crc32(&chunk).to_be_bytes());
+    out
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+

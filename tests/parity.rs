@@ -1,0 +1,110 @@
+//! Parity with HF transformers' `CLIPSegForImageSegmentation` on random-weight checkpoints of
+//! several configs (plain and refined heads, different extract/conditional layers, patch sizes,
+//! activations, legacy and new EOS pooling), from image file to logits and masks.
+
+mod common;
+
+use clipseg::burn::tensor::{Device, DeviceKind};
+use clipseg::preprocess::{self, Filter};
+use clipseg::Segmenter;
+use common::*;
+
+/// The bound: max |ours - ref| <= 1e-4 * max(1, max |ref|).
+fn check_case(case: &Case, device: &Device) {
+    let segmenter = Segmenter::from_hf_dir(&fixtures().join("models").join(&case.model), device)
+        .unwrap_or_else(|e| panic!("{}: {e}", case.model));
+    assert_eq!(segmenter.tokenize(&case.prompts).unwrap(), case.input_ids, "{}", case.model);
+
+    let (rgb, w, h) = read_rgb(&case.image);
+    assert_eq!([h, w], case.orig_size);
+    let image = segmenter.encode_image(&rgb, w, h).unwrap();
+
+    let (cond_ref, _) = read_npy(&case.cond);
+    let cond = segmenter.model.encode_text(&case.input_ids).unwrap();
+    let cond = cond.try_into_vec_as::<f32>().unwrap();
+    let cond_err = max_abs_diff(&cond, &cond_ref);
+
+    let logits = segmenter.segment(&image, &case.prompts).unwrap();
+    let dims = logits.dims();
+    let logits = logits.try_into_vec_as::<f32>().unwrap();
+    let (reference, ref_shape) = read_npy(&case.logits);
+    assert_eq!(dims.to_vec(), ref_shape, "{} {}", case.model, case.image);
+    let err = max_abs_diff(&logits, &reference);
+    let bound = 1e-4 * case.max_abs_logit.max(1.0);
+    eprintln!(
+        "{:>8} {:<22} {device:?}: max|err| {err:.2e} (bound {bound:.2e}, max|ref| {:.2}), cond {cond_err:.2e}",
+        case.model, case.image, case.max_abs_logit
+    );
+    assert!(err <= bound, "{} {}: logits differ by {err} > {bound}", case.model, case.image);
+
+    let [s, _, _] = dims;
+    let side = ref_shape[1];
+    for (k, mask_rel) in case.masks.iter().enumerate() {
+        let map = &logits[k * side * side..(k + 1) * side * side];
+        let ours: Vec<bool> =
+            preprocess::resize_bilinear_f32(map, side, side, h, w).iter().map(|&l| l > 0.0).collect();
+        let reference = read_mask(&fixtures().join(mask_rel));
+        let score = iou(&ours, &reference);
+        assert!(score >= 0.99, "{} {} prompt {k}/{s}: mask IoU {score}", case.model, case.image);
+    }
+}
+
+#[test]
+fn logits_and_masks_match_transformers_on_cpu() {
+    let device = Device::flex();
+    for case in cases() {
+        check_case(&case, &device);
+    }
+}
+
+/// The same checkpoints on burn-wgpu (lavapipe in CI, so CPU Vulkan): the browser's code path.
+#[test]
+fn logits_and_masks_match_transformers_on_wgpu() {
+    let device = Device::wgpu(DeviceKind::DefaultDevice);
+    for case in cases() {
+        check_case(&case, &device);
+    }
+}
+
+/// PIL's resampler ported byte for byte: the processor's resize is the first thing that can drift.
+#[test]
+fn resize_matches_pillow_exactly() {
+    let dir = fixtures().join("reference/resized");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let (src, w, h) = read_rgb(&format!("images/{stem}.png"));
+        let expected = image::open(&path).unwrap().into_rgb8();
+        let (ow, oh) = expected.dimensions();
+        let ours = preprocess::resize_rgb8(&src, w, h, ow as usize, oh as usize, Filter::Bilinear);
+        assert!(ours == expected.into_raw(), "{stem}: resize differs from Pillow");
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} resized references");
+}
+
+#[derive(serde::Deserialize)]
+struct Tokens {
+    prompt: String,
+    ids: Vec<u32>,
+    ids_truncated: Vec<u32>,
+}
+
+#[test]
+fn tokenizer_matches_hf_on_hostile_prompts() {
+    let tokenizer_json = std::fs::read(fixtures().join("tokenizer.json")).unwrap();
+    let tokenizer = clipseg::tokenizer::ClipTokenizer::from_bytes(&tokenizer_json).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("tokens.json")).unwrap();
+    let cases: Vec<Tokens> = serde_json::from_str(&text).unwrap();
+    assert!(cases.len() >= 20);
+    assert!(cases.iter().any(|c| c.ids.len() > 77), "no over-long prompt in tokens.json");
+    for c in &cases {
+        assert_eq!(tokenizer.encode(&c.prompt, 1 << 20).unwrap(), c.ids, "{:?}", c.prompt);
+        assert_eq!(tokenizer.encode(&c.prompt, 77).unwrap(), c.ids_truncated, "{:?} (truncated)", c.prompt);
+    }
+    assert_eq!(
+        tokenizer.encode("a photo of a cat", 77).unwrap(),
+        [49406, 320, 1125, 539, 320, 2368, 49407]
+    );
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Every check CI runs, from a fresh Debian machine: installs what is missing, then lints,
+# builds the library for wasm32 and runs all tests (CPU through burn-flex, wgpu through Mesa's
+# lavapipe Vulkan driver). Opt-in heavy parity: tools/full_size_parity.py (see README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo=""
+[ "$(id -u)" = 0 ] || sudo=sudo
+if ! dpkg -s mesa-vulkan-drivers libvulkan1 >/dev/null 2>&1; then
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mesa-vulkan-drivers libvulkan1
+fi
+rustup target add wasm32-unknown-unknown
+rustup component add clippy
+
+cargo clippy --features native --all-targets -- -D warnings
+cargo build --lib --target wasm32-unknown-unknown
+cargo test --features native
