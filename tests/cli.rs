@@ -129,7 +129,7 @@ fn bad_inputs_fail_with_one_line() {
     assert_one_line_error(
         ok,
         &err,
-        "decoder.film_add.weight has shape [16, 16] in model.safetensors but config.json implies [8, 16]",
+        "tensor decoder.film_add.bias has shape [16] in model.safetensors but config.json implies [8]",
     );
 
     let (ok, err) = clipseg(&[
@@ -142,16 +142,19 @@ fn bad_inputs_fail_with_one_line() {
     }
 }
 
-/// PNG signature + IHDR chunk (CRC included) claiming `w` x `h` RGB pixels, and nothing else.
+/// A PNG claiming `w` x `h` RGB pixels whose image data is empty: its header is all a
+/// decoder can trust, as with a hostile or damaged file.
 fn png_header(w: u32, h: u32) -> Vec<u8> {
-    let mut chunk = b"IHDR".to_vec();
-    chunk.extend(w.to_be_bytes());
-    chunk.extend(h.to_be_bytes());
-    chunk.extend([8, 2, 0, 0, 0]);
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(w.to_be_bytes());
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    out.extend(13u32.to_be_bytes());
-    out.extend(&chunk);
-    out.extend(crc32(&chunk).to_be_bytes());
+    for chunk in [ihdr, b"IDAT".to_vec(), b"IEND".to_vec()] {
+        out.extend((chunk.len() as u32 - 4).to_be_bytes());
+        out.extend(&chunk);
+        out.extend(crc32(&chunk).to_be_bytes());
+    }
     out
 }
 

@@ -167,18 +167,15 @@ fn mask_path(path: &Path, index: usize, count: usize) -> PathBuf {
     path.with_file_name(format!("{stem}-{index}.{ext}"))
 }
 
-/// Decodes any supported image file to RGB8 within size limits.
+/// Decodes any supported image file to RGB8, refusing oversized ones from their header alone.
 fn load_rgb(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
-    let mut reader = image::ImageReader::open(path)
-        .with_context(|| format!("can't open {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("can't read {}", path.display()))?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits.clone());
-    let (w, h) = reader
+    let open = || -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
+        image::ImageReader::open(path)
+            .with_context(|| format!("can't open {}", path.display()))?
+            .with_guessed_format()
+            .with_context(|| format!("can't read {}", path.display()))
+    };
+    let (w, h) = open()?
         .into_dimensions()
         .with_context(|| format!("{} is not a readable image", path.display()))?;
     if w == 0 || h == 0 {
@@ -187,9 +184,12 @@ fn load_rgb(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
     if w > MAX_SIDE || h > MAX_SIDE {
         bail!("{} is {w}x{h} px; the limit is {MAX_SIDE} px per side", path.display());
     }
-    let mut reader = image::ImageReader::open(path)?.with_guessed_format()?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    let mut reader = open()?;
     reader.limits(limits);
     let decoded = reader.decode().with_context(|| format!("{} is not a readable image", path.display()))?;
-    let rgb = decoded.into_rgb8();
-    Ok((rgb.into_raw(), w as usize, h as usize))
+    Ok((decoded.into_rgb8().into_raw(), w as usize, h as usize))
 }
