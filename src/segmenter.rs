@@ -27,16 +27,16 @@ impl Segmenter {
         preprocessor_config: Option<&str>,
         device: &Device,
     ) -> Result<Self, Error> {
-        let (mut model, tokenizer, preprocess) =
-            Self::parts(config_json, tokenizer_json, preprocessor_config, device)?;
+        let tokenizer = ClipTokenizer::from_bytes(tokenizer_json)?;
+        let (mut model, preprocess) = Self::parts(config_json, preprocessor_config, device)?;
         let header = hf::read_header(&safetensors, safetensors.len() as u64)?;
         hf::check_header(&model, &header)?;
         hf::apply(&mut model, SafetensorsStore::from_bytes(Some(safetensors)))?;
         Ok(Self { model, tokenizer, preprocess })
     }
 
-    /// Loads an HF model folder (`config.json`, `model.safetensors`, `tokenizer.json`,
-    /// optional `preprocessor_config.json`); the weights are read straight from the file.
+    /// Loads an HF model folder: `config.json`, `model.safetensors` (or `pytorch_model.bin`),
+    /// `tokenizer.json` (or `vocab.json` + `merges.txt`), optional `preprocessor_config.json`.
     #[cfg(feature = "native")]
     pub fn from_hf_dir(dir: &std::path::Path, device: &Device) -> Result<Self, Error> {
         use std::io::Read;
@@ -57,10 +57,22 @@ impl Segmenter {
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        let (mut model, tokenizer, preprocess) =
-            Self::parts(&config, &read("tokenizer.json")?, preprocessor.as_deref(), device)?;
+        let tokenizer = if dir.join("tokenizer.json").exists() || !dir.join("vocab.json").exists() {
+            ClipTokenizer::from_bytes(&read("tokenizer.json")?)?
+        } else {
+            let merges = String::from_utf8(read("merges.txt")?)
+                .map_err(|_| Error::Tokenizer("merges.txt is not UTF-8".into()))?;
+            ClipTokenizer::from_vocab_merges(&read("vocab.json")?, &merges)?
+        };
+        let (mut model, preprocess) = Self::parts(&config, preprocessor.as_deref(), device)?;
 
-        let path = dir.join("model.safetensors");
+        let safetensors = dir.join("model.safetensors");
+        let pytorch = dir.join("pytorch_model.bin");
+        if !safetensors.exists() && pytorch.exists() {
+            hf::load_pytorch(&mut model, &pytorch)?;
+            return Ok(Self { model, tokenizer, preprocess });
+        }
+        let path = safetensors;
         let io = |source| Error::Io { path: path.display().to_string(), source };
         let mut file = std::fs::File::open(&path).map_err(io)?;
         let file_len = file.metadata().map_err(io)?.len();
@@ -78,10 +90,9 @@ impl Segmenter {
 
     fn parts(
         config_json: &str,
-        tokenizer_json: &[u8],
         preprocessor_config: Option<&str>,
         device: &Device,
-    ) -> Result<(ClipSeg, ClipTokenizer, PreprocessConfig), Error> {
+    ) -> Result<(ClipSeg, PreprocessConfig), Error> {
         let config = ClipSegConfig::from_json(config_json)?;
         let preprocess = match preprocessor_config {
             Some(text) => PreprocessConfig::from_json(text)?,
@@ -94,8 +105,7 @@ impl Segmenter {
                 "preprocessor size {h}x{w} must be square and a multiple of the patch size {patch}"
             )));
         }
-        let tokenizer = ClipTokenizer::from_bytes(tokenizer_json)?;
-        Ok((ClipSeg::new(&config, device)?, tokenizer, preprocess))
+        Ok((ClipSeg::new(&config, device)?, preprocess))
     }
 
     pub fn config(&self) -> &ClipSegConfig {

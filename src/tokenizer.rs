@@ -5,6 +5,9 @@ use tokenizers::Tokenizer;
 
 use crate::Error;
 
+/// CLIP's word-splitting regex, as transformers' converter writes it.
+const CLIP_PATTERN: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+
 /// Token ids for prompts, as CLIPSeg's processor makes them (BOS ... EOS).
 pub struct ClipTokenizer {
     inner: Tokenizer,
@@ -25,6 +28,47 @@ impl ClipTokenizer {
             .token_to_id("<|endoftext|>")
             .ok_or_else(|| Error::Tokenizer("tokenizer.json has no <|endoftext|> token: not a CLIP tokenizer".into()))?;
         Ok(Self { inner, eos })
+    }
+
+    /// Builds the tokenizer from `vocab.json` + `merges.txt` (HF folders that predate
+    /// `tokenizer.json`), the way transformers' `CLIPConverter` assembles it.
+    pub fn from_vocab_merges(vocab_json: &[u8], merges_txt: &str) -> Result<Self, Error> {
+        let vocab: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(vocab_json)
+            .map_err(|e| Error::Tokenizer(format!("vocab.json: {e}")))?;
+        let id = |token: &str| {
+            vocab.get(token).and_then(serde_json::Value::as_u64).ok_or_else(|| {
+                Error::Tokenizer(format!("vocab.json has no {token}: not a CLIP vocabulary"))
+            })
+        };
+        let (bos, eos) = (id("<|startoftext|>")?, id("<|endoftext|>")?);
+        let merges: Vec<&str> = merges_txt
+            .lines()
+            .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
+            .collect();
+        let special = |id: u64, content: &str| {
+            serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        };
+        let json = serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": [special(bos, "<|startoftext|>"), special(eos, "<|endoftext|>")],
+            "normalizer": {"type": "Sequence", "normalizers": [
+                {"type": "NFC"},
+                {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
+                {"type": "Lowercase"}]},
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": CLIP_PATTERN}, "behavior": "Removed", "invert": true},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]},
+            "post_processor": {"type": "RobertaProcessing", "sep": ["<|endoftext|>", eos],
+                "cls": ["<|startoftext|>", bos], "trim_offsets": false, "add_prefix_space": false},
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": "<|endoftext|>",
+                "continuing_subword_prefix": "", "end_of_word_suffix": "</w>", "fuse_unk": false,
+                "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges},
+        });
+        Self::from_bytes(json.to_string().as_bytes())
     }
 
     /// Ids of `prompt` with BOS and EOS. Past `max_len` tokens the prompt is cut and EOS kept

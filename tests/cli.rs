@@ -129,7 +129,7 @@ fn bad_inputs_fail_with_one_line() {
     assert_one_line_error(
         ok,
         &err,
-        "tensor decoder.film_add.bias has shape [16] in model.safetensors but config.json implies [8]",
+        "tensor decoder.film_add.bias has shape [16] in the checkpoint but config.json implies [8]",
     );
 
     let (ok, err) = clipseg(&[

@@ -108,3 +108,40 @@ fn tokenizer_matches_hf_on_hostile_prompts() {
         [49406, 320, 1125, 539, 320, 2368, 49407]
     );
 }
+
+/// Older HF folders: `pytorch_model.bin` instead of safetensors, `vocab.json` + `merges.txt`
+/// instead of `tokenizer.json`. Both must give the reference logits and token ids.
+#[test]
+fn pytorch_bin_and_vocab_merges_folders_match_transformers() {
+    let src = fixtures().join("models/refined");
+    let dir = std::env::temp_dir().join(format!("clipseg-legacy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["config.json", "preprocessor_config.json", "pytorch_model.bin"] {
+        std::fs::copy(src.join(file), dir.join(file)).unwrap();
+    }
+    // vocab.json and merges.txt as transformers writes them, taken from the tokenizer.json.
+    let tokenizer: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("tokenizer.json")).unwrap()).unwrap();
+    std::fs::write(dir.join("vocab.json"), tokenizer["model"]["vocab"].to_string()).unwrap();
+    let mut merges = String::from("#version: 0.2\n");
+    for pair in tokenizer["model"]["merges"].as_array().unwrap() {
+        merges.push_str(&format!("{} {}\n", pair[0].as_str().unwrap(), pair[1].as_str().unwrap()));
+    }
+    std::fs::write(dir.join("merges.txt"), merges).unwrap();
+
+    let segmenter = Segmenter::from_hf_dir(&dir, &Device::flex()).unwrap();
+    let tokens: Vec<Tokens> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("tokens.json")).unwrap()).unwrap();
+    for t in &tokens {
+        assert_eq!(segmenter.tokenize(&[&t.prompt]).unwrap()[0], t.ids_truncated, "{:?}", t.prompt);
+    }
+    for case in cases().iter().filter(|c| c.model == "refined") {
+        let (rgb, w, h) = read_rgb(&case.image);
+        let image = segmenter.encode_image(&rgb, w, h).unwrap();
+        let logits = segmenter.segment(&image, &case.prompts).unwrap().try_into_vec_as::<f32>().unwrap();
+        let err = max_abs_diff(&logits, &read_npy(&case.logits).0);
+        assert!(err <= 1e-4 * case.max_abs_logit.max(1.0), "{}: {err}", case.image);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -379,6 +379,10 @@ def save_model(model: CLIPSegForImageSegmentation, dest: Path, final_scale: floa
     model.save_pretrained(dest)  # config.json + model.safetensors
     ViTImageProcessorPil(**PREPROCESSOR).save_pretrained(dest)  # preprocessor_config.json
     symlink("../../tokenizer.json", dest / "tokenizer.json")
+    if dest.name == "refined":
+        # Older checkpoints (CIDAS's among them) ship only a pickled state dict; the refined head's
+        # nn.Sequential indices make this the case that tests the .bin key mapping.
+        torch.save(model.state_dict(), dest / "pytorch_model.bin")
 
 
 # --------------------------------------------------------------------------------------------- reference

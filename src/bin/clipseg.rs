@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -44,6 +45,9 @@ enum Command {
         threshold: f32,
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
+        /// Print load, image-encoding and prompt timings to stderr.
+        #[arg(long)]
+        verbose: bool,
     },
     /// Download an HF model folder (resumable, checksums verified).
     Fetch {
@@ -76,8 +80,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Predict { model, image, prompts, logits, mask, threshold, backend } => {
-            predict(&model, &image, &prompts, logits.as_deref(), mask.as_deref(), threshold, backend)
+        Command::Predict { model, image, prompts, logits, mask, threshold, backend, verbose } => {
+            let outputs = Outputs { logits: logits.as_deref(), mask: mask.as_deref(), threshold };
+            predict(&model, &image, &prompts, &outputs, backend, verbose)
         }
         Command::Fetch { repo, revision, out } => {
             let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
@@ -111,15 +116,21 @@ fn device(backend: Backend) -> Result<Device> {
     })
 }
 
+struct Outputs<'a> {
+    logits: Option<&'a Path>,
+    mask: Option<&'a Path>,
+    threshold: f32,
+}
+
 fn predict(
     model_dir: &Path,
     image_path: &Path,
     prompts: &[String],
-    logits_out: Option<&Path>,
-    mask_out: Option<&Path>,
-    threshold: f32,
+    outputs: &Outputs,
     backend: Backend,
+    verbose: bool,
 ) -> Result<()> {
+    let Outputs { logits: logits_out, mask: mask_out, threshold } = *outputs;
     if !(0.0..=1.0).contains(&threshold) {
         bail!("--threshold must be within 0..=1, got {threshold}");
     }
@@ -128,13 +139,26 @@ fn predict(
     }
     let (rgb, width, height) = load_rgb(image_path)?;
     let device = device(backend)?;
+    let start = Instant::now();
     let segmenter = Segmenter::from_hf_dir(model_dir, &device)?;
+    let loaded = Instant::now();
     let image = segmenter.encode_image(&rgb, width, height)?;
+    device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let encoded = Instant::now();
     let logits = segmenter.segment(&image, prompts)?;
     let [count, h, w] = logits.dims();
     let values = logits
         .try_into_vec_as::<f32>()
         .map_err(|e| anyhow::anyhow!("reading logits back: {e:?}"))?;
+    if verbose {
+        let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
+        eprintln!(
+            "load {:.3} s, image encoding {:.3} s, {count} prompt(s) {:.3} s",
+            secs(start, loaded),
+            secs(loaded, encoded),
+            secs(encoded, Instant::now())
+        );
+    }
 
     if let Some(path) = logits_out {
         std::fs::write(path, npy::to_bytes(&values, &[count, h, w]))

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use burn::store::{
-    BurnToPyTorchAdapter, FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot,
+    ApplyResult, BurnToPyTorchAdapter, FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot,
     PyTorchToBurnAdapter, SafetensorsStore,
 };
 use burn::tensor::DType;
@@ -79,12 +79,12 @@ pub fn check_header(model: &ClipSeg, header: &BTreeMap<String, (String, Vec<usiz
         match header.get(&name) {
             None => {
                 return Err(Error::Weights(format!(
-                    "model.safetensors has no tensor {name} (expected shape {shape:?}); is this a CLIPSegForImageSegmentation checkpoint for this config.json?"
+                    "the checkpoint has no tensor {name} (expected shape {shape:?}); is it a CLIPSegForImageSegmentation checkpoint for this config.json?"
                 )));
             }
             Some((_, found)) if *found != shape => {
                 return Err(Error::Weights(format!(
-                    "tensor {name} has shape {found:?} in model.safetensors but config.json implies {shape:?}"
+                    "tensor {name} has shape {found:?} in the checkpoint but config.json implies {shape:?}"
                 )));
             }
             Some((dtype, _)) if !matches!(dtype.as_str(), "F32" | "F16" | "BF16" | "F64") => {
@@ -96,14 +96,18 @@ pub fn check_header(model: &ClipSeg, header: &BTreeMap<String, (String, Vec<usiz
     Ok(())
 }
 
+/// HF's `nn.Sequential` indices to our field names; everything else is already HF's name.
+fn remapper() -> Result<KeyRemapper, Error> {
+    KeyRemapper::new()
+        .add_pattern(r"^decoder\.transposed_convolution\.(\d+)\.", "decoder.transposed_convolution.layer$1.")
+        .map_err(|e| Error::Weights(e.to_string()))
+}
+
 /// Fills `model` from a safetensors store whose header was already checked.
 pub fn apply(model: &mut ClipSeg, store: SafetensorsStore) -> Result<(), Error> {
-    let remap = KeyRemapper::new()
-        .add_pattern(r"^decoder\.transposed_convolution\.(\d+)\.", "decoder.transposed_convolution.layer$1.")
-        .map_err(|e| Error::Weights(e.to_string()))?;
     let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32));
     let mut store = store
-        .remap(remap)
+        .remap(remapper()?)
         .with_from_adapter(adapter)
         .skip_enum_variants(true)
         .allow_partial(true)
@@ -111,11 +115,39 @@ pub fn apply(model: &mut ClipSeg, store: SafetensorsStore) -> Result<(), Error> 
     let result = model
         .load_from(&mut store)
         .map_err(|e| Error::Weights(format!("model.safetensors: {e}")))?;
+    finish("model.safetensors", result)
+}
+
+/// `pytorch_model.bin` (older HF checkpoints, CIDAS's among them): checked against the model,
+/// then applied like safetensors.
+#[cfg(feature = "native")]
+pub fn load_pytorch(model: &mut ClipSeg, path: &std::path::Path) -> Result<(), Error> {
+    use burn::store::{ModuleStore, PytorchStore};
+    let unreadable = |e: burn::store::PytorchStoreError| Error::Weights(format!("{}: {e}", path.display()));
+    // Contiguous re-indexing (on by default) would turn the Sequential's 0/2/4 into 0/1/2.
+    let header = PytorchStore::from_file(path)
+        .map_indices_contiguous(false)
+        .get_all_tensors()
+        .map_err(unreadable)?
+        .iter()
+        .map(|(name, t)| (name.clone(), (format!("{:?}", t.dtype), t.shape.to_vec())))
+        .collect();
+    check_header(model, &header)?;
+    let mut store = PytorchStore::from_file(path)
+        .remap(remapper()?)
+        .map_indices_contiguous(false)
+        .allow_partial(true)
+        .validate(false);
+    let result = model.load_from(&mut store).map_err(unreadable)?;
+    finish("pytorch_model.bin", result)
+}
+
+fn finish(file: &str, result: ApplyResult) -> Result<(), Error> {
     if let Some(err) = result.errors.first() {
-        return Err(Error::Weights(format!("model.safetensors: {err}")));
+        return Err(Error::Weights(format!("{file}: {err}")));
     }
     if let Some((path, _)) = result.missing.first() {
-        return Err(Error::Weights(format!("model.safetensors: tensor {path} was not loaded")));
+        return Err(Error::Weights(format!("{file}: tensor {path} was not loaded")));
     }
     Ok(())
 }
