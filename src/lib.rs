@@ -2,9 +2,11 @@
 //! model code natively (CLI, training) and in the browser (wasm + WebGPU).
 //!
 //! Layout: [`config`] (HF `config.json`), [`model`] (the network), [`weights`] (loading),
-//! [`tokenizer`] and [`preprocess`] (inputs), [`segmenter`] (all of it behind one call).
+//! [`tokenizer`] and [`preprocess`] (inputs), [`segmenter`] (all of it behind one call),
+//! [`metrics`] (the seed's, CLIPSeg's and PhraseCut's evaluation numbers).
 
 pub mod config;
+pub mod metrics;
 pub mod model;
 pub mod npy;
 pub mod preprocess;

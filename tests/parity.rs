@@ -145,3 +145,33 @@ fn pytorch_bin_and_vocab_merges_folders_match_transformers() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The in-memory loader (what the browser uses: no file system) gives the same model.
+#[test]
+fn loading_from_bytes_matches_transformers() {
+    let dir = fixtures().join("models/plain");
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let config = String::from_utf8(read("config.json")).unwrap();
+    let preprocessor = String::from_utf8(read("preprocessor_config.json")).unwrap();
+    let segmenter = Segmenter::from_hf_bytes(
+        &config,
+        read("model.safetensors"),
+        &read("tokenizer.json"),
+        Some(&preprocessor),
+        &Device::flex(),
+    )
+    .unwrap();
+    let case = cases().into_iter().find(|c| c.model == "plain").unwrap();
+    let (rgb, w, h) = read_rgb(&case.image);
+    let image = segmenter.encode_image(&rgb, w, h).unwrap();
+    let logits = segmenter.segment(&image, &case.prompts).unwrap().try_into_vec_as::<f32>().unwrap();
+    let err = max_abs_diff(&logits, &read_npy(&case.logits).0);
+    assert!(err <= 1e-4 * case.max_abs_logit.max(1.0), "{err}");
+
+    let mut truncated = read("model.safetensors");
+    truncated.truncate(truncated.len() - 100);
+    let err = Segmenter::from_hf_bytes(&config, truncated, &read("tokenizer.json"), None, &Device::flex())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("truncated"), "{err}");
+}

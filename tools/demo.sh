@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 model_dir="${MODEL_DIR:-models/clipseg-rd64-refined}"
-cargo build --release --features native
-bin=target/release/clipseg
+# The dev profile builds dependencies with full optimisation (Cargo.toml): one build serves the
+# tests and the demo.
+cargo build --features native
+bin=target/debug/clipseg
 
 if [ ! -f "$model_dir/model.safetensors" ]; then
   if ! "$bin" fetch --repo CIDAS/clipseg-rd64-refined --out "$model_dir"; then

@@ -7,7 +7,7 @@ preprocessor_config.json) to --out, runs the PyTorch reference on one image and 
 --clipseg, runs `clipseg predict` on each backend and compares. Nothing here is committed.
 
     /opt/refenv/bin/python tools/full_size_parity.py                      # reference only
-    /opt/refenv/bin/python tools/full_size_parity.py --clipseg target/release/clipseg [--backends cpu,wgpu]
+    /opt/refenv/bin/python tools/full_size_parity.py --clipseg target/debug/clipseg [--backends cpu,wgpu]
 
 Exit status: 0 ok, 1 an error ratio above --tol (default 1e-3), 2 a backend run failed.
 """

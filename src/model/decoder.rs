@@ -22,6 +22,7 @@ pub struct RefinedHead {
 /// `decoder.transposed_convolution`: one 16x16 (patch-size) transposed conv, or the refined
 /// head of `use_complex_transposed_convolution` (rd64-refined).
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)] // one per model: boxing would only add an indirection
 pub enum TransposedConvolution {
     Plain(ConvTranspose2d),
     Refined(RefinedHead),
