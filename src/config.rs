@@ -125,8 +125,8 @@ impl Default for ClipSegConfig {
 impl ClipSegConfig {
     /// Parses and validates `config.json` text.
     pub fn from_json(text: &str) -> Result<Self, Error> {
-        let config: Self = serde_json::from_str(text)
-            .map_err(|e| Error::Config(format!("config.json: {e}")))?;
+        let config: Self =
+            serde_json::from_str(text).map_err(|e| Error::Config(format!("config.json: {e}")))?;
         config.validate()?;
         Ok(config)
     }
@@ -154,7 +154,11 @@ impl ClipSegConfig {
         if self.extract_layers.is_empty() {
             return bad("extract_layers is empty".into());
         }
-        if let Some(&l) = self.extract_layers.iter().find(|&&l| l >= v.num_hidden_layers) {
+        if let Some(&l) = self
+            .extract_layers
+            .iter()
+            .find(|&&l| l >= v.num_hidden_layers)
+        {
             return bad(format!(
                 "extract_layers names layer {l} but the vision model has {} layers",
                 v.num_hidden_layers
@@ -176,16 +180,22 @@ impl ClipSegConfig {
             ));
         }
         if v.num_channels != 3 {
-            return bad(format!("vision num_channels {} (only RGB, 3, is supported)", v.num_channels));
+            return bad(format!(
+                "vision num_channels {} (only RGB, 3, is supported)",
+                v.num_channels
+            ));
         }
-        if self.use_complex_transposed_convolution && (v.patch_size % 4 != 0 || self.reduce_dim < 2) {
+        if self.use_complex_transposed_convolution && (v.patch_size % 4 != 0 || self.reduce_dim < 2)
+        {
             return bad(format!(
                 "use_complex_transposed_convolution needs patch_size divisible by 4 (got {}) and reduce_dim >= 2",
                 v.patch_size
             ));
         }
         if t.max_position_embeddings < 2 || t.vocab_size == 0 {
-            return bad("text_config: max_position_embeddings must be >= 2 and vocab_size > 0".into());
+            return bad(
+                "text_config: max_position_embeddings must be >= 2 and vocab_size > 0".into(),
+            );
         }
         if self.projection_dim == 0 || self.reduce_dim == 0 {
             return bad("projection_dim and reduce_dim must be positive".into());
@@ -255,7 +265,10 @@ mod tests {
             (r#"{"extract_layers": [3, 12]}"#, "layer 12"),
             (r#"{"conditional_layer": 3}"#, "conditional_layer 3"),
             (r#"{"vision_config": {"hidden_act": "mish"}}"#, "mish"),
-            (r#"{"vision_config": {"image_size": [224, 320]}}"#, "non-square"),
+            (
+                r#"{"vision_config": {"image_size": [224, 320]}}"#,
+                "non-square",
+            ),
             (r#"{"reduce_dim": 30}"#, "multiple of 4"),
             (r#"{"text_config": {"eos_token_id": [1, 2]}}"#, "single id"),
             ("not json", "config.json"),

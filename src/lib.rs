@@ -3,9 +3,12 @@
 //!
 //! Layout: [`config`] (HF `config.json`), [`model`] (the network), [`weights`] (loading),
 //! [`tokenizer`] and [`preprocess`] (inputs), [`segmenter`] (all of it behind one call),
-//! [`metrics`] (the seed's, CLIPSeg's and PhraseCut's evaluation numbers).
+//! [`metrics`] (the seed's, CLIPSeg's and PhraseCut's evaluation numbers), `data` (PhraseCut
+//! reader and synthetic generator; native only).
 
 pub mod config;
+#[cfg(feature = "native")]
+pub mod data;
 pub mod metrics;
 pub mod model;
 pub mod npy;
@@ -17,11 +20,11 @@ pub mod weights;
 #[cfg(feature = "native")]
 pub mod hub;
 
+/// The burn version this crate is built on, for callers that make devices and tensors.
+pub use burn;
 pub use config::ClipSegConfig;
 pub use model::ClipSeg;
 pub use segmenter::Segmenter;
-/// The burn version this crate is built on, for callers that make devices and tensors.
-pub use burn;
 
 /// Every failure a user can cause, as one line of text.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +40,10 @@ pub enum Error {
     #[error("{0}")]
     Input(String),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl From<preprocess::PreprocessError> for Error {

@@ -80,7 +80,9 @@ impl Filter {
             }),
             _ => Err(PreprocessError::Unsupported {
                 field,
-                reason: format!("{code} (expected a PIL filter: 1 LANCZOS, 2 BILINEAR, 3 BICUBIC, 4 BOX, 5 HAMMING)"),
+                reason: format!(
+                    "{code} (expected a PIL filter: 1 LANCZOS, 2 BILINEAR, 3 BICUBIC, 4 BOX, 5 HAMMING)"
+                ),
             }),
         }
     }
@@ -101,7 +103,13 @@ impl Filter {
     /// everywhere.
     fn eval(self, x: f64) -> f64 {
         use std::f64::consts::PI;
-        let sinc = |x: f64| if x == 0.0 { 1.0 } else { (x * PI).sin() / (x * PI) };
+        let sinc = |x: f64| {
+            if x == 0.0 {
+                1.0
+            } else {
+                (x * PI).sin() / (x * PI)
+            }
+        };
         match self {
             Self::Box => (x > -0.5 && x <= 0.5) as u8 as f64,
             Self::Bilinear => {
@@ -233,11 +241,16 @@ fn get_f64(field: &'static str, v: &Value) -> Result<f64> {
 fn get_rgb(field: &'static str, v: Option<Value>, default: [f64; 3]) -> Result<[f64; 3]> {
     match v {
         None => Ok(default),
-        Some(Value::Array(a)) if a.len() == 3 => {
-            Ok([get_f64(field, &a[0])?, get_f64(field, &a[1])?, get_f64(field, &a[2])?])
-        }
+        Some(Value::Array(a)) if a.len() == 3 => Ok([
+            get_f64(field, &a[0])?,
+            get_f64(field, &a[1])?,
+            get_f64(field, &a[2])?,
+        ]),
         Some(v @ Value::Number(_)) => Ok([get_f64(field, &v)?; 3]),
-        Some(v) => Err(invalid(field, format!("expected a number or 3 numbers, got {v}"))),
+        Some(v) => Err(invalid(
+            field,
+            format!("expected a number or 3 numbers, got {v}"),
+        )),
     }
 }
 
@@ -248,7 +261,9 @@ fn get_size(v: Option<Value>, default: (usize, usize)) -> Result<(usize, usize)>
     match v {
         None => Ok(default),
         Some(n @ Value::Number(_)) => get_side(field, &n).map(|s| (s, s)),
-        Some(Value::Array(a)) if a.len() == 2 => Ok((get_side(field, &a[0])?, get_side(field, &a[1])?)),
+        Some(Value::Array(a)) if a.len() == 2 => {
+            Ok((get_side(field, &a[0])?, get_side(field, &a[1])?))
+        }
         Some(Value::Object(m)) => {
             // transformers checks the aspect-ratio keys before height/width.
             for key in ["shortest_edge", "longest_edge", "max_height", "max_width"] {
@@ -292,8 +307,12 @@ impl PreprocessConfig {
     /// could land 1 f64 ulp off, which matters only if the f32 result then
     /// sits exactly on a rounding boundary.
     pub fn from_json(json: &str) -> Result<Self> {
-        let raw: RawConfig = serde_json::from_str(json).map_err(|e| PreprocessError::Json(e.to_string()))?;
-        for (field, v) in [("do_center_crop", raw.do_center_crop), ("do_pad", raw.do_pad)] {
+        let raw: RawConfig =
+            serde_json::from_str(json).map_err(|e| PreprocessError::Json(e.to_string()))?;
+        for (field, v) in [
+            ("do_center_crop", raw.do_center_crop),
+            ("do_pad", raw.do_pad),
+        ] {
             if get_bool(field, v, false)? {
                 return Err(PreprocessError::Unsupported {
                     field,
@@ -305,10 +324,12 @@ impl PreprocessConfig {
         let (height, width) = get_size(raw.size, (d.height, d.width))?;
         let resample = match raw.resample {
             None => d.resample,
-            Some(v) => Filter::from_pil(
-                v.as_i64()
-                    .ok_or_else(|| invalid("resample", format!("expected a PIL filter integer, got {v}")))?,
-            )?,
+            Some(v) => Filter::from_pil(v.as_i64().ok_or_else(|| {
+                invalid(
+                    "resample",
+                    format!("expected a PIL filter integer, got {v}"),
+                )
+            })?)?,
         };
         let rescale_factor = match raw.rescale_factor {
             None => d.rescale_factor,
@@ -318,7 +339,10 @@ impl PreprocessConfig {
         };
         let image_std = get_rgb("image_std", raw.image_std, d.image_std)?;
         if let Some(s) = image_std.iter().find(|&&s| s <= 0.0) {
-            return Err(invalid("image_std", format!("every value must be > 0, got {s}")));
+            return Err(invalid(
+                "image_std",
+                format!("every value must be > 0, got {s}"),
+            ));
         }
         Ok(Self {
             do_resize: get_bool("do_resize", raw.do_resize, d.do_resize)?,
@@ -373,7 +397,10 @@ pub fn validate_dims(len: usize, w: usize, h: usize, channels: usize) -> Result<
 /// of fully transparent pixels has usually lost its colour already.
 pub fn rgba_to_rgb(rgba: &[u8], w: usize, h: usize) -> Result<Vec<u8>> {
     validate_dims(rgba.len(), w, h, 4)?;
-    Ok(rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect())
+    Ok(rgba
+        .chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect())
 }
 
 /// Pillow's `PRECISION_BITS = 32 - 8 - 2`: fixed-point fraction bits of the
@@ -415,11 +442,19 @@ fn precompute_coeffs(in_size: usize, out_size: usize, filter: Filter) -> Coeffs 
         for (kx, out) in k[..n].iter().zip(kout.iter_mut()) {
             let kx = if ww != 0.0 { kx / ww } else { *kx };
             let f = kx * (1u32 << PRECISION_BITS) as f64;
-            *out = if kx < 0.0 { (-0.5 + f) as i32 } else { (0.5 + f) as i32 };
+            *out = if kx < 0.0 {
+                (-0.5 + f) as i32
+            } else {
+                (0.5 + f) as i32
+            };
         }
         bounds.push((xmin, n));
     }
-    Coeffs { ksize, bounds, weights }
+    Coeffs {
+        ksize,
+        bounds,
+        weights,
+    }
 }
 
 /// Pillow's `clip8`: drop the fraction (arithmetic shift = floor) and clamp.
@@ -488,9 +523,18 @@ fn pass_vertical(src: &[u8], w: usize, y0: usize, c: &Coeffs) -> Vec<u8> {
 /// Returns an empty `Vec` if `src.len() != w * h * 3`, a dimension is 0 or a
 /// buffer size overflows `usize`; call [`validate_dims`] first to get an
 /// error instead.
-pub fn resize_rgb8(src: &[u8], w: usize, h: usize, out_w: usize, out_h: usize, filter: Filter) -> Vec<u8> {
+pub fn resize_rgb8(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    out_w: usize,
+    out_h: usize,
+    filter: Filter,
+) -> Vec<u8> {
     // Every buffer (including the intermediate one) fits in max(w, out_w) x max(h, out_h).
-    if validate_dims(src.len(), w, h, 3).is_err() || buffer_len(out_w.max(w), out_h.max(h), 3).is_none() {
+    if validate_dims(src.len(), w, h, 3).is_err()
+        || buffer_len(out_w.max(w), out_h.max(h), 3).is_none()
+    {
         return Vec::new();
     }
     let horiz = (out_w != w).then(|| precompute_coeffs(w, out_w, filter));
@@ -503,7 +547,10 @@ pub fn resize_rgb8(src: &[u8], w: usize, h: usize, out_w: usize, out_h: usize, f
             pass_horizontal(&pass_vertical(src, w, 0, &vc), w, out_w, &hc)
         }
         (Some(hc), Some(vc)) => {
-            let (y0, y1) = (vc.bounds[0].0, vc.bounds[out_h - 1].0 + vc.bounds[out_h - 1].1);
+            let (y0, y1) = (
+                vc.bounds[0].0,
+                vc.bounds[out_h - 1].0 + vc.bounds[out_h - 1].1,
+            );
             pass_vertical(
                 &pass_horizontal(&src[y0 * w * 3..y1 * w * 3], w, out_w, &hc),
                 out_w,
@@ -547,7 +594,11 @@ pub fn pixel_values(cfg: &PreprocessConfig, rgb: &[u8], w: usize, h: usize) -> R
                 } else {
                     v as f32
                 };
-                if cfg.do_normalize { (x - mean) / std } else { x }
+                if cfg.do_normalize {
+                    (x - mean) / std
+                } else {
+                    x
+                }
             })
         })
         .collect();
@@ -596,7 +647,13 @@ fn fma(a: f32, b: f32, c: f32) -> f32 {
 /// original image size.
 ///
 /// Returns an empty `Vec` if `src.len() != in_h * in_w` or a dimension is 0.
-pub fn resize_bilinear_f32(src: &[f32], in_h: usize, in_w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+pub fn resize_bilinear_f32(
+    src: &[f32],
+    in_h: usize,
+    in_w: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<f32> {
     if validate_dims(src.len(), in_w, in_h, 1).is_err() || buffer_len(out_w, out_h, 1).is_none() {
         return Vec::new();
     }
@@ -636,7 +693,10 @@ mod tests {
                             0
                         }
                     }
-                    _ => ((x * 255 / w.max(2) + y * 97 / h + c * 60 + (s >> 29) as usize) % 256) as u8,
+                    _ => {
+                        ((x * 255 / w.max(2) + y * 97 / h + c * 60 + (s >> 29) as usize) % 256)
+                            as u8
+                    }
                 }
             })
             .collect()
@@ -700,7 +760,14 @@ mod tests {
     #[test]
     fn resize_matches_pillow() {
         for &(w, h, ow, oh, f, seed, want) in PILLOW_CASES {
-            let out = resize_rgb8(&gen_image(w, h, seed), w, h, ow, oh, Filter::from_pil(f).unwrap());
+            let out = resize_rgb8(
+                &gen_image(w, h, seed),
+                w,
+                h,
+                ow,
+                oh,
+                Filter::from_pil(f).unwrap(),
+            );
             assert_eq!(out.len(), ow * oh * 3);
             assert_eq!(fnv1a(out), want, "{w}x{h} -> {ow}x{oh}, filter {f}");
         }
@@ -724,7 +791,9 @@ mod tests {
     #[test]
     fn bilinear_f32_matches_torch() {
         let grid = |h: usize, w: usize| -> Vec<f32> {
-            (0..h * w).map(|i| ((i * 37 % 101) as f64 / 7.0 - 7.0) as f32).collect()
+            (0..h * w)
+                .map(|i| ((i * 37 % 101) as f64 / 7.0 - 7.0) as f32)
+                .collect()
         };
         // Tiny outputs (out_h + out_w <= 128) go through another torch kernel
         // whose rounding differs by ~1 ulp, so compare with a tolerance.
@@ -732,7 +801,10 @@ mod tests {
         let want = [-7.0, -4.885714, -1.7142857, 1.4571435, 3.5714285, -6.285714, -4.171428, -1.0, 2.171429,
             4.285714, -5.571429, -3.4571428, -0.2857143, 2.8857148, 5.0];
         let got = resize_bilinear_f32(&grid(2, 3), 2, 3, 3, 5);
-        assert!(got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-5), "{got:?}");
+        assert!(
+            got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-5),
+            "{got:?}"
+        );
         // Larger outputs use torch's generic kernel: bit-exact.
         for (ih, iw, oh, ow, hash) in [
             (4, 5, 70, 90, 0x015c_e38e_311d_a8b9),
@@ -760,7 +832,8 @@ mod tests {
         let c = PreprocessConfig::from_json(clipseg).unwrap();
         assert_eq!(c, PreprocessConfig::clipseg_default());
         assert_eq!(c.rescale_factor, 1.0 / 255.0);
-        let c = PreprocessConfig::from_json(r#"{"size": 352, "resample": 3, "image_mean": null}"#).unwrap();
+        let c = PreprocessConfig::from_json(r#"{"size": 352, "resample": 3, "image_mean": null}"#)
+            .unwrap();
         assert_eq!(
             (c.height, c.width, c.resample, c.image_mean),
             (352, 352, Filter::Bicubic, [0.5; 3])

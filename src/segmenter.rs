@@ -32,7 +32,11 @@ impl Segmenter {
         let header = hf::read_header(&safetensors, safetensors.len() as u64)?;
         hf::check_header(&model, &header)?;
         hf::apply(&mut model, SafetensorsStore::from_bytes(Some(safetensors)))?;
-        Ok(Self { model, tokenizer, preprocess })
+        Ok(Self {
+            model,
+            tokenizer,
+            preprocess,
+        })
     }
 
     /// Loads an HF model folder: `config.json`, `model.safetensors` (or `pytorch_model.bin`),
@@ -42,10 +46,16 @@ impl Segmenter {
         use std::io::Read;
         let read = |name: &str| {
             let path = dir.join(name);
-            std::fs::read(&path).map_err(|source| Error::Io { path: path.display().to_string(), source })
+            std::fs::read(&path).map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })
         };
         if !dir.is_dir() {
-            return Err(Error::Input(format!("{}: no such model folder", dir.display())));
+            return Err(Error::Input(format!(
+                "{}: no such model folder",
+                dir.display()
+            )));
         }
         let config = String::from_utf8(read("config.json")?)
             .map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
@@ -70,22 +80,36 @@ impl Segmenter {
         let pytorch = dir.join("pytorch_model.bin");
         if !safetensors.exists() && pytorch.exists() {
             hf::load_pytorch(&mut model, &pytorch)?;
-            return Ok(Self { model, tokenizer, preprocess });
+            return Ok(Self {
+                model,
+                tokenizer,
+                preprocess,
+            });
         }
         let path = safetensors;
-        let io = |source| Error::Io { path: path.display().to_string(), source };
+        let io = |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let mut file = std::fs::File::open(&path).map_err(io)?;
         let file_len = file.metadata().map_err(io)?.len();
         let mut prefix = [0u8; 8];
         file.read_exact(&mut prefix).map_err(|_| {
-            Error::Weights(format!("{}: file of {file_len} bytes is too short to be safetensors", path.display()))
+            Error::Weights(format!(
+                "{}: file of {file_len} bytes is too short to be safetensors",
+                path.display()
+            ))
         })?;
         let header_len = u64::from_le_bytes(prefix).min(file_len);
         let mut head = prefix.to_vec();
         file.take(header_len).read_to_end(&mut head).map_err(io)?;
         hf::check_header(&model, &hf::read_header(&head, file_len)?)?;
         hf::apply(&mut model, SafetensorsStore::from_file(&path))?;
-        Ok(Self { model, tokenizer, preprocess })
+        Ok(Self {
+            model,
+            tokenizer,
+            preprocess,
+        })
     }
 
     fn parts(
@@ -113,25 +137,46 @@ impl Segmenter {
     }
 
     /// Interleaved RGB8 pixels to the model input [1, 3, S, S], as the HF processor makes it.
-    pub fn pixel_values(&self, rgb: &[u8], width: usize, height: usize) -> Result<Tensor<4>, Error> {
+    pub fn pixel_values(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+    ) -> Result<Tensor<4>, Error> {
         let values = preprocess::pixel_values(&self.preprocess, rgb, width, height)?;
         let (w, h) = self.preprocess.output_size(width, height);
-        Ok(Tensor::from_data(TensorData::new(values, [1, 3, h, w]), &self.device()))
+        Ok(Tensor::from_data(
+            TensorData::new(values, [1, 3, h, w]),
+            &self.device(),
+        ))
     }
 
     /// Runs the vision tower once; the result serves any number of prompts.
-    pub fn encode_image(&self, rgb: &[u8], width: usize, height: usize) -> Result<ImageFeatures, Error> {
-        self.model.encode_image(self.pixel_values(rgb, width, height)?)
+    pub fn encode_image(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+    ) -> Result<ImageFeatures, Error> {
+        self.model
+            .encode_image(self.pixel_values(rgb, width, height)?)
     }
 
     /// Token ids per prompt, truncated to the text model's length.
     pub fn tokenize<S: AsRef<str>>(&self, prompts: &[S]) -> Result<Vec<Vec<u32>>, Error> {
         let max_len = self.config().text_config.max_position_embeddings;
-        prompts.iter().map(|p| self.tokenizer.encode(p.as_ref(), max_len)).collect()
+        prompts
+            .iter()
+            .map(|p| self.tokenizer.encode(p.as_ref(), max_len))
+            .collect()
     }
 
     /// Logits [prompts, S, S] (sigmoid gives probabilities) for an encoded image.
-    pub fn segment<S: AsRef<str>>(&self, image: &ImageFeatures, prompts: &[S]) -> Result<Tensor<3>, Error> {
+    pub fn segment<S: AsRef<str>>(
+        &self,
+        image: &ImageFeatures,
+        prompts: &[S],
+    ) -> Result<Tensor<3>, Error> {
         if prompts.is_empty() {
             return Err(Error::Input("give at least one prompt".into()));
         }

@@ -6,7 +6,8 @@ use tokenizers::Tokenizer;
 use crate::Error;
 
 /// CLIP's word-splitting regex, as transformers' converter writes it.
-const CLIP_PATTERN: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const CLIP_PATTERN: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 /// Token ids for prompts, as CLIPSeg's processor makes them (BOS ... EOS).
 pub struct ClipTokenizer {
@@ -24,9 +25,11 @@ impl ClipTokenizer {
             .with_truncation(None)
             .map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
         inner.with_padding(None);
-        let eos = inner
-            .token_to_id("<|endoftext|>")
-            .ok_or_else(|| Error::Tokenizer("tokenizer.json has no <|endoftext|> token: not a CLIP tokenizer".into()))?;
+        let eos = inner.token_to_id("<|endoftext|>").ok_or_else(|| {
+            Error::Tokenizer(
+                "tokenizer.json has no <|endoftext|> token: not a CLIP tokenizer".into(),
+            )
+        })?;
         Ok(Self { inner, eos })
     }
 
@@ -36,9 +39,12 @@ impl ClipTokenizer {
         let vocab: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(vocab_json)
             .map_err(|e| Error::Tokenizer(format!("vocab.json: {e}")))?;
         let id = |token: &str| {
-            vocab.get(token).and_then(serde_json::Value::as_u64).ok_or_else(|| {
-                Error::Tokenizer(format!("vocab.json has no {token}: not a CLIP vocabulary"))
-            })
+            vocab
+                .get(token)
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| {
+                    Error::Tokenizer(format!("vocab.json has no {token}: not a CLIP vocabulary"))
+                })
         };
         let (bos, eos) = (id("<|startoftext|>")?, id("<|endoftext|>")?);
         let merges: Vec<&str> = merges_txt

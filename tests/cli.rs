@@ -9,8 +9,14 @@ use std::process::Command;
 use common::*;
 
 fn clipseg(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_clipseg")).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_clipseg"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -24,7 +30,12 @@ fn temp_dir(name: &str) -> PathBuf {
 fn model_copy(name: &str) -> PathBuf {
     let dir = temp_dir(name);
     let src = fixtures().join("models/plain");
-    for file in ["config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json"] {
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "tokenizer.json",
+    ] {
         std::fs::copy(src.join(file), dir.join(file)).unwrap();
     }
     dir
@@ -33,13 +44,19 @@ fn model_copy(name: &str) -> PathBuf {
 fn assert_one_line_error(ok: bool, stderr: &str, needle: &str) {
     assert!(!ok, "expected failure, stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
 }
 
 fn predict_args<'a>(model: &'a str, image: &'a str, out: &'a str) -> Vec<&'a str> {
-    vec!["predict", "--model", model, "--image", image, "--prompt", "a cat", "--logits", out]
+    vec![
+        "predict", "--model", model, "--image", image, "--prompt", "a cat", "--logits", out,
+    ]
 }
 
 #[test]
@@ -50,11 +67,22 @@ fn predict_writes_reference_logits_and_masks() {
     let mask = dir.join("m.png");
     let model = fixtures().join("models").join(&case.model);
     let image = fixtures().join(&case.image);
-    let mut args = vec!["predict", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap()];
+    let mut args = vec![
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+    ];
     for p in &case.prompts {
         args.extend(["--prompt", p.as_str()]);
     }
-    args.extend(["--logits", logits.to_str().unwrap(), "--mask", mask.to_str().unwrap()]);
+    args.extend([
+        "--logits",
+        logits.to_str().unwrap(),
+        "--mask",
+        mask.to_str().unwrap(),
+    ]);
     let (ok, stderr) = clipseg(&args);
     assert!(ok, "{stderr}");
 
@@ -105,7 +133,10 @@ fn bad_inputs_fail_with_one_line() {
     let truncated = model_copy("truncated");
     let weights = truncated.join("model.safetensors");
     let len = std::fs::metadata(&weights).unwrap().len();
-    let file = std::fs::OpenOptions::new().write(true).open(&weights).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&weights)
+        .unwrap();
     file.set_len(len / 2).unwrap();
     let (ok, err) = clipseg(&predict_args(truncated.to_str().unwrap(), good_image, out));
     assert_one_line_error(ok, &err, "truncated");
@@ -125,7 +156,11 @@ fn bad_inputs_fail_with_one_line() {
         serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
     config["reduce_dim"] = serde_json::json!(8);
     std::fs::write(&config_path, config.to_string()).unwrap();
-    let (ok, err) = clipseg(&predict_args(wrong_shape.to_str().unwrap(), good_image, out));
+    let (ok, err) = clipseg(&predict_args(
+        wrong_shape.to_str().unwrap(),
+        good_image,
+        out,
+    ));
     assert_one_line_error(
         ok,
         &err,
@@ -133,7 +168,17 @@ fn bad_inputs_fail_with_one_line() {
     );
 
     let (ok, err) = clipseg(&[
-        "predict", "--model", plain, "--image", good_image, "--prompt", "x", "--logits", out, "--threshold", "1.5",
+        "predict",
+        "--model",
+        plain,
+        "--image",
+        good_image,
+        "--prompt",
+        "x",
+        "--logits",
+        out,
+        "--threshold",
+        "1.5",
     ]);
     assert_one_line_error(ok, &err, "--threshold");
 
@@ -163,9 +208,12 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
 }
-

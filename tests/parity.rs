@@ -4,16 +4,21 @@
 
 mod common;
 
+use clipseg::Segmenter;
 use clipseg::burn::tensor::{Device, DeviceKind};
 use clipseg::preprocess::{self, Filter};
-use clipseg::Segmenter;
 use common::*;
 
 /// The bound: max |ours - ref| <= 1e-4 * max(1, max |ref|).
 fn check_case(case: &Case, device: &Device) {
     let segmenter = Segmenter::from_hf_dir(&fixtures().join("models").join(&case.model), device)
         .unwrap_or_else(|e| panic!("{}: {e}", case.model));
-    assert_eq!(segmenter.tokenize(&case.prompts).unwrap(), case.input_ids, "{}", case.model);
+    assert_eq!(
+        segmenter.tokenize(&case.prompts).unwrap(),
+        case.input_ids,
+        "{}",
+        case.model
+    );
 
     let (rgb, w, h) = read_rgb(&case.image);
     assert_eq!([h, w], case.orig_size);
@@ -35,17 +40,29 @@ fn check_case(case: &Case, device: &Device) {
         "{:>8} {:<22} {device:?}: max|err| {err:.2e} (bound {bound:.2e}, max|ref| {:.2}), cond {cond_err:.2e}",
         case.model, case.image, case.max_abs_logit
     );
-    assert!(err <= bound, "{} {}: logits differ by {err} > {bound}", case.model, case.image);
+    assert!(
+        err <= bound,
+        "{} {}: logits differ by {err} > {bound}",
+        case.model,
+        case.image
+    );
 
     let [s, _, _] = dims;
     let side = ref_shape[1];
     for (k, mask_rel) in case.masks.iter().enumerate() {
         let map = &logits[k * side * side..(k + 1) * side * side];
-        let ours: Vec<bool> =
-            preprocess::resize_bilinear_f32(map, side, side, h, w).iter().map(|&l| l > 0.0).collect();
+        let ours: Vec<bool> = preprocess::resize_bilinear_f32(map, side, side, h, w)
+            .iter()
+            .map(|&l| l > 0.0)
+            .collect();
         let reference = read_mask(&fixtures().join(mask_rel));
         let score = iou(&ours, &reference);
-        assert!(score >= 0.99, "{} {} prompt {k}/{s}: mask IoU {score}", case.model, case.image);
+        assert!(
+            score >= 0.99,
+            "{} {} prompt {k}/{s}: mask IoU {score}",
+            case.model,
+            case.image
+        );
     }
 }
 
@@ -78,7 +95,10 @@ fn resize_matches_pillow_exactly() {
         let expected = image::open(&path).unwrap().into_rgb8();
         let (ow, oh) = expected.dimensions();
         let ours = preprocess::resize_rgb8(&src, w, h, ow as usize, oh as usize, Filter::Bilinear);
-        assert!(ours == expected.into_raw(), "{stem}: resize differs from Pillow");
+        assert!(
+            ours == expected.into_raw(),
+            "{stem}: resize differs from Pillow"
+        );
         checked += 1;
     }
     assert!(checked >= 4, "only {checked} resized references");
@@ -98,10 +118,23 @@ fn tokenizer_matches_hf_on_hostile_prompts() {
     let text = std::fs::read_to_string(fixtures().join("tokens.json")).unwrap();
     let cases: Vec<Tokens> = serde_json::from_str(&text).unwrap();
     assert!(cases.len() >= 20);
-    assert!(cases.iter().any(|c| c.ids.len() > 77), "no over-long prompt in tokens.json");
+    assert!(
+        cases.iter().any(|c| c.ids.len() > 77),
+        "no over-long prompt in tokens.json"
+    );
     for c in &cases {
-        assert_eq!(tokenizer.encode(&c.prompt, 1 << 20).unwrap(), c.ids, "{:?}", c.prompt);
-        assert_eq!(tokenizer.encode(&c.prompt, 77).unwrap(), c.ids_truncated, "{:?} (truncated)", c.prompt);
+        assert_eq!(
+            tokenizer.encode(&c.prompt, 1 << 20).unwrap(),
+            c.ids,
+            "{:?}",
+            c.prompt
+        );
+        assert_eq!(
+            tokenizer.encode(&c.prompt, 77).unwrap(),
+            c.ids_truncated,
+            "{:?} (truncated)",
+            c.prompt
+        );
     }
     assert_eq!(
         tokenizer.encode("a photo of a cat", 77).unwrap(),
@@ -117,31 +150,57 @@ fn pytorch_bin_and_vocab_merges_folders_match_transformers() {
     let dir = std::env::temp_dir().join(format!("clipseg-legacy-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    for file in ["config.json", "preprocessor_config.json", "pytorch_model.bin"] {
+    for file in [
+        "config.json",
+        "preprocessor_config.json",
+        "pytorch_model.bin",
+    ] {
         std::fs::copy(src.join(file), dir.join(file)).unwrap();
     }
     // vocab.json and merges.txt as transformers writes them, taken from the tokenizer.json.
     let tokenizer: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixtures().join("tokenizer.json")).unwrap()).unwrap();
-    std::fs::write(dir.join("vocab.json"), tokenizer["model"]["vocab"].to_string()).unwrap();
+    std::fs::write(
+        dir.join("vocab.json"),
+        tokenizer["model"]["vocab"].to_string(),
+    )
+    .unwrap();
     let mut merges = String::from("#version: 0.2\n");
     for pair in tokenizer["model"]["merges"].as_array().unwrap() {
-        merges.push_str(&format!("{} {}\n", pair[0].as_str().unwrap(), pair[1].as_str().unwrap()));
+        merges.push_str(&format!(
+            "{} {}\n",
+            pair[0].as_str().unwrap(),
+            pair[1].as_str().unwrap()
+        ));
     }
     std::fs::write(dir.join("merges.txt"), merges).unwrap();
 
     let segmenter = Segmenter::from_hf_dir(&dir, &Device::flex()).unwrap();
     let tokens: Vec<Tokens> =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("tokens.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("tokens.json")).unwrap())
+            .unwrap();
     for t in &tokens {
-        assert_eq!(segmenter.tokenize(&[&t.prompt]).unwrap()[0], t.ids_truncated, "{:?}", t.prompt);
+        assert_eq!(
+            segmenter.tokenize(&[&t.prompt]).unwrap()[0],
+            t.ids_truncated,
+            "{:?}",
+            t.prompt
+        );
     }
     for case in cases().iter().filter(|c| c.model == "refined") {
         let (rgb, w, h) = read_rgb(&case.image);
         let image = segmenter.encode_image(&rgb, w, h).unwrap();
-        let logits = segmenter.segment(&image, &case.prompts).unwrap().try_into_vec_as::<f32>().unwrap();
+        let logits = segmenter
+            .segment(&image, &case.prompts)
+            .unwrap()
+            .try_into_vec_as::<f32>()
+            .unwrap();
         let err = max_abs_diff(&logits, &read_npy(&case.logits).0);
-        assert!(err <= 1e-4 * case.max_abs_logit.max(1.0), "{}: {err}", case.image);
+        assert!(
+            err <= 1e-4 * case.max_abs_logit.max(1.0),
+            "{}: {err}",
+            case.image
+        );
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -164,14 +223,24 @@ fn loading_from_bytes_matches_transformers() {
     let case = cases().into_iter().find(|c| c.model == "plain").unwrap();
     let (rgb, w, h) = read_rgb(&case.image);
     let image = segmenter.encode_image(&rgb, w, h).unwrap();
-    let logits = segmenter.segment(&image, &case.prompts).unwrap().try_into_vec_as::<f32>().unwrap();
+    let logits = segmenter
+        .segment(&image, &case.prompts)
+        .unwrap()
+        .try_into_vec_as::<f32>()
+        .unwrap();
     let err = max_abs_diff(&logits, &read_npy(&case.logits).0);
     assert!(err <= 1e-4 * case.max_abs_logit.max(1.0), "{err}");
 
     let mut truncated = read("model.safetensors");
     truncated.truncate(truncated.len() - 100);
-    let err = Segmenter::from_hf_bytes(&config, truncated, &read("tokenizer.json"), None, &Device::flex())
-        .err()
-        .unwrap();
+    let err = Segmenter::from_hf_bytes(
+        &config,
+        truncated,
+        &read("tokenizer.json"),
+        None,
+        &Device::flex(),
+    )
+    .err()
+    .unwrap();
     assert!(err.to_string().contains("truncated"), "{err}");
 }

@@ -16,7 +16,11 @@ const MAX_SIDE: u32 = 16384;
 const MAX_DECODE_BYTES: u64 = 1 << 30;
 
 #[derive(Parser)]
-#[command(name = "clipseg", version, about = "Segment images from text prompts with CLIPSeg")]
+#[command(
+    name = "clipseg",
+    version,
+    about = "Segment images from text prompts with CLIPSeg"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,12 +84,30 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Predict { model, image, prompts, logits, mask, threshold, backend, verbose } => {
-            let outputs = Outputs { logits: logits.as_deref(), mask: mask.as_deref(), threshold };
+        Command::Predict {
+            model,
+            image,
+            prompts,
+            logits,
+            mask,
+            threshold,
+            backend,
+            verbose,
+        } => {
+            let outputs = Outputs {
+                logits: logits.as_deref(),
+                mask: mask.as_deref(),
+                threshold,
+            };
             predict(&model, &image, &prompts, &outputs, backend, verbose)
         }
-        Command::Fetch { repo, revision, out } => {
-            let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
+        Command::Fetch {
+            repo,
+            revision,
+            out,
+        } => {
+            let endpoint =
+                std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
             let request = hub::FetchRequest {
                 endpoint,
                 repo,
@@ -130,7 +152,11 @@ fn predict(
     backend: Backend,
     verbose: bool,
 ) -> Result<()> {
-    let Outputs { logits: logits_out, mask: mask_out, threshold } = *outputs;
+    let Outputs {
+        logits: logits_out,
+        mask: mask_out,
+        threshold,
+    } = *outputs;
     if !(0.0..=1.0).contains(&threshold) {
         bail!("--threshold must be within 0..=1, got {threshold}");
     }
@@ -169,7 +195,13 @@ fn predict(
             let resized = preprocess::resize_bilinear_f32(map, h, w, height, width);
             let pixels = resized
                 .iter()
-                .map(|&l| if 1.0 / (1.0 + (-l).exp()) > threshold { 255 } else { 0 })
+                .map(|&l| {
+                    if 1.0 / (1.0 + (-l).exp()) > threshold {
+                        255
+                    } else {
+                        0
+                    }
+                })
                 .collect();
             let out = mask_path(path, k, count);
             image::GrayImage::from_raw(width as u32, height as u32, pixels)
@@ -186,8 +218,12 @@ fn mask_path(path: &Path, index: usize, count: usize) -> PathBuf {
     if count == 1 {
         return path.to_path_buf();
     }
-    let stem = path.file_stem().map_or_else(|| "mask".into(), |s| s.to_string_lossy().into_owned());
-    let ext = path.extension().map_or_else(|| "png".into(), |e| e.to_string_lossy().into_owned());
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "mask".into(), |s| s.to_string_lossy().into_owned());
+    let ext = path
+        .extension()
+        .map_or_else(|| "png".into(), |e| e.to_string_lossy().into_owned());
     path.with_file_name(format!("{stem}-{index}.{ext}"))
 }
 
@@ -206,7 +242,10 @@ fn load_rgb(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
         bail!("{} is empty ({w}x{h} px)", path.display());
     }
     if w > MAX_SIDE || h > MAX_SIDE {
-        bail!("{} is {w}x{h} px; the limit is {MAX_SIDE} px per side", path.display());
+        bail!(
+            "{} is {w}x{h} px; the limit is {MAX_SIDE} px per side",
+            path.display()
+        );
     }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
@@ -214,6 +253,8 @@ fn load_rgb(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     let mut reader = open()?;
     reader.limits(limits);
-    let decoded = reader.decode().with_context(|| format!("{} is not a readable image", path.display()))?;
+    let decoded = reader
+        .decode()
+        .with_context(|| format!("{} is not a readable image", path.display()))?;
     Ok((decoded.into_rgb8().into_raw(), w as usize, h as usize))
 }

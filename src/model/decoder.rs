@@ -64,12 +64,18 @@ impl Decoder {
                 layer0: Conv2dConfig::new([rd, rd], [3, 3])
                     .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                     .init(device),
-                layer2: ConvTranspose2dConfig::new([rd, rd / 2], [k, k]).with_stride([k, k]).init(device),
-                layer4: ConvTranspose2dConfig::new([rd / 2, 1], [k, k]).with_stride([k, k]).init(device),
+                layer2: ConvTranspose2dConfig::new([rd, rd / 2], [k, k])
+                    .with_stride([k, k])
+                    .init(device),
+                layer4: ConvTranspose2dConfig::new([rd / 2, 1], [k, k])
+                    .with_stride([k, k])
+                    .init(device),
             })
         } else {
             TransposedConvolution::Plain(
-                ConvTranspose2dConfig::new([rd, 1], [patch, patch]).with_stride([patch, patch]).init(device),
+                ConvTranspose2dConfig::new([rd, 1], [patch, patch])
+                    .with_stride([patch, patch])
+                    .init(device),
             )
         };
         // HF copies the vision config and overrides size, heads, intermediate size and act.
@@ -84,8 +90,12 @@ impl Decoder {
             film_mul: LinearConfig::new(c.projection_dim, rd).init(device),
             film_add: LinearConfig::new(c.projection_dim, rd).init(device),
             transposed_convolution,
-            reduces: (0..depth).map(|_| LinearConfig::new(c.vision_config.hidden_size, rd).init(device)).collect(),
-            layers: (0..depth).map(|_| EncoderLayer::new(spec, device)).collect(),
+            reduces: (0..depth)
+                .map(|_| LinearConfig::new(c.vision_config.hidden_size, rd).init(device))
+                .collect(),
+            layers: (0..depth)
+                .map(|_| EncoderLayer::new(spec, device))
+                .collect(),
             conditional_layer: c.conditional_layer,
         }
     }
@@ -93,7 +103,12 @@ impl Decoder {
     /// Applies `reduces` to activations given in `extract_layers` order, returning them in
     /// decoder order (deepest first). Prompt-independent, so cached per image.
     pub fn reduce(&self, activations: &[Tensor<3>]) -> Vec<Tensor<3>> {
-        activations.iter().rev().zip(&self.reduces).map(|(a, r)| r.forward(a.clone())).collect()
+        activations
+            .iter()
+            .rev()
+            .zip(&self.reduces)
+            .map(|(a, r)| r.forward(a.clone()))
+            .collect()
     }
 
     /// `reduced` (from [`Self::reduce`], batch 1 or `prompts`) and `conditional` [prompts,
@@ -117,7 +132,10 @@ impl Decoder {
         };
         let [batch, seq, rd] = output.dims();
         let grid = ((seq - 1) as f64).sqrt() as usize;
-        let tokens = output.narrow(1, 1, seq - 1).swap_dims(1, 2).reshape([batch, rd, grid, grid]);
+        let tokens = output
+            .narrow(1, 1, seq - 1)
+            .swap_dims(1, 2)
+            .reshape([batch, rd, grid, grid]);
         let logits = self.transposed_convolution.forward(tokens);
         let [_, _, h, w] = logits.dims();
         logits.reshape([batch, h, w])

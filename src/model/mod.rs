@@ -50,7 +50,11 @@ impl ClipSeg {
         Ok(Self {
             clip: Clip {
                 text_model: TextModel::new(t, device),
-                vision_model: VisionModel::new(&config.vision_config, config.vision_layers_used(), device),
+                vision_model: VisionModel::new(
+                    &config.vision_config,
+                    config.vision_layers_used(),
+                    device,
+                ),
                 text_projection: LinearConfig::new(t.hidden_size, config.projection_dim)
                     .with_bias(false)
                     .init(device),
@@ -62,13 +66,21 @@ impl ClipSeg {
 
     /// `pixel_values` [1, 3, S, S] to the decoder's cached view of the image.
     pub fn encode_image(&self, pixel_values: Tensor<4>) -> Result<ImageFeatures, Error> {
-        let activations = self.clip.vision_model.forward(pixel_values, &self.config.extract_layers)?;
-        Ok(ImageFeatures { reduced: self.decoder.reduce(&activations) })
+        let activations = self
+            .clip
+            .vision_model
+            .forward(pixel_values, &self.config.extract_layers)?;
+        Ok(ImageFeatures {
+            reduced: self.decoder.reduce(&activations),
+        })
     }
 
     /// Token ids (one list per prompt, with BOS/EOS) to conditional embeddings [prompts, projection_dim].
     pub fn encode_text(&self, ids: &[Vec<u32>]) -> Result<Tensor<2>, Error> {
-        Ok(self.clip.text_projection.forward(self.clip.text_model.forward(ids)?))
+        Ok(self
+            .clip
+            .text_projection
+            .forward(self.clip.text_model.forward(ids)?))
     }
 
     /// Logits [prompts, S, S] for one encoded image and the prompts' conditional embeddings.

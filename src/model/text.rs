@@ -47,7 +47,9 @@ impl TextModel {
                     .init(device),
             },
             encoder: Encoder {
-                layers: (0..c.num_hidden_layers).map(|_| EncoderLayer::new(spec, device)).collect(),
+                layers: (0..c.num_hidden_layers)
+                    .map(|_| EncoderLayer::new(spec, device))
+                    .collect(),
             },
             final_layer_norm: LayerNormConfig::new(c.hidden_size)
                 .with_epsilon(c.layer_norm_eps)
@@ -88,14 +90,16 @@ impl TextModel {
         }
         let batch = ids.len();
         let input = Tensor::<2, Int>::from_data(TensorData::new(flat, [batch, len]), &device);
-        let positions =
-            Tensor::<1, Int>::arange(0..len as i64, &device).reshape([1, len]);
+        let positions = Tensor::<1, Int>::arange(0..len as i64, &device).reshape([1, len]);
         let mut x = self.embeddings.token_embedding.forward(input)
             + self.embeddings.position_embedding.forward(positions);
         for layer in &self.encoder.layers {
             x = layer.forward_pre_norm(x, true);
         }
-        let x = self.final_layer_norm.forward(x).reshape([batch * len, c.hidden_size]);
+        let x = self
+            .final_layer_norm
+            .forward(x)
+            .reshape([batch * len, c.hidden_size]);
         let index = Tensor::<1, Int>::from_data(TensorData::new(pooled, [batch]), &device);
         Ok(x.select(0, index))
     }
@@ -108,7 +112,9 @@ fn pool_index(ids: &[u32], eos_token_id: i64) -> usize {
         let max = ids.iter().copied().max().unwrap_or(0);
         ids.iter().position(|&id| id == max).unwrap_or(0)
     } else {
-        ids.iter().position(|&id| i64::from(id) == eos_token_id).unwrap_or(0)
+        ids.iter()
+            .position(|&id| i64::from(id) == eos_token_id)
+            .unwrap_or(0)
     }
 }
 

@@ -37,21 +37,33 @@ pub struct Attention {
 impl Attention {
     pub fn new(embed_dim: usize, num_heads: usize, device: &Device) -> Self {
         let linear = || LinearConfig::new(embed_dim, embed_dim).init(device);
-        Self { k_proj: linear(), v_proj: linear(), q_proj: linear(), out_proj: linear(), num_heads }
+        Self {
+            k_proj: linear(),
+            v_proj: linear(),
+            q_proj: linear(),
+            out_proj: linear(),
+            num_heads,
+        }
     }
 
     /// `x`: [batch, seq, embed]. `causal` masks future positions (text tower).
     pub fn forward(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
         let [batch, seq, embed] = x.dims();
         let heads = |t: Tensor<3>| {
-            t.reshape([batch, seq, self.num_heads, embed / self.num_heads]).swap_dims(1, 2)
+            t.reshape([batch, seq, self.num_heads, embed / self.num_heads])
+                .swap_dims(1, 2)
         };
         let q = heads(self.q_proj.forward(x.clone()));
         let k = heads(self.k_proj.forward(x.clone()));
         let v = heads(self.v_proj.forward(x));
-        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: causal };
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: causal,
+        };
         let out = attention(q, k, v, None, None, options);
-        self.out_proj.forward(out.swap_dims(1, 2).reshape([batch, seq, embed]))
+        self.out_proj
+            .forward(out.swap_dims(1, 2).reshape([batch, seq, embed]))
     }
 }
 
@@ -65,7 +77,12 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(hidden: usize, intermediate: usize, activation: Activation, device: &Device) -> Self {
+    pub fn new(
+        hidden: usize,
+        intermediate: usize,
+        activation: Activation,
+        device: &Device,
+    ) -> Self {
         Self {
             fc1: LinearConfig::new(hidden, intermediate).init(device),
             fc2: LinearConfig::new(intermediate, hidden).init(device),
@@ -74,7 +91,8 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2.forward(activate(self.activation, self.fc1.forward(x)))
+        self.fc2
+            .forward(activate(self.activation, self.fc1.forward(x)))
     }
 }
 
@@ -100,7 +118,11 @@ pub struct EncoderLayer {
 
 impl EncoderLayer {
     pub fn new(spec: LayerSpec, device: &Device) -> Self {
-        let norm = || LayerNormConfig::new(spec.hidden).with_epsilon(spec.eps).init(device);
+        let norm = || {
+            LayerNormConfig::new(spec.hidden)
+                .with_epsilon(spec.eps)
+                .init(device)
+        };
         Self {
             self_attn: Attention::new(spec.hidden, spec.heads, device),
             layer_norm1: norm(),
@@ -117,7 +139,9 @@ impl EncoderLayer {
 
     /// Post-norm (CLIPSeg decoder): ln1(x + attn(x)), then ln2(x + mlp(x)).
     pub fn forward_post_norm(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = self.layer_norm1.forward(x.clone() + self.self_attn.forward(x, false));
+        let x = self
+            .layer_norm1
+            .forward(x.clone() + self.self_attn.forward(x, false));
         self.layer_norm2.forward(x.clone() + self.mlp.forward(x))
     }
 }

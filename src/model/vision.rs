@@ -51,13 +51,16 @@ impl VisionModel {
                 .with_stride([c.patch_size, c.patch_size])
                 .with_bias(false)
                 .init(device),
-                position_embedding: EmbeddingConfig::new(grid * grid + 1, c.hidden_size).init(device),
+                position_embedding: EmbeddingConfig::new(grid * grid + 1, c.hidden_size)
+                    .init(device),
             },
             pre_layrnorm: LayerNormConfig::new(c.hidden_size)
                 .with_epsilon(c.layer_norm_eps)
                 .init(device),
             encoder: Encoder {
-                layers: (0..layers_used).map(|_| EncoderLayer::new(spec, device)).collect(),
+                layers: (0..layers_used)
+                    .map(|_| EncoderLayer::new(spec, device))
+                    .collect(),
             },
             config: c.clone(),
         }
@@ -65,10 +68,18 @@ impl VisionModel {
 
     /// `pixel_values` [batch, 3, H, W] (square, H a multiple of the patch size) to the hidden
     /// states after each layer in `extract`, in that order: [batch, 1 + (H/patch)^2, hidden].
-    pub fn forward(&self, pixel_values: Tensor<4>, extract: &[usize]) -> Result<Vec<Tensor<3>>, Error> {
+    pub fn forward(
+        &self,
+        pixel_values: Tensor<4>,
+        extract: &[usize],
+    ) -> Result<Vec<Tensor<3>>, Error> {
         let c = &self.config;
         let [batch, channels, height, width] = pixel_values.dims();
-        if channels != c.num_channels || height != width || height % c.patch_size != 0 || height == 0 {
+        if channels != c.num_channels
+            || height != width
+            || height % c.patch_size != 0
+            || height == 0
+        {
             return Err(Error::Input(format!(
                 "pixel values must be [batch, {}, S, S] with S a multiple of {}, got [{batch}, {channels}, {height}, {width}]",
                 c.num_channels, c.patch_size
@@ -86,7 +97,12 @@ impl VisionModel {
             .forward(pixel_values)
             .reshape([batch, hidden, grid * grid])
             .swap_dims(1, 2);
-        let class = self.embeddings.class_embedding.val().reshape([1, 1, hidden]).expand([batch, 1, hidden]);
+        let class = self
+            .embeddings
+            .class_embedding
+            .val()
+            .reshape([1, 1, hidden])
+            .expand([batch, 1, hidden]);
         let x = Tensor::cat(vec![class, patches], 1)
             + self.position_embeddings(grid, &device).unsqueeze_dim(0);
         let mut x = self.pre_layrnorm.forward(x);
@@ -112,7 +128,8 @@ impl VisionModel {
         let class = table.clone().narrow(0, 0, 1);
         let patch = table.narrow(0, 1, positions - 1);
         let weights = bicubic_weights_2d(src, grid);
-        let weights = Tensor::<2>::from_data(TensorData::new(weights, [grid * grid, src * src]), device);
+        let weights =
+            Tensor::<2>::from_data(TensorData::new(weights, [grid * grid, src * src]), device);
         Tensor::cat(vec![class, weights.matmul(patch)], 0)
     }
 }

@@ -12,39 +12,98 @@
 
 use std::collections::BTreeMap;
 
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::{
-    ApplyResult, BurnToPyTorchAdapter, FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot,
+    ApplyResult, FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot,
     PyTorchToBurnAdapter, SafetensorsStore,
 };
-use burn::tensor::DType;
+use burn::tensor::{DType, Tensor};
 
 use crate::Error;
 use crate::model::ClipSeg;
 
-/// The HF names and PyTorch-layout shapes of every tensor `model` needs.
+/// The HF names and PyTorch-layout shapes of every tensor `model` needs, read without
+/// materialising its (lazily initialised) parameters: loading a checkpoint should not pay for
+/// a random init of 150M weights first.
 pub fn expected_tensors(model: &ClipSeg) -> BTreeMap<String, Vec<usize>> {
-    model
-        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
-        .into_iter()
-        .map(|t| (hf_name(&t.name), t.shape.to_vec()))
-        .collect()
+    let mut visitor = ShapeVisitor::default();
+    model.visit(&mut visitor);
+    visitor.out
 }
 
-/// Burn path (after the PyTorch adapter) to HF key: only the Sequential indices differ.
+#[derive(Default)]
+struct ShapeVisitor {
+    /// (field name, type of the module holding it) from the root to the current parameter.
+    path: Vec<(String, String)>,
+    out: BTreeMap<String, Vec<usize>>,
+}
+
+impl ModuleVisitor for ShapeVisitor {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path
+            .push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let mut shape = param.lazy_shape().to_vec();
+        // Each entry is a field name and the type of the module that holds it.
+        let Some((leaf, owner)) = self.path.last() else {
+            return;
+        };
+        let leaf = match (owner.as_str(), leaf.as_str()) {
+            // PyTorch stores Linear weights as [out, in], burn as [in, out].
+            ("Struct:Linear", "weight") => {
+                shape.reverse();
+                "weight"
+            }
+            ("Struct:LayerNorm", "gamma") => "weight",
+            ("Struct:LayerNorm", "beta") => "bias",
+            (_, other) => other,
+        };
+        // Enum variants (`Plain`, `Refined`) are not part of HF's names.
+        let mut names: Vec<&str> = self.path[..self.path.len() - 1]
+            .iter()
+            .filter(|(_, owner)| !owner.starts_with("Enum:"))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        names.push(leaf);
+        self.out.insert(hf_name(&names.join(".")), shape);
+    }
+}
+
+/// Burn path to HF key: only the Sequential indices differ.
 fn hf_name(path: &str) -> String {
     path.replace("transposed_convolution.layer", "transposed_convolution.")
 }
 
 /// Name -> (dtype, shape) as listed in a safetensors header, checked against the file length.
-pub fn read_header(bytes_or_prefix: &[u8], file_len: u64) -> Result<BTreeMap<String, (String, Vec<usize>)>, Error> {
+pub fn read_header(
+    bytes_or_prefix: &[u8],
+    file_len: u64,
+) -> Result<BTreeMap<String, (String, Vec<usize>)>, Error> {
     let bad = |msg: String| Error::Weights(format!("model.safetensors: {msg}"));
     let Some(len_bytes) = bytes_or_prefix.get(..8) else {
-        return Err(bad(format!("file of {file_len} bytes is too short to be safetensors")));
+        return Err(bad(format!(
+            "file of {file_len} bytes is too short to be safetensors"
+        )));
     };
-    let header_len = u64::from_le_bytes(len_bytes.try_into().map_err(|_| bad("short header".into()))?);
+    let header_len = u64::from_le_bytes(
+        len_bytes
+            .try_into()
+            .map_err(|_| bad("short header".into()))?,
+    );
     let header_end = 8u64.saturating_add(header_len);
-    let Some(header) = bytes_or_prefix.get(8..header_end as usize).filter(|_| header_end <= file_len) else {
-        return Err(bad(format!("header of {header_len} bytes does not fit in {file_len} bytes (truncated?)")));
+    let Some(header) = bytes_or_prefix
+        .get(8..header_end as usize)
+        .filter(|_| header_end <= file_len)
+    else {
+        return Err(bad(format!(
+            "header of {header_len} bytes does not fit in {file_len} bytes (truncated?)"
+        )));
     };
     let entries: BTreeMap<String, serde_json::Value> =
         serde_json::from_slice(header).map_err(|e| bad(format!("unreadable header ({e})")))?;
@@ -74,7 +133,10 @@ struct HeaderEntry {
 }
 
 /// Checks `header` against what `model` needs: every key present, every shape equal.
-pub fn check_header(model: &ClipSeg, header: &BTreeMap<String, (String, Vec<usize>)>) -> Result<(), Error> {
+pub fn check_header(
+    model: &ClipSeg,
+    header: &BTreeMap<String, (String, Vec<usize>)>,
+) -> Result<(), Error> {
     for (name, shape) in expected_tensors(model) {
         match header.get(&name) {
             None => {
@@ -88,7 +150,9 @@ pub fn check_header(model: &ClipSeg, header: &BTreeMap<String, (String, Vec<usiz
                 )));
             }
             Some((dtype, _)) if !matches!(dtype.as_str(), "F32" | "F16" | "BF16" | "F64") => {
-                return Err(Error::Weights(format!("tensor {name} has unsupported dtype {dtype}")));
+                return Err(Error::Weights(format!(
+                    "tensor {name} has unsupported dtype {dtype}"
+                )));
             }
             Some(_) => {}
         }
@@ -99,7 +163,10 @@ pub fn check_header(model: &ClipSeg, header: &BTreeMap<String, (String, Vec<usiz
 /// HF's `nn.Sequential` indices to our field names; everything else is already HF's name.
 fn remapper() -> Result<KeyRemapper, Error> {
     KeyRemapper::new()
-        .add_pattern(r"^decoder\.transposed_convolution\.(\d+)\.", "decoder.transposed_convolution.layer$1.")
+        .add_pattern(
+            r"^decoder\.transposed_convolution\.(\d+)\.",
+            "decoder.transposed_convolution.layer$1.",
+        )
         .map_err(|e| Error::Weights(e.to_string()))
 }
 
@@ -123,7 +190,8 @@ pub fn apply(model: &mut ClipSeg, store: SafetensorsStore) -> Result<(), Error> 
 #[cfg(feature = "native")]
 pub fn load_pytorch(model: &mut ClipSeg, path: &std::path::Path) -> Result<(), Error> {
     use burn::store::{ModuleStore, PytorchStore};
-    let unreadable = |e: burn::store::PytorchStoreError| Error::Weights(format!("{}: {e}", path.display()));
+    let unreadable =
+        |e: burn::store::PytorchStoreError| Error::Weights(format!("{}: {e}", path.display()));
     // Contiguous re-indexing (on by default) would turn the Sequential's 0/2/4 into 0/1/2.
     let header = PytorchStore::from_file(path)
         .map_indices_contiguous(false)
@@ -147,7 +215,9 @@ fn finish(file: &str, result: ApplyResult) -> Result<(), Error> {
         return Err(Error::Weights(format!("{file}: {err}")));
     }
     if let Some((path, _)) = result.missing.first() {
-        return Err(Error::Weights(format!("{file}: tensor {path} was not loaded")));
+        return Err(Error::Weights(format!(
+            "{file}: tensor {path} was not loaded"
+        )));
     }
     Ok(())
 }
@@ -207,7 +277,9 @@ mod tests {
     fn truncated_header_is_an_error() {
         let mut bytes = 100u64.to_le_bytes().to_vec();
         bytes.extend(b"{}");
-        let err = read_header(&bytes, bytes.len() as u64).unwrap_err().to_string();
+        let err = read_header(&bytes, bytes.len() as u64)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("truncated"), "{err}");
     }
 }

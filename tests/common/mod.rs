@@ -24,7 +24,8 @@ pub struct Case {
 }
 
 pub fn cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(fixtures().join("reference/cases.json")).expect("cases.json");
+    let text =
+        std::fs::read_to_string(fixtures().join("reference/cases.json")).expect("cases.json");
     serde_json::from_str(&text).expect("cases.json parses")
 }
 
@@ -39,12 +40,21 @@ pub fn read_rgb(rel: &str) -> (Vec<u8>, usize, usize) {
 }
 
 pub fn read_mask(path: &std::path::Path) -> Vec<bool> {
-    image::open(path).expect("mask png").into_luma8().into_raw().into_iter().map(|v| v > 127).collect()
+    image::open(path)
+        .expect("mask png")
+        .into_luma8()
+        .into_raw()
+        .into_iter()
+        .map(|v| v > 127)
+        .collect()
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// IoU of two masks; two empty masks agree perfectly.
@@ -52,5 +62,9 @@ pub fn iou(a: &[bool], b: &[bool]) -> f64 {
     assert_eq!(a.len(), b.len());
     let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
     let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
-    if union == 0 { 1.0 } else { inter as f64 / union as f64 }
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
 }
