@@ -9,7 +9,7 @@ use clipseg::burn::tensor::{Device, DeviceKind};
 use clipseg::preprocess::{self, Filter};
 use common::*;
 
-/// The bound: max |ours - ref| <= 1e-4 * max(1, max |ref|).
+/// Token ids, conditional embeddings, logits and image-size masks of one case on `device`.
 fn check_case(case: &Case, device: &Device) {
     let segmenter = Segmenter::from_hf_dir(&fixtures().join("models").join(&case.model), device)
         .unwrap_or_else(|e| panic!("{}: {e}", case.model));
@@ -35,14 +35,14 @@ fn check_case(case: &Case, device: &Device) {
     let (reference, ref_shape) = read_npy(&case.logits);
     assert_eq!(dims.to_vec(), ref_shape, "{} {}", case.model, case.image);
     let err = max_abs_diff(&logits, &reference);
-    let bound = 1e-4 * case.max_abs_logit.max(1.0);
+    let limit = bound(case);
     eprintln!(
-        "{:>8} {:<22} {device:?}: max|err| {err:.2e} (bound {bound:.2e}, max|ref| {:.2}), cond {cond_err:.2e}",
+        "{:>8} {:<22} {device:?}: max|err| {err:.2e} (bound {limit:.2e}, max|ref| {:.2}), cond {cond_err:.2e}",
         case.model, case.image, case.max_abs_logit
     );
     assert!(
-        err <= bound,
-        "{} {}: logits differ by {err} > {bound}",
+        err <= limit,
+        "{} {}: logits differ by {err} > {limit}",
         case.model,
         case.image
     );
@@ -188,19 +188,8 @@ fn pytorch_bin_and_vocab_merges_folders_match_transformers() {
         );
     }
     for case in cases().iter().filter(|c| c.model == "refined") {
-        let (rgb, w, h) = read_rgb(&case.image);
-        let image = segmenter.encode_image(&rgb, w, h).unwrap();
-        let logits = segmenter
-            .segment(&image, &case.prompts)
-            .unwrap()
-            .try_into_vec_as::<f32>()
-            .unwrap();
-        let err = max_abs_diff(&logits, &read_npy(&case.logits).0);
-        assert!(
-            err <= 1e-4 * case.max_abs_logit.max(1.0),
-            "{}: {err}",
-            case.image
-        );
+        let (_, err) = case_logits(&segmenter, case);
+        assert!(err <= bound(case), "{}: {err}", case.image);
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -221,15 +210,8 @@ fn loading_from_bytes_matches_transformers() {
     )
     .unwrap();
     let case = cases().into_iter().find(|c| c.model == "plain").unwrap();
-    let (rgb, w, h) = read_rgb(&case.image);
-    let image = segmenter.encode_image(&rgb, w, h).unwrap();
-    let logits = segmenter
-        .segment(&image, &case.prompts)
-        .unwrap()
-        .try_into_vec_as::<f32>()
-        .unwrap();
-    let err = max_abs_diff(&logits, &read_npy(&case.logits).0);
-    assert!(err <= 1e-4 * case.max_abs_logit.max(1.0), "{err}");
+    let (_, err) = case_logits(&segmenter, &case);
+    assert!(err <= bound(&case), "{err}");
 
     let mut truncated = read("model.safetensors");
     truncated.truncate(truncated.len() - 100);

@@ -49,6 +49,24 @@ pub fn read_mask(path: &std::path::Path) -> Vec<bool> {
         .collect()
 }
 
+/// Our logits for a case's image and prompts, and their max abs error against the reference.
+pub fn case_logits(segmenter: &clipseg::Segmenter, case: &Case) -> (Vec<f32>, f32) {
+    let (rgb, w, h) = read_rgb(&case.image);
+    let image = segmenter.encode_image(&rgb, w, h).unwrap();
+    let logits = segmenter
+        .segment(&image, &case.prompts)
+        .unwrap()
+        .try_into_vec_as::<f32>()
+        .unwrap();
+    let err = max_abs_diff(&logits, &read_npy(&case.logits).0);
+    (logits, err)
+}
+
+/// The bound: max |ours - ref| <= 1e-4 * max(1, max |ref|).
+pub fn bound(case: &Case) -> f32 {
+    1e-4 * case.max_abs_logit.max(1.0)
+}
+
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
