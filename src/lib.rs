@@ -9,6 +9,8 @@
 pub mod config;
 #[cfg(feature = "native")]
 pub mod data;
+#[cfg(feature = "native")]
+pub mod eval;
 pub mod metrics;
 pub mod model;
 pub mod npy;

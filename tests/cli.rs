@@ -217,3 +217,110 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// `synth` then `eval` on it: the report has the promised shape, and the saved logits
+/// reproduce its numbers through the library's metrics (so anyone can recompute them).
+#[test]
+fn eval_on_synthetic_phrasecut_is_reproducible_from_saved_logits() {
+    let dir = temp_dir("eval");
+    let data = dir.join("data");
+    let logits_dir = dir.join("logits");
+    let out = dir.join("metrics.json");
+    let (ok, err) = clipseg(&[
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--images",
+        "8",
+        "--seed",
+        "3",
+    ]);
+    assert!(ok, "{err}");
+    let model = fixtures().join("models/plain");
+    let (ok, err) = clipseg(&[
+        "eval",
+        "--data",
+        data.to_str().unwrap(),
+        "--split",
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--save-logits",
+        logits_dir.to_str().unwrap(),
+        "--threshold",
+        "0.4",
+    ]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    for key in [
+        "seed.accuracy",
+        "seed.dice",
+        "seed.iou",
+        "clipseg.miou",
+        "clipseg.iou_fg",
+        "clipseg.ap",
+        "phrasecut.mean_iou",
+        "phrasecut.cum_iou",
+        "phrasecut.pr@0.5",
+        "phrasecut.pr@0.9",
+    ] {
+        let (group, name) = key.split_once('.').unwrap();
+        assert!(
+            report[group].get(name).is_some(),
+            "{key} missing in {report}"
+        );
+    }
+    assert!((report["threshold"].as_f64().unwrap() - 0.4).abs() < 1e-6);
+
+    let dataset = clipseg::data::PhraseCut::open(&data, "train").unwrap();
+    assert_eq!(report["count"].as_u64().unwrap() as usize, dataset.len());
+    let mut scores = clipseg::metrics::Evaluation::new(0.4).unwrap();
+    for task in dataset.iter() {
+        let path = logits_dir.join(format!("{}.npy", task.task.task_id));
+        let (map, shape) = clipseg::npy::from_bytes(&std::fs::read(&path).unwrap()).unwrap();
+        let (side_h, side_w) = (shape[0], shape[1]);
+        let gt = task.gt_mask();
+        let (w, h) = (gt.width as usize, gt.height as usize);
+        let small: Vec<bool> = clipseg::data::resize_nearest(&gt.data, w, h, side_w, side_h)
+            .iter()
+            .map(|&v| v != 0)
+            .collect();
+        let full: Vec<bool> = gt.data.iter().map(|&v| v != 0).collect();
+        let sig = |l: f32| 1.0 / (1.0 + (-l).exp());
+        let probs: Vec<f32> = map.iter().map(|&l| sig(l)).collect();
+        let probs_full: Vec<f32> =
+            clipseg::preprocess::resize_bilinear_f32(&map, side_h, side_w, h, w)
+                .into_iter()
+                .map(sig)
+                .collect();
+        scores.add(&probs, &small, &probs_full, &full).unwrap();
+    }
+    // Same numbers up to summation order (eval walks tasks image by image).
+    let again = serde_json::to_value(scores.report().unwrap()).unwrap();
+    for (group, fields) in report.as_object().unwrap() {
+        match fields.as_object() {
+            Some(fields) => {
+                for (name, value) in fields {
+                    let (a, b) = (value.as_f64().unwrap(), again[group][name].as_f64().unwrap());
+                    assert!((a - b).abs() < 1e-12, "{group}.{name}: {a} vs {b}");
+                }
+            }
+            None => assert_eq!(fields, &again[group], "{group}"),
+        }
+    }
+
+    let (ok, err) = clipseg(&[
+        "eval",
+        "--data",
+        dir.join("nope").to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(ok, &err, "nope");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,4 +1,4 @@
-//! `clipseg`: the command-line face of the library (predict, fetch).
+//! `clipseg`: the command-line face of the library (predict, eval, synth, fetch).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,7 +7,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use indicatif::{ProgressBar, ProgressStyle};
+
 use clipseg::burn::tensor::Device;
+use clipseg::data::{PhraseCut, SyntheticSpec, generate};
+use clipseg::eval::{EvalOptions, evaluate};
 use clipseg::{Segmenter, hub, npy, preprocess};
 
 /// Largest image side accepted, and the decoder's memory cap: a bigger file is refused before
@@ -53,6 +57,36 @@ enum Command {
         #[arg(long)]
         verbose: bool,
     },
+    /// Score a model on a PhraseCut-format split: seed, CLIPSeg and official PhraseCut metrics.
+    Eval {
+        /// Dataset folder: refer_{split}.json, image_data_split.json, images/.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, value_enum, default_value_t = SplitArg::Val)]
+        split: SplitArg,
+        /// HF model folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// Where the metrics JSON goes.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write float32 {task_id}.npy logits, [352, 352], into this folder.
+        #[arg(long)]
+        save_logits: Option<PathBuf>,
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f32,
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
+    },
+    /// Write a synthetic dataset in PhraseCut's format (coloured shapes, phrases, negatives).
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 40)]
+        images: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Download an HF model folder (resumable, checksums verified).
     Fetch {
         #[arg(long, default_value = "CIDAS/clipseg-rd64-refined")]
@@ -62,6 +96,14 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SplitArg {
+    Train,
+    Val,
+    Test,
+    Miniv,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -100,6 +142,67 @@ fn run(cli: Cli) -> Result<()> {
                 threshold,
             };
             predict(&model, &image, &prompts, &outputs, backend, verbose)
+        }
+        Command::Eval {
+            data,
+            split,
+            model,
+            out,
+            save_logits,
+            threshold,
+            backend,
+        } => {
+            let split = match split {
+                SplitArg::Train => "train",
+                SplitArg::Val => "val",
+                SplitArg::Test => "test",
+                SplitArg::Miniv => "miniv",
+            };
+            let dataset = PhraseCut::open(&data, split)?;
+            let segmenter = Segmenter::from_hf_dir(&model, &device(backend)?)?;
+            let bar = ProgressBar::new(dataset.len() as u64).with_style(
+                ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} tasks, {elapsed} elapsed, ETA {eta}",
+                )
+                .context("progress template")?,
+            );
+            let options = EvalOptions {
+                threshold,
+                save_logits: save_logits.as_deref(),
+            };
+            let report = evaluate(&segmenter, &dataset, &options, |done, _| {
+                bar.set_position(done as u64)
+            })?;
+            bar.finish_and_clear();
+            let json = serde_json::to_string_pretty(&report).context("serialising metrics")?;
+            std::fs::write(&out, json + "\n")
+                .with_context(|| format!("writing {}", out.display()))?;
+            eprintln!(
+                "{} tasks scored ({} skipped): mIoU {:.4}, PhraseCut mean IoU {:.4} -> {}",
+                report.count,
+                report.skipped,
+                report.clipseg.miou,
+                report.phrasecut.mean_iou,
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Synth { out, images, seed } => {
+            let spec = SyntheticSpec {
+                images,
+                seed,
+                ..SyntheticSpec::default()
+            };
+            let summary = generate(&out, &spec)?;
+            eprintln!(
+                "{} images, {} tasks ({} negatives); train/val/test/miniv images {:?} -> {}",
+                summary.images.iter().sum::<usize>(),
+                summary.tasks.iter().sum::<usize>(),
+                summary.negatives.iter().sum::<usize>(),
+                summary.images,
+                out.display()
+            );
+            Ok(())
         }
         Command::Fetch {
             repo,
