@@ -17,6 +17,8 @@ pub mod npy;
 pub mod preprocess;
 pub mod segmenter;
 pub mod tokenizer;
+#[cfg(feature = "native")]
+pub mod train;
 pub mod weights;
 
 #[cfg(feature = "native")]

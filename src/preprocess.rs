@@ -66,6 +66,17 @@ pub enum Filter {
 impl Filter {
     /// Maps a PIL resampling enum value. NEAREST (0) is refused because Pillow
     /// implements it with a different (affine, non-convolution) code path.
+    /// The PIL `Resampling` code, as HF configs store it.
+    pub fn to_pil(self) -> i64 {
+        match self {
+            Self::Lanczos => 1,
+            Self::Bilinear => 2,
+            Self::Bicubic => 3,
+            Self::Box => 4,
+            Self::Hamming => 5,
+        }
+    }
+
     pub fn from_pil(code: i64) -> Result<Self> {
         let field = "resample";
         match code {
@@ -297,6 +308,22 @@ impl PreprocessConfig {
             image_std: [0.229, 0.224, 0.225],
             ..Self::default()
         }
+    }
+
+    /// `preprocessor_config.json` text that [`Self::from_json`] (and transformers) read back.
+    pub fn to_json(&self) -> String {
+        let json = serde_json::json!({
+            "image_processor_type": "ViTImageProcessor",
+            "do_resize": self.do_resize,
+            "size": {"height": self.height, "width": self.width},
+            "resample": self.resample.to_pil(),
+            "do_rescale": self.do_rescale,
+            "rescale_factor": self.rescale_factor,
+            "do_normalize": self.do_normalize,
+            "image_mean": self.image_mean,
+            "image_std": self.image_std,
+        });
+        format!("{json:#}\n")
     }
 
     /// Parses a `preprocessor_config.json`. Missing or `null` fields take

@@ -77,6 +77,13 @@ impl ClipTokenizer {
         Self::from_bytes(json.to_string().as_bytes())
     }
 
+    /// The tokenizer as `tokenizer.json` text.
+    pub fn to_json(&self) -> Result<String, Error> {
+        self.inner
+            .to_string(false)
+            .map_err(|e| Error::Tokenizer(format!("serialising tokenizer: {e}")))
+    }
+
     /// Ids of `prompt` with BOS and EOS. Past `max_len` tokens the prompt is cut and EOS kept
     /// last, as HF's `truncation=True, max_length=77` does (the model would reject more).
     pub fn encode(&self, prompt: &str, max_len: usize) -> Result<Vec<u32>, Error> {

@@ -304,7 +304,10 @@ fn eval_on_synthetic_phrasecut_is_reproducible_from_saved_logits() {
         match fields.as_object() {
             Some(fields) => {
                 for (name, value) in fields {
-                    let (a, b) = (value.as_f64().unwrap(), again[group][name].as_f64().unwrap());
+                    let (a, b) = (
+                        value.as_f64().unwrap(),
+                        again[group][name].as_f64().unwrap(),
+                    );
                     assert!((a - b).abs() < 1e-12, "{group}.{name}: {a} vs {b}");
                 }
             }
@@ -322,5 +325,74 @@ fn eval_on_synthetic_phrasecut_is_reproducible_from_saved_logits() {
         out.to_str().unwrap(),
     ]);
     assert_one_line_error(ok, &err, "nope");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `train` writes a run folder that `eval` and `predict` take as a model.
+#[test]
+fn train_then_eval_the_run() {
+    let dir = temp_dir("train");
+    let data = dir.join("data");
+    let run = dir.join("run");
+    let (ok, err) = clipseg(&[
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--images",
+        "4",
+        "--seed",
+        "9",
+    ]);
+    assert!(ok, "{err}");
+    let model = fixtures().join("models/refined");
+    let (ok, err) = clipseg(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--loss",
+        "dice",
+        "--steps",
+        "3",
+        "--batch",
+        "2",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(run.join("log.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        4
+    );
+    let metrics = dir.join("m.json");
+    let (ok, err) = clipseg(&[
+        "eval",
+        "--data",
+        data.to_str().unwrap(),
+        "--split",
+        "train",
+        "--model",
+        run.to_str().unwrap(),
+        "--out",
+        metrics.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, err) = clipseg(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--lr=-1",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_one_line_error(ok, &err, "--lr");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -1,4 +1,4 @@
-//! `clipseg`: the command-line face of the library (predict, eval, synth, fetch).
+//! `clipseg`: the command-line face of the library (predict, train, eval, synth, fetch).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,8 +10,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use clipseg::burn::tensor::Device;
-use clipseg::data::{PhraseCut, SyntheticSpec, generate};
+use clipseg::data::{PhraseCut, PromptSet, SyntheticSpec, generate};
 use clipseg::eval::{EvalOptions, evaluate};
+use clipseg::train::{TrainConfig, train};
 use clipseg::{Segmenter, hub, npy, preprocess};
 
 /// Largest image side accepted, and the decoder's memory cap: a bigger file is refused before
@@ -78,6 +79,39 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
     },
+    /// Train the CLIPSeg decoder on frozen CLIP encoders; the run folder is an HF checkpoint.
+    Train {
+        /// Dataset folder in PhraseCut's layout.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, value_enum, default_value_t = SplitArg::Train)]
+        split: SplitArg,
+        /// HF model folder: the frozen encoders and (without --random-init) the starting decoder.
+        #[arg(long)]
+        model: PathBuf,
+        /// bce, dice or bce+dice.
+        #[arg(long, default_value = "bce+dice")]
+        loss: clipseg::train::Loss,
+        #[arg(long)]
+        steps: usize,
+        /// Run folder: config, tokenizer, preprocessing, model.safetensors and log.csv.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Peak learning rate, cosine-decayed to --lr-min (paper: 1e-3 -> 1e-4).
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 1e-4)]
+        lr_min: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Start from a freshly initialised decoder instead of the checkpoint's.
+        #[arg(long)]
+        random_init: bool,
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
+    },
     /// Write a synthetic dataset in PhraseCut's format (coloured shapes, phrases, negatives).
     Synth {
         #[arg(long)]
@@ -104,6 +138,17 @@ enum SplitArg {
     Val,
     Test,
     Miniv,
+}
+
+impl SplitArg {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Train => "train",
+            Self::Val => "val",
+            Self::Test => "test",
+            Self::Miniv => "miniv",
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -152,13 +197,7 @@ fn run(cli: Cli) -> Result<()> {
             threshold,
             backend,
         } => {
-            let split = match split {
-                SplitArg::Train => "train",
-                SplitArg::Val => "val",
-                SplitArg::Test => "test",
-                SplitArg::Miniv => "miniv",
-            };
-            let dataset = PhraseCut::open(&data, split)?;
+            let dataset = PhraseCut::open(&data, split.name())?;
             let segmenter = Segmenter::from_hf_dir(&model, &device(backend)?)?;
             let bar = ProgressBar::new(dataset.len() as u64).with_style(
                 ProgressStyle::with_template(
@@ -185,6 +224,51 @@ fn run(cli: Cli) -> Result<()> {
                 report.phrasecut.mean_iou,
                 out.display()
             );
+            Ok(())
+        }
+        Command::Train {
+            data,
+            split,
+            model,
+            loss,
+            steps,
+            out,
+            batch,
+            lr,
+            lr_min,
+            seed,
+            random_init,
+            backend,
+        } => {
+            if !(lr > 0.0 && lr.is_finite() && lr_min >= 0.0 && lr_min <= lr) {
+                bail!("--lr must be positive and --lr-min within 0..=--lr");
+            }
+            let dataset = PhraseCut::open(&data, split.name())?;
+            let mut segmenter = Segmenter::from_hf_dir(&model, &device(backend)?)?;
+            let config = TrainConfig {
+                steps,
+                batch,
+                lr,
+                lr_min,
+                loss,
+                seed,
+                random_init,
+                prompts: PromptSet::ShufflePlus,
+            };
+            let bar = ProgressBar::new(steps as u64).with_style(
+                ProgressStyle::with_template("{bar:40} step {pos}/{len} {msg} ETA {eta}")
+                    .context("progress template")?,
+            );
+            let mut running_iou = None;
+            let logs = train(&mut segmenter, &dataset, &config, &out, |log| {
+                let iou = running_iou.map_or(log.iou, |r: f32| 0.9 * r + 0.1 * log.iou);
+                running_iou = Some(iou);
+                bar.set_message(format!("loss {:.4} IoU {iou:.3}", log.loss));
+                bar.inc(1);
+            })?;
+            bar.finish_and_clear();
+            let last = logs.last().map_or(f32::NAN, |l| l.loss);
+            eprintln!("{steps} steps, final loss {last:.4} -> {}", out.display());
             Ok(())
         }
         Command::Synth { out, images, seed } => {
