@@ -41,6 +41,20 @@ fn model_copy(name: &str) -> PathBuf {
     dir
 }
 
+/// A synthetic PhraseCut-format dataset in `out`.
+fn synth(out: &std::path::Path, images: &str, seed: &str) {
+    let (ok, err) = clipseg(&[
+        "synth",
+        "--out",
+        out.to_str().unwrap(),
+        "--images",
+        images,
+        "--seed",
+        seed,
+    ]);
+    assert!(ok, "{err}");
+}
+
 fn assert_one_line_error(ok: bool, stderr: &str, needle: &str) {
     assert!(!ok, "expected failure, stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
@@ -226,16 +240,7 @@ fn eval_on_synthetic_phrasecut_is_reproducible_from_saved_logits() {
     let data = dir.join("data");
     let logits_dir = dir.join("logits");
     let out = dir.join("metrics.json");
-    let (ok, err) = clipseg(&[
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--images",
-        "8",
-        "--seed",
-        "3",
-    ]);
-    assert!(ok, "{err}");
+    synth(&data, "8", "3");
     let model = fixtures().join("models/plain");
     let (ok, err) = clipseg(&[
         "eval",
@@ -334,16 +339,7 @@ fn train_then_eval_the_run() {
     let dir = temp_dir("train");
     let data = dir.join("data");
     let run = dir.join("run");
-    let (ok, err) = clipseg(&[
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--images",
-        "4",
-        "--seed",
-        "9",
-    ]);
-    assert!(ok, "{err}");
+    synth(&data, "4", "9");
     let model = fixtures().join("models/refined");
     let (ok, err) = clipseg(&[
         "train",
