@@ -392,3 +392,35 @@ fn train_then_eval_the_run() {
     assert_one_line_error(ok, &err, "--lr");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn bench_prints_one_json_line() {
+    let model = fixtures().join("models/plain");
+    let image = fixtures().join("images/tiny.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_clipseg"))
+        .args([
+            "bench",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            image.to_str().unwrap(),
+            "--iters",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let line: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for key in ["load_s", "first_pass_s", "full_pass_s", "reprompt_s"] {
+        assert!(
+            line[key].as_f64().is_some_and(|t| t > 0.0),
+            "{key} in {line}"
+        );
+    }
+}

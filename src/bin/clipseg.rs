@@ -112,6 +112,20 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
     },
+    /// Time a full pass (image + prompt) and a re-prompt of an encoded image; prints one JSON line.
+    Bench {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long, default_value = "a photo of a cat")]
+        prompt: String,
+        /// Timed runs after one warm-up; medians are reported.
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
+    },
     /// Write a synthetic dataset in PhraseCut's format (coloured shapes, phrases, negatives).
     Synth {
         #[arg(long)]
@@ -271,6 +285,13 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("{steps} steps, final loss {last:.4} -> {}", out.display());
             Ok(())
         }
+        Command::Bench {
+            model,
+            image,
+            prompt,
+            iters,
+            backend,
+        } => bench(&model, &image, &prompt, iters, backend),
         Command::Synth { out, images, seed } => {
             let spec = SyntheticSpec {
                 images,
@@ -398,6 +419,63 @@ fn predict(
         }
     }
     Ok(())
+}
+
+/// Medians over `iters` runs after a warm-up; each run ends with the logits read back, so
+/// asynchronous backends are timed to completion.
+fn bench(
+    model_dir: &Path,
+    image_path: &Path,
+    prompt: &str,
+    iters: usize,
+    backend: Backend,
+) -> Result<()> {
+    if iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    let (rgb, width, height) = load_rgb(image_path)?;
+    let device = device(backend)?;
+    let start = Instant::now();
+    let segmenter = Segmenter::from_hf_dir(model_dir, &device)?;
+    let load_s = start.elapsed().as_secs_f64();
+    let prompts = [prompt];
+    let run = |features: Option<&clipseg::model::ImageFeatures>| -> Result<f64> {
+        let start = Instant::now();
+        let encoded;
+        let features = match features {
+            Some(f) => f,
+            None => {
+                encoded = segmenter.encode_image(&rgb, width, height)?;
+                &encoded
+            }
+        };
+        let logits = segmenter.segment(features, &prompts)?;
+        logits
+            .try_into_vec_as::<f32>()
+            .map_err(|e| anyhow::anyhow!("reading logits back: {e:?}"))?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    let first_s = run(None)?;
+    let full: Vec<f64> = (0..iters).map(|_| run(None)).collect::<Result<_>>()?;
+    let features = segmenter.encode_image(&rgb, width, height)?;
+    let reprompt: Vec<f64> = (0..iters)
+        .map(|_| run(Some(&features)))
+        .collect::<Result<_>>()?;
+    let line = serde_json::json!({
+        "backend": format!("{device:?}"),
+        "iters": iters,
+        "load_s": load_s,
+        "first_pass_s": first_s,
+        "full_pass_s": median(full),
+        "reprompt_s": median(reprompt),
+    });
+    println!("{line}");
+    Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// `OUT.png` for one prompt; `OUT-0.png`, `OUT-1.png`, ... in prompt order for several.
