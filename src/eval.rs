@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::data::{PhraseCut, TaskRef, resize_nearest};
 use crate::metrics::{Evaluation, Report};
+use crate::segmenter::{read_f32, sigmoid};
 use crate::{Error, Segmenter, npy, preprocess};
 
 /// What `evaluate` writes beside the scores.
@@ -50,9 +51,7 @@ pub fn evaluate(
         let phrases: Vec<&str> = tasks.iter().map(|t| t.phrase()).collect();
         let logits = segmenter.segment(&features, &phrases)?;
         let [_, side_h, side_w] = logits.dims();
-        let logits = logits
-            .try_into_vec_as::<f32>()
-            .map_err(|e| Error::Input(format!("reading logits back: {e:?}")))?;
+        let logits = read_f32(logits)?;
         for (task, map) in tasks.iter().zip(logits.chunks_exact(side_h * side_w)) {
             if let Some(dir) = options.save_logits {
                 let path = dir.join(format!("{}.npy", task.task.task_id));
@@ -83,8 +82,4 @@ pub fn evaluate(
     scores
         .report()
         .map_err(|e| Error::Input(format!("no task could be evaluated: {e}")))
-}
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }

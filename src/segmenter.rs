@@ -188,3 +188,16 @@ impl Segmenter {
         self.model.clip.text_projection.weight.device()
     }
 }
+
+/// A logit's probability.
+pub fn sigmoid(logit: f32) -> f32 {
+    1.0 / (1.0 + (-logit).exp())
+}
+
+/// Reads a tensor back as f32 values. Synchronous: native only (in wasm every readback is async).
+#[cfg(feature = "native")]
+pub fn read_f32<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, Error> {
+    tensor
+        .try_into_vec_as::<f32>()
+        .map_err(|e| Error::Input(format!("reading a tensor back: {e:?}")))
+}

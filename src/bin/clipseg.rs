@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use clipseg::burn::tensor::Device;
 use clipseg::data::{PhraseCut, PromptSet, SyntheticSpec, generate};
 use clipseg::eval::{EvalOptions, evaluate};
+use clipseg::segmenter::{read_f32, sigmoid};
 use clipseg::train::{TrainConfig, train};
 use clipseg::{Segmenter, hub, npy, preprocess};
 
@@ -381,9 +382,7 @@ fn predict(
     let encoded = Instant::now();
     let logits = segmenter.segment(&image, prompts)?;
     let [count, h, w] = logits.dims();
-    let values = logits
-        .try_into_vec_as::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading logits back: {e:?}"))?;
+    let values = read_f32(logits)?;
     if verbose {
         let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
         eprintln!(
@@ -403,13 +402,7 @@ fn predict(
             let resized = preprocess::resize_bilinear_f32(map, h, w, height, width);
             let pixels = resized
                 .iter()
-                .map(|&l| {
-                    if 1.0 / (1.0 + (-l).exp()) > threshold {
-                        255
-                    } else {
-                        0
-                    }
-                })
+                .map(|&l| if sigmoid(l) > threshold { 255 } else { 0 })
                 .collect();
             let out = mask_path(path, k, count);
             image::GrayImage::from_raw(width as u32, height as u32, pixels)
@@ -450,9 +443,7 @@ fn bench(
             }
         };
         let logits = segmenter.segment(features, &prompts)?;
-        logits
-            .try_into_vec_as::<f32>()
-            .map_err(|e| anyhow::anyhow!("reading logits back: {e:?}"))?;
+        read_f32(logits)?;
         Ok(start.elapsed().as_secs_f64())
     };
     let first_s = run(None)?;

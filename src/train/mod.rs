@@ -22,6 +22,7 @@ pub use loss::Loss;
 
 use crate::data::{PhraseCut, PromptSet, SplitMix64, resize_nearest};
 use crate::model::Decoder;
+use crate::segmenter::read_f32;
 use crate::{Error, Segmenter};
 
 /// Hyper-parameters of a run (the paper's: AdamW, lr 1e-3 cosine-decayed to 1e-4).
@@ -205,8 +206,8 @@ fn batch_iou(logits: Tensor<3>, target: Tensor<3>) -> Result<f32, Error> {
     let target = target.reshape([batch, h * w]);
     let inter = (pred.clone() * target.clone()).sum_dim(1);
     let union = (pred + target).sum_dim(1) - inter.clone();
-    let inter = read(inter)?;
-    let union = read(union)?;
+    let inter = read_f32(inter)?;
+    let union = read_f32(union)?;
     Ok(inter
         .iter()
         .zip(&union)
@@ -215,13 +216,8 @@ fn batch_iou(logits: Tensor<3>, target: Tensor<3>) -> Result<f32, Error> {
         / batch as f32)
 }
 
-fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {
-    t.try_into_vec_as::<f32>()
-        .map_err(|e| Error::Input(format!("reading back: {e:?}")))
-}
-
 fn scalar(t: Tensor<1>) -> Result<f32, Error> {
-    read(t)?
+    read_f32(t)?
         .first()
         .copied()
         .ok_or_else(|| Error::Input("empty loss".into()))
