@@ -4,7 +4,7 @@
 //! Layout: [`config`] (HF `config.json`), [`model`] (the network), [`weights`] (loading),
 //! [`tokenizer`] and [`preprocess`] (inputs), [`segmenter`] (all of it behind one call),
 //! [`metrics`] (the seed's, CLIPSeg's and PhraseCut's evaluation numbers), `data` (PhraseCut
-//! reader and synthetic generator; native only).
+//! reader and synthetic generator; native only), `web` (the wasm-bindgen engine; wasm only).
 
 pub mod config;
 #[cfg(feature = "native")]
@@ -23,6 +23,8 @@ pub mod weights;
 
 #[cfg(feature = "native")]
 pub mod hub;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 /// The burn version this crate is built on, for callers that make devices and tensors.
 pub use burn;

@@ -8,7 +8,15 @@ use crate::model::{ClipSeg, ImageFeatures};
 use crate::preprocess::{self, PreprocessConfig};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::hf;
+use crate::weights::pack::Pack;
 use crate::{ClipSegConfig, Error};
+
+/// Largest image side accepted, in pixels (browsers' canvas limit is of this order).
+pub const MAX_SIDE: usize = 16384;
+/// Largest image accepted, in pixels: 50 MP of RGBA is 200 MB before any model work.
+pub const MAX_PIXELS: usize = 50_000_000;
+/// Most prompts per call: each costs a text-encoder and decoder pass and a 352x352 map.
+pub const MAX_PROMPTS: usize = 32;
 
 /// Model, tokenizer and preprocessing of one checkpoint on one device.
 pub struct Segmenter {
@@ -37,6 +45,35 @@ impl Segmenter {
             tokenizer,
             preprocess,
         })
+    }
+
+    /// Builds from a model pack (see [`crate::weights::pack`]): everything in one file.
+    pub fn from_pack(bytes: Vec<u8>, device: &Device) -> Result<Self, Error> {
+        let pack = Pack::parse(bytes)?;
+        let header = &pack.header;
+        let tokenizer = ClipTokenizer::from_bytes(header.tokenizer.as_bytes())?;
+        let config = serde_json::to_string(&header.config).map_err(|e| Error::Config(e.to_string()))?;
+        let (mut model, preprocess) = Self::parts(&config, Some(&header.preprocessor), device)?;
+        pack.apply(&mut model)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            preprocess,
+        })
+    }
+
+    /// A pack file or an HF model folder.
+    #[cfg(feature = "native")]
+    pub fn open(path: &std::path::Path, device: &Device) -> Result<Self, Error> {
+        if path.is_file() {
+            let bytes = std::fs::read(path).map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            return Self::from_pack(bytes, device)
+                .map_err(|e| Error::Weights(format!("{}: {e}", path.display())));
+        }
+        Self::from_hf_dir(path, device)
     }
 
     /// Loads an HF model folder: `config.json`, `model.safetensors` (or `pytorch_model.bin`),
@@ -158,6 +195,7 @@ impl Segmenter {
         width: usize,
         height: usize,
     ) -> Result<ImageFeatures, Error> {
+        check_image_size(width, height)?;
         self.model
             .encode_image(self.pixel_values(rgb, width, height)?)
     }
@@ -165,6 +203,12 @@ impl Segmenter {
     /// Token ids per prompt, truncated to the text model's length.
     pub fn tokenize<S: AsRef<str>>(&self, prompts: &[S]) -> Result<Vec<Vec<u32>>, Error> {
         let max_len = self.config().text_config.max_position_embeddings;
+        if prompts.len() > MAX_PROMPTS {
+            return Err(Error::Input(format!(
+                "{} prompts at once; the limit is {MAX_PROMPTS} per call",
+                prompts.len()
+            )));
+        }
         prompts
             .iter()
             .map(|p| self.tokenizer.encode(p.as_ref(), max_len))
@@ -187,6 +231,22 @@ impl Segmenter {
     fn device(&self) -> Device {
         self.model.clip.text_projection.weight.device()
     }
+}
+
+/// Rejects images no one means to segment (0 px) or that would exhaust memory.
+pub fn check_image_size(width: usize, height: usize) -> Result<(), Error> {
+    if width == 0 || height == 0 {
+        return Err(Error::Image(format!(
+            "the image is {width}x{height} px; both sides must be at least 1"
+        )));
+    }
+    if width > MAX_SIDE || height > MAX_SIDE || width.saturating_mul(height) > MAX_PIXELS {
+        return Err(Error::Image(format!(
+            "the image is {width}x{height} px; the limit is {MAX_SIDE} px per side and {} megapixels",
+            MAX_PIXELS / 1_000_000
+        )));
+    }
+    Ok(())
 }
 
 /// A logit's probability.

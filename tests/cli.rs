@@ -424,3 +424,48 @@ fn bench_prints_one_json_line() {
         );
     }
 }
+
+#[test]
+fn convert_writes_a_pack_that_predict_reads() {
+    let dir = temp_dir("convert");
+    let pack = dir.join("plain-q8.bpk");
+    let model = fixtures().join("models/plain");
+    let (ok, err) = clipseg(&[
+        "convert",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        pack.to_str().unwrap(),
+        "--quant",
+        "q8",
+    ]);
+    assert!(ok, "{err}");
+    let bytes = std::fs::read(&pack).unwrap();
+    let sha = std::fs::read_to_string(dir.join("plain-q8.bpk.sha256")).unwrap();
+    assert_eq!(sha, clipseg::weights::pack::sha256_line(&bytes, "plain-q8.bpk"));
+    let image = fixtures().join("images/tiny.png");
+    let out = dir.join("logits.npy");
+    let (ok, err) = clipseg(&predict_args(
+        pack.to_str().unwrap(),
+        image.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ));
+    assert!(ok, "{err}");
+    let (ok, err) = clipseg(&[
+        "convert",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        pack.to_str().unwrap(),
+        "--quant",
+        "q3",
+    ]);
+    assert_one_line_error(ok, &err, "unknown quantization");
+    // A file that is not a pack, given as --model.
+    let (ok, err) = clipseg(&predict_args(
+        image.to_str().unwrap(),
+        image.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ));
+    assert_one_line_error(ok, &err, "not a clipseg pack");
+}

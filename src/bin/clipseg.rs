@@ -1,4 +1,5 @@
-//! `clipseg`: the command-line face of the library (predict, train, eval, synth, fetch).
+//! `clipseg`: the command-line face of the library (predict, convert, train, eval, bench, synth,
+//! fetch).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use clipseg::data::{PhraseCut, PromptSet, SyntheticSpec, generate};
 use clipseg::eval::{EvalOptions, evaluate};
 use clipseg::segmenter::{read_f32, sigmoid};
 use clipseg::train::{TrainConfig, train};
+use clipseg::weights::pack::{self, Quant};
 use clipseg::{Segmenter, hub, npy, preprocess};
 
 /// Largest image side accepted, and the decoder's memory cap: a bigger file is refused before
@@ -36,7 +38,8 @@ struct Cli {
 enum Command {
     /// Segment one image for one or more prompts.
     Predict {
-        /// HF model folder (config.json, model.safetensors, tokenizer.json, preprocessor_config.json).
+        /// Model pack (`clipseg convert`) or HF model folder (config.json, model.safetensors,
+        /// tokenizer.json, preprocessor_config.json).
         #[arg(long)]
         model: PathBuf,
         #[arg(long)]
@@ -66,7 +69,7 @@ enum Command {
         data: PathBuf,
         #[arg(long, value_enum, default_value_t = SplitArg::Val)]
         split: SplitArg,
-        /// HF model folder.
+        /// Model pack or HF model folder.
         #[arg(long)]
         model: PathBuf,
         /// Where the metrics JSON goes.
@@ -87,7 +90,7 @@ enum Command {
         data: PathBuf,
         #[arg(long, value_enum, default_value_t = SplitArg::Train)]
         split: SplitArg,
-        /// HF model folder: the frozen encoders and (without --random-init) the starting decoder.
+        /// HF model folder or pack: the frozen encoders and (without --random-init) the starting decoder.
         #[arg(long)]
         model: PathBuf,
         /// bce, dice or bce+dice.
@@ -112,6 +115,17 @@ enum Command {
         random_init: bool,
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
+    },
+    /// Write a model as one pack file for the browser (and `--model`), with a .sha256 beside it.
+    Convert {
+        /// HF model folder or an existing pack.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// f32, f16, or 8-/4-bit weight quantization of the large matrices.
+        #[arg(long, default_value = "q8")]
+        quant: String,
     },
     /// Time a full pass (image + prompt) and a re-prompt of an encoded image; prints one JSON line.
     Bench {
@@ -213,7 +227,7 @@ fn run(cli: Cli) -> Result<()> {
             backend,
         } => {
             let dataset = PhraseCut::open(&data, split.name())?;
-            let segmenter = Segmenter::from_hf_dir(&model, &device(backend)?)?;
+            let segmenter = Segmenter::open(&model, &device(backend)?)?;
             let bar = ProgressBar::new(dataset.len() as u64).with_style(
                 ProgressStyle::with_template(
                     "{bar:40} {pos}/{len} tasks, {elapsed} elapsed, ETA {eta}",
@@ -259,7 +273,7 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--lr must be positive and --lr-min within 0..=--lr");
             }
             let dataset = PhraseCut::open(&data, split.name())?;
-            let mut segmenter = Segmenter::from_hf_dir(&model, &device(backend)?)?;
+            let mut segmenter = Segmenter::open(&model, &device(backend)?)?;
             let config = TrainConfig {
                 steps,
                 batch,
@@ -286,6 +300,7 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("{steps} steps, final loss {last:.4} -> {}", out.display());
             Ok(())
         }
+        Command::Convert { model, out, quant } => convert(&model, &out, &quant),
         Command::Bench {
             model,
             image,
@@ -340,6 +355,28 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+fn convert(model: &Path, out: &Path, quant: &str) -> Result<()> {
+    let quant: Quant = quant.parse()?;
+    let segmenter = Segmenter::open(model, &Device::flex())?;
+    let bytes = pack::write(&segmenter, quant)?;
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("--out needs a file name")?;
+    std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+    let sha_path = PathBuf::from(format!("{}.sha256", out.display()));
+    std::fs::write(&sha_path, pack::sha256_line(&bytes, name))
+        .with_context(|| format!("writing {}", sha_path.display()))?;
+    eprintln!(
+        "{} pack: {:.2} MB -> {} (+ {})",
+        quant.name(),
+        bytes.len() as f64 / 1e6,
+        out.display(),
+        sha_path.display()
+    );
+    Ok(())
+}
+
 fn device(backend: Backend) -> Result<Device> {
     Ok(match backend {
         Backend::Cpu => Device::flex(),
@@ -375,7 +412,7 @@ fn predict(
     let (rgb, width, height) = load_rgb(image_path)?;
     let device = device(backend)?;
     let start = Instant::now();
-    let segmenter = Segmenter::from_hf_dir(model_dir, &device)?;
+    let segmenter = Segmenter::open(model_dir, &device)?;
     let loaded = Instant::now();
     let image = segmenter.encode_image(&rgb, width, height)?;
     device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -429,7 +466,7 @@ fn bench(
     let (rgb, width, height) = load_rgb(image_path)?;
     let device = device(backend)?;
     let start = Instant::now();
-    let segmenter = Segmenter::from_hf_dir(model_dir, &device)?;
+    let segmenter = Segmenter::open(model_dir, &device)?;
     let load_s = start.elapsed().as_secs_f64();
     let prompts = [prompt];
     let run = |features: Option<&clipseg::model::ImageFeatures>| -> Result<f64> {

@@ -1,0 +1,175 @@
+//! The browser engine: a thin wasm-bindgen shell over [`Segmenter`], run inside a Web Worker
+//! (`www/worker.js`). Every GPU readback is awaited, never blocked on; every error reaches
+//! JavaScript as a rejected promise with a one-line message.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use burn::tensor::Device;
+use burn::tensor::activation::sigmoid;
+use wasm_bindgen::prelude::*;
+
+use crate::model::ImageFeatures;
+use crate::preprocess::rgba_to_rgb;
+use crate::segmenter::{MAX_PROMPTS, Segmenter, check_image_size};
+
+thread_local! {
+    /// The WebGPU device: burn's wgpu runtime can be initialised once per wasm instance, so a
+    /// second pack loaded into the same worker reuses it.
+    static WEBGPU: RefCell<Option<(Device, String)>> = const { RefCell::new(None) };
+    static LAST_PANIC: RefCell<String> = const { RefCell::new(String::new()) };
+    /// Why the browser took the WebGPU device away, once it has.
+    static DEVICE_LOST: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// A Rust panic aborts the wasm instance; its message is kept for the worker to report.
+#[wasm_bindgen(start)]
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        LAST_PANIC.with(|p| *p.borrow_mut() = info.to_string());
+    }));
+}
+
+/// The message of the last Rust panic ("" if none). After a panic this instance is unusable
+/// and the worker must be restarted.
+#[wasm_bindgen]
+pub fn last_panic() -> String {
+    LAST_PANIC.with(|p| p.borrow().clone())
+}
+
+fn js_error(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+/// After a device loss nothing on it can run again: say so instead of failing obscurely.
+fn check_device() -> Result<(), JsError> {
+    match DEVICE_LOST.with(|l| l.borrow().clone()) {
+        Some(why) => Err(js_error(format!(
+            "the WebGPU device was lost ({why}); reload the page or the model"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// One loaded model on one device, and the activations of the last encoded image.
+#[wasm_bindgen]
+pub struct Engine {
+    segmenter: Rc<Segmenter>,
+    image: Rc<RefCell<Option<ImageFeatures>>>,
+    backend: String,
+    adapter: String,
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Parses and verifies a pack and loads it onto `backend` ("webgpu" or "cpu").
+    pub async fn load(pack: Vec<u8>, backend: String) -> Result<Engine, JsError> {
+        let (device, adapter) = match backend.as_str() {
+            "webgpu" => webgpu_device().await?,
+            "cpu" => (Device::flex(), String::new()),
+            other => {
+                return Err(js_error(format!(
+                    "unknown backend {other:?}: use \"webgpu\" or \"cpu\""
+                )));
+            }
+        };
+        let segmenter = Segmenter::from_pack(pack, &device).map_err(js_error)?;
+        Ok(Engine {
+            segmenter: Rc::new(segmenter),
+            image: Rc::new(RefCell::new(None)),
+            backend,
+            adapter,
+        })
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn backend(&self) -> String {
+        self.backend.clone()
+    }
+
+    /// The WebGPU adapter's description ("" on the CPU backend).
+    #[wasm_bindgen(getter)]
+    pub fn adapter(&self) -> String {
+        self.adapter.clone()
+    }
+
+    /// Side of the probability maps `segment` returns (352 for CLIPSeg).
+    #[wasm_bindgen(getter)]
+    pub fn size(&self) -> usize {
+        self.segmenter.preprocess.height
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn max_prompts(&self) -> usize {
+        MAX_PROMPTS
+    }
+
+    /// Runs the vision tower on an RGBA image (canvas `getImageData` layout) and keeps its
+    /// activations on the device for any number of `segment` calls. Resolves once the device
+    /// has finished, so the time it takes is the real cost.
+    pub async fn encode_image(
+        &self,
+        rgba: Vec<u8>,
+        width: usize,
+        height: usize,
+    ) -> Result<(), JsError> {
+        check_image_size(width, height).map_err(js_error)?;
+        check_device()?;
+        let rgb = rgba_to_rgb(&rgba, width, height).map_err(js_error)?;
+        drop(rgba);
+        // A failed encode must not leave the previous image's activations looking current.
+        self.image.borrow_mut().take();
+        let features = self
+            .segmenter
+            .encode_image(&rgb, width, height)
+            .map_err(js_error)?;
+        let done = features.reduced[0].clone().slice([0..1, 0..1, 0..1]);
+        self.image.replace(Some(features));
+        done.into_data_async().await.map_err(|e| js_error(format!("{e:?}")))?;
+        Ok(())
+    }
+
+    /// One `size` x `size` probability map per prompt, concatenated: [prompt][y][x].
+    /// An empty prompt is refused: CLIPSeg would answer it, but never with anything meant.
+    pub async fn segment(&self, prompts: Vec<String>) -> Result<Vec<f32>, JsError> {
+        check_device()?;
+        if let Some(i) = prompts.iter().position(|p| p.trim().is_empty()) {
+            return Err(js_error(format!("prompt {} is empty", i + 1)));
+        }
+        let probabilities = {
+            let image = self.image.borrow();
+            let Some(image) = image.as_ref() else {
+                return Err(js_error("no image encoded yet: call encode_image first"));
+            };
+            sigmoid(self.segmenter.segment(image, &prompts).map_err(js_error)?)
+        };
+        let data = probabilities
+            .into_data_async()
+            .await
+            .map_err(|e| js_error(format!("reading the masks back: {e:?}")))?;
+        data.try_into_vec::<f32>()
+            .map_err(|e| js_error(format!("reading the masks back: {e:?}")))
+    }
+}
+
+/// burn's wgpu runtime on the browser's WebGPU, created once per instance.
+async fn webgpu_device() -> Result<(Device, String), JsError> {
+    if let Some(found) = WEBGPU.with(|w| w.borrow().clone()) {
+        return Ok(found);
+    }
+    let (device, setup) = Device::wgpu_options()
+        .init_with_setup_async()
+        .await
+        .map_err(|e| js_error(format!("WebGPU: {e}")))?;
+    setup.device.set_device_lost_callback(|reason, message| {
+        DEVICE_LOST.with(|l| *l.borrow_mut() = Some(format!("{reason:?}: {message}")));
+    });
+    let info = setup.adapter.get_info();
+    let name = [info.name, info.driver, info.driver_info]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    WEBGPU.with(|w| *w.borrow_mut() = Some((device.clone(), name.clone())));
+    Ok((device, name))
+}

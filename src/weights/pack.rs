@@ -1,0 +1,525 @@
+//! Model packs: one file with everything a browser needs (config, tokenizer, preprocessing,
+//! weights), optionally quantized, written by `clipseg convert` and read natively and in wasm.
+//!
+//! Layout: `CLIPSEGP` magic, format version (u32 LE), header length (u64 LE), the header as
+//! deflated JSON ([`Header`]; the tokenizer in it shrinks 3x), then the data section. Weights are stored under burn's own parameter
+//! paths and layouts, so loading needs no name map. The header records the data section's
+//! sha256, checked on every load: a truncated or corrupted download fails with a message, not
+//! with wrong masks.
+//!
+//! Quantization is weight-only and symmetric (CLIP's matrices are zero-centred): the matrices
+//! of both towers become 8- or 4-bit integers with one scale per block. The decoder (1% of the
+//! weights, but the part whose errors show most in the mask), position embeddings (added to
+//! every token), norms and biases are stored as f16. Weights are dequantized to f32 on load, so
+//! every backend runs the same float model and kernels as with an f32 pack; the pack is what
+//! the browser downloads and caches.
+
+use std::sync::Arc;
+
+use burn::store::{ModuleSnapshot, bridge};
+use burn::tensor::{DType, Shape, TensorData, bf16};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+use crate::model::ClipSeg;
+
+const MAGIC: &[u8; 8] = b"CLIPSEGP";
+/// Bumped whenever a reader of the previous format would misread a new pack.
+pub const FORMAT_VERSION: u32 = 1;
+/// Values per scale in 4-bit blocks: 4 bits need small blocks to keep outliers from flattening
+/// their neighbours; 8 bits are fine with one scale per row.
+#[cfg(feature = "native")]
+const Q4_BLOCK: usize = 32;
+/// Largest inflated header accepted: a real one is ~2 MB; this bounds a hostile file.
+const MAX_HEADER: usize = 64 << 20;
+
+/// How weights are stored in a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quant {
+    F32,
+    F16,
+    Q8,
+    Q4,
+}
+
+impl std::str::FromStr for Quant {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "f32" => Ok(Quant::F32),
+            "f16" => Ok(Quant::F16),
+            "q8" => Ok(Quant::Q8),
+            "q4" => Ok(Quant::Q4),
+            _ => Err(Error::Input(format!(
+                "unknown quantization {s:?}: use f32, f16, q8 or q4"
+            ))),
+        }
+    }
+}
+
+impl Quant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Quant::F32 => "f32",
+            Quant::F16 => "f16",
+            Quant::Q8 => "q8",
+            Quant::Q4 => "q4",
+        }
+    }
+}
+
+/// Everything but the weights' bytes.
+#[derive(Serialize, Deserialize)]
+pub struct Header {
+    pub producer: String,
+    pub quant: String,
+    pub config: crate::ClipSegConfig,
+    /// `preprocessor_config.json` text.
+    pub preprocessor: String,
+    /// `tokenizer.json` text.
+    pub tokenizer: String,
+    pub data_len: u64,
+    pub data_sha256: String,
+    pub tensors: Vec<Entry>,
+}
+
+/// One parameter: its burn path and shape, and where and how its bytes are stored.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub name: String,
+    pub shape: Vec<usize>,
+    #[serde(flatten)]
+    pub storage: Storage,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Byte encodings of one tensor. Quantized ones view the tensor as rows of
+/// `numel / shape[0]` values, cut each row into blocks of `block` values (the last one may be
+/// shorter) and store every block's scale (q8: f32; q4: bf16, whose 8-bit mantissa is far finer
+/// than 4-bit steps and whose range can't underflow), then the integers (4-bit ones two to a
+/// byte, low nibble first, offset by 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "dtype", rename_all = "lowercase")]
+pub enum Storage {
+    F32,
+    F16,
+    Q8 { block: usize },
+    Q4 { block: usize },
+}
+
+impl Storage {
+    /// The storage `quant` gives to parameter `name` of `shape`.
+    #[cfg(feature = "native")]
+    fn choose(quant: Quant, name: &str, shape: &[usize]) -> Self {
+        let matrix = shape.len() >= 2
+            && name.starts_with("clip.")
+            && name.ends_with(".weight")
+            && !name.contains("position_embedding");
+        let row = shape.iter().product::<usize>() / shape.first().copied().unwrap_or(1).max(1);
+        match quant {
+            Quant::F32 => Storage::F32,
+            Quant::F16 => Storage::F16,
+            Quant::Q8 if matrix => Storage::Q8 { block: row },
+            Quant::Q4 if matrix => Storage::Q4 {
+                block: Q4_BLOCK.min(row),
+            },
+            Quant::Q8 | Quant::Q4 => Storage::F16,
+        }
+    }
+
+    /// Bits per value, values per scale, bytes per scale.
+    fn bits(self) -> Option<(u32, usize, usize)> {
+        match self {
+            Storage::Q8 { block } => Some((8, block, 4)),
+            Storage::Q4 { block } => Some((4, block, 2)),
+            _ => None,
+        }
+    }
+
+    /// Stored bytes of a tensor of this shape.
+    fn byte_len(self, shape: &[usize]) -> Option<usize> {
+        let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+        match self {
+            Storage::F32 => numel.checked_mul(4),
+            Storage::F16 => numel.checked_mul(2),
+            Storage::Q8 { .. } | Storage::Q4 { .. } => {
+                let (_, block, scale_bytes) = self.bits()?;
+                let rows = shape.first().copied().unwrap_or(1).max(1);
+                let row = numel / rows;
+                if block == 0 || (row == 0 && numel > 0) {
+                    return None;
+                }
+                let scales = rows
+                    .checked_mul(row.div_ceil(block))?
+                    .checked_mul(scale_bytes)?;
+                let values = if matches!(self, Storage::Q8 { .. }) {
+                    numel
+                } else {
+                    numel.div_ceil(2)
+                };
+                scales.checked_add(values)
+            }
+        }
+    }
+
+    #[cfg(feature = "native")]
+    fn encode(self, values: &[f32], shape: &[usize], out: &mut Vec<u8>) {
+        match self {
+            Storage::F32 => out.extend(values.iter().flat_map(|v| v.to_le_bytes())),
+            Storage::F16 => out.extend(
+                values
+                    .iter()
+                    .flat_map(|&v| burn::tensor::f16::from_f32(v).to_le_bytes()),
+            ),
+            Storage::Q8 { .. } | Storage::Q4 { .. } => {
+                let (bits, block, _) = self.bits().unwrap_or((8, 1, 4));
+                let qmax = ((1i32 << (bits - 1)) - 1) as f32;
+                let row = values.len() / shape.first().copied().unwrap_or(1).max(1);
+                let mut ints = Vec::with_capacity(values.len());
+                for row_values in values.chunks(row.max(1)) {
+                    for chunk in row_values.chunks(block) {
+                        let peak = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+                        // Quantize against the scale as stored, so decoding inverts it exactly.
+                        let scale = if bits == 8 {
+                            out.extend((peak / qmax).to_le_bytes());
+                            peak / qmax
+                        } else {
+                            let stored = bf16::from_f32(peak / qmax);
+                            out.extend(stored.to_le_bytes());
+                            stored.to_f32()
+                        };
+                        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+                        ints.extend(
+                            chunk
+                                .iter()
+                                .map(|v| (v * inv).round().clamp(-qmax, qmax) as i8),
+                        );
+                    }
+                }
+                if bits == 8 {
+                    out.extend(ints.iter().map(|&q| q as u8));
+                } else {
+                    out.extend(ints.chunks(2).map(|pair| {
+                        let nibble = |q: i8| (q + 8) as u8;
+                        nibble(pair[0]) | (pair.get(1).map_or(0, |&q| nibble(q)) << 4)
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Inverse of [`Self::encode`]; `bytes` has exactly [`Self::byte_len`] bytes.
+    fn decode(self, bytes: &[u8], shape: &[usize]) -> Vec<f32> {
+        match self {
+            Storage::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Storage::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| burn::tensor::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Storage::Q8 { .. } | Storage::Q4 { .. } => {
+                let (bits, block, scale_bytes) = self.bits().unwrap_or((8, 1, 4));
+                let numel: usize = shape.iter().product();
+                let rows = shape.first().copied().unwrap_or(1).max(1);
+                let row = numel / rows;
+                let blocks_per_row = row.div_ceil(block);
+                let (scales, ints) = bytes.split_at(rows * blocks_per_row * scale_bytes);
+                let scale = |i: usize| {
+                    let at = ((i / row) * blocks_per_row + (i % row) / block) * scale_bytes;
+                    let s = &scales[at..at + scale_bytes];
+                    if scale_bytes == 4 {
+                        f32::from_le_bytes([s[0], s[1], s[2], s[3]])
+                    } else {
+                        bf16::from_le_bytes([s[0], s[1]]).to_f32()
+                    }
+                };
+                let int = |i: usize| -> f32 {
+                    if bits == 8 {
+                        ints[i] as i8 as f32
+                    } else {
+                        (((ints[i / 2] >> (4 * (i % 2))) & 0xf) as i32 - 8) as f32
+                    }
+                };
+                (0..numel).map(|i| int(i) * scale(i)).collect()
+            }
+        }
+    }
+}
+
+/// Writes `model` with `config`, tokenizer and preprocessing as one pack. Native: reads every
+/// parameter back synchronously.
+#[cfg(feature = "native")]
+pub fn write(segmenter: &crate::Segmenter, quant: Quant) -> Result<Vec<u8>, Error> {
+    let mut data = Vec::new();
+    let mut tensors = Vec::new();
+    for tensor in segmenter.model.collect(None, None, false) {
+        let name = tensor.name.clone();
+        let shape = tensor.shape.to_vec();
+        let values = bridge::into_data(tensor)
+            .and_then(|d| {
+                d.convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .map_err(|e| burn::store::burn_pack::Error::ValidationError(format!("{e:?}")))
+            })
+            .map_err(|e| Error::Weights(format!("reading {name}: {e}")))?;
+        let storage = Storage::choose(quant, &name, &shape);
+        let offset = data.len() as u64;
+        storage.encode(&values, &shape, &mut data);
+        tensors.push(Entry {
+            name,
+            shape,
+            storage,
+            offset,
+            len: data.len() as u64 - offset,
+        });
+    }
+    let header = Header {
+        producer: format!("clipseg {}", env!("CARGO_PKG_VERSION")),
+        quant: quant.name().into(),
+        config: segmenter.config().clone(),
+        preprocessor: segmenter.preprocess.to_json(),
+        tokenizer: segmenter.tokenizer.to_json()?,
+        data_len: data.len() as u64,
+        data_sha256: hex(&Sha256::digest(&data)),
+        tensors,
+    };
+    let header = serde_json::to_vec(&header).map_err(|e| Error::Weights(e.to_string()))?;
+    let header = miniz_oxide::deflate::compress_to_vec(&header, 9);
+    let mut out = Vec::with_capacity(20 + header.len() + data.len());
+    out.extend(MAGIC);
+    out.extend(FORMAT_VERSION.to_le_bytes());
+    out.extend((header.len() as u64).to_le_bytes());
+    out.extend(header);
+    out.extend(data);
+    Ok(out)
+}
+
+/// A parsed pack whose data section matched its checksum.
+pub struct Pack {
+    pub header: Header,
+    bytes: Arc<[u8]>,
+    data_start: usize,
+}
+
+impl Pack {
+    /// Checks magic, version, header, every tensor's extent and the data checksum.
+    pub fn parse(bytes: Vec<u8>) -> Result<Self, Error> {
+        let bad = |msg: String| Error::Weights(format!("model pack: {msg}"));
+        if bytes.len() < 20 || &bytes[..8] != MAGIC {
+            return Err(bad(format!(
+                "not a clipseg pack ({} bytes without the CLIPSEGP signature; make one with `clipseg convert`)",
+                bytes.len()
+            )));
+        }
+        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        if version != FORMAT_VERSION {
+            return Err(bad(format!(
+                "format version {version}, but this build reads version {FORMAT_VERSION}; convert the model again with this version's `clipseg convert`"
+            )));
+        }
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&bytes[12..20]);
+        let header_len = u64::from_le_bytes(len);
+        let data_start = 20u64.saturating_add(header_len);
+        if data_start > bytes.len() as u64 {
+            return Err(bad(format!(
+                "header of {header_len} bytes does not fit in {} bytes (truncated download?)",
+                bytes.len()
+            )));
+        }
+        let data_start = data_start as usize;
+        let header = miniz_oxide::inflate::decompress_to_vec_with_limit(
+            &bytes[20..data_start],
+            MAX_HEADER,
+        )
+        .map_err(|e| bad(format!("unreadable header ({e}): the file is corrupted")))?;
+        let header: Header = serde_json::from_slice(&header)
+            .map_err(|e| bad(format!("unreadable header ({e})")))?;
+        let data = &bytes[data_start..];
+        if data.len() as u64 != header.data_len {
+            return Err(bad(format!(
+                "data section has {} bytes but the header says {} (truncated download?)",
+                data.len(),
+                header.data_len
+            )));
+        }
+        for entry in &header.tensors {
+            let expected = entry.storage.byte_len(&entry.shape);
+            let end = entry.offset.checked_add(entry.len);
+            if expected.map(|n| n as u64) != Some(entry.len) || end.is_none_or(|e| e > header.data_len) {
+                return Err(bad(format!("tensor {} has an inconsistent extent", entry.name)));
+            }
+        }
+        let sha = hex(&Sha256::digest(data));
+        if sha != header.data_sha256 {
+            return Err(bad(format!(
+                "checksum mismatch (data sha256 {sha}, header says {}): the file is corrupted",
+                header.data_sha256
+            )));
+        }
+        Ok(Self {
+            header,
+            bytes: bytes.into(),
+            data_start,
+        })
+    }
+
+    /// Fills `model` (built from this pack's config) with the pack's weights, one tensor at a
+    /// time: each is decoded to f32 only when the model takes it.
+    pub fn apply(&self, model: &mut ClipSeg) -> Result<(), Error> {
+        let tensors = self
+            .header
+            .tensors
+            .iter()
+            .map(|entry| {
+                let (bytes, start, entry) = (self.bytes.clone(), self.data_start, entry.clone());
+                bridge::deferred(
+                    entry.name.clone(),
+                    DType::F32,
+                    Shape::from(entry.shape.clone()),
+                    None,
+                    move || {
+                        let at = start + entry.offset as usize;
+                        let raw = &bytes[at..at + entry.len as usize];
+                        let values = entry.storage.decode(raw, &entry.shape);
+                        Ok(TensorData::new(values, entry.shape.clone()))
+                    },
+                )
+            })
+            .collect();
+        let result = model.apply(tensors, None, None, false);
+        if let Some(err) = result.errors.first() {
+            return Err(Error::Weights(format!("model pack: {err}")));
+        }
+        if let Some((path, _)) = result.missing.first() {
+            return Err(Error::Weights(format!(
+                "model pack: it has no tensor {path}"
+            )));
+        }
+        if let Some(path) = result.unused.first() {
+            return Err(Error::Weights(format!(
+                "model pack: tensor {path} is not part of the model its config describes"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `sha256sum` line for a pack file named `file_name`, written beside it by `convert`.
+pub fn sha256_line(pack: &[u8], file_name: &str) -> String {
+    format!("{}  {file_name}\n", hex(&Sha256::digest(pack)))
+}
+
+#[cfg(all(test, feature = "native"))]
+mod tests {
+    use super::*;
+
+    fn roundtrip(storage: Storage, shape: &[usize]) -> (Vec<f32>, Vec<f32>) {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1.0 + (i % 5) as f32))
+            .collect();
+        let mut bytes = Vec::new();
+        storage.encode(&values, shape, &mut bytes);
+        assert_eq!(Some(bytes.len()), storage.byte_len(shape));
+        (values, storage.decode(&bytes, shape))
+    }
+
+    /// Worst error relative to the largest magnitude a block can hold.
+    fn worst(values: &[f32], back: &[f32]) -> f32 {
+        let peak = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+        values
+            .iter()
+            .zip(back)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+            / peak
+    }
+
+    #[test]
+    fn float_storages_round_trip() {
+        let (v, b) = roundtrip(Storage::F32, &[3, 5]);
+        assert_eq!(v, b);
+        let (v, b) = roundtrip(Storage::F16, &[3, 5]);
+        assert!(worst(&v, &b) < 1e-3);
+    }
+
+    #[test]
+    fn quantized_error_is_within_half_a_step() {
+        // Odd sizes: ragged last block per row, and a dangling nibble.
+        // q4's bf16 scales may round down by up to 2^-8, clamping the peak by that much.
+        for (storage, bound) in [
+            (Storage::Q8 { block: 7 }, 0.5 / 127.0 + 1e-6),
+            (Storage::Q4 { block: 4 }, 0.5 / 7.0 + 7.0 / 7.0 / 256.0),
+            (Storage::Q8 { block: 15 }, 0.5 / 127.0 + 1e-6),
+        ] {
+            let (v, b) = roundtrip(storage, &[3, 5, 3]);
+            let err = worst(&v, &b);
+            assert!(err <= bound, "{storage:?}: {err}");
+            assert!(err > 0.0);
+        }
+    }
+
+    #[test]
+    fn zero_blocks_stay_zero() {
+        let storage = Storage::Q4 { block: 2 };
+        let mut bytes = Vec::new();
+        storage.encode(&[0.0, 0.0, 1.0], &[1, 3], &mut bytes);
+        // An all-zero block has scale 0: exact zeros, not NaN.
+        let back = storage.decode(&bytes, &[1, 3]);
+        assert_eq!(back[..2], [0.0, 0.0]);
+        assert!((back[2] - 1.0).abs() < 1e-2, "{back:?}");
+    }
+
+    #[test]
+    fn what_gets_quantized() {
+        let q = |name, shape: &[usize]| Storage::choose(Quant::Q4, name, shape);
+        assert_eq!(
+            q("clip.text_model.embeddings.token_embedding.weight", &[49408, 512]),
+            Storage::Q4 { block: 32 }
+        );
+        assert_eq!(
+            q("clip.vision_model.embeddings.patch_embedding.weight", &[768, 3, 16, 16]),
+            Storage::Q4 { block: 32 }
+        );
+        assert_eq!(
+            q("clip.vision_model.embeddings.position_embedding.weight", &[197, 768]),
+            Storage::F16
+        );
+        assert_eq!(q("clip.vision_model.pre_layrnorm.gamma", &[768]), Storage::F16);
+        assert_eq!(q("decoder.reduces.0.weight", &[768, 64]), Storage::F16);
+        assert_eq!(
+            Storage::choose(Quant::Q8, "clip.text_projection.weight", &[512, 512]),
+            Storage::Q8 { block: 512 }
+        );
+        assert_eq!(
+            Storage::choose(Quant::F32, "clip.text_projection.weight", &[512, 512]),
+            Storage::F32
+        );
+    }
+
+    #[test]
+    fn bad_packs_are_named() {
+        let msg = |bytes: Vec<u8>| match Pack::parse(bytes) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted"),
+        };
+        assert!(msg(b"PK\x03\x04 a zip".to_vec()).contains("not a clipseg pack"));
+        let mut future = MAGIC.to_vec();
+        future.extend(2u32.to_le_bytes());
+        future.extend(0u64.to_le_bytes());
+        assert!(msg(future).contains("format version 2"));
+        let mut cut = MAGIC.to_vec();
+        cut.extend(FORMAT_VERSION.to_le_bytes());
+        cut.extend(1000u64.to_le_bytes());
+        cut.extend(b"{}");
+        assert!(msg(cut).contains("truncated"));
+    }
+}

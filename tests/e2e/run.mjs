@@ -1,0 +1,203 @@
+// Browser end-to-end test (run by tools/e2e.sh): the native CLI converts the refined fixture
+// model to a q8 pack and predicts reference logits; headless Chromium then runs www/e2e.html
+// on the same pack and image with backend=auto (must pick WebGPU) and backend=cpu, and the
+// probabilities are compared with sigmoid(native logits). Writes target/e2e/report.json and
+// target/e2e/e2e-<backend>.png; exits 1 on failure.
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import { createServer } from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const root = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
+const binName = process.env.CLIPSEG_BIN ?? 'target/debug/clipseg';
+const bin = path.resolve(root, binName);
+const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const outDir = 'target/e2e';
+const pack = `${outDir}/refined-q8.bpk`;
+const image = 'tests/fixtures/images/landscape.png';
+const prompts = ['a photo of a cat', 'a dog'];
+const PAGE_TIMEOUT_MS = 8 * 60_000; // SwiftShader is slow on big models
+const MIN_IOU = 0.99;
+// Same backend, same inputs: batched vs alone and before vs after a bad input.
+const MAX_SELF_DIFF = 1e-4;
+
+const MIME = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.json': 'application/json',
+  '.css': 'text/css',
+  '.png': 'image/png',
+  '.jpg': 'image/jpeg',
+};
+
+// Whatever happens (a hung browser, a stuck CLI), never run longer than this.
+setTimeout(() => {
+  console.log('FAIL: hard timeout, giving up');
+  process.exit(2);
+}, 2 * PAGE_TIMEOUT_MS + 4 * 60_000).unref();
+
+process.chdir(root);
+fs.mkdirSync(outDir, { recursive: true });
+for (const f of ['pkg/clipseg.js', 'pkg/clipseg_bg.wasm'])
+  if (!fs.existsSync(f)) fail(`${f} missing: build the wasm package into pkg/ first`);
+if (!fs.existsSync(bin)) fail(`${bin} missing: cargo build --features native (or set CLIPSEG_BIN)`);
+
+// Native reference.
+cli('convert', '--model', 'tests/fixtures/models/refined', '--out', pack, '--quant', 'q8');
+const digest = createHash('sha256').update(fs.readFileSync(pack)).digest('hex');
+const recorded = fs.readFileSync(`${pack}.sha256`, 'utf8').split(/\s+/)[0];
+if (recorded !== digest) fail(`${pack}.sha256 says ${recorded}, the file hashes to ${digest}`);
+cli('predict', '--model', pack, '--image', image, ...prompts.flatMap((p) => ['--prompt', p]), '--logits', `${outDir}/native.npy`);
+const native = readNpy(`${outDir}/native.npy`);
+const [np, size] = native.shape;
+if (native.shape.length !== 3 || np !== prompts.length || native.shape[2] !== size)
+  fail(`native logits have shape [${native.shape}], expected [${prompts.length}, S, S]`);
+const reference = native.data.map((l) => 1 / (1 + Math.exp(-l)));
+
+const server = await serve(root);
+const base = `http://127.0.0.1:${server.address().port}`;
+const args = [
+  '--headless', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run',
+  ...(process.env.E2E_CHROMIUM_ARGS ?? '').split(' ').filter(Boolean),
+];
+const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args });
+const report = { chromium: browser.version(), args, pack, digest, image, prompts, runs: {} };
+console.log(`Chromium ${report.chromium}, serving ${root} on ${base}`);
+
+for (const backend of ['auto', 'cpu']) {
+  const expected = backend === 'auto' ? 'webgpu' : backend;
+  const run = (report.runs[backend] = { checks: [] });
+  const check = (name, pass, detail = '') => run.checks.push({ name, pass: !!pass, detail: String(detail) });
+  const page = await browser.newPage();
+  page.on('console', (m) => ['error', 'warning'].includes(m.type()) && console.log(`  [${backend}] console.${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => console.log(`  [${backend}] page error: ${e.message}`));
+  page.on('crash', () => console.log(`  [${backend}] page crashed`));
+  const query = new URLSearchParams({ pack: `/${pack}`, image: `/${image}`, prompts: prompts.join('|'), backend });
+  let r;
+  try {
+    await page.goto(`${base}/www/e2e.html?${query}`);
+    // e2e.js sets window.__e2e first thing: fail fast when the module does not even run.
+    await page.waitForFunction(() => window.__e2e, null, { timeout: 30_000 });
+    await page.waitForFunction(() => window.__e2e.done, null, { timeout: PAGE_TIMEOUT_MS, polling: 250 });
+    r = await page.evaluate(() => window.__e2e);
+  } catch (e) {
+    r = { error: `page did not finish: ${e.message.split('\n')[0]}`, ...(await page.evaluate(() => window.__e2e).catch(() => ({}))) };
+  }
+  await page.screenshot({ path: `${outDir}/e2e-${backend}.png`, fullPage: true }).catch(() => {});
+  await page.close();
+
+  const { probs, ...rest } = r;
+  Object.assign(run, rest);
+  check('page finished without error', !r.error, r.error ?? '');
+  check(`backend is ${expected}`, r.backend === expected, `${r.backend} (adapter "${r.adapter ?? ''}", reason "${r.reason ?? ''}")`);
+  check('no CSP violations', r.csp?.length === 0, r.csp?.join('; '));
+  if (probs) {
+    const bytes = Buffer.from(probs, 'base64');
+    const got = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+    check(`size ${size}, ${reference.length} probabilities`, r.size === size && got.length === reference.length, `size ${r.size}, ${got.length}`);
+    check('probabilities finite, in [0, 1]', got.every((p) => p >= 0 && p <= 1), '');
+    run.compare = prompts.map((prompt, i) => compare(prompt, got.subarray(i * size * size, (i + 1) * size * size), reference.subarray(i * size * size, (i + 1) * size * size)));
+    for (const c of run.compare)
+      check(`IoU >= ${MIN_IOU} "${c.prompt}"`, c.iou >= MIN_IOU, `IoU ${c.iou.toFixed(5)}, |p - native| mean ${c.mean_abs.toExponential(2)} max ${c.max_abs.toExponential(2)}`);
+    check('prompt alone = prompt in batch', r.reprompt_max_diff <= MAX_SELF_DIFF, `max diff ${r.reprompt_max_diff}`);
+  }
+  for (const [name, b] of Object.entries(r.bad ?? {})) {
+    check(`bad input ${name}: rejected, not fatal`, b.error && !b.fatal, b.error || 'NOT REJECTED');
+    check(`bad input ${name}: worker usable after`, !b.after_error && b.after_max_diff <= MAX_SELF_DIFF, b.after_error ?? `max diff ${b.after_max_diff}`);
+  }
+  if (!r.error && Object.keys(r.bad ?? {}).length === 0) check('bad-input checks ran', false);
+  run.pass = run.checks.every((c) => c.pass);
+}
+
+await browser.close();
+server.close();
+
+report.pass = Object.values(report.runs).every((r) => r.pass);
+fs.writeFileSync(`${outDir}/report.json`, `${JSON.stringify(report, null, 2)}\n`);
+for (const [backend, run] of Object.entries(report.runs)) {
+  console.log(`\n== backend=${backend}: ${run.pass ? 'PASS' : 'FAIL'}`);
+  if (run.timings) {
+    const t = run.timings;
+    console.log(`  timings: load ${ms(t.load_ms)}, encode ${ms(t.encode_ms)}, segment ${prompts.length} prompts ${ms(t.segment_ms[0])}, alone ${t.segment_ms.slice(1).map(ms).join(', ')}`);
+  }
+  for (const c of run.checks) console.log(`  ${c.pass ? 'ok  ' : 'FAIL'} ${c.name}${c.detail ? `: ${c.detail}` : ''}`);
+}
+console.log(`\n${report.pass ? 'PASS' : 'FAIL'} (report: ${outDir}/report.json, screenshots: ${outDir}/e2e-*.png)`);
+process.exit(report.pass ? 0 : 1);
+
+function fail(message) {
+  console.log(`FAIL: ${message}`);
+  process.exit(1);
+}
+
+function cli(...argv) {
+  console.log(`$ ${binName} ${argv.map((a) => (/^[\w./=-]+$/.test(a) ? a : JSON.stringify(a))).join(' ')}`);
+  try {
+    execFileSync(bin, argv, { stdio: 'inherit', timeout: 4 * 60_000 });
+  } catch (e) {
+    fail(`${binName} ${argv[0]}: ${e.message.split('\n')[0]}`);
+  }
+}
+
+// float32 little-endian C-order .npy → {shape, data}
+function readNpy(file) {
+  const b = fs.readFileSync(file);
+  if (b.toString('latin1', 0, 6) !== '\x93NUMPY') fail(`${file}: not an .npy file`);
+  const [start, len] = b[6] === 1 ? [10, b.readUInt16LE(8)] : [12, b.readUInt32LE(8)];
+  const header = b.toString('latin1', start, start + len);
+  if (!/'descr':\s*'<f4'/.test(header) || /'fortran_order':\s*True/.test(header)) fail(`${file}: not little-endian float32 C order: ${header}`);
+  const shape = header.match(/'shape':\s*\(([^)]*)\)/)[1].split(',').filter((s) => s.trim()).map(Number);
+  // Copied: the data offset need not be 4-byte aligned within Node's buffer pool.
+  const data = new Float32Array(b.buffer.slice(b.byteOffset + start + len, b.byteOffset + b.length));
+  if (data.length !== shape.reduce((a, n) => a * n, 1)) fail(`${file}: ${data.length} values for shape [${shape}]`);
+  return { shape, data };
+}
+
+// IoU of the masks at 0.5 (1 when both are empty) and absolute probability differences.
+function compare(prompt, got, want) {
+  let inter = 0, union = 0, sum = 0, max = 0;
+  for (let i = 0; i < want.length; i++) {
+    const a = got[i] > 0.5, b = want[i] > 0.5;
+    inter += a && b;
+    union += a || b;
+    const d = Math.abs(got[i] - want[i]);
+    sum += d;
+    max = Math.max(max, Number.isNaN(d) ? Infinity : d);
+  }
+  return { prompt, iou: union ? inter / union : 1, mean_abs: sum / want.length, max_abs: max };
+}
+
+// Static files under `dir` on 127.0.0.1, random port; no COOP/COEP headers.
+async function serve(dir) {
+  const s = createServer((req, res) => {
+    if (req.url === '/favicon.ico') return res.writeHead(204).end(); // asked for by every page
+    let file;
+    try {
+      file = path.join(dir, decodeURIComponent(new URL(req.url, 'http://h').pathname));
+    } catch {
+      return res.writeHead(400).end();
+    }
+    fs.stat(file, (err, st) => {
+      if (err || !st.isFile() || !file.startsWith(`${dir}/`)) {
+        console.log(`  http 404 ${req.url}`);
+        return res.writeHead(404).end();
+      }
+      const type = MIME[path.extname(file)] ?? 'application/octet-stream';
+      res.writeHead(200, { 'content-type': type, 'content-length': st.size, 'cache-control': 'no-store' });
+      if (req.method === 'HEAD') return res.end();
+      fs.createReadStream(file).pipe(res);
+    });
+  });
+  await new Promise((resolve) => s.listen(0, '127.0.0.1', resolve));
+  return s;
+}
+
+function ms(v) {
+  return v === undefined ? '?' : `${v.toFixed(0)} ms`;
+}

@@ -1,0 +1,102 @@
+//! Model packs against the HF folders they were made from: an f32 pack gives the reference's
+//! logits bit for bit, quantized packs stay close, and damaged packs fail with a message.
+
+mod common;
+
+use clipseg::Segmenter;
+use clipseg::burn::tensor::Device;
+use clipseg::weights::pack::{self, Quant};
+
+use common::*;
+
+fn hf(model: &str) -> Segmenter {
+    Segmenter::from_hf_dir(&fixtures().join("models").join(model), &Device::flex()).unwrap()
+}
+
+fn packed(model: &str, quant: Quant) -> Vec<u8> {
+    pack::write(&hf(model), quant).unwrap()
+}
+
+fn load_err(bytes: Vec<u8>) -> String {
+    match Segmenter::from_pack(bytes, &Device::flex()) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a damaged pack loaded"),
+    }
+}
+
+#[test]
+fn f32_pack_reproduces_the_reference() {
+    for case in cases() {
+        let segmenter = Segmenter::from_pack(packed(&case.model, Quant::F32), &Device::flex())
+            .unwrap();
+        let (_, err) = case_logits(&segmenter, &case);
+        assert!(err <= bound(&case), "{}: {err}", case.model);
+        // Same weights, same code: identical to loading the HF folder.
+        let (from_dir, _) = case_logits(&hf(&case.model), &case);
+        assert_eq!(case_logits(&segmenter, &case).0, from_dir, "{}", case.model);
+    }
+}
+
+/// Masks of quantized packs against the f32 masks, on every fixture case. The tiny random models
+/// have logits close to 0, which makes their masks far more fragile than a trained model's: the
+/// full-size numbers are in the README (tools/pack_report.sh).
+#[test]
+fn quantized_packs_stay_close() {
+    for case in cases() {
+        let (reference, _) = case_logits(&hf(&case.model), &case);
+        let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (quant, min_iou) in [(Quant::F16, 0.99), (Quant::Q8, 0.9), (Quant::Q4, 0.5)] {
+            let bytes = packed(&case.model, quant);
+            let segmenter = Segmenter::from_pack(bytes, &Device::flex()).unwrap();
+            let (logits, _) = case_logits(&segmenter, &case);
+            let err = max_abs_diff(&logits, &reference);
+            let mask = |l: &[f32]| l.iter().map(|&v| v > 0.0).collect::<Vec<_>>();
+            let iou = iou(&mask(&logits), &mask(&reference));
+            eprintln!(
+                "{} {} {quant:?}: IoU {iou:.4}, max |logit error| {err:.2e} (max |logit| {scale:.3})",
+                case.model, case.image
+            );
+            assert!(iou >= min_iou, "{} {quant:?}: IoU {iou}", case.model);
+        }
+    }
+}
+
+#[test]
+fn damaged_packs_are_refused_with_a_reason() {
+    let good = packed("plain", Quant::Q8);
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x55;
+    assert!(load_err(flipped).contains("checksum mismatch"));
+    let half = good[..good.len() / 2].to_vec();
+    let err = load_err(half);
+    assert!(err.contains("truncated"), "{err}");
+    let mut header = good.clone();
+    header[30] ^= 0xff;
+    let err = load_err(header);
+    assert!(err.contains("corrupted") || err.contains("unreadable"), "{err}");
+    let mut future = good;
+    future[8] = 99;
+    assert!(load_err(future).contains("format version 99"));
+    assert!(load_err(Vec::new()).contains("not a clipseg pack"));
+}
+
+#[test]
+fn bad_requests_are_refused_with_a_reason() {
+    let segmenter = hf("plain");
+    fn err<T>(r: Result<T, clipseg::Error>) -> String {
+        match r {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+    assert!(err(segmenter.encode_image(&[], 0, 0)).contains("at least 1"));
+    // Refused on its size alone, before the (absent) pixels are looked at.
+    assert!(err(segmenter.encode_image(&[0; 12], 20000, 20000)).contains("the limit is"));
+    let (rgb, w, h) = read_rgb("images/tiny.png");
+    let image = segmenter.encode_image(&rgb, w, h).unwrap();
+    let many: Vec<String> = (0..100).map(|i| format!("thing {i}")).collect();
+    assert!(err(segmenter.segment(&image, &many)).contains("100 prompts"));
+    // Still usable afterwards.
+    segmenter.segment(&image, &["a cat"]).unwrap();
+}

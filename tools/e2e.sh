@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Browser end-to-end test in headless Chromium (tests/e2e/run.mjs): the wasm engine in a Web
+# Worker on WebGPU (SwiftShader when there is no GPU) and on CPU, against the native CLI.
+# Installs Chromium and the npm dependency if missing; expects pkg/ (the wasm-bindgen
+# --target web build) and the CLI (CLIPSEG_BIN, default target/debug/clipseg) already built.
+# Needs Node >= 20. Writes target/e2e/report.json and screenshots.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo=""
+[ "$(id -u)" = 0 ] || sudo=sudo
+if [ ! -x /usr/bin/chromium ]; then
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium
+fi
+if ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 2>/dev/null; then
+  echo "tools/e2e.sh needs Node.js >= 20 (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+(cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+node tests/e2e/run.mjs

@@ -1,0 +1,117 @@
+// Test page for tests/e2e/run.mjs (see e2e.html). Loads a pack, encodes an image, segments all
+// prompts in one call and then each alone, then feeds the same worker bad inputs. The outcome
+// is window.__e2e; `done` turns true at the end, `error` is set if the normal path failed.
+import { ClipSegClient, decodeImage } from './clipseg-client.js';
+
+const q = new URLSearchParams(location.search);
+const prompts = (q.get('prompts') ?? '').split('|');
+const result = (window.__e2e = { done: false, csp: [] });
+document.addEventListener('securitypolicyviolation', (e) => result.csp.push(`${e.violatedDirective}: ${e.blockedURI}`));
+
+main()
+  .catch((e) => {
+    result.error = e.message || String(e);
+    log(`error: ${result.error}`);
+  })
+  .finally(() => (result.done = true));
+
+async function main() {
+  const client = new ClipSegClient();
+  const loaded = await client.load(q.get('pack'), {
+    backend: q.get('backend') ?? 'auto',
+    onProgress: (loaded, total) => (document.title = `loading ${loaded}/${total}`),
+  });
+  const { backend, adapter, reason, size, max_prompts } = loaded;
+  log(`backend ${backend} ${adapter} ${reason}`);
+  const bitmap = await decodeImage(await (await fetchOk(q.get('image'))).blob());
+  const encoded = await client.encode(bitmap);
+  const all = await client.segment(prompts);
+  const alone = [];
+  for (const p of prompts) alone.push(await client.segment([p]));
+
+  const n = size * size;
+  const first = alone[0].probs;
+  Object.assign(result, {
+    backend, adapter, reason, size, max_prompts,
+    timings: { load_ms: loaded.ms, encode_ms: encoded.ms, segment_ms: [all.ms, ...alone.map((a) => a.ms)] },
+    probs: base64(all.probs),
+    // One prompt alone must give what it gave in the batch.
+    reprompt_max_diff: Math.max(...alone.map((a, i) => maxAbsDiff(a.probs, all.probs.subarray(i * n, (i + 1) * n)))),
+  });
+  log(`timings ${JSON.stringify(result.timings)}`);
+  prompts.forEach((p, i) => show(bitmap, all.probs.subarray(i * n, (i + 1) * n), size, p));
+
+  // Bad inputs on the same worker; after each, the first prompt must segment as before.
+  const pack = new Uint8Array(await (await fetchOk(q.get('pack'))).arrayBuffer());
+  const corrupted = pack.slice();
+  for (let i = corrupted.length >> 1, end = Math.min(i + 64, corrupted.length); i < end; i++) corrupted[i] ^= 0xff;
+  const checks = {
+    corrupted_pack: () => client.load(corrupted, { backend }),
+    truncated_pack: () => client.load(pack.subarray(0, pack.length >> 1), { backend }),
+    empty_image: () => client.encodeRgba(new Uint8Array(0), 0, 0),
+    // The engine must refuse on size before comparing the (tiny) buffer's length.
+    huge_image: () => client.encodeRgba(new Uint8Array(4), 20000, 20000),
+    huge_image_client: () => client.encode({ width: 20000, height: 20000 }),
+    too_many_prompts: () => client.segment(Array(Math.max(100, max_prompts + 1)).fill(prompts[0])),
+    empty_prompt: () => client.segment(['']),
+  };
+  result.bad = {};
+  for (const [name, check] of Object.entries(checks)) {
+    const r = (result.bad[name] = { error: '' });
+    try {
+      await check();
+    } catch (e) {
+      Object.assign(r, { error: e.message, fatal: !!e.fatal });
+    }
+    try {
+      r.after_max_diff = maxAbsDiff((await client.segment([prompts[0]])).probs, first);
+    } catch (e) {
+      r.after_error = e.message;
+    }
+    log(`${name}: ${r.error || 'NOT REJECTED'}`);
+  }
+}
+
+async function fetchOk(url) {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+  return res;
+}
+
+function log(line) {
+  document.getElementById('log').textContent += `${line}\n`;
+}
+
+function maxAbsDiff(a, b) {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return a.length === b.length ? m : Infinity;
+}
+
+function base64(f32) {
+  const bytes = new Uint8Array(f32.buffer, f32.byteOffset, f32.byteLength);
+  let s = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+// The image squeezed to size x size, as the model saw it, tinted red by the probability.
+function show(bitmap, probs, size, prompt) {
+  const canvas = document.createElement('canvas');
+  canvas.width = canvas.height = size;
+  const ctx = canvas.getContext('2d');
+  ctx.drawImage(bitmap, 0, 0, size, size);
+  const img = ctx.getImageData(0, 0, size, size);
+  for (let i = 0; i < probs.length; i++) {
+    const a = probs[i] * 0.6;
+    img.data[4 * i] = img.data[4 * i] * (1 - a) + 255 * a;
+    img.data[4 * i + 1] *= 1 - a;
+    img.data[4 * i + 2] *= 1 - a;
+  }
+  ctx.putImageData(img, 0, 0);
+  const figure = document.createElement('figure');
+  const caption = document.createElement('figcaption');
+  caption.textContent = prompt; // text, never HTML
+  figure.append(canvas, caption);
+  document.getElementById('masks').append(figure);
+}

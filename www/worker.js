@@ -1,0 +1,160 @@
+// Module worker owning one wasm Engine; www/clipseg-client.js is its only intended user.
+// Protocol (every request carries an `id` that its answer repeats):
+//   {type:'load', url | bytes, backend:'auto'|'webgpu'|'cpu'}
+//       → {type:'progress', loaded, total} while fetching (total 0 when unknown)
+//       → {ok:true, backend, adapter, reason, size, max_prompts, ms}
+//   {type:'encode', rgba: ArrayBuffer, width, height}  → {ok:true, ms}
+//   {type:'segment', prompts: string[]}                → {ok:true, probs: Float32Array, size, ms}
+//   failure → {ok:false, error}; the worker stays usable and keeps its last good engine.
+//   A trap (Rust panic, wasm OOM) poisons the instance: → {ok:false, fatal:true, error}, and
+//   {type:'fatal', error} unsolicited; every later request is answered fatal too.
+import init, { Engine, last_panic } from '../pkg/clipseg.js';
+
+let ready = null; // init() promise, started by the first request
+let engine = null; // last successfully loaded Engine
+let fatal = null; // error message once the instance is poisoned
+let queue = Promise.resolve(); // requests run one at a time, in order (no load racing a segment)
+const waiting = new Set(); // ids queued or running, answered all at once if the instance dies
+
+self.onmessage = ({ data }) => {
+  if (fatal) return post({ id: data.id, ok: false, fatal: true, error: fatal });
+  waiting.add(data.id);
+  queue = queue.then(() => handle(data));
+};
+
+// A panic inside an async Engine method traps in a microtask that wasm-bindgen-futures runs,
+// so it surfaces here, as an uncaught error or rejection, and the method's promise never settles.
+self.addEventListener('error', (e) => {
+  e.preventDefault();
+  die(e.error ?? new Error(e.message));
+});
+self.addEventListener('unhandledrejection', (e) => {
+  e.preventDefault();
+  die(e.reason);
+});
+
+async function handle(msg) {
+  if (!waiting.has(msg.id)) return; // already answered by die()
+  try {
+    if (!Object.hasOwn(ops, msg.type)) throw new Error(`unknown request type "${msg.type}"`);
+    ready ??= init();
+    await ready;
+    const t0 = performance.now();
+    const [reply, transfer] = await ops[msg.type](msg);
+    post({ id: msg.id, ok: true, ...reply, ms: performance.now() - t0 }, transfer);
+  } catch (e) {
+    if (e instanceof WebAssembly.RuntimeError) return die(e);
+    post({ id: msg.id, ok: false, error: message(e) });
+  }
+  waiting.delete(msg.id);
+}
+
+const ops = {
+  async load({ id, url, bytes, backend }) {
+    const pack = bytes ?? (await download(id, url));
+    const loaded = await loadEngine(pack, backend);
+    engine?.free();
+    engine = loaded.engine;
+    const { adapter, size, max_prompts } = engine;
+    return [{ backend: engine.backend, adapter, reason: loaded.reason, size, max_prompts }, []];
+  },
+  async encode({ rgba, width, height }) {
+    await needEngine().encode_image(new Uint8Array(rgba), width, height);
+    return [{}, []];
+  },
+  async segment({ prompts }) {
+    const e = needEngine();
+    let probs = await e.segment(prompts);
+    if (probs.byteLength !== probs.buffer.byteLength) probs = probs.slice(); // a view into wasm memory
+    return [{ probs, size: e.size }, [probs.buffer]];
+  },
+};
+
+function needEngine() {
+  if (!engine) throw new Error('no model loaded');
+  return engine;
+}
+
+// Fetches a pack, reporting progress; `total` is 0 when the server sends no Content-Length.
+async function download(id, url) {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`);
+  const total = Number(res.headers.get('content-length')) || 0;
+  const chunks = [];
+  let loaded = 0;
+  let lastPost = 0;
+  for (const reader = res.body.getReader(); ; ) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    if (performance.now() - lastPost > 50) {
+      post({ id, type: 'progress', loaded, total });
+      lastPost = performance.now();
+    }
+  }
+  post({ id, type: 'progress', loaded, total });
+  const pack = new Uint8Array(loaded);
+  let at = 0;
+  for (const c of chunks) {
+    pack.set(c, at);
+    at += c.length;
+  }
+  return pack;
+}
+
+// Resolves the requested backend to a loaded Engine and the reason for not using WebGPU ('' if used).
+async function loadEngine(pack, backend) {
+  if (backend === 'cpu') return { engine: await Engine.load(pack, 'cpu'), reason: 'forced by backend=cpu' };
+  if (backend !== 'webgpu' && backend !== 'auto') throw new Error(`unknown backend "${backend}"`);
+  let reason = await webgpuMissing();
+  if (!reason) {
+    try {
+      return { engine: await Engine.load(pack, 'webgpu'), reason: '' };
+    } catch (e) {
+      if (e instanceof WebAssembly.RuntimeError || backend === 'webgpu') throw e;
+      reason = `WebGPU engine failed: ${message(e)}`;
+    }
+  }
+  if (backend === 'webgpu') throw new Error(`WebGPU unavailable: ${reason}`);
+  try {
+    return { engine: await Engine.load(pack, 'cpu'), reason };
+  } catch (e) {
+    // A broken pack fails on both backends; say so once, with the CPU error.
+    if (e instanceof WebAssembly.RuntimeError) throw e;
+    throw new Error(`${message(e)} (after falling back to CPU: ${reason})`);
+  }
+}
+
+async function webgpuMissing() {
+  if (!self.navigator.gpu) return 'navigator.gpu is missing';
+  try {
+    return (await navigator.gpu.requestAdapter()) ? '' : 'no WebGPU adapter';
+  } catch (e) {
+    return `requestAdapter failed: ${message(e)}`;
+  }
+}
+
+// Marks the instance poisoned and reports it, once unsolicited and once per waiting request
+// (the running one may never settle).
+function die(e) {
+  if (!fatal) {
+    let panic = '';
+    try {
+      panic = last_panic();
+    } catch {} // the poisoned instance may trap again
+    fatal = panic || message(e);
+    engine = null; // freeing would re-enter the poisoned instance
+    post({ type: 'fatal', error: fatal });
+  }
+  for (const id of waiting) post({ id, ok: false, fatal: true, error: fatal });
+  waiting.clear();
+}
+
+function message(e) {
+  return (e instanceof Error ? e.message : String(e)) || 'unknown error';
+}
+
+function post(msg, transfer = []) {
+  self.postMessage(msg, transfer);
+}
