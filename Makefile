@@ -1,5 +1,5 @@
 # The two entry points the README opens with.
-.PHONY: demo test
+.PHONY: demo test web
 
 # Downloads CIDAS/clipseg-rd64-refined once (MODEL_DIR=... uses a local HF folder instead)
 # and segments a bundled photo.
@@ -9,3 +9,7 @@ demo:
 # Everything CI checks.
 test:
 	bash tools/test.sh
+
+# The browser engine: wasm32 release build + wasm-bindgen into pkg/.
+web:
+	bash tools/build_web.sh

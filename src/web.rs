@@ -16,7 +16,7 @@ use crate::segmenter::{MAX_PROMPTS, Segmenter, check_image_size};
 thread_local! {
     /// The WebGPU device: burn's wgpu runtime can be initialised once per wasm instance, so a
     /// second pack loaded into the same worker reuses it.
-    static WEBGPU: RefCell<Option<(Device, String)>> = const { RefCell::new(None) };
+    static WEBGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
     static LAST_PANIC: RefCell<String> = const { RefCell::new(String::new()) };
     /// Why the browser took the WebGPU device away, once it has.
     static DEVICE_LOST: RefCell<Option<String>> = const { RefCell::new(None) };
@@ -41,13 +41,18 @@ fn js_error(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
 
+/// Why the WebGPU device was lost ("" while it is fine). burn's runtime can't be re-created in
+/// this instance, so after a loss the worker must be restarted.
+#[wasm_bindgen]
+pub fn device_lost() -> String {
+    DEVICE_LOST.with(|l| l.borrow().clone()).unwrap_or_default()
+}
+
 /// After a device loss nothing on it can run again: say so instead of failing obscurely.
 fn check_device() -> Result<(), JsError> {
-    match DEVICE_LOST.with(|l| l.borrow().clone()) {
-        Some(why) => Err(js_error(format!(
-            "the WebGPU device was lost ({why}); reload the page or the model"
-        ))),
-        None => Ok(()),
+    match device_lost().as_str() {
+        "" => Ok(()),
+        why => Err(js_error(format!("the WebGPU device was lost ({why})"))),
     }
 }
 
@@ -57,16 +62,15 @@ pub struct Engine {
     segmenter: Rc<Segmenter>,
     image: Rc<RefCell<Option<ImageFeatures>>>,
     backend: String,
-    adapter: String,
 }
 
 #[wasm_bindgen]
 impl Engine {
     /// Parses and verifies a pack and loads it onto `backend` ("webgpu" or "cpu").
     pub async fn load(pack: Vec<u8>, backend: String) -> Result<Engine, JsError> {
-        let (device, adapter) = match backend.as_str() {
+        let device = match backend.as_str() {
             "webgpu" => webgpu_device().await?,
-            "cpu" => (Device::flex(), String::new()),
+            "cpu" => Device::flex(),
             other => {
                 return Err(js_error(format!(
                     "unknown backend {other:?}: use \"webgpu\" or \"cpu\""
@@ -78,19 +82,12 @@ impl Engine {
             segmenter: Rc::new(segmenter),
             image: Rc::new(RefCell::new(None)),
             backend,
-            adapter,
         })
     }
 
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
         self.backend.clone()
-    }
-
-    /// The WebGPU adapter's description ("" on the CPU backend).
-    #[wasm_bindgen(getter)]
-    pub fn adapter(&self) -> String {
-        self.adapter.clone()
     }
 
     /// Side of the probability maps `segment` returns (352 for CLIPSeg).
@@ -152,10 +149,11 @@ impl Engine {
     }
 }
 
-/// burn's wgpu runtime on the browser's WebGPU, created once per instance.
-async fn webgpu_device() -> Result<(Device, String), JsError> {
-    if let Some(found) = WEBGPU.with(|w| w.borrow().clone()) {
-        return Ok(found);
+/// burn's wgpu runtime on the browser's WebGPU, created once per instance. (wgpu can't name a
+/// browser's adapter; the worker asks WebGPU itself.)
+async fn webgpu_device() -> Result<Device, JsError> {
+    if let Some(device) = WEBGPU.with(|w| w.borrow().clone()) {
+        return Ok(device);
     }
     let (device, setup) = Device::wgpu_options()
         .init_with_setup_async()
@@ -164,12 +162,6 @@ async fn webgpu_device() -> Result<(Device, String), JsError> {
     setup.device.set_device_lost_callback(|reason, message| {
         DEVICE_LOST.with(|l| *l.borrow_mut() = Some(format!("{reason:?}: {message}")));
     });
-    let info = setup.adapter.get_info();
-    let name = [info.name, info.driver, info.driver_info]
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    WEBGPU.with(|w| *w.borrow_mut() = Some((device.clone(), name.clone())));
-    Ok((device, name))
+    WEBGPU.with(|w| *w.borrow_mut() = Some(device.clone()));
+    Ok(device)
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every check CI runs, from a fresh Debian machine: installs what is missing, then lints,
-# builds the library for wasm32 and runs all tests (CPU through burn-flex, wgpu through Mesa's
-# lavapipe Vulkan driver). Opt-in heavy parity: tools/full_size_parity.py (see README).
+# builds the browser engine (wasm32 + wasm-bindgen into pkg/), runs all Rust tests (CPU through
+# burn-flex, wgpu through Mesa's lavapipe Vulkan driver) and the browser end-to-end test (headless
+# Chromium: WebGPU through SwiftShader, and the CPU fallback). Opt-in heavy parity:
+# tools/full_size_parity.py (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,5 +17,7 @@ rustup target add wasm32-unknown-unknown
 rustup component add clippy
 
 cargo clippy --features native --all-targets -- -D warnings
-cargo build --lib --target wasm32-unknown-unknown
+# The dev profile: its dependencies are opt-level 3 too, and CI builds them only once.
+PROFILE=dev tools/build_web.sh
 cargo test --features native
+tools/e2e.sh

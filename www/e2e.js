@@ -64,7 +64,8 @@ async function main() {
       Object.assign(r, { error: e.message, fatal: !!e.fatal });
     }
     try {
-      r.after_max_diff = maxAbsDiff((await client.segment([prompts[0]])).probs, first);
+      const after = await client.segment([prompts[0]]);
+      Object.assign(r, { after_max_diff: maxAbsDiff(after.probs, first), after_ms: after.ms });
     } catch (e) {
       r.after_error = e.message;
     }

@@ -8,7 +8,7 @@
 //   failure → {ok:false, error}; the worker stays usable and keeps its last good engine.
 //   A trap (Rust panic, wasm OOM) poisons the instance: → {ok:false, fatal:true, error}, and
 //   {type:'fatal', error} unsolicited; every later request is answered fatal too.
-import init, { Engine, last_panic } from '../pkg/clipseg.js';
+import init, { Engine, last_panic, device_lost } from '../pkg/clipseg.js';
 
 let ready = null; // init() promise, started by the first request
 let engine = null; // last successfully loaded Engine
@@ -44,6 +44,8 @@ async function handle(msg) {
     post({ id: msg.id, ok: true, ...reply, ms: performance.now() - t0 }, transfer);
   } catch (e) {
     if (e instanceof WebAssembly.RuntimeError) return die(e);
+    // burn's WebGPU runtime can't be re-created in this instance: only a new worker recovers.
+    if (lostDevice()) return die(e);
     post({ id: msg.id, ok: false, error: message(e) });
   }
   waiting.delete(msg.id);
@@ -55,7 +57,9 @@ const ops = {
     const loaded = await loadEngine(pack, backend);
     engine?.free();
     engine = loaded.engine;
-    const { adapter, size, max_prompts } = engine;
+    // wgpu cannot name a browser's adapter: use what WebGPU says.
+    const adapter = loaded.adapter;
+    const { size, max_prompts } = engine;
     return [{ backend: engine.backend, adapter, reason: loaded.reason, size, max_prompts }, []];
   },
   async encode({ rgba, width, height }) {
@@ -103,14 +107,15 @@ async function download(id, url) {
   return pack;
 }
 
-// Resolves the requested backend to a loaded Engine and the reason for not using WebGPU ('' if used).
+// Resolves the requested backend to {engine, adapter, reason}: the WebGPU adapter's name ('' on
+// CPU) and why WebGPU is not used ('' when it is).
 async function loadEngine(pack, backend) {
-  if (backend === 'cpu') return { engine: await Engine.load(pack, 'cpu'), reason: 'forced by backend=cpu' };
+  if (backend === 'cpu') return { engine: await Engine.load(pack, 'cpu'), adapter: '', reason: 'forced by backend=cpu' };
   if (backend !== 'webgpu' && backend !== 'auto') throw new Error(`unknown backend "${backend}"`);
-  let reason = await webgpuMissing();
+  let { adapter, reason } = await webgpuAdapter();
   if (!reason) {
     try {
-      return { engine: await Engine.load(pack, 'webgpu'), reason: '' };
+      return { engine: await Engine.load(pack, 'webgpu'), adapter, reason: '' };
     } catch (e) {
       if (e instanceof WebAssembly.RuntimeError || backend === 'webgpu') throw e;
       reason = `WebGPU engine failed: ${message(e)}`;
@@ -118,7 +123,7 @@ async function loadEngine(pack, backend) {
   }
   if (backend === 'webgpu') throw new Error(`WebGPU unavailable: ${reason}`);
   try {
-    return { engine: await Engine.load(pack, 'cpu'), reason };
+    return { engine: await Engine.load(pack, 'cpu'), adapter: '', reason };
   } catch (e) {
     // A broken pack fails on both backends; say so once, with the CPU error.
     if (e instanceof WebAssembly.RuntimeError) throw e;
@@ -126,12 +131,17 @@ async function loadEngine(pack, backend) {
   }
 }
 
-async function webgpuMissing() {
-  if (!self.navigator.gpu) return 'navigator.gpu is missing';
+// {adapter: its name} if WebGPU offers an adapter, else {reason}.
+async function webgpuAdapter() {
+  if (!self.navigator.gpu) return { reason: 'navigator.gpu is missing' };
   try {
-    return (await navigator.gpu.requestAdapter()) ? '' : 'no WebGPU adapter';
+    const a = await navigator.gpu.requestAdapter();
+    if (!a) return { reason: 'no WebGPU adapter' };
+    const { vendor, architecture, device, description, isFallbackAdapter } = a.info ?? {};
+    const name = [vendor, architecture, device, description, isFallbackAdapter && '(fallback adapter)'];
+    return { adapter: name.filter(Boolean).join(' ') || 'unnamed adapter' };
   } catch (e) {
-    return `requestAdapter failed: ${message(e)}`;
+    return { reason: `requestAdapter failed: ${message(e)}` };
   }
 }
 
@@ -144,11 +154,20 @@ function die(e) {
       panic = last_panic();
     } catch {} // the poisoned instance may trap again
     fatal = panic || message(e);
+    if (lostDevice() && !panic) fatal = `the WebGPU device was lost (${lostDevice()})`;
     engine = null; // freeing would re-enter the poisoned instance
     post({ type: 'fatal', error: fatal });
   }
   for (const id of waiting) post({ id, ok: false, fatal: true, error: fatal });
   waiting.clear();
+}
+
+function lostDevice() {
+  try {
+    return device_lost();
+  } catch {
+    return '';
+  }
 }
 
 function message(e) {

@@ -6,15 +6,13 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import { createServer } from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { chromiumArgs, launchChromium, readNpy as readNpyOrThrow, serve } from './harness.mjs';
 
 const root = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
 const binName = process.env.CLIPSEG_BIN ?? 'target/debug/clipseg';
 const bin = path.resolve(root, binName);
-const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const outDir = 'target/e2e';
 const pack = `${outDir}/refined-q8.bpk`;
 const image = 'tests/fixtures/images/landscape.png';
@@ -23,17 +21,6 @@ const PAGE_TIMEOUT_MS = 8 * 60_000; // SwiftShader is slow on big models
 const MIN_IOU = 0.99;
 // Same backend, same inputs: batched vs alone and before vs after a bad input.
 const MAX_SELF_DIFF = 1e-4;
-
-const MIME = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.mjs': 'text/javascript; charset=utf-8',
-  '.wasm': 'application/wasm',
-  '.json': 'application/json',
-  '.css': 'text/css',
-  '.png': 'image/png',
-  '.jpg': 'image/jpeg',
-};
 
 // Whatever happens (a hung browser, a stuck CLI), never run longer than this.
 setTimeout(() => {
@@ -61,12 +48,8 @@ const reference = native.data.map((l) => 1 / (1 + Math.exp(-l)));
 
 const server = await serve(root);
 const base = `http://127.0.0.1:${server.address().port}`;
-const args = [
-  '--headless', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--no-first-run',
-  ...(process.env.E2E_CHROMIUM_ARGS ?? '').split(' ').filter(Boolean),
-];
-const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args });
+const args = chromiumArgs();
+const browser = await launchChromium(args);
 const report = { chromium: browser.version(), args, pack, digest, image, prompts, runs: {} };
 console.log(`Chromium ${report.chromium}, serving ${root} on ${base}`);
 
@@ -75,7 +58,11 @@ for (const backend of ['auto', 'cpu']) {
   const run = (report.runs[backend] = { checks: [] });
   const check = (name, pass, detail = '') => run.checks.push({ name, pass: !!pass, detail: String(detail) });
   const page = await browser.newPage();
-  page.on('console', (m) => ['error', 'warning'].includes(m.type()) && console.log(`  [${backend}] console.${m.type()}: ${m.text()}`));
+  const cspErrors = []; // also those before e2e.js could listen for securitypolicyviolation
+  page.on('console', (m) => {
+    if (/Content Security Policy/.test(m.text())) cspErrors.push(m.text());
+    if (['error', 'warning'].includes(m.type())) console.log(`  [${backend}] console.${m.type()}: ${m.text()}`);
+  });
   page.on('pageerror', (e) => console.log(`  [${backend}] page error: ${e.message}`));
   page.on('crash', () => console.log(`  [${backend}] page crashed`));
   const query = new URLSearchParams({ pack: `/${pack}`, image: `/${image}`, prompts: prompts.join('|'), backend });
@@ -96,7 +83,8 @@ for (const backend of ['auto', 'cpu']) {
   Object.assign(run, rest);
   check('page finished without error', !r.error, r.error ?? '');
   check(`backend is ${expected}`, r.backend === expected, `${r.backend} (adapter "${r.adapter ?? ''}", reason "${r.reason ?? ''}")`);
-  check('no CSP violations', r.csp?.length === 0, r.csp?.join('; '));
+  const csp = [...(r.csp ?? []), ...cspErrors];
+  check('no CSP violations', csp.length === 0, csp.join('; '));
   if (probs) {
     const bytes = Buffer.from(probs, 'base64');
     const got = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
@@ -147,16 +135,11 @@ function cli(...argv) {
 
 // float32 little-endian C-order .npy → {shape, data}
 function readNpy(file) {
-  const b = fs.readFileSync(file);
-  if (b.toString('latin1', 0, 6) !== '\x93NUMPY') fail(`${file}: not an .npy file`);
-  const [start, len] = b[6] === 1 ? [10, b.readUInt16LE(8)] : [12, b.readUInt32LE(8)];
-  const header = b.toString('latin1', start, start + len);
-  if (!/'descr':\s*'<f4'/.test(header) || /'fortran_order':\s*True/.test(header)) fail(`${file}: not little-endian float32 C order: ${header}`);
-  const shape = header.match(/'shape':\s*\(([^)]*)\)/)[1].split(',').filter((s) => s.trim()).map(Number);
-  // Copied: the data offset need not be 4-byte aligned within Node's buffer pool.
-  const data = new Float32Array(b.buffer.slice(b.byteOffset + start + len, b.byteOffset + b.length));
-  if (data.length !== shape.reduce((a, n) => a * n, 1)) fail(`${file}: ${data.length} values for shape [${shape}]`);
-  return { shape, data };
+  try {
+    return readNpyOrThrow(file);
+  } catch (e) {
+    fail(e.message);
+  }
 }
 
 // IoU of the masks at 0.5 (1 when both are empty) and absolute probability differences.
@@ -171,31 +154,6 @@ function compare(prompt, got, want) {
     max = Math.max(max, Number.isNaN(d) ? Infinity : d);
   }
   return { prompt, iou: union ? inter / union : 1, mean_abs: sum / want.length, max_abs: max };
-}
-
-// Static files under `dir` on 127.0.0.1, random port; no COOP/COEP headers.
-async function serve(dir) {
-  const s = createServer((req, res) => {
-    if (req.url === '/favicon.ico') return res.writeHead(204).end(); // asked for by every page
-    let file;
-    try {
-      file = path.join(dir, decodeURIComponent(new URL(req.url, 'http://h').pathname));
-    } catch {
-      return res.writeHead(400).end();
-    }
-    fs.stat(file, (err, st) => {
-      if (err || !st.isFile() || !file.startsWith(`${dir}/`)) {
-        console.log(`  http 404 ${req.url}`);
-        return res.writeHead(404).end();
-      }
-      const type = MIME[path.extname(file)] ?? 'application/octet-stream';
-      res.writeHead(200, { 'content-type': type, 'content-length': st.size, 'cache-control': 'no-store' });
-      if (req.method === 'HEAD') return res.end();
-      fs.createReadStream(file).pipe(res);
-    });
-  });
-  await new Promise((resolve) => s.listen(0, '127.0.0.1', resolve));
-  return s;
 }
 
 function ms(v) {

@@ -1,0 +1,74 @@
+// Shared by tests/e2e/run.mjs (the end-to-end test) and bench/browser.mjs (the browser
+// benchmark): a static file server, headless Chromium with WebGPU enabled, an .npy reader.
+import fs from 'node:fs';
+import { createServer } from 'node:http';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+export const MIME = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.json': 'application/json',
+  '.css': 'text/css',
+  '.png': 'image/png',
+  '.jpg': 'image/jpeg',
+};
+
+// Flags for headless Chromium; --enable-unsafe-webgpu gives a WebGPU adapter on Linux
+// (SwiftShader without a GPU). E2E_CHROMIUM_ARGS adds more (e.g. --enable-features=Vulkan).
+export function chromiumArgs() {
+  return [
+    '--headless', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run',
+    ...(process.env.E2E_CHROMIUM_ARGS ?? '').split(' ').filter(Boolean),
+  ];
+}
+
+// CHROMIUM picks another browser binary (default /usr/bin/chromium).
+export function launchChromium(args = chromiumArgs()) {
+  const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+  return chromium.launch({ executablePath, headless: true, args });
+}
+
+// float32 little-endian C-order .npy → {shape, data}; throws on anything else.
+export function readNpy(file) {
+  const b = fs.readFileSync(file);
+  if (b.toString('latin1', 0, 6) !== '\x93NUMPY') throw new Error(`${file}: not an .npy file`);
+  const [start, len] = b[6] === 1 ? [10, b.readUInt16LE(8)] : [12, b.readUInt32LE(8)];
+  const header = b.toString('latin1', start, start + len);
+  if (!/'descr':\s*'<f4'/.test(header) || /'fortran_order':\s*True/.test(header))
+    throw new Error(`${file}: not little-endian float32 C order: ${header}`);
+  const shape = header.match(/'shape':\s*\(([^)]*)\)/)[1].split(',').filter((s) => s.trim()).map(Number);
+  // Copied: the data offset need not be 4-byte aligned within Node's buffer pool.
+  const data = new Float32Array(b.buffer.slice(b.byteOffset + start + len, b.byteOffset + b.length));
+  if (data.length !== shape.reduce((a, n) => a * n, 1)) throw new Error(`${file}: ${data.length} values for shape [${shape}]`);
+  return { shape, data };
+}
+
+// Static files under `dir` (symlinks followed) on 127.0.0.1, random port; no COOP/COEP headers.
+// Misses are logged with `log`.
+export async function serve(dir, log = console.log) {
+  const s = createServer((req, res) => {
+    if (req.url === '/favicon.ico') return res.writeHead(204).end(); // asked for by every page
+    let file;
+    try {
+      file = path.join(dir, decodeURIComponent(new URL(req.url, 'http://h').pathname));
+    } catch {
+      return res.writeHead(400).end();
+    }
+    fs.stat(file, (err, st) => {
+      if (err || !st.isFile() || !file.startsWith(`${dir}/`)) {
+        log(`  http 404 ${req.url}`);
+        return res.writeHead(404).end();
+      }
+      const type = MIME[path.extname(file)] ?? 'application/octet-stream';
+      res.writeHead(200, { 'content-type': type, 'content-length': st.size, 'cache-control': 'no-store' });
+      if (req.method === 'HEAD') return res.end();
+      fs.createReadStream(file).pipe(res);
+    });
+  });
+  await new Promise((resolve) => s.listen(0, '127.0.0.1', resolve));
+  return s;
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds the browser engine into pkg/: the library as a wasm32 cdylib, wasm-bindgen's `--target
+# web` glue (pkg/clipseg.js + pkg/clipseg_bg.wasm), and wasm-opt -O3 when binaryen is installed.
+# PROFILE=release (default, what the demo serves) or PROFILE=dev (what CI tests: it reuses the
+# dependencies the wasm32 check already built, and they are opt-level 3 there too).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile="${PROFILE:-release}"
+dir="$profile"; [ "$profile" = dev ] && dir=debug
+
+rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
+# wasm-bindgen's CLI must be exactly the version of the wasm-bindgen crate in Cargo.lock.
+want=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
+if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$want" ]; then
+  cargo install wasm-bindgen-cli --version "$want"
+fi
+
+cargo rustc --lib --target wasm32-unknown-unknown --profile "$profile" --crate-type cdylib
+wasm-bindgen --target web --no-typescript --out-dir pkg --out-name clipseg \
+  "target/wasm32-unknown-unknown/$dir/clipseg.wasm"
+if command -v wasm-opt >/dev/null; then
+  wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    --enable-mutable-globals --enable-simd pkg/clipseg_bg.wasm -o pkg/clipseg_bg.wasm
+else
+  echo "wasm-opt not found (Debian package binaryen): pkg/ is not size-optimised" >&2
+fi
+raw=$(stat -c %s pkg/clipseg_bg.wasm)
+gz=$(gzip -9 -c pkg/clipseg_bg.wasm | wc -c)
+echo "pkg/clipseg_bg.wasm ($profile): $raw bytes, $gz gzipped"
