@@ -39,7 +39,7 @@ fn f32_pack_reproduces_the_reference() {
 
 /// Masks of quantized packs against the f32 masks, on every fixture case. The tiny random models
 /// have logits close to 0, which makes their masks far more fragile than a trained model's: the
-/// full-size numbers are in the README (tools/pack_report.sh).
+/// full-size numbers are in the README (tools/pack_report.py).
 #[test]
 fn quantized_packs_stay_close() {
     for case in cases() {

@@ -16,7 +16,10 @@ if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$want" ]; then
 fi
 
 cargo rustc --lib --target wasm32-unknown-unknown --profile "$profile" --crate-type cdylib
-wasm-bindgen --target web --no-typescript --out-dir pkg --out-name clipseg \
+# Release drops the function-name section (6 MB); dev keeps it for readable traps.
+strip=()
+[ "$profile" = release ] && strip=(--remove-name-section --remove-producers-section)
+wasm-bindgen --target web --no-typescript "${strip[@]}" --out-dir pkg --out-name clipseg \
   "target/wasm32-unknown-unknown/$dir/clipseg.wasm"
 if command -v wasm-opt >/dev/null; then
   wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \

@@ -301,7 +301,8 @@ pub fn write(segmenter: &crate::Segmenter, quant: Quant) -> Result<Vec<u8>, Erro
 /// A parsed pack whose data section matched its checksum.
 pub struct Pack {
     pub header: Header,
-    bytes: Arc<[u8]>,
+    /// The whole file, shared by the tensors' loaders (`Arc<Vec>`: no copy of a 140 MB buffer).
+    bytes: Arc<Vec<u8>>,
     data_start: usize,
 }
 
@@ -363,7 +364,7 @@ impl Pack {
         }
         Ok(Self {
             header,
-            bytes: bytes.into(),
+            bytes: Arc::new(bytes),
             data_start,
         })
     }
