@@ -316,12 +316,12 @@ function finish(code) {
   for (const [name, r] of Object.entries(rt)) {
     if (name === 'native') {
       if (r.error) p(`native: ${r.error}`);
-      else p(`native: ${r.backend}${r.cores_used !== undefined ? `, ${r.cores_used} cores busy on average (${r.process_cpu_s} CPU-s in ${r.wall_s.toFixed(1)} s)` : ''}`);
+      else p(`native: ${r.backend}${r.cores_used !== undefined ? `, ${r.cores_used} core(s) busy on average (${r.process_cpu_s} CPU-s in ${r.wall_s.toFixed(1)} s)` : ''}`);
       continue;
     }
     const w = r.worker ?? {};
     const bits = [`${name}: ${r.backend ?? '?'}${r.adapter ? ` on "${r.adapter}"` : ''}`];
-    if (w.load_s !== undefined) bits.push(`worker-side load (Engine.load, after fetch and wasm start-up) ${sec(w.load_s)}`);
+    if (w.load_s !== undefined) bits.push(`worker-side load (fetch + Engine.load, without worker start-up and wasm compilation) ${sec(w.load_s)}`);
     if (w.encode_s !== undefined) bits.push(`worker-side full pass: encode ${sec(w.encode_s)} + segment ${sec(w.segment_s)}; re-prompt segment ${sec(w.reprompt_segment_s)}; first pass encode ${sec(w.first_encode_s)} + segment ${sec(w.first_segment_s)}`);
     if (r.all_probs_valid === false) bits.push('INVALID PROBABILITIES in the output');
     if (r.csp_violations) bits.push(`CSP violations: ${r.csp_violations.join('; ')}`);
@@ -329,6 +329,8 @@ function finish(code) {
     if (r.error) bits.push(`error: ${r.error}`);
     p(bits.join('; '));
   }
+  const measured = Object.entries(results.other_load).filter(([st]) => st === 'native' || st.startsWith('browser-'));
+  p(`other processes' CPU use (cores, of ${results.machine.cpus}): ${measured.map(([st, l]) => `${st} ${(l.cores ?? 0).toFixed(2)}`).join(', ')}`);
   for (const [st, l] of Object.entries(results.other_load)) {
     if ((st === 'native' || st.startsWith('browser-')) && l.wall_s >= 1 && l.cores >= 0.1) p(`WARNING: during ${st}, other processes kept ${l.cores.toFixed(2)} of ${results.machine.cpus} cores busy (${l.top.map(([c, v]) => `${c} ${v.toFixed(2)}`).join(', ')}): timings skewed`);
   }
