@@ -45,8 +45,11 @@ async function main() {
   const pack = new Uint8Array(await (await fetchOk(q.get('pack'))).arrayBuffer());
   const corrupted = pack.slice();
   for (let i = corrupted.length >> 1, end = Math.min(i + 64, corrupted.length); i < end; i++) corrupted[i] ^= 0xff;
+  const otherVersion = pack.slice();
+  otherVersion[8] = 99; // the format version follows the 8-byte signature
   const checks = {
     corrupted_pack: () => client.load(corrupted, { backend }),
+    other_version_pack: () => client.load(otherVersion, { backend }),
     truncated_pack: () => client.load(pack.subarray(0, pack.length >> 1), { backend }),
     empty_image: () => client.encodeRgba(new Uint8Array(0), 0, 0),
     // The engine must refuse on size before comparing the (tiny) buffer's length.
