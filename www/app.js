@@ -5,8 +5,15 @@ import { ClipSegClient, decodeImage, MAX_SIDE, MAX_PIXELS } from './clipseg-clie
 import { getPack, isCached, clearCache } from './pack-cache.js';
 import { toLogits, logitAt, sigmoid, paintMasks, paintHeat, forMask } from './masks.js';
 
-const REAL_MODEL = '../models/clipseg-q8.bpk';
-const TEST_MODEL = '../target/e2e/refined-q8.bpk';
+// The packs `make demo` (tools/demo.sh) puts in models/; those the server lacks are listed
+// disabled. `?model=URL` adds (and picks) any other.
+const MODELS = [
+  { url: '../models/clipseg-q8.bpk', label: 'CLIPSeg rd64-refined, q8 (139 MB)' },
+  { url: '../models/clipseg-q4.bpk', label: 'CLIPSeg rd64-refined, q4 (79 MB, rougher masks)' },
+  { url: '../models/untrained-tiny-q8.bpk', label: 'untrained test model (tiny, random weights)', untrained: true },
+];
+// Packs of the test fixtures (tools/demo.sh, tools/e2e.sh) have random weights.
+const isUntrained = (url) => MODELS.find((m) => m.url === url)?.untrained || /untrained|\/target\/e2e\//.test(url);
 // One colour per prompt line, in order (Okabe–Ito, distinguishable with colour blindness).
 const COLORS = [[230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66], [0, 114, 178], [213, 94, 0], [204, 121, 167], [255, 255, 255]];
 
@@ -51,17 +58,20 @@ function status(text, kind = '') {
 
 async function initModels() {
   const q = new URLSearchParams(location.search);
-  const realThere = (await isCached(REAL_MODEL)) || (await exists(REAL_MODEL));
-  const options = [
-    { url: REAL_MODEL, label: realThere ? 'CLIPSeg rd64-refined, q8' : 'CLIPSeg rd64-refined, q8 (not on this server)', disabled: !realThere },
-    { url: TEST_MODEL, label: 'untrained test model (tiny, random weights)' },
-  ];
+  const there = await Promise.all(MODELS.map(async (m) => (await isCached(m.url)) || (await exists(m.url))));
+  const options = MODELS.map((m, i) => ({ ...m, label: there[i] ? m.label : `${m.label} (not on this server)`, disabled: !there[i] }));
   const wanted = q.get('model');
   if (wanted && !options.some((o) => o.url === wanted)) options.push({ url: wanted, label: `from the address: ${wanted}` });
   for (const o of options) ui.model.append(new Option(o.label, o.url, false, false));
   options.forEach((o, i) => (ui.model.options[i].disabled = !!o.disabled));
-  ui.model.value = wanted ?? (realThere ? REAL_MODEL : TEST_MODEL);
   if (['auto', 'webgpu', 'cpu'].includes(q.get('backend'))) ui.backend.value = q.get('backend');
+  const first = wanted ?? options.find((o) => !o.disabled)?.url;
+  if (!first) {
+    ui.model.value = MODELS[0].url;
+    ui.progressText.textContent = 'no model pack on this server';
+    return status('No model pack on this server: `make demo` puts them in models/ (or open this page with ?model=URL of a .bpk).', 'error');
+  }
+  ui.model.value = first;
   loadModel();
 }
 
@@ -75,7 +85,7 @@ async function exists(url) {
 
 function loadModel() {
   const url = ui.model.value, backend = ui.backend.value;
-  ui.testNote.hidden = url !== TEST_MODEL;
+  ui.testNote.hidden = !isUntrained(url);
   const p = exclusive(async () => {
     ui.progress.removeAttribute('value'); // indeterminate until sizes are known
     ui.backendInfo.textContent = '';
