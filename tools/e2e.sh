@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Browser end-to-end test in headless Chromium (tests/e2e/run.mjs): the wasm engine in a Web
-# Worker on WebGPU (SwiftShader when there is no GPU) and on CPU, against the native CLI.
+# Browser end-to-end tests in headless Chromium: tests/e2e/run.mjs, the wasm engine in a Web
+# Worker on WebGPU (SwiftShader when there is no GPU) and on CPU, against the native CLI; then
+# tests/e2e/page.mjs, the demo page (www/index.html) and the <clip-seg> widget.
 # Installs Chromium and the npm dependency if missing; expects pkg/ (the wasm-bindgen
 # --target web build) and the CLI (CLIPSEG_BIN, default target/debug/clipseg) already built.
-# Needs Node >= 20. Writes target/e2e/report.json and screenshots.
+# Needs Node >= 20. Writes target/e2e/report.json and screenshots (target/e2e/*.png).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +20,5 @@ if ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 
 fi
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
 node tests/e2e/run.mjs
+# The demo page and the <clip-seg> widget, on the CPU backend.
+node tests/e2e/page.mjs

@@ -1,6 +1,8 @@
-// Shared by tests/e2e/run.mjs (the end-to-end test) and bench/browser.mjs (the browser
-// benchmark): a static file server, headless Chromium with WebGPU enabled, an .npy reader.
+// Shared by tests/e2e/run.mjs and page.mjs (the end-to-end tests) and bench/browser.mjs (the
+// browser benchmark): a static file server, headless Chromium with WebGPU enabled, an .npy
+// reader, a PNG decoder.
 import fs from 'node:fs';
+import zlib from 'node:zlib';
 import { createServer } from 'node:http';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -71,4 +73,39 @@ export async function serve(dir, log = console.log) {
   });
   await new Promise((resolve) => s.listen(0, '127.0.0.1', resolve));
   return s;
+}
+
+// 8-bit non-interlaced PNG (grey, grey+alpha, RGB, RGBA) → {width, height, channels, data};
+// enough for the CLI's masks and the canvas's exports. Throws on anything else.
+export function decodePng(buf) {
+  if (buf.toString('latin1', 1, 4) !== 'PNG') throw new Error('not a PNG');
+  let at = 8, width, height, depth, type, interlace;
+  const idat = [];
+  while (at < buf.length) {
+    const len = buf.readUInt32BE(at), kind = buf.toString('latin1', at + 4, at + 8), body = buf.subarray(at + 8, at + 8 + len);
+    if (kind === 'IHDR') [width, height, depth, type, interlace] = [body.readUInt32BE(0), body.readUInt32BE(4), body[8], body[9], body[12]];
+    else if (kind === 'IDAT') idat.push(body);
+    else if (kind === 'IEND') break;
+    at += 12 + len;
+  }
+  const channels = { 0: 1, 2: 3, 4: 2, 6: 4 }[type];
+  if (depth !== 8 || !channels || interlace) throw new Error(`unsupported PNG: bit depth ${depth}, colour type ${type}, interlace ${interlace}`);
+  const raw = zlib.inflateSync(Buffer.concat(idat));
+  const stride = width * channels, data = new Uint8Array(stride * height);
+  for (let y = 0; y < height; y++) {
+    const filter = raw[y * (stride + 1)], src = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+    const row = data.subarray(y * stride, (y + 1) * stride), up = y ? data.subarray((y - 1) * stride, y * stride) : new Uint8Array(stride);
+    for (let x = 0; x < stride; x++) {
+      const a = x >= channels ? row[x - channels] : 0, b = up[x], c = x >= channels ? up[x - channels] : 0;
+      const pred = [0, a, b, (a + b) >> 1, paeth(a, b, c)][filter];
+      if (pred === undefined) throw new Error(`bad PNG filter ${filter}`);
+      row[x] = (src[x] + pred) & 255;
+    }
+  }
+  return { width, height, channels, data };
+}
+
+function paeth(a, b, c) {
+  const p = a + b - c, pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
+  return pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
 }

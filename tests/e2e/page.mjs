@@ -1,0 +1,272 @@
+// End-to-end test of the demo page (www/index.html) and the widget (www/widget-example.html)
+// in headless Chromium, run by tools/e2e.sh after run.mjs. The native CLI converts the refined
+// fixture model to a tiny q8 pack and writes reference masks; the page then loads that pack
+// (?model=), takes tests/fixtures/images/landscape.png through its file input, segments two
+// prompts and must: show load progress, draw both prompts' colours, export masks equal to the
+// CLI's (IoU >= 0.99) at the image's size, repaint on a threshold change without asking the
+// worker again, and on reload take the pack from Cache Storage. The widget page must render
+// both widgets off one model download and one engine load. Backend: the CPU (wasm), the
+// quicker one on machines without a GPU; run.mjs covers WebGPU.
+// Screenshots: target/e2e/page-*.png. Exits 1 on a failed check, 2 on the hard timeout.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { decodePng, launchChromium, serve } from './harness.mjs';
+
+const root = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
+const binName = process.env.CLIPSEG_BIN ?? 'target/debug/clipseg';
+const bin = path.resolve(root, binName);
+const outDir = 'target/e2e';
+const pack = `${outDir}/refined-q8.bpk`;
+const image = 'tests/fixtures/images/landscape.png';
+const prompts = ['a photo of a cat', 'a dog'];
+// app.js's first two prompt colours.
+const COLORS = [[230, 159, 0], [86, 180, 233]];
+const MIN_IOU = 0.99;
+const STEP_MS = 3 * 60_000; // any one wait in the page
+
+setTimeout(() => {
+  console.log('FAIL: hard timeout (page.mjs), giving up');
+  process.exit(2);
+}, 12 * 60_000).unref();
+
+process.chdir(root);
+fs.mkdirSync(outDir, { recursive: true });
+for (const f of ['pkg/clipseg.js', 'pkg/clipseg_bg.wasm'])
+  if (!fs.existsSync(f)) fail(`${f} missing: build the wasm package into pkg/ first`);
+if (!fs.existsSync(bin)) fail(`${bin} missing: cargo build --features native (or set CLIPSEG_BIN)`);
+
+cli('convert', '--model', 'tests/fixtures/models/refined', '--out', pack, '--quant', 'q8');
+cli('predict', '--model', pack, '--image', image, ...prompts.flatMap((p) => ['--prompt', p]), '--mask', `${outDir}/cli.png`);
+const cliMasks = prompts.map((_, k) => decodePng(fs.readFileSync(`${outDir}/cli-${k}.png`)));
+const { width: W, height: H } = cliMasks[0];
+
+const checks = [];
+const check = (name, pass, detail = '') => {
+  checks.push({ name, pass: !!pass });
+  console.log(`  ${pass ? 'ok  ' : 'FAIL'} ${name}${detail === '' ? '' : `: ${detail}`}`);
+};
+
+// The page probes models/ with HEAD for the packs `make demo` makes: those 404s are expected.
+const server = await serve(root, (line) => /\/models\//.test(line) || console.log(line));
+const base = `http://127.0.0.1:${server.address().port}`;
+const browser = await launchChromium();
+console.log(`Chromium ${browser.version()}, serving ${root} on ${base}`);
+
+// Every page: CSP violations, worker requests by type and load-progress texts are recorded.
+const INIT = () => {
+  window.__csp = [];
+  window.__sent = {};
+  window.__progress = [];
+  document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(`${e.violatedDirective}: ${e.blockedURI}`));
+  const post = Worker.prototype.postMessage;
+  Worker.prototype.postMessage = function (msg, ...rest) {
+    if (msg?.type) window.__sent[msg.type] = (window.__sent[msg.type] ?? 0) + 1;
+    return post.call(this, msg, ...rest);
+  };
+  document.addEventListener('DOMContentLoaded', () => {
+    const el = document.getElementById('progress-text');
+    if (el) new MutationObserver(() => window.__progress.push(el.textContent)).observe(el, { childList: true, characterData: true, subtree: true });
+  });
+};
+
+async function newContext() {
+  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1280, height: 900 } });
+  const requests = [];
+  context.on('request', (r) => requests.push(r.url()));
+  await context.addInitScript(INIT);
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_MS);
+  page.on('console', (m) => {
+    if (['error', 'warning'].includes(m.type()) && !/status of 404|willReadFrequently/.test(m.text())) console.log(`  console.${m.type()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => console.log(`  page error: ${e.message}`));
+  page.on('crash', () => console.log('  page crashed'));
+  return { context, page, requests };
+}
+
+try {
+  await demoPage();
+} catch (e) {
+  check('demo page ran to the end', false, e.message.split('\n')[0]);
+}
+try {
+  await widgetPage();
+} catch (e) {
+  check('widget page ran to the end', false, e.message.split('\n')[0]);
+}
+await browser.close();
+server.close();
+
+const failed = checks.filter((c) => !c.pass);
+console.log(`\n${failed.length ? 'FAIL' : 'PASS'}: page.mjs, ${checks.length - failed.length} of ${checks.length} checks (screenshots: ${outDir}/page-*.png)`);
+process.exit(failed.length ? 1 : 0);
+
+// ------------------------------------------------------------------ www/index.html
+
+async function demoPage() {
+  console.log('\n== www/index.html');
+  const { context, page, requests } = await newContext();
+  const bpkRequests = () => requests.filter((u) => new URL(u).pathname === `/${pack}`).length;
+  const waitStatus = (re) => page.waitForFunction((s) => new RegExp(s).test(document.getElementById('status').textContent), re.source);
+  const sent = () => page.evaluate(() => ({ ...window.__sent }));
+  const overlay = () => page.evaluate(() => {
+    const c = document.getElementById('overlay');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    const colours = {};
+    let hash = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      if (d[i + 3]) colours[`${d[i]},${d[i + 1]},${d[i + 2]}`] = (colours[`${d[i]},${d[i + 1]},${d[i + 2]}`] ?? 0) + 1;
+      hash = (Math.imul(hash, 31) + d[i] + d[i + 3]) | 0;
+    }
+    return { w: c.width, h: c.height, colours, hash };
+  });
+
+  await page.goto(`${base}/www/index.html?${new URLSearchParams({ model: `/${pack}`, backend: 'cpu' })}`);
+  await waitStatus(/model ready|Model:/);
+  const status = await page.textContent('#status');
+  check('model loads', /model ready/.test(status), status);
+  const progress = await page.evaluate(() => window.__progress);
+  check('download progress shown while loading', progress.some((t) => /MB of .*%\)/.test(t)), progress.filter((t) => /%/.test(t)).slice(0, 2).join(' | '));
+  check('first visit downloads the pack', /downloaded/.test(progress.at(-1)) && bpkRequests() === 1, progress.at(-1));
+  check('backend is the CPU (wasm)', /CPU/.test(await page.textContent('#backend-info')), await page.textContent('#backend-info'));
+
+  await page.fill('#prompts', prompts.join('\n'));
+  await page.setInputFiles('#file', image); // a chosen file segments the typed prompts at once
+  await page.waitForFunction(() => window.clipsegDemo.segments >= 1 && window.clipsegDemo.state.result);
+  await page.waitForFunction(() => window.clipsegDemo.renders >= 1);
+  const o1 = await overlay();
+  check(`overlay at the image's size ${W}x${H}`, o1.w === W && o1.h === H, `${o1.w}x${o1.h}`);
+  for (const [k, c] of COLORS.entries()) check(`overlay has pixels of prompt ${k + 1}'s colour (${c})`, o1.colours[String(c)] > 0, `${o1.colours[String(c)] ?? 0} px`);
+  await page.screenshot({ path: `${outDir}/page-segmented.png` });
+
+  // Masks: the exported PNG of each prompt (selected in the legend) against the CLI's.
+  for (const k of prompts.keys()) {
+    await page.check(`#legend input[value="${k}"]`);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export-mask')]);
+    const file = `${outDir}/page-mask-${k}.png`;
+    await download.saveAs(file);
+    const got = decodePng(fs.readFileSync(file));
+    check(`exported mask ${k + 1} is a ${W}x${H} PNG`, got.width === W && got.height === H, `${got.width}x${got.height}, ${download.suggestedFilename()}`);
+    if (got.width === W && got.height === H) {
+      const iou = maskIou(got, cliMasks[k]);
+      check(`mask "${prompts[k]}" = CLI's: IoU >= ${MIN_IOU}`, iou >= MIN_IOU, `IoU ${iou.toFixed(5)}`);
+    }
+  }
+
+  // Threshold: a repaint from the kept logits, no new request to the worker.
+  const before = await sent();
+  const renders = await page.evaluate(() => window.clipsegDemo.renders);
+  await page.focus('#threshold');
+  for (let i = 0; i < 10; i++) await page.keyboard.press('ArrowLeft'); // 0.50 → 0.40
+  await page.waitForFunction((n) => window.clipsegDemo.renders > n, renders);
+  await page.waitForTimeout(100); // the last key's frame
+  const o2 = await overlay();
+  const after = await sent();
+  const on = (o) => Object.values(o.colours).reduce((a, n) => a + n, 0);
+  check('threshold 0.40: overlay changed, more pixels', o2.hash !== o1.hash && on(o2) > on(o1), `${on(o1)} → ${on(o2)} px`);
+  check('threshold change sent nothing to the worker', JSON.stringify(before) === JSON.stringify(after), `before ${JSON.stringify(before)}, after ${JSON.stringify(after)}`);
+
+  // Re-segmenting the same image re-uses the encoded image.
+  const segments = await page.evaluate(() => window.clipsegDemo.segments);
+  await page.click('#segment');
+  await page.waitForFunction((n) => window.clipsegDemo.segments > n, segments);
+  const again = await sent();
+  check('re-segment: one more segment, no new encode', again.segment === before.segment + 1 && again.encode === before.encode, JSON.stringify(again));
+
+  const csp = await page.evaluate(() => window.__csp);
+  check('no CSP violations', csp.length === 0, csp.join('; '));
+
+  // Second visit: the pack comes from Cache Storage.
+  await page.reload();
+  await waitStatus(/model ready|Model:/);
+  const p2 = await page.evaluate(() => window.__progress);
+  check('reload: pack from the cache, no second .bpk request', bpkRequests() === 1 && /from the cache/.test(p2.at(-1)), `${bpkRequests()} .bpk requests; "${p2.at(-1)}"`);
+  await page.screenshot({ path: `${outDir}/page-reloaded.png` });
+  await context.close();
+}
+
+// ------------------------------------------------------------------ www/widget-example.html
+
+async function widgetPage() {
+  console.log('\n== www/widget-example.html');
+  const { context, page, requests } = await newContext();
+  // The example names models/clipseg-q8.bpk; here it is answered with the fixture pack.
+  await context.route(/\/models\/clipseg-q8\.bpk(\.sha256)?$/, (route) =>
+    route.fulfill({ path: route.request().url().endsWith('.sha256') ? `${pack}.sha256` : pack }));
+  // ...and its widgets run on the CPU, like the demo page above (WebGPU on SwiftShader would
+  // take minutes for the seven requests below).
+  await context.route(/\/www\/widget-example\.html$/, async (route) => {
+    const html = fs.readFileSync('www/widget-example.html', 'utf8');
+    route.fulfill({ contentType: 'text/html; charset=utf-8', body: html.replaceAll('<clip-seg ', '<clip-seg backend="cpu" ') });
+  });
+  const bpk = () => requests.filter((u) => /\.bpk$/.test(new URL(u).pathname)).length;
+  const widgets = () => page.evaluate(() => [...document.querySelectorAll('clip-seg')].map((w) => {
+    const c = w.shadowRoot.querySelector('canvas.overlay');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let on = 0;
+    for (let i = 3; i < d.length; i += 4) on += d[i] > 0;
+    return { w: c.width, h: c.height, on, caption: w.shadowRoot.querySelector('figcaption').textContent, done: !!w.result };
+  }));
+
+  await page.goto(`${base}/www/widget-example.html`);
+  await page.evaluate(() => customElements.whenDefined('clip-seg'));
+  await page.waitForFunction(() => [...document.querySelectorAll('clip-seg')].every((w) => w.result) || /error/.test([...document.querySelectorAll('clip-seg')].map((w) => w.shadowRoot.querySelector('figcaption').className).join(' ')));
+  let ws = await widgets();
+  for (const [i, w] of ws.entries()) console.log(`  widget ${i + 1}: ${w.w}x${w.h}, ${w.on} mask px, "${w.caption}"`);
+  check('two widgets', ws.length === 2);
+  check('both widgets drew an overlay', ws.every((w) => w.done && w.on > 0), ws.map((w) => w.on).join(', '));
+  check('one .bpk request for both', bpk() === 1, `${bpk()}`);
+  let sent = await page.evaluate(() => ({ ...window.__sent }));
+  check('one engine load, one encode per widget', sent.load === 1 && sent.encode === 2 && sent.segment === 2, JSON.stringify(sent));
+  await page.screenshot({ path: `${outDir}/page-widgets.png`, fullPage: true });
+
+  // A new prompt on the first widget: its image is not the one encoded (the second's is), so it
+  // is encoded again; a second new prompt then only segments. Threshold only repaints.
+  const first = page.locator('clip-seg').first();
+  const done = () => first.evaluate((w) => new Promise((resolve) => w.addEventListener('clipseg-done', (e) => resolve(e.detail), { once: true })));
+  let wait = done();
+  await first.evaluate((w) => w.setAttribute('prompt', 'a sofa'));
+  const d1 = await wait;
+  wait = done();
+  await first.evaluate((w) => w.setAttribute('prompt', 'a cat on a sofa'));
+  const d2 = await wait;
+  sent = await page.evaluate(() => ({ ...window.__sent }));
+  check('prompt change on the other image re-encodes; the next does not', d1.encodeMs !== null && d2.encodeMs === null && sent.encode === 3 && sent.segment === 4, `${JSON.stringify(d1)} ${JSON.stringify(d2)} ${JSON.stringify(sent)}`);
+  const on1 = (await widgets())[0].on;
+  await first.evaluate((w) => w.setAttribute('threshold', '0.3'));
+  const on2 = (await widgets())[0].on;
+  const sent2 = await page.evaluate(() => ({ ...window.__sent }));
+  check('threshold attribute repaints without a request', on2 > on1 && JSON.stringify(sent2) === JSON.stringify(sent), `${on1} → ${on2} px`);
+  const csp = await page.evaluate(() => window.__csp);
+  check('no CSP violations', csp.length === 0, csp.join('; '));
+  await context.close();
+}
+
+// ------------------------------------------------------------------ helpers
+
+// IoU of two decoded masks (first channel > 127 is inside; 1 when both are empty).
+function maskIou(a, b) {
+  let inter = 0, union = 0;
+  for (let i = 0; i < a.width * a.height; i++) {
+    const x = a.data[i * a.channels] > 127, y = b.data[i * b.channels] > 127;
+    inter += x && y;
+    union += x || y;
+  }
+  return union ? inter / union : 1;
+}
+
+function fail(message) {
+  console.log(`FAIL: ${message}`);
+  process.exit(1);
+}
+
+function cli(...argv) {
+  console.log(`$ ${binName} ${argv.map((a) => (/^[\w./=-]+$/.test(a) ? a : JSON.stringify(a))).join(' ')}`);
+  try {
+    execFileSync(bin, argv, { stdio: 'inherit', timeout: 4 * 60_000 });
+  } catch (e) {
+    fail(`${binName} ${argv[0]}: ${e.message.split('\n')[0]}`);
+  }
+}
