@@ -20,5 +20,5 @@ if ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 
 fi
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
 node tests/e2e/run.mjs
-# The demo page and the <clip-seg> widget, on the CPU backend.
+# The demo page (on WebGPU) and the <clip-seg> widget (on the CPU backend).
 node tests/e2e/page.mjs
