@@ -1,6 +1,7 @@
 // Shared by tests/e2e/run.mjs and page.mjs (the end-to-end tests) and bench/browser.mjs (the
 // browser benchmark): a static file server, headless Chromium with WebGPU enabled, an .npy
 // reader, a PNG decoder.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import zlib from 'node:zlib';
 import { createServer } from 'node:http';
@@ -108,4 +109,26 @@ export function decodePng(buf) {
 function paeth(a, b, c) {
   const p = a + b - c, pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
   return pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+}
+
+/** Prints a failure line and exits 1: for setup errors, before any check has run. */
+export function fail(message) {
+  console.log(`FAIL: ${message}`);
+  process.exit(1);
+}
+
+/** The native CLI the browser is compared with: CLIPSEG_BIN, else target/debug/clipseg. */
+export function cliBinary(root) {
+  const name = process.env.CLIPSEG_BIN ?? 'target/debug/clipseg';
+  return { name, path: path.resolve(root, name) };
+}
+
+/** Runs the CLI, echoing the command; any failure ends the test. */
+export function cli(bin, ...argv) {
+  console.log(`$ ${bin.name} ${argv.map((a) => (/^[\w./=-]+$/.test(a) ? a : JSON.stringify(a))).join(' ')}`);
+  try {
+    execFileSync(bin.path, argv, { stdio: 'inherit', timeout: 4 * 60_000 });
+  } catch (e) {
+    fail(`${bin.name} ${argv[0]}: ${e.message.split('\n')[0]}`);
+  }
 }

@@ -9,15 +9,12 @@
 // (SwiftShader here; the test fails if it fell back), the widgets are pinned to the CPU (wasm),
 // which keeps their seven requests quick on machines without a GPU.
 // Screenshots: target/e2e/page-*.png. Exits 1 on a failed check, 2 on the hard timeout.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { decodePng, launchChromium, serve } from './harness.mjs';
+import { cli, cliBinary, decodePng, fail, launchChromium, serve } from './harness.mjs';
 
 const root = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
-const binName = process.env.CLIPSEG_BIN ?? 'target/debug/clipseg';
-const bin = path.resolve(root, binName);
+const bin = cliBinary(root);
 const outDir = 'target/e2e';
 const pack = `${outDir}/refined-q8.bpk`;
 const image = 'tests/fixtures/images/landscape.png';
@@ -36,10 +33,10 @@ process.chdir(root);
 fs.mkdirSync(outDir, { recursive: true });
 for (const f of ['pkg/clipseg.js', 'pkg/clipseg_bg.wasm'])
   if (!fs.existsSync(f)) fail(`${f} missing: build the wasm package into pkg/ first`);
-if (!fs.existsSync(bin)) fail(`${bin} missing: cargo build --features native (or set CLIPSEG_BIN)`);
+if (!fs.existsSync(bin.path)) fail(`${bin.path} missing: cargo build --features native (or set CLIPSEG_BIN)`);
 
-cli('convert', '--model', 'tests/fixtures/models/refined', '--out', pack, '--quant', 'q8');
-cli('predict', '--model', pack, '--image', image, ...prompts.flatMap((p) => ['--prompt', p]), '--mask', `${outDir}/cli.png`);
+cli(bin, 'convert', '--model', 'tests/fixtures/models/refined', '--out', pack, '--quant', 'q8');
+cli(bin, 'predict', '--model', pack, '--image', image, ...prompts.flatMap((p) => ['--prompt', p]), '--mask', `${outDir}/cli.png`);
 const cliMasks = prompts.map((_, k) => decodePng(fs.readFileSync(`${outDir}/cli-${k}.png`)));
 const { width: W, height: H } = cliMasks[0];
 
@@ -259,16 +256,3 @@ function maskIou(a, b) {
   return union ? inter / union : 1;
 }
 
-function fail(message) {
-  console.log(`FAIL: ${message}`);
-  process.exit(1);
-}
-
-function cli(...argv) {
-  console.log(`$ ${binName} ${argv.map((a) => (/^[\w./=-]+$/.test(a) ? a : JSON.stringify(a))).join(' ')}`);
-  try {
-    execFileSync(bin, argv, { stdio: 'inherit', timeout: 4 * 60_000 });
-  } catch (e) {
-    fail(`${binName} ${argv[0]}: ${e.message.split('\n')[0]}`);
-  }
-}

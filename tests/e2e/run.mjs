@@ -3,16 +3,13 @@
 // on the same pack and image with backend=auto (must pick WebGPU) and backend=cpu, and the
 // probabilities are compared with sigmoid(native logits). Writes target/e2e/report.json and
 // target/e2e/e2e-<backend>.png; exits 1 on failure.
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromiumArgs, launchChromium, readNpy as readNpyOrThrow, serve } from './harness.mjs';
+import { chromiumArgs, cli, cliBinary, fail, launchChromium, readNpy as readNpyOrThrow, serve } from './harness.mjs';
 
 const root = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
-const binName = process.env.CLIPSEG_BIN ?? 'target/debug/clipseg';
-const bin = path.resolve(root, binName);
+const bin = cliBinary(root);
 const outDir = 'target/e2e';
 const pack = `${outDir}/refined-q8.bpk`;
 const image = 'tests/fixtures/images/landscape.png';
@@ -43,14 +40,14 @@ process.chdir(root);
 fs.mkdirSync(outDir, { recursive: true });
 for (const f of ['pkg/clipseg.js', 'pkg/clipseg_bg.wasm'])
   if (!fs.existsSync(f)) fail(`${f} missing: build the wasm package into pkg/ first`);
-if (!fs.existsSync(bin)) fail(`${bin} missing: cargo build --features native (or set CLIPSEG_BIN)`);
+if (!fs.existsSync(bin.path)) fail(`${bin.path} missing: cargo build --features native (or set CLIPSEG_BIN)`);
 
 // Native reference.
-cli('convert', '--model', 'tests/fixtures/models/refined', '--out', pack, '--quant', 'q8');
+cli(bin, 'convert', '--model', 'tests/fixtures/models/refined', '--out', pack, '--quant', 'q8');
 const digest = createHash('sha256').update(fs.readFileSync(pack)).digest('hex');
 const recorded = fs.readFileSync(`${pack}.sha256`, 'utf8').split(/\s+/)[0];
 if (recorded !== digest) fail(`${pack}.sha256 says ${recorded}, the file hashes to ${digest}`);
-cli('predict', '--model', pack, '--image', image, ...prompts.flatMap((p) => ['--prompt', p]), '--logits', `${outDir}/native.npy`);
+cli(bin, 'predict', '--model', pack, '--image', image, ...prompts.flatMap((p) => ['--prompt', p]), '--logits', `${outDir}/native.npy`);
 const native = readNpy(`${outDir}/native.npy`);
 const [np, size] = native.shape;
 if (native.shape.length !== 3 || np !== prompts.length || native.shape[2] !== size)
@@ -134,19 +131,6 @@ for (const [backend, run] of Object.entries(report.runs)) {
 console.log(`\n${report.pass ? 'PASS' : 'FAIL'} (report: ${outDir}/report.json, screenshots: ${outDir}/e2e-*.png)`);
 process.exit(report.pass ? 0 : 1);
 
-function fail(message) {
-  console.log(`FAIL: ${message}`);
-  process.exit(1);
-}
-
-function cli(...argv) {
-  console.log(`$ ${binName} ${argv.map((a) => (/^[\w./=-]+$/.test(a) ? a : JSON.stringify(a))).join(' ')}`);
-  try {
-    execFileSync(bin, argv, { stdio: 'inherit', timeout: 4 * 60_000 });
-  } catch (e) {
-    fail(`${binName} ${argv[0]}: ${e.message.split('\n')[0]}`);
-  }
-}
 
 // float32 little-endian C-order .npy → {shape, data}
 function readNpy(file) {
