@@ -6,6 +6,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::Error;
+use crate::model::unet::UNetConfig;
 
 /// Activation functions HF's `ACT2FN` maps the config strings we accept to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +105,10 @@ pub struct ClipSegConfig {
     pub decoder_intermediate_size: usize,
     pub conditional_layer: usize,
     pub use_complex_transposed_convolution: bool,
+    /// Ours, written by `clipseg train --decoder unet`: the model decodes with the U-Net
+    /// decoder instead of the HF one (which stays in the file, so transformers still loads it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unet_decoder: Option<UNetConfig>,
 }
 
 impl Default for ClipSegConfig {
@@ -118,6 +123,7 @@ impl Default for ClipSegConfig {
             decoder_intermediate_size: 2048,
             conditional_layer: 0,
             use_complex_transposed_convolution: false,
+            unet_decoder: None,
         }
     }
 }
@@ -200,6 +206,9 @@ impl ClipSegConfig {
         if self.projection_dim == 0 || self.reduce_dim == 0 {
             return bad("projection_dim and reduce_dim must be positive".into());
         }
+        if let Some(unet) = &self.unet_decoder {
+            unet.validate(self)?;
+        }
         Ok(())
     }
 }
@@ -271,6 +280,10 @@ mod tests {
             ),
             (r#"{"reduce_dim": 30}"#, "multiple of 4"),
             (r#"{"text_config": {"eos_token_id": [1, 2]}}"#, "single id"),
+            (
+                r#"{"extract_layers": [1, 2, 3, 4, 5, 6], "unet_decoder": {}}"#,
+                "divisible by 32",
+            ),
             ("not json", "config.json"),
         ] {
             let err = ClipSegConfig::from_json(json).unwrap_err().to_string();

@@ -15,6 +15,8 @@ pub mod metrics;
 pub mod model;
 pub mod npy;
 pub mod preprocess;
+#[cfg(feature = "native")]
+pub mod report;
 pub mod segmenter;
 pub mod tokenizer;
 #[cfg(feature = "native")]

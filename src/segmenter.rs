@@ -225,7 +225,7 @@ impl Segmenter {
             return Err(Error::Input("give at least one prompt".into()));
         }
         let conditional = self.model.encode_text(&self.tokenize(prompts)?)?;
-        Ok(self.model.decode(image, conditional))
+        self.model.decode(image, conditional)
     }
 
     fn device(&self) -> Device {

@@ -120,7 +120,7 @@ impl Engine {
             .segmenter
             .encode_image(&rgb, width, height)
             .map_err(js_error)?;
-        let done = features.reduced[0].clone().slice([0..1, 0..1, 0..1]);
+        let done = features.probe();
         self.image.replace(Some(features));
         done.into_data_async().await.map_err(|e| js_error(format!("{e:?}")))?;
         Ok(())

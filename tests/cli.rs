@@ -390,6 +390,33 @@ fn train_then_eval_the_run() {
         run.to_str().unwrap(),
     ]);
     assert_one_line_error(ok, &err, "--lr");
+
+    // A U-Net run, then `--resume` alone on it: nothing left to do, the run stays as it was.
+    let unet = dir.join("unet");
+    let (ok, err) = clipseg(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--decoder",
+        "unet",
+        "--steps",
+        "2",
+        "--batch",
+        "1",
+        "--out",
+        unet.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let log = std::fs::read_to_string(unet.join("log.csv")).unwrap();
+    let (ok, err) = clipseg(&["train", "--resume", unet.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read_to_string(unet.join("log.csv")).unwrap(), log);
+    let train_json = std::fs::read_to_string(unet.join("train.json")).unwrap();
+    assert!(train_json.contains("--decoder unet"), "{train_json}");
+    let (ok, err) = clipseg(&["train", "--resume", dir.join("nothing").to_str().unwrap()]);
+    assert_one_line_error(ok, &err, "train.json");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -14,7 +15,8 @@ use clipseg::burn::tensor::Device;
 use clipseg::data::{PhraseCut, PromptSet, SyntheticSpec, generate};
 use clipseg::eval::{EvalOptions, evaluate};
 use clipseg::segmenter::{read_f32, sigmoid};
-use clipseg::train::{TrainConfig, train};
+use clipseg::model::unet::UNetConfig;
+use clipseg::train::{DecoderKind, Event, Loss, RunFile, RunInfo, Session, TrainConfig, train};
 use clipseg::weights::pack::{self, Quant};
 use clipseg::{Segmenter, hub, npy, preprocess};
 
@@ -83,26 +85,37 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
     },
-    /// Train the CLIPSeg decoder on frozen CLIP encoders; the run folder is an HF checkpoint.
+    /// Train a decoder (CLIPSeg's transformer or a U-Net) on frozen CLIP encoders; the
+    /// finished run folder is an HF checkpoint. Ctrl-C stops with a checkpoint.
     Train {
         /// Dataset folder in PhraseCut's layout.
-        #[arg(long)]
-        data: PathBuf,
+        #[arg(long, required_unless_present = "resume")]
+        data: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = SplitArg::Train)]
         split: SplitArg,
         /// HF model folder or pack: the frozen encoders and (without --random-init) the starting decoder.
-        #[arg(long)]
-        model: PathBuf,
+        #[arg(long, required_unless_present = "resume")]
+        model: Option<PathBuf>,
+        /// transformer (CLIPSeg's) or unet (conv decoder over several CLIP depths).
+        #[arg(long, default_value = "transformer")]
+        decoder: DecoderKind,
+        /// Channels of the U-Net decoder.
+        #[arg(long, default_value_t = 64)]
+        unet_width: usize,
         /// bce, dice or bce+dice.
         #[arg(long, default_value = "bce+dice")]
-        loss: clipseg::train::Loss,
-        #[arg(long)]
-        steps: usize,
-        /// Run folder: config, tokenizer, preprocessing, model.safetensors and log.csv.
-        #[arg(long)]
-        out: PathBuf,
+        loss: Loss,
+        #[arg(long, required_unless_present = "resume")]
+        steps: Option<usize>,
+        /// Run folder: train.json, log.csv, checkpoint/, and the finished HF checkpoint.
+        #[arg(long, required_unless_present = "resume")]
+        out: Option<PathBuf>,
+        /// Samples per micro-batch.
         #[arg(long, default_value_t = 16)]
         batch: usize,
+        /// Micro-batches per optimisation step (gradient accumulation).
+        #[arg(long, default_value_t = 1)]
+        accum: usize,
         /// Peak learning rate, cosine-decayed to --lr-min (paper: 1e-3 -> 1e-4).
         #[arg(long, default_value_t = 1e-3)]
         lr: f64,
@@ -113,6 +126,19 @@ enum Command {
         /// Start from a freshly initialised decoder instead of the checkpoint's.
         #[arg(long)]
         random_init: bool,
+        /// Probability of a negative sample (another phrase, empty target).
+        #[arg(long, default_value_t = 0.0)]
+        negatives: f64,
+        /// Probability of a horizontal flip (left/right swapped in the phrase, or no flip).
+        #[arg(long, default_value_t = 0.0)]
+        flip: f64,
+        /// Steps between checkpoints.
+        #[arg(long, default_value_t = 500)]
+        checkpoint_every: usize,
+        /// Continue the run in this folder from its last checkpoint, with its train.json settings.
+        #[arg(long, conflicts_with_all = ["data", "model", "steps", "out", "decoder", "unet_width",
+            "loss", "batch", "accum", "lr", "lr_min", "seed", "random_init", "negatives", "flip", "split"])]
+        resume: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
     },
@@ -159,6 +185,19 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Compare training runs: a markdown table plus loss and IoU charts (SVG) beside it.
+    Report {
+        /// Run folders written by `clipseg train` (with `metrics.json` from `clipseg eval` when
+        /// evaluated), in table order.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// The markdown file; the charts go beside it as <stem>-loss.svg and <stem>-iou.svg.
+        #[arg(long)]
+        out: PathBuf,
+        /// Markdown copied verbatim under the title.
+        #[arg(long)]
+        notes: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -186,6 +225,15 @@ enum Backend {
     Cpu,
     /// burn-wgpu (Vulkan, Metal, DX12 or GL through wgpu).
     Wgpu,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Wgpu => "wgpu",
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -259,46 +307,60 @@ fn run(cli: Cli) -> Result<()> {
             data,
             split,
             model,
+            decoder,
+            unet_width,
             loss,
             steps,
             out,
             batch,
+            accum,
             lr,
             lr_min,
             seed,
             random_init,
+            negatives,
+            flip,
+            checkpoint_every,
+            resume,
             backend,
         } => {
-            if !(lr > 0.0 && lr.is_finite() && lr_min >= 0.0 && lr_min <= lr) {
-                bail!("--lr must be positive and --lr-min within 0..=--lr");
-            }
-            let dataset = PhraseCut::open(&data, split.name())?;
-            let mut segmenter = Segmenter::open(&model, &device(backend)?)?;
-            let config = TrainConfig {
-                steps,
-                batch,
-                lr,
-                lr_min,
-                loss,
-                seed,
-                random_init,
-                prompts: PromptSet::ShufflePlus,
+            let resuming = resume.is_some();
+            let (run, out) = match (resume, data, model, steps, out) {
+                (Some(dir), ..) => (RunFile::read(&dir)?, dir),
+                (None, Some(data), Some(model), Some(steps), Some(out)) => {
+                    let config = TrainConfig {
+                        decoder,
+                        unet: UNetConfig { width: unet_width },
+                        loss,
+                        steps,
+                        batch,
+                        accum,
+                        lr,
+                        lr_min,
+                        seed,
+                        random_init,
+                        prompts: PromptSet::ShufflePlus,
+                        negatives,
+                        flip,
+                    };
+                    let info = RunInfo {
+                        data: data.display().to_string(),
+                        split: split.name().into(),
+                        model: model.display().to_string(),
+                        backend: backend.name().into(),
+                        command: command_line(),
+                    };
+                    let run = RunFile {
+                        config,
+                        info,
+                        seconds: None,
+                        images_per_s: None,
+                    };
+                    (run, out)
+                }
+                _ => bail!("give --data, --model, --steps and --out, or --resume RUN"),
             };
-            let bar = ProgressBar::new(steps as u64).with_style(
-                ProgressStyle::with_template("{bar:40} step {pos}/{len} {msg} ETA {eta}")
-                    .context("progress template")?,
-            );
-            let mut running_iou = None;
-            let logs = train(&mut segmenter, &dataset, &config, &out, |log| {
-                let iou = running_iou.map_or(log.iou, |r: f32| 0.9 * r + 0.1 * log.iou);
-                running_iou = Some(iou);
-                bar.set_message(format!("loss {:.4} IoU {iou:.3}", log.loss));
-                bar.inc(1);
-            })?;
-            bar.finish_and_clear();
-            let last = logs.last().map_or(f32::NAN, |l| l.loss);
-            eprintln!("{steps} steps, final loss {last:.4} -> {}", out.display());
-            Ok(())
+            train_command(&run, &out, resuming, checkpoint_every)
         }
         Command::Convert { model, out, quant } => convert(&model, &out, &quant),
         Command::Bench {
@@ -352,7 +414,100 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Report { runs, out, notes } => {
+            let written = clipseg::report::write_report(&runs, &out, notes.as_deref())?;
+            eprintln!(
+                "{} runs -> {}, {}, {}",
+                runs.len(),
+                written.markdown.display(),
+                written.loss_svg.display(),
+                written.iou_svg.display()
+            );
+            Ok(())
+        }
     }
+}
+
+/// Set by Ctrl-C: training stops after the current step and writes a checkpoint.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn train_command(run: &RunFile, out: &Path, resume: bool, checkpoint_every: usize) -> Result<()> {
+    let info = &run.info;
+    let backend = match info.backend.as_str() {
+        "wgpu" => Backend::Wgpu,
+        _ => Backend::Cpu,
+    };
+    let dataset = PhraseCut::open(&info.data, &info.split)?;
+    let mut segmenter = Segmenter::open(Path::new(&info.model), &device(backend)?)?;
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            eprintln!("\nstopped without a new checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl-C: stopping after this step with a checkpoint (again to quit at once)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    let steps = run.config.steps as u64;
+    let bar = ProgressBar::new(steps).with_style(
+        ProgressStyle::with_template("{bar:40} step {pos}/{len} {msg} ETA {eta}")
+            .context("progress template")?,
+    );
+    let mut running_iou = None;
+    let session = Session {
+        out,
+        resume,
+        checkpoint_every,
+        stop: &STOP,
+    };
+    let summary = train(&mut segmenter, &dataset, run, &session, |event| match event {
+        Event::Step(log) => {
+            let iou = running_iou.map_or(log.iou, |r: f32| 0.9 * r + 0.1 * log.iou);
+            running_iou = Some(iou);
+            bar.set_message(format!("loss {:.4} IoU {iou:.3}", log.loss));
+            bar.set_position(log.step as u64 + 1);
+        }
+        Event::Skipped { task_id, reason } => {
+            bar.suspend(|| eprintln!("skipping task {task_id}: {reason}"));
+        }
+        Event::Checkpoint { .. } => {}
+    })?;
+    bar.finish_and_clear();
+    if !summary.skipped.is_empty() {
+        eprintln!("{} tasks skipped (listed in checkpoint/state.json)", summary.skipped.len());
+    }
+    if let Some(step) = summary.interrupted_at {
+        eprintln!(
+            "stopped before step {step} of {steps}; continue with: clipseg train --resume {}",
+            out.display()
+        );
+        std::process::exit(130);
+    }
+    let last = summary.logs.last().map_or(f32::NAN, |l| l.loss);
+    eprintln!(
+        "{steps} steps, final loss {last:.4}, {:.2} images/s -> {}",
+        summary.images_per_s,
+        out.display()
+    );
+    Ok(())
+}
+
+/// This process's arguments as one shell-pasteable line (for train.json).
+fn command_line() -> String {
+    std::env::args()
+        .enumerate()
+        .map(|(i, a)| {
+            if i == 0 {
+                "clipseg".to_string()
+            } else if !a.is_empty()
+                && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=+,:@".contains(c))
+            {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn convert(model: &Path, out: &Path, quant: &str) -> Result<()> {

@@ -208,6 +208,11 @@ impl SplitMix64 {
         SplitMix64 { state: seed }
     }
 
+    /// The whole state: `SplitMix64::new(rng.state())` continues the same sequence.
+    pub fn state(&self) -> u64 {
+        self.state
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
@@ -274,7 +279,8 @@ impl SplitMix64 {
 /// `models/clipseg.py` (github.com/timojl/clipseg). The PhraseCut training
 /// configuration (`experiments/phrasecut.yaml`) uses `prompt: shuffle+`, i.e.
 /// [`PromptSet::ShufflePlus`]; `{}` is replaced by the phrase.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PromptSet {
     /// `["{}"]`
     Plain,

@@ -4,6 +4,7 @@
 pub mod decoder;
 pub mod text;
 pub mod transformer;
+pub mod unet;
 pub mod vision;
 
 use burn::module::Module;
@@ -12,6 +13,7 @@ use burn::tensor::{Device, Tensor};
 
 pub use decoder::Decoder;
 pub use text::TextModel;
+pub use unet::UNetDecoder;
 pub use vision::VisionModel;
 
 use crate::Error;
@@ -31,15 +33,30 @@ pub struct Clip {
 pub struct ClipSeg {
     pub clip: Clip,
     pub decoder: Decoder,
+    /// Present when `config.unet_decoder` is: then it, not `decoder`, produces the logits.
+    pub unet: Option<UNetDecoder>,
     #[module(skip)]
     pub config: ClipSegConfig,
 }
 
-/// What the decoder needs from one image: the reduced activations, deepest first.
-/// Keeping these lets further prompts skip the vision tower entirely.
+/// What the decoder needs from one image, deepest layer first. Keeping these lets further
+/// prompts skip the vision tower entirely.
 #[derive(Debug, Clone)]
-pub struct ImageFeatures {
-    pub reduced: Vec<Tensor<3>>,
+pub enum ImageFeatures {
+    /// [`Decoder::reduce`]'s token sequences.
+    Transformer(Vec<Tensor<3>>),
+    /// [`UNetDecoder::reduce`]'s skip feature maps.
+    UNet(Vec<Tensor<4>>),
+}
+
+impl ImageFeatures {
+    /// One value of the features, for waiting until the device has computed them.
+    pub fn probe(&self) -> Tensor<1> {
+        match self {
+            Self::Transformer(t) => t[0].clone().slice([0..1, 0..1, 0..1]).reshape([1]),
+            Self::UNet(t) => t[0].clone().slice([0..1, 0..1, 0..1, 0..1]).reshape([1]),
+        }
+    }
 }
 
 impl ClipSeg {
@@ -60,6 +77,10 @@ impl ClipSeg {
                     .init(device),
             },
             decoder: Decoder::new(config, device),
+            unet: config
+                .unet_decoder
+                .as_ref()
+                .map(|u| UNetDecoder::new(config, u, device)),
             config: config.clone(),
         })
     }
@@ -70,9 +91,7 @@ impl ClipSeg {
             .clip
             .vision_model
             .forward(pixel_values, &self.config.extract_layers)?;
-        Ok(ImageFeatures {
-            reduced: self.decoder.reduce(&activations),
-        })
+        Ok(self.image_features(&activations))
     }
 
     /// Token ids (one list per prompt, with BOS/EOS) to conditional embeddings [prompts, projection_dim].
@@ -83,14 +102,30 @@ impl ClipSeg {
             .forward(self.clip.text_model.forward(ids)?))
     }
 
+    /// Raw vision activations (in `extract_layers` order) to what the active decoder caches.
+    pub fn image_features(&self, activations: &[Tensor<3>]) -> ImageFeatures {
+        match &self.unet {
+            Some(unet) => ImageFeatures::UNet(unet.reduce(activations)),
+            None => ImageFeatures::Transformer(self.decoder.reduce(activations)),
+        }
+    }
+
     /// Logits [prompts, S, S] for one encoded image and the prompts' conditional embeddings.
-    pub fn decode(&self, image: &ImageFeatures, conditional: Tensor<2>) -> Tensor<3> {
-        self.decoder.forward(&image.reduced, conditional)
+    pub fn decode(&self, image: &ImageFeatures, conditional: Tensor<2>) -> Result<Tensor<3>, Error> {
+        match (image, &self.unet) {
+            (ImageFeatures::UNet(skips), Some(unet)) => Ok(unet.forward(skips, conditional)),
+            (ImageFeatures::Transformer(reduced), None) => {
+                Ok(self.decoder.forward(reduced, conditional))
+            }
+            _ => Err(Error::Input(
+                "these image features were encoded by a model with the other decoder".into(),
+            )),
+        }
     }
 
     /// The whole model on one image and several prompts.
     pub fn forward(&self, pixel_values: Tensor<4>, ids: &[Vec<u32>]) -> Result<Tensor<3>, Error> {
         let image = self.encode_image(pixel_values)?;
-        Ok(self.decode(&image, self.encode_text(ids)?))
+        self.decode(&image, self.encode_text(ids)?)
     }
 }

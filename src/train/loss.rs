@@ -4,10 +4,13 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
 
 /// Which loss `clipseg train` minimises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Loss {
+    #[serde(rename = "bce")]
     Bce,
+    #[serde(rename = "dice")]
     Dice,
+    #[serde(rename = "bce+dice")]
     BceDice,
 }
 
