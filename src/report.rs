@@ -370,7 +370,7 @@ fn fixed(value: Option<f64>, decimals: usize) -> String {
 }
 
 /// Quotes a word for POSIX shells only when it needs it, so the usual paths stay readable.
-fn shell_quote(word: &str) -> String {
+pub fn shell_quote(word: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c);
     if !word.is_empty() && word.chars().all(plain) {
         word.into()

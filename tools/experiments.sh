@@ -13,8 +13,8 @@ bin="${CLIPSEG_BIN:-target/debug/clipseg}"
 runs="${RUNS:-runs/synthetic}"
 data="${DATA:-$runs/data}"
 model="${MODEL:-tests/fixtures/models/refined}"
-steps="${STEPS:-400}"
-batch="${BATCH:-8}"
+steps="${STEPS:-250}"
+batch="${BATCH:-4}"
 lr="${LR:-2e-3}"
 backend="${BACKEND:-cpu}"
 out="${OUT:-docs/experiments.md}"
@@ -36,7 +36,7 @@ for decoder in transformer unet; do
     rm -rf "${runs:?}/$name"
     # Same seed, budget and schedule for all six; decoders start from random weights.
     "$bin" train --data "$data" --model "$model" --decoder "$decoder" --loss "$loss" \
-      --steps "$steps" --batch "$batch" --lr "$lr" --lr-min "${lr_min:-1e-4}" --seed 0 \
+      --steps "$steps" --batch "$batch" --lr "$lr" --lr-min "${LR_MIN:-1e-4}" --seed 0 \
       --random-init --negatives 0.2 --flip 0.5 --backend "$backend" --out "$runs/$name"
     "$bin" eval --data "$data" --split val --model "$runs/$name" --backend "$backend" \
       --out "$runs/$name/metrics.json"

@@ -1,5 +1,5 @@
-//! `clipseg`: the command-line face of the library (predict, convert, train, eval, bench, synth,
-//! fetch).
+//! `clipseg`: the command-line face of the library (predict, convert, train, eval, report, bench,
+//! synth, fetch).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -493,19 +493,8 @@ fn train_command(run: &RunFile, out: &Path, resume: bool, checkpoint_every: usiz
 
 /// This process's arguments as one shell-pasteable line (for train.json).
 fn command_line() -> String {
-    std::env::args()
-        .enumerate()
-        .map(|(i, a)| {
-            if i == 0 {
-                "clipseg".to_string()
-            } else if !a.is_empty()
-                && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=+,:@".contains(c))
-            {
-                a
-            } else {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            }
-        })
+    std::iter::once("clipseg".to_string())
+        .chain(std::env::args().skip(1).map(|a| clipseg::report::shell_quote(&a)))
         .collect::<Vec<_>>()
         .join(" ")
 }
