@@ -469,7 +469,10 @@ fn convert_writes_a_pack_that_predict_reads() {
     assert!(ok, "{err}");
     let bytes = std::fs::read(&pack).unwrap();
     let sha = std::fs::read_to_string(dir.join("plain-q8.bpk.sha256")).unwrap();
-    assert_eq!(sha, clipseg::weights::pack::sha256_line(&bytes, "plain-q8.bpk"));
+    assert_eq!(
+        sha,
+        clipseg::weights::pack::sha256_line(&bytes, "plain-q8.bpk")
+    );
     let image = fixtures().join("images/tiny.png");
     let out = dir.join("logits.npy");
     let (ok, err) = clipseg(&predict_args(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clipseg::Segmenter;
-use clipseg::burn::tensor::Device;
+use clipseg::burn::tensor::{Device, DeviceKind};
 use clipseg::data::{PhraseCut, PromptSet, SyntheticSpec, generate};
 use clipseg::train::{
     DecoderKind, Event, Loss, RunFile, RunInfo, Session, StepLog, Summary, TrainConfig, train,
@@ -88,7 +88,8 @@ fn overfit(decoder: DecoderKind, lr: f64) {
     });
     let out = dir.join("run");
     let logs = start(&mut segmenter, &data, &run, &out).logs;
-    let mean = |s: &[StepLog], f: fn(&StepLog) -> f32| s.iter().map(f).sum::<f32>() / s.len() as f32;
+    let mean =
+        |s: &[StepLog], f: fn(&StepLog) -> f32| s.iter().map(f).sum::<f32>() / s.len() as f32;
     let (first, last) = (&logs[..10], &logs[logs.len() - 10..]);
     let (loss0, loss1) = (mean(first, |l| l.loss), mean(last, |l| l.loss));
     let (iou0, iou1) = (mean(first, |l| l.iou), mean(last, |l| l.iou));
@@ -189,7 +190,8 @@ fn training_is_deterministic_and_resumes_exactly() {
         assert_eq!(second.logs.first().map(|l| l.step), Some(3));
         assert_eq!(std::fs::read_to_string(out.join("log.csv")).unwrap(), a);
         let finished = Segmenter::from_hf_dir(&out, &Device::flex()).unwrap();
-        let straight_run = Segmenter::from_hf_dir(&dir.join(format!("{decoder:?}-a")), &Device::flex()).unwrap();
+        let straight_run =
+            Segmenter::from_hf_dir(&dir.join(format!("{decoder:?}-a")), &Device::flex()).unwrap();
         assert_eq!(logits(&finished, &data), logits(&straight_run, &data));
 
         // Resuming with other settings, or starting over an existing run, is refused.
@@ -250,7 +252,10 @@ fn unusable_samples_are_skipped_by_name() {
         .filter(|t| t.image_id == broken_image)
         .map(|t| t.task_id.as_str())
         .collect();
-    assert!(skipped.iter().any(|id| image_tasks.contains(id)), "{skipped:?}");
+    assert!(
+        skipped.iter().any(|id| image_tasks.contains(id)),
+        "{skipped:?}"
+    );
     for (id, reason) in &summary.skipped {
         if *id == outside {
             assert!(reason.contains("cover no pixel"), "{reason}");
@@ -259,5 +264,29 @@ fn unusable_samples_are_skipped_by_name() {
         }
     }
     assert_eq!(summary.logs.len(), 8);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Training on burn-wgpu (lavapipe in CI) takes the same steps as on the CPU: same loaded
+/// decoder, same samples, losses equal to float tolerance.
+#[test]
+fn training_on_wgpu_matches_the_cpu() {
+    let dir = temp("wgpu");
+    let data = three_images(&dir);
+    let run = run_file(TrainConfig {
+        steps: 3,
+        batch: 2,
+        ..TrainConfig::default()
+    });
+    let losses = |device: Device, name: &str| {
+        let mut segmenter =
+            Segmenter::from_hf_dir(&fixtures().join("models/refined"), &device).unwrap();
+        let logs = start(&mut segmenter, &data, &run, &dir.join(name)).logs;
+        logs.iter().map(|l| l.loss).collect::<Vec<_>>()
+    };
+    let cpu = losses(Device::flex(), "cpu");
+    let gpu = losses(Device::wgpu(DeviceKind::DefaultDevice), "wgpu");
+    eprintln!("cpu {cpu:?}\nwgpu {gpu:?}");
+    assert!(max_abs_diff(&cpu, &gpu) < 1e-4, "cpu {cpu:?} wgpu {gpu:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }

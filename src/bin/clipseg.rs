@@ -14,8 +14,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use clipseg::burn::tensor::Device;
 use clipseg::data::{PhraseCut, PromptSet, SyntheticSpec, generate};
 use clipseg::eval::{EvalOptions, evaluate};
-use clipseg::segmenter::{read_f32, sigmoid};
 use clipseg::model::unet::UNetConfig;
+use clipseg::segmenter::{read_f32, sigmoid};
 use clipseg::train::{DecoderKind, Event, Loss, RunFile, RunInfo, Session, TrainConfig, train};
 use clipseg::weights::pack::{self, Quant};
 use clipseg::{Segmenter, hub, npy, preprocess};
@@ -459,21 +459,30 @@ fn train_command(run: &RunFile, out: &Path, resume: bool, checkpoint_every: usiz
         checkpoint_every,
         stop: &STOP,
     };
-    let summary = train(&mut segmenter, &dataset, run, &session, |event| match event {
-        Event::Step(log) => {
-            let iou = running_iou.map_or(log.iou, |r: f32| 0.9 * r + 0.1 * log.iou);
-            running_iou = Some(iou);
-            bar.set_message(format!("loss {:.4} IoU {iou:.3}", log.loss));
-            bar.set_position(log.step as u64 + 1);
-        }
-        Event::Skipped { task_id, reason } => {
-            bar.suspend(|| eprintln!("skipping task {task_id}: {reason}"));
-        }
-        Event::Checkpoint { .. } => {}
-    })?;
+    let summary = train(
+        &mut segmenter,
+        &dataset,
+        run,
+        &session,
+        |event| match event {
+            Event::Step(log) => {
+                let iou = running_iou.map_or(log.iou, |r: f32| 0.9 * r + 0.1 * log.iou);
+                running_iou = Some(iou);
+                bar.set_message(format!("loss {:.4} IoU {iou:.3}", log.loss));
+                bar.set_position(log.step as u64 + 1);
+            }
+            Event::Skipped { task_id, reason } => {
+                bar.suspend(|| eprintln!("skipping task {task_id}: {reason}"));
+            }
+            Event::Checkpoint { .. } => {}
+        },
+    )?;
     bar.finish_and_clear();
     if !summary.skipped.is_empty() {
-        eprintln!("{} tasks skipped (listed in checkpoint/state.json)", summary.skipped.len());
+        eprintln!(
+            "{} tasks skipped (listed in checkpoint/state.json)",
+            summary.skipped.len()
+        );
     }
     if let Some(step) = summary.interrupted_at {
         eprintln!(
@@ -494,7 +503,11 @@ fn train_command(run: &RunFile, out: &Path, resume: bool, checkpoint_every: usiz
 /// This process's arguments as one shell-pasteable line (for train.json).
 fn command_line() -> String {
     std::iter::once("clipseg".to_string())
-        .chain(std::env::args().skip(1).map(|a| clipseg::report::shell_quote(&a)))
+        .chain(
+            std::env::args()
+                .skip(1)
+                .map(|a| clipseg::report::shell_quote(&a)),
+        )
         .collect::<Vec<_>>()
         .join(" ")
 }

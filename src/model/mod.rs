@@ -111,7 +111,11 @@ impl ClipSeg {
     }
 
     /// Logits [prompts, S, S] for one encoded image and the prompts' conditional embeddings.
-    pub fn decode(&self, image: &ImageFeatures, conditional: Tensor<2>) -> Result<Tensor<3>, Error> {
+    pub fn decode(
+        &self,
+        image: &ImageFeatures,
+        conditional: Tensor<2>,
+    ) -> Result<Tensor<3>, Error> {
         match (image, &self.unet) {
             (ImageFeatures::UNet(skips), Some(unet)) => Ok(unet.forward(skips, conditional)),
             (ImageFeatures::Transformer(reduced), None) => {

@@ -97,7 +97,9 @@ impl UNetDecoder {
             skip_ups: (1..depth).map(|i| up([w, w], 1 << i)).collect(),
             film_mul: film(),
             film_add: film(),
-            convs: (0..depth).map(|i| conv(if i == 0 { w } else { 2 * w })).collect(),
+            convs: (0..depth)
+                .map(|i| conv(if i == 0 { w } else { 2 * w }))
+                .collect(),
             ups: (1..depth).map(|_| up([w, w], 2)).collect(),
             head: up([w, 1], last),
         }
@@ -134,8 +136,8 @@ impl UNetDecoder {
         for (i, skip) in skips.iter().enumerate() {
             let mul = self.film_mul[i].forward(conditional.clone());
             let add = self.film_add[i].forward(conditional.clone());
-            let skip = mul.unsqueeze_dims::<4>(&[2, 3]) * skip.clone()
-                + add.unsqueeze_dims::<4>(&[2, 3]);
+            let skip =
+                mul.unsqueeze_dims::<4>(&[2, 3]) * skip.clone() + add.unsqueeze_dims::<4>(&[2, 3]);
             let x = match path {
                 None => skip,
                 Some(p) => Tensor::cat(vec![self.ups[i - 1].forward(p), skip], 1),

@@ -31,8 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use loss::Loss;
 
 use crate::data::{
-    PhraseCut, PromptSet, SplitMix64, TaskRef, hflip_sample, resize_nearest,
-    sample_negative_phrase,
+    PhraseCut, PromptSet, SplitMix64, TaskRef, hflip_sample, resize_nearest, sample_negative_phrase,
 };
 use crate::model::unet::UNetConfig;
 use crate::model::{Decoder, UNetDecoder};
@@ -112,10 +111,22 @@ impl TrainConfig {
             (self.steps > 0, "--steps must be at least 1"),
             (self.batch > 0, "--batch must be at least 1"),
             (self.accum > 0, "--accum must be at least 1"),
-            (self.lr > 0.0 && self.lr.is_finite(), "--lr must be a positive number"),
-            ((0.0..=self.lr).contains(&self.lr_min), "--lr-min must be within 0..=--lr"),
-            ((0.0..=1.0).contains(&self.negatives), "--negatives is a probability (0..=1)"),
-            ((0.0..=1.0).contains(&self.flip), "--flip is a probability (0..=1)"),
+            (
+                self.lr > 0.0 && self.lr.is_finite(),
+                "--lr must be a positive number",
+            ),
+            (
+                (0.0..=self.lr).contains(&self.lr_min),
+                "--lr-min must be within 0..=--lr",
+            ),
+            (
+                (0.0..=1.0).contains(&self.negatives),
+                "--negatives is a probability (0..=1)",
+            ),
+            (
+                (0.0..=1.0).contains(&self.flip),
+                "--flip is a probability (0..=1)",
+            ),
         ];
         match checks.into_iter().find(|(ok, _)| !ok) {
             Some((_, message)) => Err(Error::Input(message.into())),
@@ -159,8 +170,7 @@ impl RunFile {
     }
 
     fn write(&self, run: &Path) -> Result<(), Error> {
-        let text =
-            serde_json::to_string_pretty(self).map_err(|e| Error::Input(e.to_string()))?;
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Input(e.to_string()))?;
         write_file(&run.join("train.json"), text.as_bytes())
     }
 }
@@ -180,8 +190,13 @@ pub struct StepLog {
 pub enum Event<'a> {
     Step(&'a StepLog),
     /// A sample that can't be used; it is never drawn again.
-    Skipped { task_id: &'a str, reason: &'a str },
-    Checkpoint { step: usize },
+    Skipped {
+        task_id: &'a str,
+        reason: &'a str,
+    },
+    Checkpoint {
+        step: usize,
+    },
 }
 
 /// How a call to [`train`] ended.
@@ -349,8 +364,11 @@ pub fn train(
                 on_event(Event::Skipped { task_id, reason });
             })?;
             images += batch.task_ids.len();
-            let activations: Vec<Tensor<3>> =
-                batch.activations.into_iter().map(Tensor::autodiff).collect();
+            let activations: Vec<Tensor<3>> = batch
+                .activations
+                .into_iter()
+                .map(Tensor::autodiff)
+                .collect();
             let logits = module.forward(&activations, batch.conditional.autodiff());
             let target = batch.target.autodiff();
             let loss = config.loss.forward(logits.clone(), target.clone());
@@ -366,7 +384,10 @@ pub fn train(
             iou_sum += batch_iou(logits.without_autodiff(), target.without_autodiff())?;
             loss_sum += loss_value;
             let loss = loss.div_scalar(config.accum as f32);
-            accumulator.accumulate(&module, GradientsParams::from_grads(loss.backward(), &module));
+            accumulator.accumulate(
+                &module,
+                GradientsParams::from_grads(loss.backward(), &module),
+            );
         }
         let lr = cosine_lr(config, step);
         module = optimizer.step(lr, module, accumulator.grads());
@@ -376,12 +397,18 @@ pub fn train(
             loss: loss_sum / config.accum as f32,
             iou: iou_sum / config.accum as f32,
         };
-        writeln!(csv, "{},{:.6e},{:.6},{:.6}", log.step, log.lr, log.loss, log.iou)
-            .map_err(io)?;
+        writeln!(
+            csv,
+            "{},{:.6e},{:.6},{:.6}",
+            log.step, log.lr, log.loss, log.iou
+        )
+        .map_err(io)?;
         on_event(Event::Step(&log));
         logs.push(log);
         let next = step + 1;
-        if next % checkpoint_every.max(1) == 0 || next == config.steps || stop.load(Ordering::SeqCst)
+        if next % checkpoint_every.max(1) == 0
+            || next == config.steps
+            || stop.load(Ordering::SeqCst)
         {
             csv.flush().map_err(io)?;
             let state = CheckpointState {
@@ -441,7 +468,10 @@ fn open_log(path: &Path, step: usize) -> Result<std::fs::File, Error> {
         }
     }
     std::fs::write(path, kept).map_err(io)?;
-    std::fs::OpenOptions::new().append(true).open(path).map_err(io)
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io)
 }
 
 fn save_checkpoint(
