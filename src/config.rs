@@ -281,8 +281,8 @@ mod tests {
             (r#"{"reduce_dim": 30}"#, "multiple of 4"),
             (r#"{"text_config": {"eos_token_id": [1, 2]}}"#, "single id"),
             (
-                r#"{"extract_layers": [1, 2, 3, 4, 5, 6], "unet_decoder": {}}"#,
-                "divisible by 32",
+                r#"{"extract_layers": [1, 2, 3, 4, 5, 6, 7], "unet_decoder": {}}"#,
+                "divisible by 64",
             ),
             ("not json", "config.json"),
         ] {
