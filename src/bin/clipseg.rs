@@ -433,10 +433,13 @@ static STOP: AtomicBool = AtomicBool::new(false);
 
 fn train_command(run: &RunFile, out: &Path, resume: bool, checkpoint_every: usize) -> Result<()> {
     let info = &run.info;
-    let backend = match info.backend.as_str() {
-        "wgpu" => Backend::Wgpu,
-        _ => Backend::Cpu,
-    };
+    let backend = Backend::from_str(&info.backend, false).map_err(|_| {
+        anyhow::anyhow!(
+            "{}: unknown backend {:?} (cpu, wgpu)",
+            out.join("train.json").display(),
+            info.backend
+        )
+    })?;
     let dataset = PhraseCut::open(&info.data, &info.split)?;
     let mut segmenter = Segmenter::open(Path::new(&info.model), &device(backend)?)?;
     ctrlc::set_handler(|| {
@@ -474,7 +477,7 @@ fn train_command(run: &RunFile, out: &Path, resume: bool, checkpoint_every: usiz
             Event::Skipped { task_id, reason } => {
                 bar.suspend(|| eprintln!("skipping task {task_id}: {reason}"));
             }
-            Event::Checkpoint { .. } => {}
+            Event::Checkpoint { step } => bar.println(format!("checkpoint after step {step}")),
         },
     )?;
     bar.finish_and_clear();
