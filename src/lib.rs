@@ -3,10 +3,12 @@
 //!
 //! Layout: [`config`] (HF `config.json`), [`model`] (the network), [`weights`] (loading),
 //! [`tokenizer`] and [`preprocess`] (inputs), [`segmenter`] (all of it behind one call),
+//! [`cpu`] (the packed CPU inference path of the encoder layers),
 //! [`metrics`] (the seed's, CLIPSeg's and PhraseCut's evaluation numbers), `data` (PhraseCut
 //! reader and synthetic generator; native only), `web` (the wasm-bindgen engine; wasm only).
 
 pub mod config;
+pub mod cpu;
 #[cfg(feature = "native")]
 pub mod data;
 #[cfg(feature = "native")]

@@ -52,7 +52,8 @@ impl Segmenter {
         let pack = Pack::parse(bytes)?;
         let header = &pack.header;
         let tokenizer = ClipTokenizer::from_bytes(header.tokenizer.as_bytes())?;
-        let config = serde_json::to_string(&header.config).map_err(|e| Error::Config(e.to_string()))?;
+        let config =
+            serde_json::to_string(&header.config).map_err(|e| Error::Config(e.to_string()))?;
         let (mut model, preprocess) = Self::parts(&config, Some(&header.preprocessor), device)?;
         pack.apply(&mut model)?;
         Ok(Self {
@@ -167,6 +168,12 @@ impl Segmenter {
             )));
         }
         Ok((ClipSeg::new(&config, device)?, preprocess))
+    }
+
+    /// For inference on flex: see [`ClipSeg::pack_for_cpu`] (~2x faster; the segmenter can
+    /// then no longer be converted to a pack).
+    pub fn pack_for_cpu(&mut self) -> Result<(), Error> {
+        self.model.pack_for_cpu()
     }
 
     pub fn config(&self) -> &ClipSegConfig {

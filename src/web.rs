@@ -77,7 +77,8 @@ impl Engine {
                 )));
             }
         };
-        let segmenter = Segmenter::from_pack(pack, &device).map_err(js_error)?;
+        let mut segmenter = Segmenter::from_pack(pack, &device).map_err(js_error)?;
+        segmenter.pack_for_cpu().map_err(js_error)?;
         Ok(Engine {
             segmenter: Rc::new(segmenter),
             image: Rc::new(RefCell::new(None)),
@@ -122,7 +123,9 @@ impl Engine {
             .map_err(js_error)?;
         let done = features.probe();
         self.image.replace(Some(features));
-        done.into_data_async().await.map_err(|e| js_error(format!("{e:?}")))?;
+        done.into_data_async()
+            .await
+            .map_err(|e| js_error(format!("{e:?}")))?;
         Ok(())
     }
 

@@ -27,8 +27,8 @@ fn load_err(bytes: Vec<u8>) -> String {
 #[test]
 fn f32_pack_reproduces_the_reference() {
     for case in cases() {
-        let segmenter = Segmenter::from_pack(packed(&case.model, Quant::F32), &Device::flex())
-            .unwrap();
+        let segmenter =
+            Segmenter::from_pack(packed(&case.model, Quant::F32), &Device::flex()).unwrap();
         let (_, err) = case_logits(&segmenter, &case);
         assert!(err <= bound(&case), "{}: {err}", case.model);
         // Same weights, same code: identical to loading the HF folder.
@@ -74,7 +74,10 @@ fn damaged_packs_are_refused_with_a_reason() {
     let mut header = good.clone();
     header[30] ^= 0xff;
     let err = load_err(header);
-    assert!(err.contains("corrupted") || err.contains("unreadable"), "{err}");
+    assert!(
+        err.contains("corrupted") || err.contains("unreadable"),
+        "{err}"
+    );
     let mut future = good;
     future[8] = 99;
     assert!(load_err(future).contains("format version 99"));

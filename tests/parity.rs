@@ -9,10 +9,15 @@ use clipseg::burn::tensor::{Device, DeviceKind};
 use clipseg::preprocess::{self, Filter};
 use common::*;
 
-/// Token ids, conditional embeddings, logits and image-size masks of one case on `device`.
-fn check_case(case: &Case, device: &Device) {
-    let segmenter = Segmenter::from_hf_dir(&fixtures().join("models").join(&case.model), device)
-        .unwrap_or_else(|e| panic!("{}: {e}", case.model));
+/// Token ids, conditional embeddings, logits and image-size masks of one case on `device`;
+/// `packed`: through the packed CPU path (`Segmenter::pack_for_cpu`).
+fn check_case(case: &Case, device: &Device, packed: bool) {
+    let mut segmenter =
+        Segmenter::from_hf_dir(&fixtures().join("models").join(&case.model), device)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.model));
+    if packed {
+        segmenter.pack_for_cpu().unwrap();
+    }
     assert_eq!(
         segmenter.tokenize(&case.prompts).unwrap(),
         case.input_ids,
@@ -37,7 +42,7 @@ fn check_case(case: &Case, device: &Device) {
     let err = max_abs_diff(&logits, &reference);
     let limit = bound(case);
     eprintln!(
-        "{:>8} {:<22} {device:?}: max|err| {err:.2e} (bound {limit:.2e}, max|ref| {:.2}), cond {cond_err:.2e}",
+        "{:>8} {:<22} {device:?} packed={packed}: max|err| {err:.2e} (bound {limit:.2e}, max|ref| {:.2}), cond {cond_err:.2e}",
         case.model, case.image, case.max_abs_logit
     );
     assert!(
@@ -66,11 +71,13 @@ fn check_case(case: &Case, device: &Device) {
     }
 }
 
+/// burn's flex ops, then the packed CPU path the CLI and the browser's CPU fallback use.
 #[test]
 fn logits_and_masks_match_transformers_on_cpu() {
     let device = Device::flex();
     for case in cases() {
-        check_case(&case, &device);
+        check_case(&case, &device, false);
+        check_case(&case, &device, true);
     }
 }
 
@@ -79,7 +86,7 @@ fn logits_and_masks_match_transformers_on_cpu() {
 fn logits_and_masks_match_transformers_on_wgpu() {
     let device = Device::wgpu(DeviceKind::DefaultDevice);
     for case in cases() {
-        check_case(&case, &device);
+        check_case(&case, &device, false);
     }
 }
 

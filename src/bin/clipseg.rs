@@ -166,6 +166,10 @@ enum Command {
         iters: usize,
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
+        /// cpu: also time burn's own ops (the unpacked model) in the same process first, and
+        /// print the ratio.
+        #[arg(long)]
+        compare_burn: bool,
     },
     /// Write a synthetic dataset in PhraseCut's format (coloured shapes, phrases, negatives).
     Synth {
@@ -219,7 +223,7 @@ impl SplitArg {
     }
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Backend {
     /// burn's `flex` CPU backend.
     Cpu,
@@ -275,7 +279,8 @@ fn run(cli: Cli) -> Result<()> {
             backend,
         } => {
             let dataset = PhraseCut::open(&data, split.name())?;
-            let segmenter = Segmenter::open(&model, &device(backend)?)?;
+            let mut segmenter = Segmenter::open(&model, &device(backend)?)?;
+            segmenter.pack_for_cpu()?;
             let bar = ProgressBar::new(dataset.len() as u64).with_style(
                 ProgressStyle::with_template(
                     "{bar:40} {pos}/{len} tasks, {elapsed} elapsed, ETA {eta}",
@@ -369,7 +374,8 @@ fn run(cli: Cli) -> Result<()> {
             prompt,
             iters,
             backend,
-        } => bench(&model, &image, &prompt, iters, backend),
+            compare_burn,
+        } => bench(&model, &image, &prompt, iters, backend, compare_burn),
         Command::Synth { out, images, seed } => {
             let spec = SyntheticSpec {
                 images,
@@ -442,6 +448,7 @@ fn train_command(run: &RunFile, out: &Path, resume: bool, checkpoint_every: usiz
     })?;
     let dataset = PhraseCut::open(&info.data, &info.split)?;
     let mut segmenter = Segmenter::open(Path::new(&info.model), &device(backend)?)?;
+    segmenter.pack_for_cpu()?;
     ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             eprintln!("\nstopped without a new checkpoint");
@@ -572,7 +579,8 @@ fn predict(
     let (rgb, width, height) = load_rgb(image_path)?;
     let device = device(backend)?;
     let start = Instant::now();
-    let segmenter = Segmenter::open(model_dir, &device)?;
+    let mut segmenter = Segmenter::open(model_dir, &device)?;
+    segmenter.pack_for_cpu()?;
     let loaded = Instant::now();
     let image = segmenter.encode_image(&rgb, width, height)?;
     device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -612,53 +620,115 @@ fn predict(
 }
 
 /// Medians over `iters` runs after a warm-up; each run ends with the logits read back, so
-/// asynchronous backends are timed to completion.
+/// asynchronous backends are timed to completion. On cpu the packed path is timed, after
+/// burn's own ops when `compare_burn` asks for the reference in the same process.
 fn bench(
     model_dir: &Path,
     image_path: &Path,
     prompt: &str,
     iters: usize,
     backend: Backend,
+    compare_burn: bool,
 ) -> Result<()> {
     if iters == 0 {
         bail!("--iters must be at least 1");
     }
+    if compare_burn && backend != Backend::Cpu {
+        bail!("--compare-burn needs --backend cpu");
+    }
     let (rgb, width, height) = load_rgb(image_path)?;
     let device = device(backend)?;
     let start = Instant::now();
-    let segmenter = Segmenter::open(model_dir, &device)?;
-    let load_s = start.elapsed().as_secs_f64();
+    let mut segmenter = Segmenter::open(model_dir, &device)?;
+    let open_s = start.elapsed().as_secs_f64();
     let prompts = [prompt];
-    let run = |features: Option<&clipseg::model::ImageFeatures>| -> Result<f64> {
-        let start = Instant::now();
-        let encoded;
-        let features = match features {
-            Some(f) => f,
-            None => {
-                encoded = segmenter.encode_image(&rgb, width, height)?;
-                &encoded
-            }
+    let time = |segmenter: &Segmenter| -> Result<(f64, f64, f64)> {
+        let run = |features: Option<&clipseg::model::ImageFeatures>| -> Result<f64> {
+            let start = Instant::now();
+            let encoded;
+            let features = match features {
+                Some(f) => f,
+                None => {
+                    encoded = segmenter.encode_image(&rgb, width, height)?;
+                    &encoded
+                }
+            };
+            let logits = segmenter.segment(features, &prompts)?;
+            read_f32(logits)?;
+            Ok(start.elapsed().as_secs_f64())
         };
-        let logits = segmenter.segment(features, &prompts)?;
-        read_f32(logits)?;
-        Ok(start.elapsed().as_secs_f64())
+        let first_s = run(None)?;
+        let full: Vec<f64> = (0..iters).map(|_| run(None)).collect::<Result<_>>()?;
+        let features = segmenter.encode_image(&rgb, width, height)?;
+        let reprompt: Vec<f64> = (0..iters)
+            .map(|_| run(Some(&features)))
+            .collect::<Result<_>>()?;
+        Ok((first_s, median(full), median(reprompt)))
     };
-    let first_s = run(None)?;
-    let full: Vec<f64> = (0..iters).map(|_| run(None)).collect::<Result<_>>()?;
-    let features = segmenter.encode_image(&rgb, width, height)?;
-    let reprompt: Vec<f64> = (0..iters)
-        .map(|_| run(Some(&features)))
-        .collect::<Result<_>>()?;
-    let line = serde_json::json!({
+    let reference = if compare_burn {
+        Some(time(&segmenter)?)
+    } else {
+        None
+    };
+    let pack_start = Instant::now();
+    segmenter.pack_for_cpu()?;
+    // Reading the files plus packing; the burn runs in between are not load.
+    let load_s = open_s + pack_start.elapsed().as_secs_f64();
+    let (first_s, full_s, reprompt_s) = time(&segmenter)?;
+    let tokens = segmenter.tokenize(&prompts)?[0].len();
+    let gflop = pass_gflop(segmenter.config(), segmenter.preprocess.height, tokens);
+    let mut line = serde_json::json!({
         "backend": format!("{device:?}"),
         "iters": iters,
         "load_s": load_s,
         "first_pass_s": first_s,
-        "full_pass_s": median(full),
-        "reprompt_s": median(reprompt),
+        "full_pass_s": full_s,
+        "reprompt_s": reprompt_s,
+        "tokens": tokens,
+        "gflop": gflop,
+        "gflops": gflop / full_s,
     });
+    if backend == Backend::Cpu {
+        line["cpu_path"] = if segmenter.model.is_packed_for_cpu() {
+            "packed"
+        } else {
+            "burn"
+        }
+        .into();
+        line["kernel"] = clipseg::cpu::gemm::kernel_name().into();
+        line["threads"] = rayon::current_num_threads().into();
+        if let Some(peak) = clipseg::cpu::gemm::peak_gflops() {
+            line["peak_gflops_per_thread"] = peak.into();
+            line["efficiency"] =
+                (gflop / full_s / (peak * rayon::current_num_threads() as f64)).into();
+        }
+    }
+    if let Some((first, full, reprompt)) = reference {
+        line["burn_first_pass_s"] = first.into();
+        line["burn_full_pass_s"] = full.into();
+        line["burn_reprompt_s"] = reprompt.into();
+        line["full_pass_vs_burn"] = (full_s / full).into();
+    }
     println!("{line}");
     Ok(())
+}
+
+/// FLOPs (2 per multiply-add) of one full pass's matmuls: the vision layers run, the text
+/// layers at `tokens`, the decoder's reduces and layers. Convolutions, norms and softmax are
+/// left out (under 2% of the total for rd64 at 352 px).
+fn pass_gflop(c: &clipseg::ClipSegConfig, image: usize, tokens: usize) -> f64 {
+    let layer = |seq: usize, hidden: usize, inter: usize| {
+        let (s, h, i) = (seq as f64, hidden as f64, inter as f64);
+        2.0 * s * (4.0 * h * h + 2.0 * h * i) + 4.0 * s * s * h
+    };
+    let (t, v) = (&c.text_config, &c.vision_config);
+    let seq = (image / v.patch_size).pow(2) + 1;
+    let vision = c.vision_layers_used() as f64 * layer(seq, v.hidden_size, v.intermediate_size);
+    let text = t.num_hidden_layers as f64 * layer(tokens, t.hidden_size, t.intermediate_size);
+    let reduces = c.extract_layers.len() as f64 * 2.0 * (seq * v.hidden_size * c.reduce_dim) as f64;
+    let decoder =
+        c.extract_layers.len() as f64 * layer(seq, c.reduce_dim, c.decoder_intermediate_size);
+    (vision + text + reduces + decoder) / 1e9
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -85,6 +85,26 @@ impl ClipSeg {
         })
     }
 
+    /// On flex, moves the frozen CLIP towers' encoder layers to the packed CPU path
+    /// ([`crate::cpu`]): ~2x faster inference. Their projection weights then exist only in
+    /// packed form, so a packed model cannot be written out again (see [`Self::is_packed_for_cpu`]).
+    /// Elsewhere (wgpu) a no-op.
+    pub fn pack_for_cpu(&mut self) -> Result<(), Error> {
+        if self.clip.text_projection.weight.device() != Device::flex() {
+            return Ok(());
+        }
+        self.clip.text_model.pack_for_cpu()?;
+        self.clip.vision_model.pack_for_cpu()
+    }
+
+    /// Whether [`Self::pack_for_cpu`] released any burn weights.
+    pub fn is_packed_for_cpu(&self) -> bool {
+        let layers = self.clip.text_model.encoder.layers.iter();
+        layers
+            .chain(&self.clip.vision_model.encoder.layers)
+            .any(|l| l.cpu.is_some())
+    }
+
     /// `pixel_values` [1, 3, S, S] to the decoder's cached view of the image.
     pub fn encode_image(&self, pixel_values: Tensor<4>) -> Result<ImageFeatures, Error> {
         let activations = self

@@ -21,6 +21,50 @@ pub struct Encoder {
     pub layers: Vec<EncoderLayer>,
 }
 
+impl Encoder {
+    /// Pre-norm layers up to the deepest in `keep`; returns the hidden states after each
+    /// layer in `keep`, in that order. Packed layers ([`EncoderLayer::pack_for_cpu`]) run
+    /// back to back on one host buffer.
+    pub fn forward(&self, x: Tensor<3>, causal: bool, keep: &[usize]) -> Vec<Tensor<3>> {
+        let deepest = keep
+            .iter()
+            .max()
+            .map_or(0, |&l| l + 1)
+            .min(self.layers.len());
+        let layers = &self.layers[..deepest];
+        let mut states = vec![None; deepest];
+        let packed: Option<Vec<_>> = layers.iter().map(|l| l.cpu.as_deref()).collect();
+        let [batch, seq, hidden] = x.dims();
+        let device = x.device();
+        // Only packed (flex) layers read back: a wgpu tensor must never be read synchronously.
+        let host = packed.and_then(|p| Some((p, crate::cpu::values(x.clone()).ok()?)));
+        match host {
+            Some((packed, mut values)) => {
+                let scratch = &mut crate::cpu::Scratch::default();
+                for (i, layer) in packed.iter().enumerate() {
+                    layer.forward_pre_norm(&mut values, batch, seq, causal, scratch);
+                    if keep.contains(&i) {
+                        let data = TensorData::new(values.clone(), [batch, seq, hidden]);
+                        states[i] = Some(Tensor::from_data(data, &device));
+                    }
+                }
+            }
+            None => {
+                let mut x = x;
+                for (i, layer) in layers.iter().enumerate() {
+                    x = layer.forward_pre_norm(x, causal);
+                    if keep.contains(&i) {
+                        states[i] = Some(x.clone());
+                    }
+                }
+            }
+        }
+        keep.iter()
+            .filter_map(|&l| states.get(l).cloned().flatten())
+            .collect()
+    }
+}
+
 /// `CLIPSegTextModel`.
 #[derive(Module, Debug)]
 pub struct TextModel {
@@ -33,13 +77,7 @@ pub struct TextModel {
 
 impl TextModel {
     pub fn new(c: &TextConfig, device: &Device) -> Self {
-        let spec = LayerSpec {
-            hidden: c.hidden_size,
-            heads: c.num_attention_heads,
-            intermediate: c.intermediate_size,
-            activation: c.hidden_act,
-            eps: c.layer_norm_eps,
-        };
+        let spec = Self::spec(c);
         Self {
             embeddings: TextEmbeddings {
                 token_embedding: EmbeddingConfig::new(c.vocab_size, c.hidden_size).init(device),
@@ -56,6 +94,25 @@ impl TextModel {
                 .init(device),
             config: c.clone(),
         }
+    }
+
+    fn spec(c: &TextConfig) -> LayerSpec {
+        LayerSpec {
+            hidden: c.hidden_size,
+            heads: c.num_attention_heads,
+            intermediate: c.intermediate_size,
+            activation: c.hidden_act,
+            eps: c.layer_norm_eps,
+        }
+    }
+
+    /// See [`EncoderLayer::pack_for_cpu`].
+    pub fn pack_for_cpu(&mut self) -> Result<(), Error> {
+        let spec = Self::spec(&self.config);
+        self.encoder
+            .layers
+            .iter_mut()
+            .try_for_each(|l| l.pack_for_cpu(spec))
     }
 
     /// Pooled output for each prompt: [prompts, hidden].
@@ -91,11 +148,13 @@ impl TextModel {
         let batch = ids.len();
         let input = Tensor::<2, Int>::from_data(TensorData::new(flat, [batch, len]), &device);
         let positions = Tensor::<1, Int>::arange(0..len as i64, &device).reshape([1, len]);
-        let mut x = self.embeddings.token_embedding.forward(input)
+        let x = self.embeddings.token_embedding.forward(input)
             + self.embeddings.position_embedding.forward(positions);
-        for layer in &self.encoder.layers {
-            x = layer.forward_pre_norm(x, true);
-        }
+        let last = self.encoder.layers.len().checked_sub(1);
+        let x = match last {
+            Some(last) => self.encoder.forward(x, true, &[last]).remove(0),
+            None => x,
+        };
         let x = self
             .final_layer_norm
             .forward(x)

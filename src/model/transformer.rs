@@ -2,14 +2,18 @@
 //! `CLIPSegMLP`, `CLIPSegEncoderLayer` (pre-norm, text and vision) and `CLIPSegDecoderLayer`
 //! (post-norm, decoder).
 
-use burn::module::Module;
+use std::sync::Arc;
+
+use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, sigmoid};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::Error;
 use crate::config::Activation;
+use crate::cpu::PackedLayer;
 
 /// Applies a config's `hidden_act`.
 pub fn activate<const D: usize>(act: Activation, x: Tensor<D>) -> Tensor<D> {
@@ -114,6 +118,9 @@ pub struct EncoderLayer {
     pub layer_norm1: LayerNorm,
     pub mlp: Mlp,
     pub layer_norm2: LayerNorm,
+    /// Set by [`Self::pack_for_cpu`]: the layer then runs on [`crate::cpu`].
+    #[module(skip)]
+    pub cpu: Option<Arc<PackedLayer>>,
 }
 
 impl EncoderLayer {
@@ -128,11 +135,45 @@ impl EncoderLayer {
             layer_norm1: norm(),
             mlp: Mlp::new(spec.hidden, spec.intermediate, spec.activation, device),
             layer_norm2: norm(),
+            cpu: None,
         }
+    }
+
+    /// Packs the layer for the CPU path and releases the burn copies of its six projection
+    /// weights (they would double the memory); norms stay. After this the layer only runs on
+    /// flex and must not be saved. No-op for activations the CPU path lacks.
+    pub fn pack_for_cpu(&mut self, spec: LayerSpec) -> Result<(), Error> {
+        if self.cpu.is_some() || !crate::cpu::supports(spec.activation) {
+            return Ok(());
+        }
+        self.cpu = Some(Arc::new(PackedLayer::new(self, spec)?));
+        let attn = &mut self.self_attn;
+        for linear in [
+            &mut attn.q_proj,
+            &mut attn.k_proj,
+            &mut attn.v_proj,
+            &mut attn.out_proj,
+            &mut self.mlp.fc1,
+            &mut self.mlp.fc2,
+        ] {
+            let device = linear.weight.device();
+            linear.weight = Param::from_tensor(Tensor::zeros([0, 0], &device));
+        }
+        Ok(())
     }
 
     /// Pre-norm (CLIP encoders): x + attn(ln1(x)), then x + mlp(ln2(x)).
     pub fn forward_pre_norm(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
+        if let Some(packed) = &self.cpu {
+            let [batch, seq, hidden] = x.dims();
+            let device = x.device();
+            // Flex tensors are host memory: reading one is a memcpy at most.
+            if let Ok(mut values) = crate::cpu::values(x.clone()) {
+                let scratch = &mut crate::cpu::Scratch::default();
+                packed.forward_pre_norm(&mut values, batch, seq, causal, scratch);
+                return Tensor::from_data(TensorData::new(values, [batch, seq, hidden]), &device);
+            }
+        }
         let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x), causal);
         x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
     }

@@ -33,13 +33,7 @@ pub struct VisionModel {
 
 impl VisionModel {
     pub fn new(c: &VisionConfig, layers_used: usize, device: &Device) -> Self {
-        let spec = LayerSpec {
-            hidden: c.hidden_size,
-            heads: c.num_attention_heads,
-            intermediate: c.intermediate_size,
-            activation: c.hidden_act,
-            eps: c.layer_norm_eps,
-        };
+        let spec = Self::spec(c);
         let grid = c.image_size / c.patch_size;
         Self {
             embeddings: VisionEmbeddings {
@@ -64,6 +58,25 @@ impl VisionModel {
             },
             config: c.clone(),
         }
+    }
+
+    fn spec(c: &VisionConfig) -> LayerSpec {
+        LayerSpec {
+            hidden: c.hidden_size,
+            heads: c.num_attention_heads,
+            intermediate: c.intermediate_size,
+            activation: c.hidden_act,
+            eps: c.layer_norm_eps,
+        }
+    }
+
+    /// See [`EncoderLayer::pack_for_cpu`].
+    pub fn pack_for_cpu(&mut self) -> Result<(), Error> {
+        let spec = Self::spec(&self.config);
+        self.encoder
+            .layers
+            .iter_mut()
+            .try_for_each(|l| l.pack_for_cpu(spec))
     }
 
     /// `pixel_values` [batch, 3, H, W] (square, H a multiple of the patch size) to the hidden
@@ -105,14 +118,8 @@ impl VisionModel {
             .expand([batch, 1, hidden]);
         let x = Tensor::cat(vec![class, patches], 1)
             + self.position_embeddings(grid, &device).unsqueeze_dim(0);
-        let mut x = self.pre_layrnorm.forward(x);
-        let deepest = extract.iter().max().copied().unwrap_or(0);
-        let mut states = Vec::with_capacity(deepest + 1);
-        for layer in &self.encoder.layers[..=deepest] {
-            x = layer.forward_pre_norm(x, false);
-            states.push(x.clone());
-        }
-        Ok(extract.iter().map(|&l| states[l].clone()).collect())
+        let x = self.pre_layrnorm.forward(x);
+        Ok(self.encoder.forward(x, false, extract))
     }
 
     /// Position embeddings for a `grid` x `grid` input: the learned ones, or HF's

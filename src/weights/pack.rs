@@ -254,6 +254,11 @@ impl Storage {
 /// parameter back synchronously.
 #[cfg(feature = "native")]
 pub fn write(segmenter: &crate::Segmenter, quant: Quant) -> Result<Vec<u8>, Error> {
+    if segmenter.model.is_packed_for_cpu() {
+        return Err(Error::Weights(
+            "this model was packed for CPU inference and no longer holds its projection weights; load it again to convert it".into(),
+        ));
+    }
     let mut data = Vec::new();
     let mut tensors = Vec::new();
     for tensor in segmenter.model.collect(None, None, false) {
@@ -333,13 +338,11 @@ impl Pack {
             )));
         }
         let data_start = data_start as usize;
-        let header = miniz_oxide::inflate::decompress_to_vec_with_limit(
-            &bytes[20..data_start],
-            MAX_HEADER,
-        )
-        .map_err(|e| bad(format!("unreadable header ({e}): the file is corrupted")))?;
-        let header: Header = serde_json::from_slice(&header)
-            .map_err(|e| bad(format!("unreadable header ({e})")))?;
+        let header =
+            miniz_oxide::inflate::decompress_to_vec_with_limit(&bytes[20..data_start], MAX_HEADER)
+                .map_err(|e| bad(format!("unreadable header ({e}): the file is corrupted")))?;
+        let header: Header =
+            serde_json::from_slice(&header).map_err(|e| bad(format!("unreadable header ({e})")))?;
         let data = &bytes[data_start..];
         if data.len() as u64 != header.data_len {
             return Err(bad(format!(
@@ -351,8 +354,13 @@ impl Pack {
         for entry in &header.tensors {
             let expected = entry.storage.byte_len(&entry.shape);
             let end = entry.offset.checked_add(entry.len);
-            if expected.map(|n| n as u64) != Some(entry.len) || end.is_none_or(|e| e > header.data_len) {
-                return Err(bad(format!("tensor {} has an inconsistent extent", entry.name)));
+            if expected.map(|n| n as u64) != Some(entry.len)
+                || end.is_none_or(|e| e > header.data_len)
+            {
+                return Err(bad(format!(
+                    "tensor {} has an inconsistent extent",
+                    entry.name
+                )));
             }
         }
         let sha = hex(&Sha256::digest(data));
@@ -483,18 +491,30 @@ mod tests {
     fn what_gets_quantized() {
         let q = |name, shape: &[usize]| Storage::choose(Quant::Q4, name, shape);
         assert_eq!(
-            q("clip.text_model.embeddings.token_embedding.weight", &[49408, 512]),
+            q(
+                "clip.text_model.embeddings.token_embedding.weight",
+                &[49408, 512]
+            ),
             Storage::Q4 { block: 32 }
         );
         assert_eq!(
-            q("clip.vision_model.embeddings.patch_embedding.weight", &[768, 3, 16, 16]),
+            q(
+                "clip.vision_model.embeddings.patch_embedding.weight",
+                &[768, 3, 16, 16]
+            ),
             Storage::Q4 { block: 32 }
         );
         assert_eq!(
-            q("clip.vision_model.embeddings.position_embedding.weight", &[197, 768]),
+            q(
+                "clip.vision_model.embeddings.position_embedding.weight",
+                &[197, 768]
+            ),
             Storage::F16
         );
-        assert_eq!(q("clip.vision_model.pre_layrnorm.gamma", &[768]), Storage::F16);
+        assert_eq!(
+            q("clip.vision_model.pre_layrnorm.gamma", &[768]),
+            Storage::F16
+        );
         assert_eq!(q("decoder.reduces.0.weight", &[768, 64]), Storage::F16);
         assert_eq!(
             Storage::choose(Quant::Q8, "clip.text_projection.weight", &[512, 512]),

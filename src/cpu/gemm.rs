@@ -1,0 +1,730 @@
+//! f32 GEMM with weights packed once at load, for the CPU inference path.
+//!
+//! Why not flex's matmul (the `gemm` crate): on the CLIP shapes ([485x768] x [768x3072]) it ran
+//! at ~64 GFLOP/s on one Zen 4 core where onnxruntime's MLAS reached ~160. Most of the difference
+//! is that a Linear layer's weight never changes, so it can be laid out once in the order the
+//! register kernel reads it (BLIS-style panels) instead of being re-packed on every call, and the
+//! register tile can be sized for the machine (12x32 with AVX-512, 6x16 with AVX2, 6x8 with wasm
+//! simd128). Bias is added in the kernel's epilogue. `clipseg bench --gemm` prints both sides.
+
+#[cfg(feature = "native")]
+use rayon::prelude::*;
+
+/// K is cut into blocks of this many so that one packed B micro-panel (KC x NR) stays in L1
+/// while the MC x KC block of A it multiplies stays in L2.
+const KC: usize = 256;
+/// Rows of A per block (a multiple of every MR below).
+const MC: usize = 96;
+const _: () = assert!(MC.is_multiple_of(12) && MC.is_multiple_of(4));
+
+/// A register micro-kernel: `c[0..MR][0..NR] (row stride ldc) = (accumulate ? c : init) +
+/// a_strip · b_panel`, with `a` packed as [kc][MR] and `b` as [kc][NR]; `init` is a bias row
+/// of NR values or null (zeros).
+type KernelFn = unsafe fn(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    init: *const f32,
+);
+
+#[derive(Clone, Copy)]
+struct Kernel {
+    mr: usize,
+    nr: usize,
+    run: KernelFn,
+    name: &'static str,
+}
+
+/// The kernels this CPU runs, best first (checked at run time, so one binary serves every
+/// x86-64).
+fn kernels() -> Vec<Kernel> {
+    let mut found = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            found.push(Kernel {
+                mr: 12,
+                nr: 32,
+                run: x86::kernel_avx512,
+                name: "avx512 12x32",
+            });
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            found.push(Kernel {
+                mr: 6,
+                nr: 16,
+                run: x86::kernel_avx2,
+                name: "avx2+fma 6x16",
+            });
+        }
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    found.push(Kernel {
+        mr: 6,
+        nr: 8,
+        run: wasm::kernel_simd128,
+        name: "simd128 6x8",
+    });
+    found.push(Kernel {
+        mr: 4,
+        nr: 8,
+        run: kernel_scalar::<4, 8>,
+        name: "scalar 4x8",
+    });
+    found
+}
+
+fn kernel() -> Kernel {
+    static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+    *BEST.get_or_init(|| kernels()[0])
+}
+
+/// Which register kernel `PackedMatrix` uses here, for benchmark output.
+pub fn kernel_name() -> &'static str {
+    kernel().name
+}
+
+/// This core's f32 FMA throughput in GFLOP/s, measured over ~0.1 s with independent FMAs at
+/// the kernel's vector width: the ceiling GEMM efficiency is quoted against. x86 only.
+pub fn peak_gflops() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let k = kernel();
+        if k.nr == 32 || k.nr == 16 {
+            let iters = 2_000_000;
+            let start = std::time::Instant::now();
+            // SAFETY: the kernel choice above checked the features.
+            let sink = unsafe {
+                if k.nr == 32 {
+                    x86::fma_loop_avx512(iters)
+                } else {
+                    x86::fma_loop_avx2(iters)
+                }
+            };
+            let secs = start.elapsed().as_secs_f64();
+            std::hint::black_box(sink);
+            let lanes = if k.nr == 32 { 16 } else { 8 };
+            return Some((iters * 16 * lanes * 2) as f64 / secs / 1e9);
+        }
+    }
+    None
+}
+
+/// A `[k, n]` weight (plus optional bias), packed into column panels of the kernel's NR,
+/// each `[k][NR]`, zero-padded past `n`.
+#[derive(Clone)]
+pub struct PackedMatrix {
+    k: usize,
+    n: usize,
+    kernel: Kernel,
+    panels: Vec<f32>,
+    /// Padded to a multiple of NR.
+    bias: Option<Vec<f32>>,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PackedMatrix({}x{}, {})",
+            self.k, self.n, self.kernel.name
+        )
+    }
+}
+
+impl PackedMatrix {
+    /// `w` is row-major `[k, n]` (burn's Linear layout: input x output).
+    pub fn pack(w: &[f32], k: usize, n: usize, bias: Option<&[f32]>) -> Self {
+        assert_eq!(w.len(), k * n, "weight is not {k}x{n}");
+        Self::pack_strided(w, k, n, n, 1, bias)
+    }
+
+    /// Element `(kk, j)` of the matrix is `w[kk * row_stride + j * col_stride]`: packs a
+    /// transposed matrix (attention's K^T) or one head's columns without a copy first.
+    pub fn pack_strided(
+        w: &[f32],
+        k: usize,
+        n: usize,
+        row_stride: usize,
+        col_stride: usize,
+        bias: Option<&[f32]>,
+    ) -> Self {
+        Self::pack_for(kernel(), w, k, n, row_stride, col_stride, bias)
+    }
+
+    fn pack_for(
+        kernel: Kernel,
+        w: &[f32],
+        k: usize,
+        n: usize,
+        row_stride: usize,
+        col_stride: usize,
+        bias: Option<&[f32]>,
+    ) -> Self {
+        let nr = kernel.nr;
+        let panels_n = n.div_ceil(nr);
+        let mut panels = vec![0.0; panels_n * k * nr];
+        // k == 0: nothing to pack (and no chunk size to cut by).
+        for (p, panel) in panels
+            .chunks_exact_mut((k * nr).max(1))
+            .enumerate()
+            .take(panels_n * usize::from(k > 0))
+        {
+            let j0 = p * nr;
+            let width = nr.min(n - j0);
+            for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
+                if col_stride == 1 {
+                    row[..width].copy_from_slice(&w[kk * row_stride + j0..][..width]);
+                } else {
+                    for (c, v) in row[..width].iter_mut().enumerate() {
+                        *v = w[kk * row_stride + (j0 + c) * col_stride];
+                    }
+                }
+            }
+        }
+        let bias = bias.map(|b| {
+            assert_eq!(b.len(), n, "bias is not {n} long");
+            let mut padded = vec![0.0; panels_n * nr];
+            padded[..n].copy_from_slice(b);
+            padded
+        });
+        Self {
+            k,
+            n,
+            kernel,
+            panels,
+            bias,
+        }
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// `out[m, n] = a[m, k] · W + bias`, all row-major. Uses every rayon thread natively.
+    pub fn matmul(&self, a: &[f32], m: usize, out: &mut [f32]) {
+        self.matmul_strided(a, m, self.k, out, self.n, true);
+    }
+
+    /// [`Self::matmul`] with row strides for `a` (`lda`) and `out` (`ldo`), so one attention
+    /// head can read its columns of the fused QKV output and write its columns of the result.
+    /// `parallel: false` keeps it on the calling thread (callers that split work themselves).
+    pub fn matmul_strided(
+        &self,
+        a: &[f32],
+        m: usize,
+        lda: usize,
+        out: &mut [f32],
+        ldo: usize,
+        parallel: bool,
+    ) {
+        let (k, n) = (self.k, self.n);
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(
+            lda >= k && a.len() >= (m - 1) * lda + k,
+            "input is not {m}x{k} with stride {lda}"
+        );
+        assert!(
+            ldo >= n && out.len() >= (m - 1) * ldo + n,
+            "output is not {m}x{n} with stride {ldo}"
+        );
+        if k == 0 {
+            for row in out.chunks_mut(ldo).take(m) {
+                match &self.bias {
+                    Some(bias) => row[..n].copy_from_slice(&bias[..n]),
+                    None => row[..n].fill(0.0),
+                }
+            }
+            return;
+        }
+        let Kernel { mr, nr, .. } = self.kernel;
+        let panels_n = n.div_ceil(nr);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        // The whole product for a range of column panels: K blocks, then MC-row blocks of A
+        // (packed here, so threads share nothing but the read-only inputs), then panels, then
+        // MR-row strips. A B micro-panel is reused across a block's strips from L1.
+        let run_panels = |panels: std::ops::Range<usize>| {
+            let ptr = out_ptr;
+            let mut packed_a = vec![0.0f32; MC * KC.min(k)];
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                let first = k0 == 0;
+                for i0 in (0..m).step_by(MC) {
+                    let rows = MC.min(m - i0);
+                    pack_a(&a[i0 * lda..], rows, lda, k0, kc, mr, &mut packed_a);
+                    for p in panels.clone() {
+                        let b = &self.panels[p * k * nr + k0 * nr..];
+                        let bias = match (&self.bias, first) {
+                            (Some(bias), true) => bias[p * nr..].as_ptr(),
+                            _ => std::ptr::null(),
+                        };
+                        for s in 0..rows.div_ceil(mr) {
+                            let a_strip = &packed_a[s * mr * kc..];
+                            // SAFETY: panel p and rows i0 + s*mr.. address a tile of `out`
+                            // no other thread writes, inside its bounds (checked in `tile`).
+                            unsafe {
+                                self.tile(
+                                    ptr.0,
+                                    ldo,
+                                    m,
+                                    i0 + s * mr,
+                                    p * nr,
+                                    kc,
+                                    a_strip,
+                                    b,
+                                    !first,
+                                    bias,
+                                )
+                            };
+                        }
+                    }
+                }
+            }
+        };
+        #[cfg(feature = "native")]
+        {
+            let threads = rayon::current_num_threads().min(panels_n);
+            if parallel && threads > 1 && m * n * k >= 1 << 21 {
+                let per = panels_n.div_ceil(threads);
+                (0..threads)
+                    .into_par_iter()
+                    .for_each(|t| run_panels(t * per..((t + 1) * per).min(panels_n)));
+                return;
+            }
+        }
+        let _ = parallel;
+        run_panels(0..panels_n);
+    }
+
+    /// One MR x NR tile of `out` at (i, j); tiles past the edges go through a scratch tile.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        &self,
+        out: *mut f32,
+        ldo: usize,
+        m: usize,
+        i: usize,
+        j: usize,
+        kc: usize,
+        a: &[f32],
+        b: &[f32],
+        accumulate: bool,
+        bias: *const f32,
+    ) {
+        let Kernel { mr, nr, run, .. } = self.kernel;
+        let n = self.n;
+        let (rows, cols) = (mr.min(m - i), nr.min(n - j));
+        if rows == mr && cols == nr {
+            // SAFETY: the tile lies inside out[m, n]; a and b hold kc*mr and kc*nr values.
+            unsafe {
+                run(
+                    kc,
+                    a.as_ptr(),
+                    b.as_ptr(),
+                    out.add(i * ldo + j),
+                    ldo,
+                    accumulate,
+                    bias,
+                )
+            };
+            return;
+        }
+        let mut scratch = [0.0f32; 12 * 32];
+        for r in 0..rows {
+            for c in 0..cols {
+                // SAFETY: (i + r, j + c) is inside out[m, n].
+                scratch[r * nr + c] = unsafe { *out.add((i + r) * ldo + j + c) };
+            }
+        }
+        // SAFETY: scratch holds mr*nr values (mr <= 12, nr <= 32).
+        unsafe {
+            run(
+                kc,
+                a.as_ptr(),
+                b.as_ptr(),
+                scratch.as_mut_ptr(),
+                nr,
+                accumulate,
+                bias,
+            )
+        };
+        for r in 0..rows {
+            for c in 0..cols {
+                // SAFETY: as above.
+                unsafe { *out.add((i + r) * ldo + j + c) = scratch[r * nr + c] };
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: threads write disjoint tiles (whole column panels) of the output.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// Packs rows of `a[:, k0..k0+kc]` (row stride `lda`) into strips of `mr` rows, each
+/// `[kc][mr]`, zero-padded.
+fn pack_a(a: &[f32], m: usize, lda: usize, k0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
+    for (s, strip) in dst
+        .chunks_exact_mut(kc * mr)
+        .take(m.div_ceil(mr))
+        .enumerate()
+    {
+        for r in 0..mr {
+            let i = s * mr + r;
+            if i < m {
+                let row = &a[i * lda + k0..i * lda + k0 + kc];
+                for (kk, &v) in row.iter().enumerate() {
+                    strip[kk * mr + r] = v;
+                }
+            } else {
+                for kk in 0..kc {
+                    strip[kk * mr + r] = 0.0;
+                }
+            }
+        }
+    }
+}
+
+/// Portable kernel (and the reference the SIMD ones are tested against).
+unsafe fn kernel_scalar<const MR: usize, const NR: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    init: *const f32,
+) {
+    let mut acc = [[0.0f32; NR]; MR];
+    for (r, row) in acc.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            // SAFETY: the caller passes a valid MR x NR tile and an NR-long init row.
+            unsafe {
+                *v = if accumulate {
+                    *c.add(r * ldc + j)
+                } else if !init.is_null() {
+                    *init.add(j)
+                } else {
+                    0.0
+                }
+            };
+        }
+    }
+    for kk in 0..kc {
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: a holds kc*MR values, b kc*NR.
+            let x = unsafe { *a.add(kk * MR + r) };
+            for (j, v) in row.iter_mut().enumerate() {
+                *v += x * unsafe { *b.add(kk * NR + j) };
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            // SAFETY: as above.
+            unsafe { *c.add(r * ldc + j) = *v };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// 12 rows x 32 columns: 24 zmm accumulators, 2 for B, broadcasts of A from memory.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn kernel_avx512(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        init: *const f32,
+    ) {
+        const MR: usize = 12;
+        unsafe {
+            // C is read only after the k loop: its lines (often out in L3 between K blocks)
+            // are prefetched now and arrive while the FMAs run.
+            if accumulate {
+                for r in 0..MR {
+                    _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc + 16) as *const i8);
+                }
+            }
+            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+            if !accumulate && !init.is_null() {
+                let (b0, b1) = (_mm512_loadu_ps(init), _mm512_loadu_ps(init.add(16)));
+                for row in acc.iter_mut() {
+                    *row = [b0, b1];
+                }
+            }
+            let (mut a, mut b) = (a, b);
+            for _ in 0..kc {
+                let b0 = _mm512_loadu_ps(b);
+                let b1 = _mm512_loadu_ps(b.add(16));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*a.add(r));
+                    row[0] = _mm512_fmadd_ps(x, b0, row[0]);
+                    row[1] = _mm512_fmadd_ps(x, b1, row[1]);
+                }
+                a = a.add(MR);
+                b = b.add(32);
+            }
+            for (r, row) in acc.iter().enumerate() {
+                let (mut v0, mut v1) = (row[0], row[1]);
+                if accumulate {
+                    v0 = _mm512_add_ps(v0, _mm512_loadu_ps(c.add(r * ldc)));
+                    v1 = _mm512_add_ps(v1, _mm512_loadu_ps(c.add(r * ldc + 16)));
+                }
+                _mm512_storeu_ps(c.add(r * ldc), v0);
+                _mm512_storeu_ps(c.add(r * ldc + 16), v1);
+            }
+        }
+    }
+
+    /// 16 independent FMA chains (enough to cover latency x throughput).
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn fma_loop_avx512(iters: usize) -> f32 {
+        let mut acc = [_mm512_set1_ps(0.0); 16];
+        let (x, y) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm512_fmadd_ps(*a, x, y);
+            }
+        }
+        acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fma_loop_avx2(iters: usize) -> f32 {
+        let mut acc = [_mm256_set1_ps(0.0); 16];
+        let (x, y) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm256_fmadd_ps(*a, x, y);
+            }
+        }
+        let mut out = [0.0f32; 8];
+        let sum = acc
+            .iter()
+            .fold(_mm256_setzero_ps(), |s, &a| _mm256_add_ps(s, a));
+        // SAFETY: out holds 8 floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
+        out.iter().sum()
+    }
+
+    /// 6 rows x 16 columns: 12 ymm accumulators, 2 for B, 1 broadcast.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn kernel_avx2(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        init: *const f32,
+    ) {
+        const MR: usize = 6;
+        unsafe {
+            // As in the AVX-512 kernel: prefetch C now, add it after the k loop.
+            if accumulate {
+                for r in 0..MR {
+                    _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc) as *const i8);
+                }
+            }
+            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            if !accumulate && !init.is_null() {
+                let (b0, b1) = (_mm256_loadu_ps(init), _mm256_loadu_ps(init.add(8)));
+                for row in acc.iter_mut() {
+                    *row = [b0, b1];
+                }
+            }
+            let (mut a, mut b) = (a, b);
+            for _ in 0..kc {
+                let b0 = _mm256_loadu_ps(b);
+                let b1 = _mm256_loadu_ps(b.add(8));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let x = _mm256_broadcast_ss(&*a.add(r));
+                    row[0] = _mm256_fmadd_ps(x, b0, row[0]);
+                    row[1] = _mm256_fmadd_ps(x, b1, row[1]);
+                }
+                a = a.add(MR);
+                b = b.add(16);
+            }
+            for (r, row) in acc.iter().enumerate() {
+                let (mut v0, mut v1) = (row[0], row[1]);
+                if accumulate {
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(c.add(r * ldc)));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(c.add(r * ldc + 8)));
+                }
+                _mm256_storeu_ps(c.add(r * ldc), v0);
+                _mm256_storeu_ps(c.add(r * ldc + 8), v1);
+            }
+        }
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm {
+    use std::arch::wasm32::*;
+
+    /// 6 rows x 8 columns: 12 v128 accumulators (V8 maps v128 to the 16 xmm registers).
+    pub unsafe fn kernel_simd128(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        init: *const f32,
+    ) {
+        const MR: usize = 6;
+        unsafe {
+            let mut acc = [[f32x4_splat(0.0); 2]; MR];
+            if accumulate {
+                for (r, row) in acc.iter_mut().enumerate() {
+                    row[0] = v128_load(c.add(r * ldc) as *const v128);
+                    row[1] = v128_load(c.add(r * ldc + 4) as *const v128);
+                }
+            } else if !init.is_null() {
+                let b0 = v128_load(init as *const v128);
+                let b1 = v128_load(init.add(4) as *const v128);
+                for row in acc.iter_mut() {
+                    *row = [b0, b1];
+                }
+            }
+            let (mut a, mut b) = (a, b);
+            for _ in 0..kc {
+                let b0 = v128_load(b as *const v128);
+                let b1 = v128_load(b.add(4) as *const v128);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let x = f32x4_splat(*a.add(r));
+                    row[0] = f32x4_add(row[0], f32x4_mul(x, b0));
+                    row[1] = f32x4_add(row[1], f32x4_mul(x, b1));
+                }
+                a = a.add(MR);
+                b = b.add(8);
+            }
+            for (r, row) in acc.iter().enumerate() {
+                v128_store(c.add(r * ldc) as *mut v128, row[0]);
+                v128_store(c.add(r * ldc + 4) as *mut v128, row[1]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(
+        a: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Vec<f32> {
+        let mut out = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = bias.map_or(0.0, |b| b[j] as f64);
+                for kk in 0..k {
+                    s += a[i * k + kk] as f64 * w[kk * n + j] as f64;
+                }
+                out[i * n + j] = s;
+            }
+        }
+        out.into_iter().map(|v| v as f32).collect()
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(2654435761).wrapping_add(12345);
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every kernel this CPU has (SIMD ones and the scalar reference), on shapes that hit
+    /// every edge: rows and columns past the tile, K past one KC block, K = 0, strides.
+    #[test]
+    fn matches_f64_reference_on_edge_shapes() {
+        for kern in kernels() {
+            for &(m, k, n, with_bias) in &[
+                (1, 1, 1, false),
+                (5, 3, 7, true),
+                (13, 257, 33, true),
+                (25, 600, 70, false),
+                (97, 300, 65, true),
+                (12, 0, 32, true),
+                (485, 64, 96, true),
+            ] {
+                let a = values(m * k, 1);
+                let w = values(k * n, 2);
+                let bias = with_bias.then(|| values(n, 3));
+                let packed = PackedMatrix::pack_for(kern, &w, k, n, n, 1, bias.as_deref());
+                let mut out = vec![f32::NAN; m * n];
+                packed.matmul(&a, m, &mut out);
+                let want = reference(&a, &w, bias.as_deref(), m, k, n);
+                for (i, (got, want)) in out.iter().zip(&want).enumerate() {
+                    assert!(
+                        (got - want).abs()
+                            <= 1e-5 * (1.0 + want.abs()) * (k as f32).sqrt().max(1.0),
+                        "{m}x{k}x{n} ({}) element {i}: {got} vs {want}",
+                        kern.name
+                    );
+                }
+            }
+        }
+    }
+
+    /// Strided input and output (attention reads heads in place) and a transposed pack.
+    #[test]
+    fn strided_operands_match_reference() {
+        let (m, k, n, lda, ldo) = (29, 40, 19, 57, 23);
+        let a = values(m * lda, 7);
+        let dense_a: Vec<f32> = (0..m)
+            .flat_map(|i| a[i * lda..i * lda + k].to_vec())
+            .collect();
+        // W given transposed: element (kk, j) at wt[j * k + kk].
+        let wt = values(n * k, 8);
+        let w: Vec<f32> = (0..k)
+            .flat_map(|kk| (0..n).map(move |j| (kk, j)))
+            .map(|(kk, j)| wt[j * k + kk])
+            .collect();
+        for kern in kernels() {
+            let packed = PackedMatrix::pack_for(kern, &wt, k, n, 1, k, None);
+            let mut out = vec![f32::NAN; m * ldo];
+            packed.matmul_strided(&a, m, lda, &mut out, ldo, true);
+            let want = reference(&dense_a, &w, None, m, k, n);
+            for i in 0..m {
+                for j in 0..n {
+                    let (g, e) = (out[i * ldo + j], want[i * n + j]);
+                    assert!((g - e).abs() < 1e-4, "{} ({i},{j}): {g} vs {e}", kern.name);
+                }
+                assert!(
+                    out[i * ldo + n..(i + 1) * ldo].iter().all(|v| v.is_nan()),
+                    "wrote past n"
+                );
+            }
+        }
+    }
+}

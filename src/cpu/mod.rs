@@ -1,0 +1,423 @@
+//! The CPU inference path of the frozen CLIP encoder layers: the same `CLIPSegEncoderLayer`
+//! math as [`crate::model::transformer`], on plain `f32` slices with weights packed once.
+//!
+//! Why: on flex the layer was ~45% outside its matmuls (per-op tensor allocation, copies for
+//! head split/merge, scalar `expf` in softmax and QuickGELU) and its matmuls re-packed the
+//! weights on every call. Here Q, K and V are one GEMM, attention reads heads in place from
+//! its output, and the elementwise work is vectorised. The burn path stays the reference: the
+//! parity tests run through this one, and tests below compare the two on random weights.
+//!
+//! Used only for flex (`Device::flex()`) inference; wgpu and training keep burn's ops.
+
+pub mod gemm;
+
+use burn::tensor::Tensor;
+
+use crate::Error;
+use crate::config::Activation;
+use crate::model::transformer::{EncoderLayer, LayerSpec};
+use gemm::PackedMatrix;
+
+#[cfg(feature = "native")]
+use rayon::prelude::*;
+
+/// One pre-norm encoder layer, packed. Built from an [`EncoderLayer`] by [`Self::new`].
+#[derive(Debug)]
+pub struct PackedLayer {
+    hidden: usize,
+    heads: usize,
+    activation: Activation,
+    eps: f32,
+    ln1: (Vec<f32>, Vec<f32>),
+    /// `q_proj | k_proj | v_proj` side by side: [hidden, 3 * hidden].
+    qkv: PackedMatrix,
+    out_proj: PackedMatrix,
+    ln2: (Vec<f32>, Vec<f32>),
+    fc1: PackedMatrix,
+    fc2: PackedMatrix,
+}
+
+pub(crate) fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {
+    let err = |e: &dyn std::fmt::Debug| {
+        Error::Weights(format!("reading a tensor for the CPU path: {e:?}"))
+    };
+    t.try_into_data()
+        .map_err(|e| err(&e))?
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| err(&e))
+}
+
+fn linear_parts(l: &burn::nn::Linear) -> Result<(Vec<f32>, Option<Vec<f32>>), Error> {
+    let bias = match &l.bias {
+        Some(b) => Some(values(b.val())?),
+        None => None,
+    };
+    Ok((values(l.weight.val())?, bias))
+}
+
+fn norm_parts(n: &burn::nn::LayerNorm) -> Result<(Vec<f32>, Vec<f32>), Error> {
+    let gamma = values(n.gamma.val())?;
+    let beta = match &n.beta {
+        Some(b) => values(b.val())?,
+        None => vec![0.0; gamma.len()],
+    };
+    Ok((gamma, beta))
+}
+
+/// Whether the CPU path implements this activation (`gelu`'s erf is left to burn).
+pub fn supports(activation: Activation) -> bool {
+    !matches!(activation, Activation::Gelu)
+}
+
+impl PackedLayer {
+    pub fn new(layer: &EncoderLayer, spec: LayerSpec) -> Result<Self, Error> {
+        let (h, inter) = (spec.hidden, spec.intermediate);
+        let attn = &layer.self_attn;
+        let (q, qb) = linear_parts(&attn.q_proj)?;
+        let (k, kb) = linear_parts(&attn.k_proj)?;
+        let (v, vb) = linear_parts(&attn.v_proj)?;
+        let mut qkv = Vec::with_capacity(3 * h * h);
+        for row in 0..h {
+            for w in [&q, &k, &v] {
+                qkv.extend_from_slice(&w[row * h..(row + 1) * h]);
+            }
+        }
+        let qkv_bias: Vec<f32> = [qb, kb, vb]
+            .into_iter()
+            .flat_map(|b| b.unwrap_or_else(|| vec![0.0; h]))
+            .collect();
+        let (o, ob) = linear_parts(&attn.out_proj)?;
+        let (f1, f1b) = linear_parts(&layer.mlp.fc1)?;
+        let (f2, f2b) = linear_parts(&layer.mlp.fc2)?;
+        Ok(Self {
+            hidden: h,
+            heads: spec.heads,
+            activation: spec.activation,
+            eps: spec.eps as f32,
+            ln1: norm_parts(&layer.layer_norm1)?,
+            qkv: PackedMatrix::pack(&qkv, h, 3 * h, Some(&qkv_bias)),
+            out_proj: PackedMatrix::pack(&o, h, h, ob.as_deref()),
+            ln2: norm_parts(&layer.layer_norm2)?,
+            fc1: PackedMatrix::pack(&f1, h, inter, f1b.as_deref()),
+            fc2: PackedMatrix::pack(&f2, inter, h, f2b.as_deref()),
+        })
+    }
+
+    /// Pre-norm layer in place on `x` [batch * seq, hidden]: x + attn(ln1(x)), then
+    /// x + mlp(ln2(x)). `scratch` carries the buffers from layer to layer.
+    pub fn forward_pre_norm(
+        &self,
+        x: &mut [f32],
+        batch: usize,
+        seq: usize,
+        causal: bool,
+        scratch: &mut Scratch,
+    ) {
+        let (h, rows) = (self.hidden, batch * seq);
+        assert_eq!(x.len(), rows * h, "hidden states are not [{rows}, {h}]");
+        let Scratch {
+            normed,
+            qkv,
+            out,
+            inner,
+        } = scratch;
+        for (buf, len) in [
+            (&mut *normed, rows * h),
+            (&mut *qkv, rows * 3 * h),
+            (&mut *out, rows * h),
+            (&mut *inner, rows * self.fc1.n()),
+        ] {
+            buf.resize(len, 0.0);
+        }
+        layer_norm(x, &self.ln1.0, &self.ln1.1, self.eps, normed);
+        self.qkv.matmul(normed, rows, qkv);
+        // `normed` is free again: it takes the merged heads.
+        attention(qkv, batch, seq, h, self.heads, causal, normed);
+        self.out_proj.matmul(normed, rows, out);
+        add_assign(x, out);
+
+        layer_norm(x, &self.ln2.0, &self.ln2.1, self.eps, normed);
+        self.fc1.matmul(normed, rows, inner);
+        activate(self.activation, inner);
+        self.fc2.matmul(inner, rows, out);
+        add_assign(x, out);
+    }
+}
+
+/// Intermediate buffers of [`PackedLayer::forward_pre_norm`], kept across a tower's layers
+/// (fresh multi-megabyte allocations per layer cost page faults).
+#[derive(Default)]
+pub struct Scratch {
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    out: Vec<f32>,
+    inner: Vec<f32>,
+}
+
+/// Multi-head attention on the fused projection `qkv` [batch * seq, 3 * hidden] (HF scales
+/// q by head_dim^-0.5 before the product; here the scale goes into the softmax). Writes the
+/// merged heads to `out` [batch * seq, hidden]. Heads run in parallel natively.
+fn attention(
+    qkv: &[f32],
+    batch: usize,
+    seq: usize,
+    hidden: usize,
+    heads: usize,
+    causal: bool,
+    out: &mut [f32],
+) {
+    let d = hidden / heads;
+    let scale = (d as f32).powf(-0.5);
+    let ld = 3 * hidden;
+    let head = |b: usize, hd: usize| -> Vec<f32> {
+        let base = b * seq * ld;
+        let q = &qkv[base + hd * d..];
+        // scores[i, j] = q_i . k_j: K^T packed straight from the fused rows.
+        let kt = PackedMatrix::pack_strided(&qkv[base + hidden + hd * d..], d, seq, 1, ld, None);
+        let mut scores = vec![0.0; seq * seq];
+        kt.matmul_strided(q, seq, ld, &mut scores, seq, false);
+        softmax_rows(&mut scores, seq, scale, causal);
+        let v = PackedMatrix::pack_strided(&qkv[base + 2 * hidden + hd * d..], seq, d, ld, 1, None);
+        let mut o = vec![0.0; seq * d];
+        v.matmul_strided(&scores, seq, seq, &mut o, d, false);
+        o
+    };
+    let jobs: Vec<(usize, usize)> = (0..batch)
+        .flat_map(|b| (0..heads).map(move |hd| (b, hd)))
+        .collect();
+    #[cfg(feature = "native")]
+    let results: Vec<Vec<f32>> = jobs.par_iter().map(|&(b, hd)| head(b, hd)).collect();
+    #[cfg(not(feature = "native"))]
+    let results: Vec<Vec<f32>> = jobs.iter().map(|&(b, hd)| head(b, hd)).collect();
+    for (&(b, hd), o) in jobs.iter().zip(&results) {
+        for i in 0..seq {
+            out[(b * seq + i) * hidden + hd * d..][..d].copy_from_slice(&o[i * d..(i + 1) * d]);
+        }
+    }
+}
+
+/// Runs `$body` compiled for AVX2+FMA when the CPU has them (LLVM vectorises the plain loops
+/// below 8 wide there), else as built (SSE2 natively, simd128 in wasm).
+macro_rules! vectorized {
+    ($name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        pub fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) { body($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the features were just detected.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+/// Sum and max of a row through 8 independent lanes, so LLVM can vectorise without
+/// reassociating a single accumulator.
+#[inline(always)]
+fn lanes_sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn lanes_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.max(v);
+        }
+    }
+    acc.iter().fold(tail, |m, &v| m.max(v))
+}
+
+/// e^x for f32 in plain arithmetic (vectorisable, unlike libm's `expf`): Cody-Waite range
+/// reduction to r in [-ln2/2, ln2/2] and a degree-6 polynomial; within 2 ulp of `f32::exp`
+/// on [-87, 88], 0 below, +inf above.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.clamp(-87.5, 88.5);
+    let n = (x * LOG2E).round_ties_even();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    // 2^n by building the exponent; n + 127 stays in 1..=254 after the clamp.
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+vectorized!(layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
+    let h = gamma.len();
+    for (row, o) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
+        let mean = lanes_sum(row) / h as f32;
+        for (o, &v) in o.iter_mut().zip(row) {
+            *o = v - mean;
+        }
+        let var = {
+            let mut acc = [0.0f32; 8];
+            let chunks = o.chunks_exact(8);
+            let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+            for c in chunks {
+                for (a, v) in acc.iter_mut().zip(c) {
+                    *a += v * v;
+                }
+            }
+            (acc.iter().sum::<f32>() + tail) / h as f32
+        };
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((o, &g), &b) in o.iter_mut().zip(gamma).zip(beta) {
+            *o = *o * inv * g + b;
+        }
+    }
+});
+
+vectorized!(softmax_rows(scores: &mut [f32], seq: usize, scale: f32, causal: bool) {
+    for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
+        // Causal: position i sees 0..=i; the rest gets probability 0, as with HF's mask.
+        let valid = if causal { i + 1 } else { seq };
+        let (live, masked) = row.split_at_mut(valid);
+        masked.fill(0.0);
+        let max = lanes_max(live);
+        for v in live.iter_mut() {
+            *v = exp((*v - max) * scale);
+        }
+        let inv = 1.0 / lanes_sum(live);
+        for v in live.iter_mut() {
+            *v *= inv;
+        }
+    }
+});
+
+vectorized!(add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+});
+
+vectorized!(quick_gelu(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v /= 1.0 + exp(-1.702 * *v);
+    }
+});
+
+vectorized!(silu(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v /= 1.0 + exp(-*v);
+    }
+});
+
+vectorized!(gelu_tanh(x: &mut [f32]) {
+    // 0.5 x (1 + tanh(u)) = x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3).
+    for v in x.iter_mut() {
+        let u = 0.797_884_6 * (*v + 0.044_715 * *v * *v * *v);
+        *v /= 1.0 + exp(-2.0 * u);
+    }
+});
+
+vectorized!(relu(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = v.max(0.0);
+    }
+});
+
+fn activate(act: Activation, x: &mut [f32]) {
+    match act {
+        Activation::QuickGelu => quick_gelu(x),
+        Activation::Silu => silu(x),
+        Activation::GeluTanh => gelu_tanh(x),
+        Activation::Relu => relu(x),
+        Activation::Gelu => unreachable!("PackedLayer is not built for gelu (see `supports`)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution};
+
+    #[test]
+    fn exp_is_within_a_few_ulp_of_std() {
+        let mut worst = 0.0f32;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (got, want) = (exp(x), x.exp());
+            worst = worst.max((got - want).abs() / want);
+            x += 0.0137;
+        }
+        assert!(worst < 4e-7, "relative error {worst}");
+        assert_eq!(exp(-1000.0), exp(-87.5));
+        assert!(exp(-1000.0) < 1e-37);
+        assert!(exp(f32::NEG_INFINITY) < 1e-37);
+    }
+
+    /// The packed layer against burn's `EncoderLayer` on random weights, both towers' masks.
+    #[test]
+    fn packed_layer_matches_burn_layer() {
+        let device = Device::flex();
+        for (activation, causal, batch, seq) in [
+            (Activation::QuickGelu, false, 1, 37),
+            (Activation::QuickGelu, true, 3, 9),
+            (Activation::GeluTanh, false, 2, 5),
+            (Activation::Relu, true, 1, 1),
+        ] {
+            let spec = LayerSpec {
+                hidden: 48,
+                heads: 4,
+                intermediate: 96,
+                activation,
+                eps: 1e-5,
+            };
+            let mut layer = EncoderLayer::new(spec, &device);
+            // Non-trivial norms: burn initialises gamma to 1 and beta to 0.
+            layer.layer_norm1.gamma = burn::module::Param::from_tensor(Tensor::random(
+                [48],
+                Distribution::Uniform(0.5, 1.5),
+                &device,
+            ));
+            layer.layer_norm2.beta = Some(burn::module::Param::from_tensor(Tensor::random(
+                [48],
+                Distribution::Uniform(-0.5, 0.5),
+                &device,
+            )));
+            let x: Tensor<3> =
+                Tensor::random([batch, seq, 48], Distribution::Normal(0.0, 1.0), &device);
+            let want = values(layer.forward_pre_norm(x.clone(), causal)).unwrap();
+            let packed = PackedLayer::new(&layer, spec).unwrap();
+            let mut got = values(x).unwrap();
+            packed.forward_pre_norm(&mut got, batch, seq, causal, &mut Scratch::default());
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst < 1e-4,
+                "{activation:?} causal={causal}: max |diff| {worst}"
+            );
+        }
+    }
+}
