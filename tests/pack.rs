@@ -37,6 +37,17 @@ fn f32_pack_reproduces_the_reference() {
     }
 }
 
+/// A segmenter packed for the CPU path has released its projection weights: converting it must
+/// fail with a reason, not write a pack of empty tensors.
+#[test]
+fn a_model_packed_for_cpu_is_not_converted() {
+    let mut segmenter = hf("plain");
+    segmenter.pack_for_cpu().unwrap();
+    assert!(segmenter.model.is_packed_for_cpu());
+    let err = pack::write(&segmenter, Quant::F32).unwrap_err().to_string();
+    assert!(err.contains("load it again"), "{err}");
+}
+
 /// Masks of quantized packs against the f32 masks, on every fixture case. The tiny random models
 /// have logits close to 0, which makes their masks far more fragile than a trained model's: the
 /// full-size numbers are in the README (tools/pack_report.py).

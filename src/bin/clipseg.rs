@@ -672,8 +672,9 @@ fn bench(
     };
     let pack_start = Instant::now();
     segmenter.pack_for_cpu()?;
+    let pack_s = pack_start.elapsed().as_secs_f64();
     // Reading the files plus packing; the burn runs in between are not load.
-    let load_s = open_s + pack_start.elapsed().as_secs_f64();
+    let load_s = open_s + pack_s;
     let (first_s, full_s, reprompt_s) = time(&segmenter)?;
     let tokens = segmenter.tokenize(&prompts)?[0].len();
     let gflop = pass_gflop(segmenter.config(), segmenter.preprocess.height, tokens);
@@ -681,6 +682,7 @@ fn bench(
         "backend": format!("{device:?}"),
         "iters": iters,
         "load_s": load_s,
+        "pack_s": pack_s,
         "first_pass_s": first_s,
         "full_pass_s": full_s,
         "reprompt_s": reprompt_s,
