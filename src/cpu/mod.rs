@@ -266,8 +266,10 @@ pub fn exp(x: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // 2^n by building the exponent; n + 127 stays in 1..=254 after the clamp.
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n by building the exponent bits; n + 127 stays in 1..=254 after the clamp. Adding
+    // 1.5 * 2^23 puts that integer in the low mantissa bits, and the shift moves it into the
+    // exponent field: unlike `n as i32` (saturating, so scalar code) this vectorises.
+    p * f32::from_bits((n + 127.0 + 12_582_912.0).to_bits() << 23)
 }
 
 vectorized!(layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
