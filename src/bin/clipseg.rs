@@ -447,8 +447,9 @@ fn train_command(run: &RunFile, out: &Path, resume: bool, checkpoint_every: usiz
         )
     })?;
     let dataset = PhraseCut::open(&info.data, &info.split)?;
+    // Not packed for the CPU path: the run folder gets the whole model, frozen CLIP weights
+    // included, and packing releases them.
     let mut segmenter = Segmenter::open(Path::new(&info.model), &device(backend)?)?;
-    segmenter.pack_for_cpu()?;
     ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             eprintln!("\nstopped without a new checkpoint");

@@ -155,6 +155,9 @@ pub struct Scratch {
     inner: Vec<f32>,
 }
 
+/// Query rows per attention block: 96 x 485 scores are 182 KB.
+const ATTENTION_ROWS: usize = 96;
+
 /// Multi-head attention on the fused projection `qkv` [batch * seq, 3 * hidden] (HF scales
 /// q by head_dim^-0.5 before the product; here the scale goes into the softmax). Writes the
 /// merged heads to `out` [batch * seq, hidden]. Heads run in parallel natively.
@@ -173,14 +176,20 @@ fn attention(
     let head = |b: usize, hd: usize| -> Vec<f32> {
         let base = b * seq * ld;
         let q = &qkv[base + hd * d..];
-        // scores[i, j] = q_i . k_j: K^T packed straight from the fused rows.
+        // scores = q k^T: K^T packed straight from the fused rows, as is V.
         let kt = PackedMatrix::pack_strided(&qkv[base + hidden + hd * d..], d, seq, 1, ld, None);
-        let mut scores = vec![0.0; seq * seq];
-        kt.matmul_strided(q, seq, ld, &mut scores, seq, false);
-        softmax_rows(&mut scores, seq, scale, causal);
         let v = PackedMatrix::pack_strided(&qkv[base + 2 * hidden + hd * d..], seq, d, ld, 1, None);
         let mut o = vec![0.0; seq * d];
-        v.matmul_strided(&scores, seq, seq, &mut o, d, false);
+        // Query rows in blocks, so one block's scores stay in L2 from the product through
+        // the softmax to the product with V.
+        let mut scores = vec![0.0; ATTENTION_ROWS.min(seq) * seq];
+        for i0 in (0..seq).step_by(ATTENTION_ROWS) {
+            let rows = ATTENTION_ROWS.min(seq - i0);
+            let block = &mut scores[..rows * seq];
+            kt.matmul_strided(&q[i0 * ld..], rows, ld, block, seq, false);
+            softmax_rows(block, seq, i0, scale, causal);
+            v.matmul_strided(block, rows, seq, &mut o[i0 * d..], d, false);
+        }
         o
     };
     let jobs: Vec<(usize, usize)> = (0..batch)
@@ -297,10 +306,10 @@ vectorized!(layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &m
     }
 });
 
-vectorized!(softmax_rows(scores: &mut [f32], seq: usize, scale: f32, causal: bool) {
+vectorized!(softmax_rows(scores: &mut [f32], seq: usize, first_row: usize, scale: f32, causal: bool) {
     for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
         // Causal: position i sees 0..=i; the rest gets probability 0, as with HF's mask.
-        let valid = if causal { i + 1 } else { seq };
+        let valid = if causal { first_row + i + 1 } else { seq };
         let (live, masked) = row.split_at_mut(valid);
         masked.fill(0.0);
         let max = lanes_max(live);
@@ -383,6 +392,8 @@ mod tests {
         for (activation, causal, batch, seq) in [
             (Activation::QuickGelu, false, 1, 37),
             (Activation::QuickGelu, true, 3, 9),
+            // Longer than one block of query rows, causal across blocks.
+            (Activation::QuickGelu, true, 1, 2 * ATTENTION_ROWS + 5),
             (Activation::GeluTanh, false, 2, 5),
             (Activation::Relu, true, 1, 1),
         ] {
