@@ -22,6 +22,11 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// See [`EncoderLayer::pack_for_cpu`].
+    pub fn pack_for_cpu(&mut self, spec: LayerSpec) -> Result<(), Error> {
+        self.layers.iter_mut().try_for_each(|l| l.pack_for_cpu(spec))
+    }
+
     /// Pre-norm layers up to the deepest in `keep`; returns the hidden states after each
     /// layer in `keep`, in that order. Packed layers ([`EncoderLayer::pack_for_cpu`]) run
     /// back to back on one host buffer.
@@ -108,11 +113,7 @@ impl TextModel {
 
     /// See [`EncoderLayer::pack_for_cpu`].
     pub fn pack_for_cpu(&mut self) -> Result<(), Error> {
-        let spec = Self::spec(&self.config);
-        self.encoder
-            .layers
-            .iter_mut()
-            .try_for_each(|l| l.pack_for_cpu(spec))
+        self.encoder.pack_for_cpu(Self::spec(&self.config))
     }
 
     /// Pooled output for each prompt: [prompts, hidden].

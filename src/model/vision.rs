@@ -72,11 +72,7 @@ impl VisionModel {
 
     /// See [`EncoderLayer::pack_for_cpu`].
     pub fn pack_for_cpu(&mut self) -> Result<(), Error> {
-        let spec = Self::spec(&self.config);
-        self.encoder
-            .layers
-            .iter_mut()
-            .try_for_each(|l| l.pack_for_cpu(spec))
+        self.encoder.pack_for_cpu(Self::spec(&self.config))
     }
 
     /// `pixel_values` [batch, 3, H, W] (square, H a multiple of the patch size) to the hidden
