@@ -24,7 +24,9 @@ pub struct Encoder {
 impl Encoder {
     /// See [`EncoderLayer::pack_for_cpu`].
     pub fn pack_for_cpu(&mut self, spec: LayerSpec) -> Result<(), Error> {
-        self.layers.iter_mut().try_for_each(|l| l.pack_for_cpu(spec))
+        self.layers
+            .iter_mut()
+            .try_for_each(|l| l.pack_for_cpu(spec))
     }
 
     /// Pre-norm layers up to the deepest in `keep`; returns the hidden states after each
