@@ -35,6 +35,19 @@ from pathlib import Path
 import numpy as np
 
 
+def time_passes(run, iters: int) -> tuple[float, list[float]]:
+    """One warm-up call of `run` (its time is the first pass), then `iters` timed calls."""
+    t0 = time.perf_counter()
+    run()
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return first, times
+
+
 def median(v: list[float]) -> float:
     s = sorted(v)
     return s[len(s) // 2]
@@ -124,14 +137,7 @@ def torch_part(a, res: dict, inputs: dict, preprocess) -> None:
     ref = torch_pass(inputs)
     for n in torch_threads:
         torch.set_num_threads(n)
-        t0 = time.perf_counter()
-        torch_pass()
-        first = time.perf_counter() - t0
-        times = []
-        for _ in range(a.iters):
-            t0 = time.perf_counter()
-            torch_pass()
-            times.append(time.perf_counter() - t0)
+        first, times = time_passes(torch_pass, a.iters)
         res["runtimes"][f"torch-fp32-t{n}"] = {
             "engine": "pytorch", "precision": "fp32", "threads": n, "attn_implementation": model.config._attn_implementation,
             "load_s": torch_load, "first_pass_s": first, "full_pass_s": median(times), "passes_s": times,
@@ -177,14 +183,7 @@ def ort_part(a, res: dict, inputs: dict, preprocess) -> None:
                 x = x or preprocess()
                 return sess.run(["logits"], {k: x[k] for k in ("input_ids", "attention_mask", "pixel_values")})[0]
 
-            t0 = time.perf_counter()
-            run()
-            first = time.perf_counter() - t0
-            times = []
-            for _ in range(a.iters):
-                t0 = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - t0)
+            first, times = time_passes(run, a.iters)
             # session.run alone, on fixed inputs (the preprocessing share of a full pass)
             run_only = []
             for _ in range(max(1, a.iters // 2)):
