@@ -31,8 +31,13 @@ impl Encoder {
 
     /// Pre-norm layers up to the deepest in `keep`; returns the hidden states after each
     /// layer in `keep`, in that order. Packed layers ([`EncoderLayer::pack_for_cpu`]) run
-    /// back to back on one host buffer.
-    pub fn forward(&self, x: Tensor<3>, causal: bool, keep: &[usize]) -> Vec<Tensor<3>> {
+    /// back to back on one host buffer; the others on burn's ops.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        causal: bool,
+        keep: &[usize],
+    ) -> Result<Vec<Tensor<3>>, Error> {
         let deepest = keep
             .iter()
             .max()
@@ -40,13 +45,14 @@ impl Encoder {
             .min(self.layers.len());
         let layers = &self.layers[..deepest];
         let mut states = vec![None; deepest];
+        // A tower is packed whole or not at all (`pack_for_cpu`), and only on flex, so only
+        // flex tensors are read back here.
         let packed: Option<Vec<_>> = layers.iter().map(|l| l.cpu.as_deref()).collect();
-        let [batch, seq, hidden] = x.dims();
-        let device = x.device();
-        // Only packed (flex) layers read back: a wgpu tensor must never be read synchronously.
-        let host = packed.and_then(|p| Some((p, crate::cpu::values(x.clone()).ok()?)));
-        match host {
-            Some((packed, mut values)) => {
+        match packed {
+            Some(packed) => {
+                let [batch, seq, hidden] = x.dims();
+                let device = x.device();
+                let mut values = crate::cpu::values(x)?;
                 let scratch = &mut crate::cpu::Scratch::default();
                 for (i, layer) in packed.iter().enumerate() {
                     layer.forward_pre_norm(&mut values, batch, seq, causal, scratch);
@@ -66,9 +72,10 @@ impl Encoder {
                 }
             }
         }
-        keep.iter()
+        Ok(keep
+            .iter()
             .filter_map(|&l| states.get(l).cloned().flatten())
-            .collect()
+            .collect())
     }
 }
 
@@ -155,7 +162,7 @@ impl TextModel {
             + self.embeddings.position_embedding.forward(positions);
         let last = self.encoder.layers.len().checked_sub(1);
         let x = match last {
-            Some(last) => self.encoder.forward(x, true, &[last]).remove(0),
+            Some(last) => self.encoder.forward(x, true, &[last])?.remove(0),
             None => x,
         };
         let x = self

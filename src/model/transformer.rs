@@ -9,7 +9,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, sigmoid};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use crate::Error;
 use crate::config::Activation;
@@ -140,8 +140,9 @@ impl EncoderLayer {
     }
 
     /// Packs the layer for the CPU path and releases the burn copies of its six projection
-    /// weights (they would double the memory); norms stay. After this the layer only runs on
-    /// flex and must not be saved. No-op for activations the CPU path lacks.
+    /// weights (they would double the memory); norms stay. After this the layer only runs
+    /// through [`super::text::Encoder::forward`] on flex and must not be saved. No-op for
+    /// activations the CPU path lacks.
     pub fn pack_for_cpu(&mut self, spec: LayerSpec) -> Result<(), Error> {
         if self.cpu.is_some() || !crate::cpu::supports(spec.activation) {
             return Ok(());
@@ -162,18 +163,9 @@ impl EncoderLayer {
         Ok(())
     }
 
-    /// Pre-norm (CLIP encoders): x + attn(ln1(x)), then x + mlp(ln2(x)).
+    /// Pre-norm (CLIP encoders): x + attn(ln1(x)), then x + mlp(ln2(x)). Burn's ops only: a
+    /// layer packed for the CPU path runs through [`super::text::Encoder::forward`].
     pub fn forward_pre_norm(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
-        if let Some(packed) = &self.cpu {
-            let [batch, seq, hidden] = x.dims();
-            let device = x.device();
-            // Flex tensors are host memory: reading one is a memcpy at most.
-            if let Ok(mut values) = crate::cpu::values(x.clone()) {
-                let scratch = &mut crate::cpu::Scratch::default();
-                packed.forward_pre_norm(&mut values, batch, seq, causal, scratch);
-                return Tensor::from_data(TensorData::new(values, [batch, seq, hidden]), &device);
-            }
-        }
         let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x), causal);
         x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
     }

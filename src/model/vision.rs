@@ -115,7 +115,7 @@ impl VisionModel {
         let x = Tensor::cat(vec![class, patches], 1)
             + self.position_embeddings(grid, &device).unsqueeze_dim(0);
         let x = self.pre_layrnorm.forward(x);
-        Ok(self.encoder.forward(x, false, extract))
+        self.encoder.forward(x, false, extract)
     }
 
     /// Position embeddings for a `grid` x `grid` input: the learned ones, or HF's
