@@ -15,6 +15,8 @@ if ! dpkg -s mesa-vulkan-drivers libvulkan1 >/dev/null 2>&1; then
 fi
 rustup target add wasm32-unknown-unknown
 rustup component add clippy
+# A fresh clone builds everything once: incremental caches would only add gigabytes of disk.
+export CARGO_INCREMENTAL=0
 
 cargo clippy --features native --all-targets -- -D warnings
 # The dev profile: its dependencies are opt-level 3 too, and CI builds them only once.
