@@ -4,6 +4,7 @@
 use burn::store::SafetensorsStore;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::cpu::Precision;
 use crate::model::{ClipSeg, ImageFeatures};
 use crate::preprocess::{self, PreprocessConfig};
 use crate::tokenizer::ClipTokenizer;
@@ -23,6 +24,9 @@ pub struct Segmenter {
     pub model: ClipSeg,
     pub tokenizer: ClipTokenizer,
     pub preprocess: PreprocessConfig,
+    /// The towers' matrices came 8-bit (or coarser) from a q8/q4 pack, so
+    /// [`Self::pack_for_cpu`] runs them in int8 as well.
+    pub quantized: bool,
 }
 
 impl Segmenter {
@@ -44,6 +48,7 @@ impl Segmenter {
             model,
             tokenizer,
             preprocess,
+            quantized: false,
         })
     }
 
@@ -60,6 +65,7 @@ impl Segmenter {
             model,
             tokenizer,
             preprocess,
+            quantized: pack.is_quantized(),
         })
     }
 
@@ -122,6 +128,7 @@ impl Segmenter {
                 model,
                 tokenizer,
                 preprocess,
+                quantized: false,
             });
         }
         let path = safetensors;
@@ -147,6 +154,7 @@ impl Segmenter {
             model,
             tokenizer,
             preprocess,
+            quantized: false,
         })
     }
 
@@ -170,10 +178,14 @@ impl Segmenter {
         Ok((ClipSeg::new(&config, device)?, preprocess))
     }
 
-    /// For inference on flex: see [`ClipSeg::pack_for_cpu`] (~2x faster; the segmenter can
-    /// then no longer be converted to a pack).
+    /// For inference on flex: see [`ClipSeg::pack_for_cpu`] (~2x faster, int8 for a quantized
+    /// pack; the segmenter can then no longer be converted to a pack).
     pub fn pack_for_cpu(&mut self) -> Result<(), Error> {
-        self.model.pack_for_cpu()
+        self.model.pack_for_cpu(if self.quantized {
+            Precision::Int8
+        } else {
+            Precision::F32
+        })
     }
 
     pub fn config(&self) -> &ClipSegConfig {

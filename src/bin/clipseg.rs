@@ -699,11 +699,22 @@ fn bench(
         }
         .into();
         line["kernel"] = clipseg::cpu::gemm::kernel_name().into();
+        let threads = rayon::current_num_threads() as f64;
         line["threads"] = rayon::current_num_threads().into();
+        let int8 = clipseg::cpu::qgemm::kernel_name().filter(|_| segmenter.quantized);
         if let Some(peak) = clipseg::cpu::gemm::peak_gflops() {
             line["peak_gflops_per_thread"] = peak.into();
-            line["efficiency"] =
-                (gflop / full_s / (peak * rayon::current_num_threads() as f64)).into();
+            // Against the f32 peak only where the projections run in f32.
+            if int8.is_none() {
+                line["efficiency"] = (gflop / full_s / (peak * threads)).into();
+            }
+        }
+        if let Some(name) = int8 {
+            // The projections (~90% of the FLOPs) run in int8, attention in f32.
+            line["int8_kernel"] = name.into();
+            if let Some(peak) = clipseg::cpu::qgemm::peak_gops() {
+                line["peak_int8_gops_per_thread"] = peak.into();
+            }
         }
     }
     if let Some((first, full, reprompt)) = reference {

@@ -10,6 +10,7 @@
 //! Used only for flex (`Device::flex()`) inference; wgpu and training keep burn's ops.
 
 pub mod gemm;
+pub mod qgemm;
 
 use burn::tensor::Tensor;
 
@@ -17,6 +18,7 @@ use crate::Error;
 use crate::config::Activation;
 use crate::model::transformer::{EncoderLayer, LayerSpec};
 use gemm::PackedMatrix;
+use qgemm::QuantMatrix;
 
 #[cfg(feature = "native")]
 use rayon::prelude::*;
@@ -30,11 +32,54 @@ pub struct PackedLayer {
     eps: f32,
     ln1: (Vec<f32>, Vec<f32>),
     /// `q_proj | k_proj | v_proj` side by side: [hidden, 3 * hidden].
-    qkv: PackedMatrix,
-    out_proj: PackedMatrix,
+    qkv: Projection,
+    out_proj: Projection,
     ln2: (Vec<f32>, Vec<f32>),
-    fc1: PackedMatrix,
-    fc2: PackedMatrix,
+    fc1: Projection,
+    fc2: Projection,
+}
+
+/// Which arithmetic the packed projections use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    /// int8 weights and per-row int8 activations ([`qgemm`]) where the CPU has an int8 kernel,
+    /// else f32: for weights that were 8-bit (or coarser) already.
+    Int8,
+}
+
+/// A Linear layer's weight and bias, packed for one of the two GEMMs.
+#[derive(Debug)]
+enum Projection {
+    F32(PackedMatrix),
+    Int8(QuantMatrix),
+}
+
+impl Projection {
+    fn pack(w: &[f32], k: usize, n: usize, bias: Option<&[f32]>, precision: Precision) -> Self {
+        let int8 = match precision {
+            Precision::Int8 => QuantMatrix::pack(w, k, n, bias),
+            Precision::F32 => None,
+        };
+        match int8 {
+            Some(q) => Projection::Int8(q),
+            None => Projection::F32(PackedMatrix::pack(w, k, n, bias)),
+        }
+    }
+
+    fn n(&self) -> usize {
+        match self {
+            Projection::F32(p) => p.n(),
+            Projection::Int8(q) => q.n(),
+        }
+    }
+
+    fn matmul(&self, a: &[f32], m: usize, out: &mut [f32]) {
+        match self {
+            Projection::F32(p) => p.matmul(a, m, out),
+            Projection::Int8(q) => q.matmul(a, m, out),
+        }
+    }
 }
 
 pub(crate) fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {
@@ -71,7 +116,7 @@ pub fn supports(activation: Activation) -> bool {
 }
 
 impl PackedLayer {
-    pub fn new(layer: &EncoderLayer, spec: LayerSpec) -> Result<Self, Error> {
+    pub fn new(layer: &EncoderLayer, spec: LayerSpec, precision: Precision) -> Result<Self, Error> {
         let (h, inter) = (spec.hidden, spec.intermediate);
         let attn = &layer.self_attn;
         let (q, qb) = linear_parts(&attn.q_proj)?;
@@ -96,11 +141,11 @@ impl PackedLayer {
             activation: spec.activation,
             eps: spec.eps as f32,
             ln1: norm_parts(&layer.layer_norm1)?,
-            qkv: PackedMatrix::pack(&qkv, h, 3 * h, Some(&qkv_bias)),
-            out_proj: PackedMatrix::pack(&o, h, h, ob.as_deref()),
+            qkv: Projection::pack(&qkv, h, 3 * h, Some(&qkv_bias), precision),
+            out_proj: Projection::pack(&o, h, h, ob.as_deref(), precision),
             ln2: norm_parts(&layer.layer_norm2)?,
-            fc1: PackedMatrix::pack(&f1, h, inter, f1b.as_deref()),
-            fc2: PackedMatrix::pack(&f2, inter, h, f2b.as_deref()),
+            fc1: Projection::pack(&f1, h, inter, f1b.as_deref(), precision),
+            fc2: Projection::pack(&f2, inter, h, f2b.as_deref(), precision),
         })
     }
 
@@ -116,20 +161,13 @@ impl PackedLayer {
     ) {
         let (h, rows) = (self.hidden, batch * seq);
         assert_eq!(x.len(), rows * h, "hidden states are not [{rows}, {h}]");
+        scratch.resize(rows, h, self.fc1.n());
         let Scratch {
             normed,
             qkv,
             out,
             inner,
         } = scratch;
-        for (buf, len) in [
-            (&mut *normed, rows * h),
-            (&mut *qkv, rows * 3 * h),
-            (&mut *out, rows * h),
-            (&mut *inner, rows * self.fc1.n()),
-        ] {
-            buf.resize(len, 0.0);
-        }
         layer_norm(x, &self.ln1.0, &self.ln1.1, self.eps, normed);
         self.qkv.matmul(normed, rows, qkv);
         // `normed` is free again: it takes the merged heads.
@@ -143,6 +181,37 @@ impl PackedLayer {
         self.fc2.matmul(inner, rows, out);
         add_assign(x, out);
     }
+
+    /// Post-norm layer (CLIPSeg's decoder) in place on `x` [batch * seq, hidden]:
+    /// ln1(x + attn(x)), then ln2(x + mlp(x)).
+    pub fn forward_post_norm(
+        &self,
+        x: &mut [f32],
+        batch: usize,
+        seq: usize,
+        scratch: &mut Scratch,
+    ) {
+        let (h, rows) = (self.hidden, batch * seq);
+        assert_eq!(x.len(), rows * h, "hidden states are not [{rows}, {h}]");
+        scratch.resize(rows, h, self.fc1.n());
+        let Scratch {
+            normed,
+            qkv,
+            out,
+            inner,
+        } = scratch;
+        self.qkv.matmul(x, rows, qkv);
+        attention(qkv, batch, seq, h, self.heads, false, normed);
+        self.out_proj.matmul(normed, rows, out);
+        add_assign(out, x);
+        layer_norm(out, &self.ln1.0, &self.ln1.1, self.eps, x);
+
+        self.fc1.matmul(x, rows, inner);
+        activate(self.activation, inner);
+        self.fc2.matmul(inner, rows, out);
+        add_assign(out, x);
+        layer_norm(out, &self.ln2.0, &self.ln2.1, self.eps, x);
+    }
 }
 
 /// Intermediate buffers of [`PackedLayer::forward_pre_norm`], kept across a tower's layers
@@ -153,6 +222,15 @@ pub struct Scratch {
     qkv: Vec<f32>,
     out: Vec<f32>,
     inner: Vec<f32>,
+}
+
+impl Scratch {
+    fn resize(&mut self, rows: usize, hidden: usize, intermediate: usize) {
+        self.normed.resize(rows * hidden, 0.0);
+        self.qkv.resize(rows * 3 * hidden, 0.0);
+        self.out.resize(rows * hidden, 0.0);
+        self.inner.resize(rows * intermediate, 0.0);
+    }
 }
 
 /// Query rows per attention block: 96 x 485 scores are 182 KB.
@@ -215,8 +293,17 @@ macro_rules! vectorized {
             fn body($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) { body($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) { body($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: the features were just detected.
+                    return unsafe { avx512($($arg),*) };
+                }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                 {
@@ -228,6 +315,7 @@ macro_rules! vectorized {
         }
     };
 }
+pub(crate) use vectorized;
 
 /// Sum and max of a row through 8 independent lanes, so LLVM can vectorise without
 /// reassociating a single accumulator.
@@ -418,19 +506,35 @@ mod tests {
             )));
             let x: Tensor<3> =
                 Tensor::random([batch, seq, 48], Distribution::Normal(0.0, 1.0), &device);
-            let want = values(layer.forward_pre_norm(x.clone(), causal)).unwrap();
-            let packed = PackedLayer::new(&layer, spec).unwrap();
-            let mut got = values(x).unwrap();
-            packed.forward_pre_norm(&mut got, batch, seq, causal, &mut Scratch::default());
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            assert!(
-                worst < 1e-4,
-                "{activation:?} causal={causal}: max |diff| {worst}"
-            );
+            let worst = |got: &[f32], want: &[f32]| {
+                got.iter()
+                    .zip(want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max)
+            };
+            let pre = values(layer.forward_pre_norm(x.clone(), causal)).unwrap();
+            // Burn's ops: the layer itself is not packed.
+            let post = values(layer.forward_post_norm(x.clone()).unwrap()).unwrap();
+            // int8 (where this CPU has a kernel) within 8-bit quantization error of f32.
+            for (precision, tol) in [(Precision::F32, 1e-4), (Precision::Int8, 0.05)] {
+                let packed = PackedLayer::new(&layer, spec, precision).unwrap();
+                let mut got = values(x.clone()).unwrap();
+                packed.forward_pre_norm(&mut got, batch, seq, causal, &mut Scratch::default());
+                let diff = worst(&got, &pre);
+                assert!(
+                    diff < tol,
+                    "{activation:?} {precision:?} causal={causal}: max |diff| {diff}"
+                );
+                if !causal {
+                    let mut got = values(x.clone()).unwrap();
+                    packed.forward_post_norm(&mut got, batch, seq, &mut Scratch::default());
+                    let diff = worst(&got, &post);
+                    assert!(
+                        diff < tol,
+                        "post-norm {activation:?} {precision:?}: max |diff| {diff}"
+                    );
+                }
+            }
         }
     }
 }

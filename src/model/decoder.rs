@@ -8,7 +8,9 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::transformer::{EncoderLayer, LayerSpec};
+use crate::Error;
 use crate::config::{Activation, ClipSegConfig};
+use crate::cpu::Precision;
 
 /// HF's `nn.Sequential(Conv2d, ReLU, ConvTranspose2d, ReLU, ConvTranspose2d)`; the field names
 /// keep the Sequential indices (`transposed_convolution.0.weight` fills `layer0`).
@@ -78,14 +80,7 @@ impl Decoder {
                     .init(device),
             )
         };
-        // HF copies the vision config and overrides size, heads, intermediate size and act.
-        let spec = LayerSpec {
-            hidden: rd,
-            heads: c.decoder_num_attention_heads,
-            intermediate: c.decoder_intermediate_size,
-            activation: Activation::Relu,
-            eps: c.vision_config.layer_norm_eps,
-        };
+        let spec = Self::spec(c);
         Self {
             film_mul: LinearConfig::new(c.projection_dim, rd).init(device),
             film_add: LinearConfig::new(c.projection_dim, rd).init(device),
@@ -97,6 +92,26 @@ impl Decoder {
                 .map(|_| EncoderLayer::new(spec, device))
                 .collect(),
             conditional_layer: c.conditional_layer,
+        }
+    }
+
+    /// The decoder layers on the packed CPU path too, in f32, keeping their burn weights.
+    pub fn pack_for_cpu(&mut self, spec: LayerSpec) -> Result<(), Error> {
+        for layer in &mut self.layers {
+            layer.pack_for_cpu_keeping_weights(spec, Precision::F32)?;
+        }
+        Ok(())
+    }
+
+    /// The spec its layers were built with.
+    pub fn spec(c: &ClipSegConfig) -> LayerSpec {
+        // HF copies the vision config and overrides size, heads, intermediate size and act.
+        LayerSpec {
+            hidden: c.reduce_dim,
+            heads: c.decoder_num_attention_heads,
+            intermediate: c.decoder_intermediate_size,
+            activation: Activation::Relu,
+            eps: c.vision_config.layer_norm_eps,
         }
     }
 
@@ -113,7 +128,11 @@ impl Decoder {
 
     /// `reduced` (from [`Self::reduce`], batch 1 or `prompts`) and `conditional` [prompts,
     /// projection_dim] to logits [prompts, H, W].
-    pub fn forward(&self, reduced: &[Tensor<3>], conditional: Tensor<2>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        reduced: &[Tensor<3>],
+        conditional: Tensor<2>,
+    ) -> Result<Tensor<3>, Error> {
         let mut output: Option<Tensor<3>> = None;
         for (i, (r, layer)) in reduced.iter().zip(&self.layers).enumerate() {
             let mut x = match output {
@@ -125,7 +144,7 @@ impl Decoder {
                 let add = self.film_add.forward(conditional.clone()).unsqueeze_dim(1);
                 x = mul * x + add;
             }
-            output = Some(layer.forward_post_norm(x));
+            output = Some(layer.forward_post_norm(x)?);
         }
         let Some(output) = output else {
             unreachable!("config validation guarantees at least one extract layer")
@@ -138,6 +157,6 @@ impl Decoder {
             .reshape([batch, rd, grid, grid]);
         let logits = self.transposed_convolution.forward(tokens);
         let [_, _, h, w] = logits.dims();
-        logits.reshape([batch, h, w])
+        Ok(logits.reshape([batch, h, w]))
     }
 }

@@ -18,6 +18,7 @@ pub use vision::VisionModel;
 
 use crate::Error;
 use crate::config::ClipSegConfig;
+use crate::cpu::Precision;
 
 /// `CLIPSegModel`: the frozen CLIP towers (`clip.*` weights).
 #[derive(Module, Debug)]
@@ -89,12 +90,14 @@ impl ClipSeg {
     /// ([`crate::cpu`]): ~2x faster inference. Their projection weights then exist only in
     /// packed form, so a packed model cannot be written out again (see [`Self::is_packed_for_cpu`]).
     /// Elsewhere (wgpu) a no-op.
-    pub fn pack_for_cpu(&mut self) -> Result<(), Error> {
+    pub fn pack_for_cpu(&mut self, precision: Precision) -> Result<(), Error> {
         if self.clip.text_projection.weight.device() != Device::flex() {
             return Ok(());
         }
-        self.clip.text_model.pack_for_cpu()?;
-        self.clip.vision_model.pack_for_cpu()
+        self.clip.text_model.pack_for_cpu(precision)?;
+        self.clip.vision_model.pack_for_cpu(precision)?;
+        self.decoder
+            .pack_for_cpu(decoder::Decoder::spec(&self.config))
     }
 
     /// Whether [`Self::pack_for_cpu`] released any burn weights.
@@ -139,7 +142,7 @@ impl ClipSeg {
         match (image, &self.unet) {
             (ImageFeatures::UNet(skips), Some(unet)) => Ok(unet.forward(skips, conditional)),
             (ImageFeatures::Transformer(reduced), None) => {
-                Ok(self.decoder.forward(reduced, conditional))
+                self.decoder.forward(reduced, conditional)
             }
             _ => Err(Error::Input(
                 "these image features were encoded by a model with the other decoder".into(),

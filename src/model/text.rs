@@ -7,6 +7,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::transformer::{EncoderLayer, LayerSpec};
 use crate::Error;
 use crate::config::TextConfig;
+use crate::cpu::Precision;
 
 /// `CLIPSegTextEmbeddings`.
 #[derive(Module, Debug)]
@@ -23,10 +24,10 @@ pub struct Encoder {
 
 impl Encoder {
     /// See [`EncoderLayer::pack_for_cpu`].
-    pub fn pack_for_cpu(&mut self, spec: LayerSpec) -> Result<(), Error> {
+    pub fn pack_for_cpu(&mut self, spec: LayerSpec, precision: Precision) -> Result<(), Error> {
         self.layers
             .iter_mut()
-            .try_for_each(|l| l.pack_for_cpu(spec))
+            .try_for_each(|l| l.pack_for_cpu(spec, precision))
     }
 
     /// Pre-norm layers up to the deepest in `keep`; returns the hidden states after each
@@ -121,8 +122,9 @@ impl TextModel {
     }
 
     /// See [`EncoderLayer::pack_for_cpu`].
-    pub fn pack_for_cpu(&mut self) -> Result<(), Error> {
-        self.encoder.pack_for_cpu(Self::spec(&self.config))
+    pub fn pack_for_cpu(&mut self, precision: Precision) -> Result<(), Error> {
+        self.encoder
+            .pack_for_cpu(Self::spec(&self.config), precision)
     }
 
     /// Pooled output for each prompt: [prompts, hidden].

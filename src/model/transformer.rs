@@ -9,11 +9,11 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, sigmoid};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::Error;
 use crate::config::Activation;
-use crate::cpu::PackedLayer;
+use crate::cpu::{PackedLayer, Precision};
 
 /// Applies a config's `hidden_act`.
 pub fn activate<const D: usize>(act: Activation, x: Tensor<D>) -> Tensor<D> {
@@ -143,11 +143,10 @@ impl EncoderLayer {
     /// weights (they would double the memory); norms stay. After this the layer only runs
     /// through [`super::text::Encoder::forward`] on flex and must not be saved. No-op for
     /// activations the CPU path lacks.
-    pub fn pack_for_cpu(&mut self, spec: LayerSpec) -> Result<(), Error> {
-        if self.cpu.is_some() || !crate::cpu::supports(spec.activation) {
+    pub fn pack_for_cpu(&mut self, spec: LayerSpec, precision: Precision) -> Result<(), Error> {
+        if !self.pack_for_cpu_keeping_weights(spec, precision)? {
             return Ok(());
         }
-        self.cpu = Some(Arc::new(PackedLayer::new(self, spec)?));
         let attn = &mut self.self_attn;
         for linear in [
             &mut attn.q_proj,
@@ -163,6 +162,20 @@ impl EncoderLayer {
         Ok(())
     }
 
+    /// Packs the layer for the CPU path and keeps the burn weights too (the decoder's layers:
+    /// 1% of the model, and the ones training and `convert` need). Whether it packed now.
+    pub fn pack_for_cpu_keeping_weights(
+        &mut self,
+        spec: LayerSpec,
+        precision: Precision,
+    ) -> Result<bool, Error> {
+        if self.cpu.is_some() || !crate::cpu::supports(spec.activation) {
+            return Ok(false);
+        }
+        self.cpu = Some(Arc::new(PackedLayer::new(self, spec, precision)?));
+        Ok(true)
+    }
+
     /// Pre-norm (CLIP encoders): x + attn(ln1(x)), then x + mlp(ln2(x)). Burn's ops only: a
     /// layer packed for the CPU path runs through [`super::text::Encoder::forward`].
     pub fn forward_pre_norm(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
@@ -170,8 +183,21 @@ impl EncoderLayer {
         x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
     }
 
-    /// Post-norm (CLIPSeg decoder): ln1(x + attn(x)), then ln2(x + mlp(x)).
-    pub fn forward_post_norm(&self, x: Tensor<3>) -> Tensor<3> {
+    /// Post-norm (CLIPSeg decoder): ln1(x + attn(x)), then ln2(x + mlp(x)). On the packed
+    /// CPU path where the layer has one (flex inference), else burn's ops.
+    pub fn forward_post_norm(&self, x: Tensor<3>) -> Result<Tensor<3>, Error> {
+        if let Some(packed) = &self.cpu {
+            let [batch, seq, hidden] = x.dims();
+            let device = x.device();
+            let mut values = crate::cpu::values(x)?;
+            packed.forward_post_norm(&mut values, batch, seq, &mut Default::default());
+            let data = TensorData::new(values, [batch, seq, hidden]);
+            return Ok(Tensor::from_data(data, &device));
+        }
+        Ok(self.forward_post_norm_burn(x))
+    }
+
+    fn forward_post_norm_burn(&self, x: Tensor<3>) -> Tensor<3> {
         let x = self
             .layer_norm1
             .forward(x.clone() + self.self_attn.forward(x, false));

@@ -9,6 +9,7 @@ use super::text::Encoder;
 use super::transformer::{EncoderLayer, LayerSpec};
 use crate::Error;
 use crate::config::VisionConfig;
+use crate::cpu::Precision;
 
 /// `CLIPSegVisionEmbeddings`.
 #[derive(Module, Debug)]
@@ -71,8 +72,9 @@ impl VisionModel {
     }
 
     /// See [`EncoderLayer::pack_for_cpu`].
-    pub fn pack_for_cpu(&mut self) -> Result<(), Error> {
-        self.encoder.pack_for_cpu(Self::spec(&self.config))
+    pub fn pack_for_cpu(&mut self, precision: Precision) -> Result<(), Error> {
+        self.encoder
+            .pack_for_cpu(Self::spec(&self.config), precision)
     }
 
     /// `pixel_values` [batch, 3, H, W] (square, H a multiple of the patch size) to the hidden

@@ -227,10 +227,14 @@ pub enum Trainable {
 
 impl Trainable {
     /// Raw activations (`extract_layers` order) and prompt embeddings to logits.
-    fn forward(&self, activations: &[Tensor<3>], conditional: Tensor<2>) -> Tensor<3> {
+    fn forward(
+        &self,
+        activations: &[Tensor<3>],
+        conditional: Tensor<2>,
+    ) -> Result<Tensor<3>, Error> {
         match self {
             Self::Transformer(d) => d.forward(&d.reduce(activations), conditional),
-            Self::Unet(u) => u.forward(&u.reduce(activations), conditional),
+            Self::Unet(u) => Ok(u.forward(&u.reduce(activations), conditional)),
         }
     }
 }
@@ -369,7 +373,7 @@ pub fn train(
                 .into_iter()
                 .map(Tensor::autodiff)
                 .collect();
-            let logits = module.forward(&activations, batch.conditional.autodiff());
+            let logits = module.forward(&activations, batch.conditional.autodiff())?;
             let target = batch.target.autodiff();
             let loss = config.loss.forward(logits.clone(), target.clone());
             let loss_value = scalar(loss.clone().without_autodiff())?;

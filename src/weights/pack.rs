@@ -377,6 +377,14 @@ impl Pack {
         })
     }
 
+    /// Whether any matrix is stored in 8 or 4 bits.
+    pub fn is_quantized(&self) -> bool {
+        self.header
+            .tensors
+            .iter()
+            .any(|t| matches!(t.storage, Storage::Q8 { .. } | Storage::Q4 { .. }))
+    }
+
     /// Fills `model` (built from this pack's config) with the pack's weights, one tensor at a
     /// time: each is decoded to f32 only when the model takes it.
     pub fn apply(&self, model: &mut ClipSeg) -> Result<(), Error> {
