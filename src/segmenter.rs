@@ -54,13 +54,28 @@ impl Segmenter {
 
     /// Builds from a model pack (see [`crate::weights::pack`]): everything in one file.
     pub fn from_pack(bytes: Vec<u8>, device: &Device) -> Result<Self, Error> {
+        Self::load_pack(bytes, device, false)
+    }
+
+    /// [`Self::from_pack`] ready for inference: on flex the encoder layers are packed for the
+    /// CPU path while loading, one at a time ([`Pack::apply_packed_for_cpu`]: the peak memory
+    /// is then near the packed model's, not the f32 one's); elsewhere the same as `from_pack`.
+    pub fn from_pack_for_inference(bytes: Vec<u8>, device: &Device) -> Result<Self, Error> {
+        Self::load_pack(bytes, device, true)
+    }
+
+    fn load_pack(bytes: Vec<u8>, device: &Device, for_inference: bool) -> Result<Self, Error> {
         let pack = Pack::parse(bytes)?;
         let header = &pack.header;
         let tokenizer = ClipTokenizer::from_bytes(header.tokenizer.as_bytes())?;
         let config =
             serde_json::to_string(&header.config).map_err(|e| Error::Config(e.to_string()))?;
         let (mut model, preprocess) = Self::parts(&config, Some(&header.preprocessor), device)?;
-        pack.apply(&mut model)?;
+        if for_inference && *device == Device::flex() {
+            pack.apply_packed_for_cpu(&mut model, Self::precision(pack.is_quantized()))?;
+        } else {
+            pack.apply(&mut model)?;
+        }
         Ok(Self {
             model,
             tokenizer,
@@ -72,15 +87,35 @@ impl Segmenter {
     /// A pack file or an HF model folder.
     #[cfg(feature = "native")]
     pub fn open(path: &std::path::Path, device: &Device) -> Result<Self, Error> {
+        Self::open_with(path, device, false)
+    }
+
+    /// [`Self::open`] ready for inference: packed for the CPU path on flex (a pack while it
+    /// loads, see [`Self::from_pack_for_inference`]).
+    #[cfg(feature = "native")]
+    pub fn open_for_inference(path: &std::path::Path, device: &Device) -> Result<Self, Error> {
+        Self::open_with(path, device, true)
+    }
+
+    #[cfg(feature = "native")]
+    fn open_with(
+        path: &std::path::Path,
+        device: &Device,
+        for_inference: bool,
+    ) -> Result<Self, Error> {
         if path.is_file() {
             let bytes = std::fs::read(path).map_err(|source| Error::Io {
                 path: path.display().to_string(),
                 source,
             })?;
-            return Self::from_pack(bytes, device)
+            return Self::load_pack(bytes, device, for_inference)
                 .map_err(|e| Error::Weights(format!("{}: {e}", path.display())));
         }
-        Self::from_hf_dir(path, device)
+        let mut segmenter = Self::from_hf_dir(path, device)?;
+        if for_inference {
+            segmenter.pack_for_cpu()?;
+        }
+        Ok(segmenter)
     }
 
     /// Loads an HF model folder: `config.json`, `model.safetensors` (or `pytorch_model.bin`),
@@ -181,11 +216,15 @@ impl Segmenter {
     /// For inference on flex: see [`ClipSeg::pack_for_cpu`] (~2x faster, int8 for a quantized
     /// pack; the segmenter can then no longer be converted to a pack).
     pub fn pack_for_cpu(&mut self) -> Result<(), Error> {
-        self.model.pack_for_cpu(if self.quantized {
+        self.model.pack_for_cpu(Self::precision(self.quantized))
+    }
+
+    fn precision(quantized: bool) -> Precision {
+        if quantized {
             Precision::Int8
         } else {
             Precision::F32
-        })
+        }
     }
 
     pub fn config(&self) -> &ClipSegConfig {

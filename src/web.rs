@@ -77,8 +77,7 @@ impl Engine {
                 )));
             }
         };
-        let mut segmenter = Segmenter::from_pack(pack, &device).map_err(js_error)?;
-        segmenter.pack_for_cpu().map_err(js_error)?;
+        let segmenter = Segmenter::from_pack_for_inference(pack, &device).map_err(js_error)?;
         Ok(Engine {
             segmenter: Rc::new(segmenter),
             image: Rc::new(RefCell::new(None)),

@@ -48,6 +48,60 @@ fn a_model_packed_for_cpu_is_not_converted() {
     assert!(err.contains("load it again"), "{err}");
 }
 
+/// Loading for inference packs each encoder layer as it arrives: the same model as loading all
+/// of it and packing after (the right tensors reached the right layers), for f32 and for q8
+/// (int8 on CPUs with an int8 kernel).
+#[test]
+fn loading_for_inference_matches_packing_after_loading() {
+    for case in cases() {
+        for quant in [Quant::F32, Quant::Q8] {
+            let bytes = packed(&case.model, quant);
+            let mut after = Segmenter::from_pack(bytes.clone(), &Device::flex()).unwrap();
+            after.pack_for_cpu().unwrap();
+            let during = Segmenter::from_pack_for_inference(bytes, &Device::flex()).unwrap();
+            assert_eq!(
+                during.model.is_packed_for_cpu(),
+                after.model.is_packed_for_cpu()
+            );
+            assert_eq!(during.quantized, quant == Quant::Q8);
+            let (want, _) = case_logits(&after, &case);
+            let (got, err) = case_logits(&during, &case);
+            assert_eq!(got, want, "{} {quant:?}", case.model);
+            if quant == Quant::F32 {
+                assert!(err <= bound(&case), "{}: {err}", case.model);
+            }
+        }
+    }
+}
+
+/// A pack whose tensors do not match its config's layer count fails to load for inference
+/// with the tensor's name, as the plain load does.
+#[test]
+fn layer_count_mismatch_is_refused_when_loading_for_inference() {
+    let load = |segmenter: &Segmenter| {
+        let bytes = pack::write(segmenter, Quant::Q8).unwrap();
+        match Segmenter::from_pack_for_inference(bytes, &Device::flex()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a pack with a layer too few or too many loaded"),
+        }
+    };
+    let mut fewer = hf("plain");
+    fewer.model.clip.vision_model.encoder.layers.pop();
+    let err = load(&fewer);
+    assert!(
+        err.contains("has no tensor clip.vision_model.encoder.layers."),
+        "{err}"
+    );
+    let mut more = hf("plain");
+    let extra = more.model.clip.text_model.encoder.layers[0].clone();
+    more.model.clip.text_model.encoder.layers.push(extra);
+    let err = load(&more);
+    assert!(
+        err.contains("clip.text_model.encoder.layers.") && err.contains("not part of the model"),
+        "{err}"
+    );
+}
+
 /// Masks of quantized packs against the f32 masks, on every fixture case. The tiny random models
 /// have logits close to 0, which makes their masks far more fragile than a trained model's: the
 /// full-size numbers are in the README (tools/pack_report.py).
@@ -58,7 +112,8 @@ fn quantized_packs_stay_close() {
         let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
         for (quant, min_iou) in [(Quant::F16, 0.99), (Quant::Q8, 0.9), (Quant::Q4, 0.5)] {
             let bytes = packed(&case.model, quant);
-            let segmenter = Segmenter::from_pack(bytes, &Device::flex()).unwrap();
+            // As inference loads it: q8 and q4 then run the encoders in int8.
+            let segmenter = Segmenter::from_pack_for_inference(bytes, &Device::flex()).unwrap();
             let (logits, _) = case_logits(&segmenter, &case);
             let err = max_abs_diff(&logits, &reference);
             let mask = |l: &[f32]| l.iter().map(|&v| v > 0.0).collect::<Vec<_>>();

@@ -111,7 +111,7 @@ impl TextModel {
         }
     }
 
-    fn spec(c: &TextConfig) -> LayerSpec {
+    pub fn spec(c: &TextConfig) -> LayerSpec {
         LayerSpec {
             hidden: c.hidden_size,
             heads: c.num_attention_heads,

@@ -61,7 +61,7 @@ impl VisionModel {
         }
     }
 
-    fn spec(c: &VisionConfig) -> LayerSpec {
+    pub fn spec(c: &VisionConfig) -> LayerSpec {
         LayerSpec {
             hidden: c.hidden_size,
             heads: c.num_attention_heads,

@@ -388,14 +388,74 @@ impl Pack {
     /// Fills `model` (built from this pack's config) with the pack's weights, one tensor at a
     /// time: each is decoded to f32 only when the model takes it.
     pub fn apply(&self, model: &mut ClipSeg) -> Result<(), Error> {
-        let tensors = self
-            .header
+        let result = model.apply(
+            self.tensors(|name| Some(name.to_string())),
+            None,
+            None,
+            false,
+        );
+        check(&result, "", |_| false)
+    }
+
+    /// [`Self::apply`] for inference on flex: the towers' encoder layers are loaded and packed
+    /// for the CPU path ([`ClipSeg::pack_for_cpu`]) one at a time, so the f32 copy of all of
+    /// them (4x a q8 pack) never exists at once.
+    pub fn apply_packed_for_cpu(
+        &self,
+        model: &mut ClipSeg,
+        precision: crate::cpu::Precision,
+    ) -> Result<(), Error> {
+        const TOWERS: [&str; 2] = [
+            "clip.text_model.encoder.layers.",
+            "clip.vision_model.encoder.layers.",
+        ];
+        let in_layer = |path: &str| TOWERS.iter().any(|t| path.starts_with(t));
+        let rest = self.tensors(|name| (!in_layer(name)).then(|| name.to_string()));
+        check(&model.apply(rest, None, None, false), "", in_layer)?;
+        let clip = &mut model.clip;
+        let text_spec = crate::model::text::TextModel::spec(&clip.text_model.config);
+        let vision_spec = crate::model::vision::VisionModel::spec(&clip.vision_model.config);
+        let towers = [
+            (&mut clip.text_model.encoder.layers, text_spec),
+            (&mut clip.vision_model.encoder.layers, vision_spec),
+        ];
+        for ((layers, spec), tower) in towers.into_iter().zip(TOWERS) {
+            // A layer index the config does not have.
+            if let Some(entry) = self.header.tensors.iter().find(|t| {
+                t.name
+                    .strip_prefix(tower)
+                    .and_then(|rest| rest.split('.').next()?.parse::<usize>().ok())
+                    .is_some_and(|i| i >= layers.len())
+            }) {
+                return Err(Error::Weights(format!(
+                    "model pack: tensor {} is not part of the model its config describes",
+                    entry.name
+                )));
+            }
+            for (i, layer) in layers.iter_mut().enumerate() {
+                let prefix = format!("{tower}{i}.");
+                let tensors = self.tensors(|name| name.strip_prefix(&prefix).map(str::to_string));
+                check(&layer.apply(tensors, None, None, false), &prefix, |_| false)?;
+                layer.pack_for_cpu(spec, precision)?;
+            }
+        }
+        // The rest of the CPU path (the decoder's layers).
+        model.pack_for_cpu(precision)
+    }
+
+    /// Deferred loaders of the tensors `rename` keeps, under the names it gives.
+    fn tensors(
+        &self,
+        rename: impl Fn(&str) -> Option<String>,
+    ) -> Vec<burn::store::burn_pack::Tensor> {
+        self.header
             .tensors
             .iter()
-            .map(|entry| {
+            .filter_map(|entry| {
+                let name = rename(&entry.name)?;
                 let (bytes, start, entry) = (self.bytes.clone(), self.data_start, entry.clone());
-                bridge::deferred(
-                    entry.name.clone(),
+                Some(bridge::deferred(
+                    name,
                     DType::F32,
                     Shape::from(entry.shape.clone()),
                     None,
@@ -405,25 +465,33 @@ impl Pack {
                         let values = entry.storage.decode(raw, &entry.shape);
                         Ok(TensorData::new(values, entry.shape.clone()))
                     },
-                )
+                ))
             })
-            .collect();
-        let result = model.apply(tensors, None, None, false);
-        if let Some(err) = result.errors.first() {
-            return Err(Error::Weights(format!("model pack: {err}")));
-        }
-        if let Some((path, _)) = result.missing.first() {
-            return Err(Error::Weights(format!(
-                "model pack: it has no tensor {path}"
-            )));
-        }
-        if let Some(path) = result.unused.first() {
-            return Err(Error::Weights(format!(
-                "model pack: tensor {path} is not part of the model its config describes"
-            )));
-        }
-        Ok(())
+            .collect()
     }
+}
+
+/// The first problem of an apply, with paths under `prefix`; missing paths `later` accepts are
+/// loaded by a later apply.
+fn check(
+    result: &burn::store::ApplyResult,
+    prefix: &str,
+    later: impl Fn(&str) -> bool,
+) -> Result<(), Error> {
+    if let Some(err) = result.errors.first() {
+        return Err(Error::Weights(format!("model pack: {err}")));
+    }
+    if let Some((path, _)) = result.missing.iter().find(|(path, _)| !later(path)) {
+        return Err(Error::Weights(format!(
+            "model pack: it has no tensor {prefix}{path}"
+        )));
+    }
+    if let Some(path) = result.unused.first() {
+        return Err(Error::Weights(format!(
+            "model pack: tensor {prefix}{path} is not part of the model its config describes"
+        )));
+    }
+    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {
