@@ -1,6 +1,8 @@
 //! One object that owns model, tokenizer and preprocessing: image + prompts in, logits out.
 //! The CLI and the wasm API are thin shells over it.
 
+use std::sync::Arc;
+
 use burn::store::SafetensorsStore;
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -9,7 +11,9 @@ use crate::model::{ClipSeg, ImageFeatures};
 use crate::preprocess::{self, PreprocessConfig};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::hf;
-use crate::weights::pack::Pack;
+#[cfg(feature = "native")]
+use crate::weights::pack::FileSource;
+use crate::weights::pack::{Pack, Source};
 use crate::{ClipSegConfig, Error};
 
 /// Largest image side accepted, in pixels (browsers' canvas limit is of this order).
@@ -24,9 +28,23 @@ pub struct Segmenter {
     pub model: ClipSeg,
     pub tokenizer: ClipTokenizer,
     pub preprocess: PreprocessConfig,
-    /// The towers' matrices came 8-bit (or coarser) from a q8/q4 pack, so
-    /// [`Self::pack_for_cpu`] runs them in int8 as well.
+    /// The towers' matrices came 8-bit (or coarser) from a q8/q4 pack: packing for the CPU
+    /// then runs them in int8 unless told otherwise.
     pub quantized: bool,
+    /// What the encoder projections run in once packed for the CPU ([`Load::Inference`],
+    /// [`Self::pack_for_cpu`]); `None` while they run on burn's ops.
+    pub cpu_precision: Option<Precision>,
+}
+
+/// How a model is made ready while it loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    /// As stored: burn's ops, every weight kept (`convert`, `train`).
+    AsStored,
+    /// Packed for the CPU path on flex (elsewhere as stored), a pack's encoder layers one at a
+    /// time as they load, so the peak memory is near the packed model's. `None`: int8 for a
+    /// q8/q4 pack, f32 otherwise.
+    Inference(Option<Precision>),
 }
 
 impl Segmenter {
@@ -49,71 +67,70 @@ impl Segmenter {
             tokenizer,
             preprocess,
             quantized: false,
+            cpu_precision: None,
         })
     }
 
     /// Builds from a model pack (see [`crate::weights::pack`]): everything in one file.
     pub fn from_pack(bytes: Vec<u8>, device: &Device) -> Result<Self, Error> {
-        Self::load_pack(bytes, device, false)
+        Self::from_source(Arc::new(bytes), device, Load::AsStored)
     }
 
-    /// [`Self::from_pack`] ready for inference: on flex the encoder layers are packed for the
-    /// CPU path while loading, one at a time ([`Pack::apply_packed_for_cpu`]: the peak memory
-    /// is then near the packed model's, not the f32 one's); elsewhere the same as `from_pack`.
+    /// [`Self::from_pack`] ready for inference ([`Load::Inference`]).
     pub fn from_pack_for_inference(bytes: Vec<u8>, device: &Device) -> Result<Self, Error> {
-        Self::load_pack(bytes, device, true)
+        Self::from_source(Arc::new(bytes), device, Load::Inference(None))
     }
 
-    fn load_pack(bytes: Vec<u8>, device: &Device, for_inference: bool) -> Result<Self, Error> {
-        let pack = Pack::parse(bytes)?;
+    /// A pack read in ranges from `source` (a file, the page's buffer), so it is never copied
+    /// whole.
+    pub fn from_source(
+        source: Arc<dyn Source>,
+        device: &Device,
+        load: Load,
+    ) -> Result<Self, Error> {
+        let pack = Pack::read(source)?;
         let header = &pack.header;
         let tokenizer = ClipTokenizer::from_bytes(header.tokenizer.as_bytes())?;
         let config =
             serde_json::to_string(&header.config).map_err(|e| Error::Config(e.to_string()))?;
         let (mut model, preprocess) = Self::parts(&config, Some(&header.preprocessor), device)?;
-        if for_inference && *device == Device::flex() {
-            pack.apply_packed_for_cpu(&mut model, Self::precision(pack.is_quantized()))?;
-        } else {
-            pack.apply(&mut model)?;
+        let quantized = pack.is_quantized();
+        let mut cpu_precision = None;
+        match load {
+            Load::Inference(precision) if *device == Device::flex() => {
+                let precision = Self::resolve(precision, quantized);
+                pack.apply_packed_for_cpu(&mut model, precision)?;
+                cpu_precision = model.is_packed_for_cpu().then_some(precision);
+            }
+            _ => pack.apply(&mut model)?,
         }
         Ok(Self {
             model,
             tokenizer,
             preprocess,
-            quantized: pack.is_quantized(),
+            quantized,
+            cpu_precision,
         })
     }
 
     /// A pack file or an HF model folder.
     #[cfg(feature = "native")]
     pub fn open(path: &std::path::Path, device: &Device) -> Result<Self, Error> {
-        Self::open_with(path, device, false)
+        Self::open_with(path, device, Load::AsStored)
     }
 
-    /// [`Self::open`] ready for inference: packed for the CPU path on flex (a pack while it
-    /// loads, see [`Self::from_pack_for_inference`]).
+    /// [`Self::open`] ready for inference ([`Load::Inference`]; an HF folder loads whole, then
+    /// is packed).
     #[cfg(feature = "native")]
-    pub fn open_for_inference(path: &std::path::Path, device: &Device) -> Result<Self, Error> {
-        Self::open_with(path, device, true)
-    }
-
-    #[cfg(feature = "native")]
-    fn open_with(
-        path: &std::path::Path,
-        device: &Device,
-        for_inference: bool,
-    ) -> Result<Self, Error> {
+    pub fn open_with(path: &std::path::Path, device: &Device, load: Load) -> Result<Self, Error> {
         if path.is_file() {
-            let bytes = std::fs::read(path).map_err(|source| Error::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
-            return Self::load_pack(bytes, device, for_inference)
+            let source = Arc::new(FileSource::open(path)?);
+            return Self::from_source(source, device, load)
                 .map_err(|e| Error::Weights(format!("{}: {e}", path.display())));
         }
         let mut segmenter = Self::from_hf_dir(path, device)?;
-        if for_inference {
-            segmenter.pack_for_cpu()?;
+        if let Load::Inference(precision) = load {
+            segmenter.pack_for_cpu(precision)?;
         }
         Ok(segmenter)
     }
@@ -164,6 +181,7 @@ impl Segmenter {
                 tokenizer,
                 preprocess,
                 quantized: false,
+                cpu_precision: None,
             });
         }
         let path = safetensors;
@@ -190,6 +208,7 @@ impl Segmenter {
             tokenizer,
             preprocess,
             quantized: false,
+            cpu_precision: None,
         })
     }
 
@@ -213,18 +232,21 @@ impl Segmenter {
         Ok((ClipSeg::new(&config, device)?, preprocess))
     }
 
-    /// For inference on flex: see [`ClipSeg::pack_for_cpu`] (~2x faster, int8 for a quantized
-    /// pack; the segmenter can then no longer be converted to a pack).
-    pub fn pack_for_cpu(&mut self) -> Result<(), Error> {
-        self.model.pack_for_cpu(Self::precision(self.quantized))
+    /// For inference on flex: see [`ClipSeg::pack_for_cpu`] (~2x faster; `precision` as in
+    /// [`Load::Inference`]). The segmenter can then no longer be converted to a pack.
+    pub fn pack_for_cpu(&mut self, precision: Option<Precision>) -> Result<(), Error> {
+        let precision = Self::resolve(precision, self.quantized);
+        self.model.pack_for_cpu(precision)?;
+        self.cpu_precision = self.model.is_packed_for_cpu().then_some(precision);
+        Ok(())
     }
 
-    fn precision(quantized: bool) -> Precision {
-        if quantized {
+    fn resolve(precision: Option<Precision>, quantized: bool) -> Precision {
+        precision.unwrap_or(if quantized {
             Precision::Int8
         } else {
             Precision::F32
-        }
+        })
     }
 
     pub fn config(&self) -> &ClipSegConfig {

@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use burn::tensor::Device;
 use burn::tensor::activation::sigmoid;
@@ -11,7 +12,36 @@ use wasm_bindgen::prelude::*;
 
 use crate::model::ImageFeatures;
 use crate::preprocess::rgba_to_rgb;
-use crate::segmenter::{MAX_PROMPTS, Segmenter, check_image_size};
+use crate::segmenter::{Load, MAX_PROMPTS, Segmenter, check_image_size};
+use crate::weights::pack::Source;
+
+/// The page's pack, read a tensor at a time: it stays in JS memory instead of being copied
+/// whole into wasm memory, which never shrinks.
+struct JsSource(js_sys::Uint8Array);
+
+// SAFETY: this wasm build has no threads; the array never leaves the worker's one thread.
+unsafe impl Send for JsSource {}
+unsafe impl Sync for JsSource {}
+
+impl Source for JsSource {
+    fn size(&self) -> u64 {
+        u64::from(self.0.length())
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), crate::Error> {
+        let start = u32::try_from(offset).ok();
+        let end = start.and_then(|s| s.checked_add(u32::try_from(out.len()).ok()?));
+        match (start, end) {
+            (Some(start), Some(end)) if end <= self.0.length() => {
+                self.0.subarray(start, end).copy_to(out);
+                Ok(())
+            }
+            _ => Err(crate::Error::Weights(
+                "model pack: read past its end".into(),
+            )),
+        }
+    }
+}
 
 thread_local! {
     /// The WebGPU device: burn's wgpu runtime can be initialised once per wasm instance, so a
@@ -67,7 +97,7 @@ pub struct Engine {
 #[wasm_bindgen]
 impl Engine {
     /// Parses and verifies a pack and loads it onto `backend` ("webgpu" or "cpu").
-    pub async fn load(pack: Vec<u8>, backend: String) -> Result<Engine, JsError> {
+    pub async fn load(pack: js_sys::Uint8Array, backend: String) -> Result<Engine, JsError> {
         let device = match backend.as_str() {
             "webgpu" => webgpu_device().await?,
             "cpu" => Device::flex(),
@@ -77,7 +107,9 @@ impl Engine {
                 )));
             }
         };
-        let segmenter = Segmenter::from_pack_for_inference(pack, &device).map_err(js_error)?;
+        let segmenter =
+            Segmenter::from_source(Arc::new(JsSource(pack)), &device, Load::Inference(None))
+                .map_err(js_error)?;
         Ok(Engine {
             segmenter: Rc::new(segmenter),
             image: Rc::new(RefCell::new(None)),

@@ -42,7 +42,7 @@ fn f32_pack_reproduces_the_reference() {
 #[test]
 fn a_model_packed_for_cpu_is_not_converted() {
     let mut segmenter = hf("plain");
-    segmenter.pack_for_cpu().unwrap();
+    segmenter.pack_for_cpu(None).unwrap();
     assert!(segmenter.model.is_packed_for_cpu());
     let err = pack::write(&segmenter, Quant::F32).unwrap_err().to_string();
     assert!(err.contains("load it again"), "{err}");
@@ -57,7 +57,7 @@ fn loading_for_inference_matches_packing_after_loading() {
         for quant in [Quant::F32, Quant::Q8] {
             let bytes = packed(&case.model, quant);
             let mut after = Segmenter::from_pack(bytes.clone(), &Device::flex()).unwrap();
-            after.pack_for_cpu().unwrap();
+            after.pack_for_cpu(None).unwrap();
             let during = Segmenter::from_pack_for_inference(bytes, &Device::flex()).unwrap();
             assert_eq!(
                 during.model.is_packed_for_cpu(),

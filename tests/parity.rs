@@ -16,7 +16,7 @@ fn check_case(case: &Case, device: &Device, packed: bool) {
         Segmenter::from_hf_dir(&fixtures().join("models").join(&case.model), device)
             .unwrap_or_else(|e| panic!("{}: {e}", case.model));
     if packed {
-        segmenter.pack_for_cpu().unwrap();
+        segmenter.pack_for_cpu(None).unwrap();
     }
     assert_eq!(
         segmenter.tokenize(&case.prompts).unwrap(),

@@ -12,10 +12,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use clipseg::burn::tensor::Device;
+use clipseg::cpu::Precision;
 use clipseg::data::{PhraseCut, PromptSet, SyntheticSpec, generate};
 use clipseg::eval::{EvalOptions, evaluate};
 use clipseg::model::unet::UNetConfig;
-use clipseg::segmenter::{read_f32, sigmoid};
+use clipseg::segmenter::{Load, read_f32, sigmoid};
 use clipseg::train::{DecoderKind, Event, Loss, RunFile, RunInfo, Session, TrainConfig, train};
 use clipseg::weights::pack::{self, Quant};
 use clipseg::{Segmenter, hub, npy, preprocess};
@@ -60,6 +61,8 @@ enum Command {
         threshold: f32,
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
+        #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
+        precision: PrecisionArg,
         /// Print load, image-encoding and prompt timings to stderr.
         #[arg(long)]
         verbose: bool,
@@ -84,6 +87,8 @@ enum Command {
         threshold: f32,
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
+        #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
+        precision: PrecisionArg,
     },
     /// Train a decoder (CLIPSeg's transformer or a U-Net) on frozen CLIP encoders; the
     /// finished run folder is an HF checkpoint. Ctrl-C stops with a checkpoint.
@@ -166,6 +171,8 @@ enum Command {
         iters: usize,
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
+        #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
+        precision: PrecisionArg,
         /// cpu: also time burn's own ops (the unpacked model) in the same process first, and
         /// print the ratio.
         #[arg(long)]
@@ -223,6 +230,27 @@ impl SplitArg {
     }
 }
 
+/// What the CLIP encoders' projections compute in on the CPU backend.
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum PrecisionArg {
+    /// int8 for a q8/q4 pack (weights already 8-bit), f32 otherwise.
+    Auto,
+    /// f32 (a quantized pack's weights dequantized, as the WebGPU engine runs them).
+    F32,
+    /// int8 weights and activations, also for an f32 model (dynamic quantization).
+    Int8,
+}
+
+impl PrecisionArg {
+    fn load(self) -> Load {
+        Load::Inference(match self {
+            Self::Auto => None,
+            Self::F32 => Some(Precision::F32),
+            Self::Int8 => Some(Precision::Int8),
+        })
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Backend {
     /// burn's `flex` CPU backend.
@@ -260,6 +288,7 @@ fn run(cli: Cli) -> Result<()> {
             mask,
             threshold,
             backend,
+            precision,
             verbose,
         } => {
             let outputs = Outputs {
@@ -267,7 +296,9 @@ fn run(cli: Cli) -> Result<()> {
                 mask: mask.as_deref(),
                 threshold,
             };
-            predict(&model, &image, &prompts, &outputs, backend, verbose)
+            predict(
+                &model, &image, &prompts, &outputs, backend, precision, verbose,
+            )
         }
         Command::Eval {
             data,
@@ -277,9 +308,10 @@ fn run(cli: Cli) -> Result<()> {
             save_logits,
             threshold,
             backend,
+            precision,
         } => {
             let dataset = PhraseCut::open(&data, split.name())?;
-            let segmenter = Segmenter::open_for_inference(&model, &device(backend)?)?;
+            let segmenter = Segmenter::open_with(&model, &device(backend)?, precision.load())?;
             let bar = ProgressBar::new(dataset.len() as u64).with_style(
                 ProgressStyle::with_template(
                     "{bar:40} {pos}/{len} tasks, {elapsed} elapsed, ETA {eta}",
@@ -373,8 +405,17 @@ fn run(cli: Cli) -> Result<()> {
             prompt,
             iters,
             backend,
+            precision,
             compare_burn,
-        } => bench(&model, &image, &prompt, iters, backend, compare_burn),
+        } => bench(
+            &model,
+            &image,
+            &prompt,
+            iters,
+            backend,
+            precision,
+            compare_burn,
+        ),
         Command::Synth { out, images, seed } => {
             let spec = SyntheticSpec {
                 images,
@@ -563,6 +604,7 @@ fn predict(
     prompts: &[String],
     outputs: &Outputs,
     backend: Backend,
+    precision: PrecisionArg,
     verbose: bool,
 ) -> Result<()> {
     let Outputs {
@@ -579,7 +621,7 @@ fn predict(
     let (rgb, width, height) = load_rgb(image_path)?;
     let device = device(backend)?;
     let start = Instant::now();
-    let segmenter = Segmenter::open_for_inference(model_dir, &device)?;
+    let segmenter = Segmenter::open_with(model_dir, &device, precision.load())?;
     let loaded = Instant::now();
     let image = segmenter.encode_image(&rgb, width, height)?;
     device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -627,6 +669,7 @@ fn bench(
     prompt: &str,
     iters: usize,
     backend: Backend,
+    precision: PrecisionArg,
     compare_burn: bool,
 ) -> Result<()> {
     if iters == 0 {
@@ -643,7 +686,7 @@ fn bench(
     let mut segmenter = if compare_burn {
         Segmenter::open(model_dir, &device)?
     } else {
-        Segmenter::open_for_inference(model_dir, &device)?
+        Segmenter::open_with(model_dir, &device, precision.load())?
     };
     let open_s = start.elapsed().as_secs_f64();
     let prompts = [prompt];
@@ -675,7 +718,9 @@ fn bench(
     if compare_burn {
         reference = Some(time(&segmenter)?);
         let pack_start = Instant::now();
-        segmenter.pack_for_cpu()?;
+        if let Load::Inference(precision) = precision.load() {
+            segmenter.pack_for_cpu(precision)?;
+        }
         // Reading the files plus packing; the burn runs in between are not load.
         load_s += pack_start.elapsed().as_secs_f64();
     }
@@ -703,7 +748,8 @@ fn bench(
         line["kernel"] = clipseg::cpu::gemm::kernel_name().into();
         let threads = rayon::current_num_threads() as f64;
         line["threads"] = rayon::current_num_threads().into();
-        let int8 = clipseg::cpu::qgemm::kernel_name().filter(|_| segmenter.quantized);
+        let int8 = clipseg::cpu::qgemm::kernel_name()
+            .filter(|_| segmenter.cpu_precision == Some(Precision::Int8));
         if let Some(peak) = clipseg::cpu::gemm::peak_gflops() {
             line["peak_gflops_per_thread"] = peak.into();
             // Against the f32 peak only where the projections run in f32.

@@ -42,6 +42,8 @@ struct Kernel {
 
 /// The kernels this CPU runs, best first (checked at run time, so one binary serves every
 /// x86-64).
+// Which pushes exist depends on the target (wasm32 has only the last ones).
+#[allow(clippy::vec_init_then_push)]
 fn kernels() -> Vec<Kernel> {
     let mut found = Vec::new();
     #[cfg(target_arch = "x86_64")]

@@ -10,9 +10,10 @@
 //! Kernels: AVX-512 VNNI 8x48 (`vpdpbusd`: 64 multiply-adds of u8 x i8 per instruction, 4x an
 //! f32 FMA; activations are offset by 128 into u8 and the offset is taken out again with the
 //! weights' column sums), wasm simd128 6x8 (`i32x4.dot_i16x8_s` on sign-extended pairs: 8
-//! multiply-adds per instruction where f32 needs a multiply and an add for 4), and a scalar one
-//! for each layout (the reference the others are tested against). Elsewhere (x86 without VNNI)
-//! [`kernel`] is `None` and the layers stay on the f32 path.
+//! multiply-adds per instruction where f32 needs a multiply and an add for 4), AVX2 6x16 (the
+//! same scheme with `vpmaddwd`), and a scalar one for each layout (the reference the others are
+//! tested against). All compute the same integers. Without any of them (a native build off
+//! x86-64) [`kernel`] is `None` and the layers stay on the f32 path.
 
 #[cfg(feature = "native")]
 use rayon::prelude::*;
@@ -69,6 +70,8 @@ struct QKernel {
 
 /// Every int8 kernel this CPU runs, best first; the scalar ones last (tests only: they are
 /// slower than the f32 path).
+// Which pushes exist depends on the target (wasm32 has only the last ones).
+#[allow(clippy::vec_init_then_push)]
 fn kernels() -> Vec<QKernel> {
     let mut found = Vec::new();
     #[cfg(target_arch = "x86_64")]
@@ -81,6 +84,16 @@ fn kernels() -> Vec<QKernel> {
             layout: Layout::U8Offset,
             run: x86::kernel_vnni::<8, 3>,
             name: "avx512-vnni int8 8x48",
+        });
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        found.push(QKernel {
+            mr: 6,
+            nr: 16,
+            layout: Layout::I16,
+            run: x86::kernel_madd_avx2,
+            name: "avx2 int8 6x16",
         });
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -438,6 +451,48 @@ unsafe fn kernel_scalar<const MR: usize, const NR: usize, const G: usize>(
 mod x86 {
     use super::Epilogue;
     use std::arch::x86_64::*;
+
+    /// 6 rows x 16 columns, 2 k per step, the wasm kernel's scheme on AVX2: 32 bytes of B
+    /// (16 columns x 2 k) sign-extended to two i16x16, `vpmaddwd` with the row's broadcast i16
+    /// pair into 12 ymm accumulators. About the f32 kernel's speed, at a quarter of its weight
+    /// memory, and the same integers as the other int8 kernels.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn kernel_madd_avx2(
+        groups: usize,
+        a: *const u8,
+        b: *const i8,
+        c: *mut f32,
+        ldc: usize,
+        e: Epilogue,
+    ) {
+        const MR: usize = 6;
+        unsafe {
+            let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+            let (mut a, mut b) = (a, b);
+            for _ in 0..groups {
+                let b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b as *const __m128i));
+                let b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(16) as *const __m128i));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let x = _mm256_set1_epi32((a.add(4 * r) as *const i32).read_unaligned());
+                    row[0] = _mm256_add_epi32(row[0], _mm256_madd_epi16(x, b0));
+                    row[1] = _mm256_add_epi32(row[1], _mm256_madd_epi16(x, b1));
+                }
+                a = a.add(4 * MR);
+                b = b.add(32);
+            }
+            for (r, row) in acc.iter().enumerate() {
+                let sa = _mm256_set1_ps(*e.a_scale.add(r));
+                for (v, &x) in row.iter().enumerate() {
+                    let corr = _mm256_loadu_si256(e.correction.add(8 * v) as *const __m256i);
+                    let ws = _mm256_loadu_ps(e.w_scale.add(8 * v));
+                    let bias = _mm256_loadu_ps(e.bias.add(8 * v));
+                    let f = _mm256_cvtepi32_ps(_mm256_sub_epi32(x, corr));
+                    let y = _mm256_add_ps(_mm256_mul_ps(f, _mm256_mul_ps(sa, ws)), bias);
+                    _mm256_storeu_ps(c.add(r * ldc + 8 * v), y);
+                }
+            }
+        }
+    }
 
     /// 16 independent `vpdpbusd` chains.
     #[target_feature(enable = "avx512f,avx512vnni")]

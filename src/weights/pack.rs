@@ -31,6 +31,8 @@ pub const FORMAT_VERSION: u32 = 1;
 /// their neighbours; 8 bits are fine with one scale per row.
 #[cfg(feature = "native")]
 const Q4_BLOCK: usize = 32;
+/// Bytes hashed per read while checking a pack.
+const CHECKSUM_CHUNK: usize = 4 << 20;
 /// Largest inflated header accepted: a real one is ~2 MB; this bounds a hostile file.
 const MAX_HEADER: usize = 64 << 20;
 
@@ -303,51 +305,130 @@ pub fn write(segmenter: &crate::Segmenter, quant: Quant) -> Result<Vec<u8>, Erro
     Ok(out)
 }
 
+/// Where a pack's bytes are read from: a buffer, a file (natively) or the page's
+/// `Uint8Array` (wasm). Reading ranges instead of holding the whole file keeps it out of the
+/// peak memory of a load: only one tensor's bytes are copied at a time.
+pub trait Source: Send + Sync {
+    /// Bytes in all.
+    fn size(&self) -> u64;
+    /// Fills `out` from `offset`; the range was checked against `size`.
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), Error>;
+}
+
+impl Source for Vec<u8> {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), Error> {
+        out.copy_from_slice(&self[offset as usize..offset as usize + out.len()]);
+        Ok(())
+    }
+}
+
+/// A pack file read in ranges. If it changes while loading, a tensor may differ from what the
+/// checksum saw: the shapes stay checked, the values are what the file then holds.
+#[cfg(feature = "native")]
+pub struct FileSource {
+    file: std::sync::Mutex<std::fs::File>,
+    len: u64,
+    path: String,
+}
+
+#[cfg(feature = "native")]
+impl FileSource {
+    pub fn open(path: &std::path::Path) -> Result<Self, Error> {
+        let io = |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        Ok(Self {
+            file: std::sync::Mutex::new(file),
+            len,
+            path: path.display().to_string(),
+        })
+    }
+}
+
+#[cfg(feature = "native")]
+impl Source for FileSource {
+    fn size(&self) -> u64 {
+        self.len
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), Error> {
+        use std::io::{Read, Seek, SeekFrom};
+        let io = |source| Error::Io {
+            path: self.path.clone(),
+            source,
+        };
+        // A panic elsewhere while holding the lock leaves the file usable.
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        file.seek(SeekFrom::Start(offset)).map_err(io)?;
+        file.read_exact(out).map_err(io)
+    }
+}
+
+/// Bytes read from `source` at `offset`, as a fresh buffer.
+fn read_vec(source: &dyn Source, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+    let mut out = vec![0u8; len as usize];
+    source.read(offset, &mut out)?;
+    Ok(out)
+}
+
 /// A parsed pack whose data section matched its checksum.
 pub struct Pack {
     pub header: Header,
-    /// The whole file, shared by the tensors' loaders (`Arc<Vec>`: no copy of a 140 MB buffer).
-    bytes: Arc<Vec<u8>>,
-    data_start: usize,
+    /// Shared by the tensors' loaders.
+    source: Arc<dyn Source>,
+    data_start: u64,
 }
 
 impl Pack {
     /// Checks magic, version, header, every tensor's extent and the data checksum.
     pub fn parse(bytes: Vec<u8>) -> Result<Self, Error> {
+        Self::read(Arc::new(bytes))
+    }
+
+    /// [`Self::parse`] reading from `source`: the data is streamed through the checksum in
+    /// chunks, then each tensor is read when the model takes it.
+    pub fn read(source: Arc<dyn Source>) -> Result<Self, Error> {
         let bad = |msg: String| Error::Weights(format!("model pack: {msg}"));
-        if bytes.len() < 20 || &bytes[..8] != MAGIC {
+        let total = source.size();
+        let start = if total >= 20 {
+            read_vec(source.as_ref(), 0, 20)?
+        } else {
+            Vec::new()
+        };
+        if start.len() < 20 || &start[..8] != MAGIC {
             return Err(bad(format!(
-                "not a clipseg pack ({} bytes without the CLIPSEGP signature; make one with `clipseg convert`)",
-                bytes.len()
+                "not a clipseg pack ({total} bytes without the CLIPSEGP signature; make one with `clipseg convert`)"
             )));
         }
-        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        let version = u32::from_le_bytes([start[8], start[9], start[10], start[11]]);
         if version != FORMAT_VERSION {
             return Err(bad(format!(
                 "format version {version}, but this build reads version {FORMAT_VERSION}; convert the model again with this version's `clipseg convert`"
             )));
         }
         let mut len = [0u8; 8];
-        len.copy_from_slice(&bytes[12..20]);
+        len.copy_from_slice(&start[12..20]);
         let header_len = u64::from_le_bytes(len);
         let data_start = 20u64.saturating_add(header_len);
-        if data_start > bytes.len() as u64 {
+        if data_start > total {
             return Err(bad(format!(
-                "header of {header_len} bytes does not fit in {} bytes (truncated download?)",
-                bytes.len()
+                "header of {header_len} bytes does not fit in {total} bytes (truncated download?)"
             )));
         }
-        let data_start = data_start as usize;
-        let header =
-            miniz_oxide::inflate::decompress_to_vec_with_limit(&bytes[20..data_start], MAX_HEADER)
-                .map_err(|e| bad(format!("unreadable header ({e}): the file is corrupted")))?;
+        let deflated = read_vec(source.as_ref(), 20, header_len)?;
+        let header = miniz_oxide::inflate::decompress_to_vec_with_limit(&deflated, MAX_HEADER)
+            .map_err(|e| bad(format!("unreadable header ({e}): the file is corrupted")))?;
         let header: Header =
             serde_json::from_slice(&header).map_err(|e| bad(format!("unreadable header ({e})")))?;
-        let data = &bytes[data_start..];
-        if data.len() as u64 != header.data_len {
+        let data_len = total - data_start;
+        if data_len != header.data_len {
             return Err(bad(format!(
-                "data section has {} bytes but the header says {} (truncated download?)",
-                data.len(),
+                "data section has {data_len} bytes but the header says {} (truncated download?)",
                 header.data_len
             )));
         }
@@ -363,7 +444,16 @@ impl Pack {
                 )));
             }
         }
-        let sha = hex(&Sha256::digest(data));
+        let mut sha = Sha256::new();
+        let mut chunk = vec![0u8; CHECKSUM_CHUNK.min(data_len as usize)];
+        let mut at = data_start;
+        while at < total {
+            let n = chunk.len().min((total - at) as usize);
+            source.read(at, &mut chunk[..n])?;
+            sha.update(&chunk[..n]);
+            at += n as u64;
+        }
+        let sha = hex(&sha.finalize());
         if sha != header.data_sha256 {
             return Err(bad(format!(
                 "checksum mismatch (data sha256 {sha}, header says {}): the file is corrupted",
@@ -372,7 +462,7 @@ impl Pack {
         }
         Ok(Self {
             header,
-            bytes: Arc::new(bytes),
+            source,
             data_start,
         })
     }
@@ -453,16 +543,16 @@ impl Pack {
             .iter()
             .filter_map(|entry| {
                 let name = rename(&entry.name)?;
-                let (bytes, start, entry) = (self.bytes.clone(), self.data_start, entry.clone());
+                let (source, start, entry) = (self.source.clone(), self.data_start, entry.clone());
                 Some(bridge::deferred(
                     name,
                     DType::F32,
                     Shape::from(entry.shape.clone()),
                     None,
                     move || {
-                        let at = start + entry.offset as usize;
-                        let raw = &bytes[at..at + entry.len as usize];
-                        let values = entry.storage.decode(raw, &entry.shape);
+                        let raw = read_vec(source.as_ref(), start + entry.offset, entry.len)
+                            .map_err(|e| burn::store::burn_pack::Error::IoError(e.to_string()))?;
+                        let values = entry.storage.decode(&raw, &entry.shape);
                         Ok(TensorData::new(values, entry.shape.clone()))
                     },
                 ))

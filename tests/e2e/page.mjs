@@ -36,7 +36,8 @@ for (const f of ['pkg/clipseg.js', 'pkg/clipseg_bg.wasm'])
 if (!fs.existsSync(bin.path)) fail(`${bin.path} missing: cargo build --features native (or set CLIPSEG_BIN)`);
 
 cli(bin, 'convert', '--model', 'tests/fixtures/models/refined', '--out', pack, '--quant', 'q8');
-cli(bin, 'predict', '--model', pack, '--image', image, ...prompts.flatMap((p) => ['--prompt', p]), '--mask', `${outDir}/cli.png`);
+// f32: the page runs on WebGPU, which computes the dequantized weights in f32.
+cli(bin, 'predict', '--model', pack, '--image', image, ...prompts.flatMap((p) => ['--prompt', p]), '--precision', 'f32', '--mask', `${outDir}/cli.png`);
 const cliMasks = prompts.map((_, k) => decodePng(fs.readFileSync(`${outDir}/cli-${k}.png`)));
 const { width: W, height: H } = cliMasks[0];
 

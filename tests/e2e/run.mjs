@@ -1,7 +1,9 @@
 // Browser end-to-end test (run by tools/e2e.sh): the native CLI converts the refined fixture
 // model to a q8 pack and predicts reference logits; headless Chromium then runs www/e2e.html
 // on the same pack and image with backend=auto (must pick WebGPU) and backend=cpu, and the
-// probabilities are compared with sigmoid(native logits). Writes target/e2e/report.json and
+// probabilities are compared with sigmoid(native logits): WebGPU's with the native f32 run of
+// the dequantized weights (the same float model), CPU's with the native int8 run (the same
+// integers as the wasm int8 kernel). Writes target/e2e/report.json and
 // target/e2e/e2e-<backend>.png; exits 1 on failure.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -47,12 +49,16 @@ cli(bin, 'convert', '--model', 'tests/fixtures/models/refined', '--out', pack, '
 const digest = createHash('sha256').update(fs.readFileSync(pack)).digest('hex');
 const recorded = fs.readFileSync(`${pack}.sha256`, 'utf8').split(/\s+/)[0];
 if (recorded !== digest) fail(`${pack}.sha256 says ${recorded}, the file hashes to ${digest}`);
-cli(bin, 'predict', '--model', pack, '--image', image, ...prompts.flatMap((p) => ['--prompt', p]), '--logits', `${outDir}/native.npy`);
-const native = readNpy(`${outDir}/native.npy`);
-const [np, size] = native.shape;
-if (native.shape.length !== 3 || np !== prompts.length || native.shape[2] !== size)
-  fail(`native logits have shape [${native.shape}], expected [${prompts.length}, S, S]`);
-const reference = native.data.map((l) => 1 / (1 + Math.exp(-l)));
+const references = {};
+for (const precision of ['f32', 'int8']) {
+  const out = `${outDir}/native-${precision}.npy`;
+  cli(bin, 'predict', '--model', pack, '--image', image, ...prompts.flatMap((p) => ['--prompt', p]), '--precision', precision, '--logits', out);
+  const native = readNpy(out);
+  if (native.shape.length !== 3 || native.shape[0] !== prompts.length || native.shape[1] !== native.shape[2])
+    fail(`native logits have shape [${native.shape}], expected [${prompts.length}, S, S]`);
+  references[precision] = native;
+}
+const size = references.f32.shape[1];
 
 const server = await serve(root);
 const base = `http://127.0.0.1:${server.address().port}`;
@@ -94,6 +100,7 @@ for (const backend of ['auto', 'cpu']) {
   const csp = [...(r.csp ?? []), ...cspErrors];
   check('no CSP violations', csp.length === 0, csp.join('; '));
   if (probs) {
+    const reference = references[expected === 'webgpu' ? 'f32' : 'int8'].data.map((l) => 1 / (1 + Math.exp(-l)));
     const bytes = Buffer.from(probs, 'base64');
     const got = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
     check(`size ${size}, ${reference.length} probabilities`, r.size === size && got.length === reference.length, `size ${r.size}, ${got.length}`);
