@@ -214,6 +214,30 @@ impl PackedLayer {
     }
 }
 
+/// An embedding table kept as a q8 pack stores it: 8-bit values with one scale per row. Rows
+/// are dequantized on lookup with the pack decoder's arithmetic, so the values are those of the
+/// f32 table it would have made.
+#[derive(Debug)]
+pub struct QuantRows {
+    pub width: usize,
+    pub ints: Vec<i8>,
+    pub scales: Vec<f32>,
+}
+
+impl QuantRows {
+    /// Rows `ids` (checked against the table by the caller), concatenated.
+    pub fn gather(&self, ids: &[i64]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(ids.len() * self.width);
+        for &id in ids {
+            let id = id as usize;
+            let scale = self.scales[id];
+            let row = &self.ints[id * self.width..(id + 1) * self.width];
+            out.extend(row.iter().map(|&q| q as f32 * scale));
+        }
+        out
+    }
+}
+
 /// Intermediate buffers of [`PackedLayer::forward_pre_norm`], kept across a tower's layers
 /// (fresh multi-megabyte allocations per layer cost page faults).
 #[derive(Default)]

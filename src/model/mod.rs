@@ -100,12 +100,14 @@ impl ClipSeg {
             .pack_for_cpu(decoder::Decoder::spec(&self.config))
     }
 
-    /// Whether [`Self::pack_for_cpu`] released any burn weights.
+    /// Whether packing for the CPU ([`Self::pack_for_cpu`], a pack loaded for inference)
+    /// released any burn weights.
     pub fn is_packed_for_cpu(&self) -> bool {
         let layers = self.clip.text_model.encoder.layers.iter();
-        layers
-            .chain(&self.clip.vision_model.encoder.layers)
-            .any(|l| l.cpu.is_some())
+        self.clip.text_model.embeddings.cpu_tokens.is_some()
+            || layers
+                .chain(&self.clip.vision_model.encoder.layers)
+                .any(|l| l.cpu.is_some())
     }
 
     /// `pixel_values` [1, 3, S, S] to the decoder's cached view of the image.

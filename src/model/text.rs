@@ -1,5 +1,7 @@
 //! `CLIPSegTextModel` + `text_projection`: prompt ids to the conditional embedding.
 
+use std::sync::Arc;
+
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -7,13 +9,17 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::transformer::{EncoderLayer, LayerSpec};
 use crate::Error;
 use crate::config::TextConfig;
-use crate::cpu::Precision;
+use crate::cpu::{Precision, QuantRows};
 
 /// `CLIPSegTextEmbeddings`.
 #[derive(Module, Debug)]
 pub struct TextEmbeddings {
     pub token_embedding: Embedding,
     pub position_embedding: Embedding,
+    /// Set while loading a q8 pack for inference: the token table stays 8-bit as stored (a
+    /// quarter of its 100 MB in f32) and `token_embedding` is released.
+    #[module(skip)]
+    pub cpu_tokens: Option<Arc<QuantRows>>,
 }
 
 /// `CLIPSegEncoder` (its only weights are `layers`).
@@ -98,6 +104,7 @@ impl TextModel {
                 token_embedding: EmbeddingConfig::new(c.vocab_size, c.hidden_size).init(device),
                 position_embedding: EmbeddingConfig::new(c.max_position_embeddings, c.hidden_size)
                     .init(device),
+                cpu_tokens: None,
             },
             encoder: Encoder {
                 layers: (0..c.num_hidden_layers)
@@ -158,10 +165,20 @@ impl TextModel {
             pooled.push((row * len + pool_index(prompt, c.eos_token_id)) as i64);
         }
         let batch = ids.len();
-        let input = Tensor::<2, Int>::from_data(TensorData::new(flat, [batch, len]), &device);
         let positions = Tensor::<1, Int>::arange(0..len as i64, &device).reshape([1, len]);
-        let x = self.embeddings.token_embedding.forward(input)
-            + self.embeddings.position_embedding.forward(positions);
+        let tokens = match &self.embeddings.cpu_tokens {
+            Some(table) => {
+                let rows = table.gather(&flat);
+                let data = TensorData::new(rows, [batch, len, c.hidden_size]);
+                Tensor::from_data(data, &device)
+            }
+            None => {
+                let input =
+                    Tensor::<2, Int>::from_data(TensorData::new(flat, [batch, len]), &device);
+                self.embeddings.token_embedding.forward(input)
+            }
+        };
+        let x = tokens + self.embeddings.position_embedding.forward(positions);
         let last = self.encoder.layers.len().checked_sub(1);
         let x = match last {
             Some(last) => self.encoder.forward(x, true, &[last])?.remove(0),

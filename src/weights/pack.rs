@@ -499,9 +499,22 @@ impl Pack {
             "clip.text_model.encoder.layers.",
             "clip.vision_model.encoder.layers.",
         ];
-        let in_layer = |path: &str| TOWERS.iter().any(|t| path.starts_with(t));
-        let rest = self.tensors(|name| (!in_layer(name)).then(|| name.to_string()));
-        check(&model.apply(rest, None, None, false), "", in_layer)?;
+        const TOKENS: &str = "clip.text_model.embeddings.token_embedding.weight";
+        let text = &model.clip.text_model.config;
+        let tokens = self.quant_rows(TOKENS, [text.vocab_size, text.hidden_size])?;
+        let later = |path: &str| {
+            TOWERS.iter().any(|t| path.starts_with(t)) || (tokens.is_some() && path == TOKENS)
+        };
+        let rest = self.tensors(|name| (!later(name)).then(|| name.to_string()));
+        check(&model.apply(rest, None, None, false), "", later)?;
+        if let Some(table) = tokens {
+            let embeddings = &mut model.clip.text_model.embeddings;
+            let device = embeddings.position_embedding.weight.device();
+            // Never initialised: released right away.
+            embeddings.token_embedding.weight =
+                burn::module::Param::from_tensor(burn::tensor::Tensor::zeros([0, 0], &device));
+            embeddings.cpu_tokens = Some(Arc::new(table));
+        }
         let clip = &mut model.clip;
         let text_spec = crate::model::text::TextModel::spec(&clip.text_model.config);
         let vision_spec = crate::model::vision::VisionModel::spec(&clip.vision_model.config);
@@ -531,6 +544,36 @@ impl Pack {
         }
         // The rest of the CPU path (the decoder's layers).
         model.pack_for_cpu(precision)
+    }
+
+    /// Tensor `name` as 8-bit rows with one scale each, if it is stored so (q8) with the
+    /// `shape` the model expects (else the plain load reports the mismatch).
+    fn quant_rows(
+        &self,
+        name: &str,
+        shape: [usize; 2],
+    ) -> Result<Option<crate::cpu::QuantRows>, Error> {
+        let Some(entry) = self.header.tensors.iter().find(|t| t.name == name) else {
+            return Ok(None);
+        };
+        let [rows, width] = shape;
+        if entry.shape != shape || entry.storage != (Storage::Q8 { block: width }) {
+            return Ok(None);
+        }
+        let raw = read_vec(
+            self.source.as_ref(),
+            self.data_start + entry.offset,
+            entry.len,
+        )?;
+        let (scales, ints) = raw.split_at(rows * 4);
+        Ok(Some(crate::cpu::QuantRows {
+            width,
+            ints: ints.iter().map(|&b| b as i8).collect(),
+            scales: scales
+                .chunks_exact(4)
+                .map(|s| f32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+                .collect(),
+        }))
     }
 
     /// Deferred loaders of the tensors `rename` keeps, under the names it gives.
