@@ -20,11 +20,13 @@ const MC: usize = 96;
 const _: () = assert!(MC.is_multiple_of(12) && MC.is_multiple_of(8));
 
 /// A register micro-kernel: `c[0..MR][0..NR] (row stride ldc) = (accumulate ? c : init) +
-/// a_strip · b_panel`, with `a` packed as [kc][MR] and `b` as [kc][NR]; `init` is a bias row
-/// of NR values or null (zeros).
+/// a_strip · b_panel`, with `b` packed as [kc][NR] and `a` packed as [kc][MR] (`lda` unused),
+/// or, for the `direct` variant, MR rows read in place `lda` apart; `init` is a bias row of NR
+/// values or null (zeros).
 type KernelFn = unsafe fn(
     kc: usize,
     a: *const f32,
+    lda: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -37,6 +39,9 @@ struct Kernel {
     mr: usize,
     nr: usize,
     run: KernelFn,
+    /// Reads A in place: for products whose A is used for few columns (attention's P·V, 64
+    /// wide), where packing it costs as much as the product.
+    direct: KernelFn,
     name: &'static str,
 }
 
@@ -52,13 +57,15 @@ fn kernels() -> Vec<Kernel> {
             found.push(Kernel {
                 mr: 8,
                 nr: 48,
-                run: x86::kernel_avx512::<8, 3>,
+                run: x86::kernel_avx512::<8, 3, false>,
+                direct: x86::kernel_avx512::<8, 3, true>,
                 name: "avx512 8x48",
             });
             found.push(Kernel {
                 mr: 12,
                 nr: 32,
-                run: x86::kernel_avx512::<12, 2>,
+                run: x86::kernel_avx512::<12, 2, false>,
+                direct: x86::kernel_avx512::<12, 2, true>,
                 name: "avx512 12x32",
             });
         }
@@ -67,7 +74,8 @@ fn kernels() -> Vec<Kernel> {
             found.push(Kernel {
                 mr: 6,
                 nr: 16,
-                run: x86::kernel_avx2,
+                run: x86::kernel_avx2::<false>,
+                direct: x86::kernel_avx2::<true>,
                 name: "avx2+fma 6x16",
             });
         }
@@ -76,13 +84,15 @@ fn kernels() -> Vec<Kernel> {
     found.push(Kernel {
         mr: 6,
         nr: 8,
-        run: wasm::kernel_simd128,
+        run: wasm::kernel_simd128::<false>,
+        direct: wasm::kernel_simd128::<true>,
         name: "simd128 6x8",
     });
     found.push(Kernel {
         mr: 4,
         nr: 8,
-        run: kernel_scalar::<4, 8>,
+        run: kernel_scalar::<4, 8, false>,
+        direct: kernel_scalar::<4, 8, true>,
         name: "scalar 4x8",
     });
     found
@@ -239,12 +249,11 @@ impl PackedMatrix {
 
     /// `out[m, n] = a[m, k] · W + bias`, all row-major. Uses every rayon thread natively.
     pub fn matmul(&self, a: &[f32], m: usize, out: &mut [f32]) {
-        self.matmul_strided(a, m, self.k, out, self.n, true);
+        self.matmul_strided(a, m, self.k, out, self.n, Mode::Parallel);
     }
 
     /// [`Self::matmul`] with row strides for `a` (`lda`) and `out` (`ldo`), so one attention
     /// head can read its columns of the fused QKV output and write its columns of the result.
-    /// `parallel: false` keeps it on the calling thread (callers that split work themselves).
     pub fn matmul_strided(
         &self,
         a: &[f32],
@@ -252,7 +261,7 @@ impl PackedMatrix {
         lda: usize,
         out: &mut [f32],
         ldo: usize,
-        parallel: bool,
+        mode: Mode,
     ) {
         let (k, n) = (self.k, self.n);
         if m == 0 || n == 0 {
@@ -278,6 +287,7 @@ impl PackedMatrix {
         let Kernel { mr, nr, .. } = self.kernel;
         let panels_n = n.div_ceil(nr);
         let out_ptr = SendPtr(out.as_mut_ptr());
+        let direct = mode == Mode::DirectA;
         // The whole product for a range of column panels: K blocks, then MC-row blocks of A
         // (packed here, so threads share nothing but the read-only inputs), then panels, then
         // MR-row strips. A B micro-panel is reused across a block's strips from L1.
@@ -289,7 +299,22 @@ impl PackedMatrix {
                 let first = k0 == 0;
                 for i0 in (0..m).step_by(MC) {
                     let rows = MC.min(m - i0);
-                    pack_a(&a[i0 * lda..], rows, lda, k0, kc, mr, &mut packed_a);
+                    // Direct: whole strips are read in place; only a last partial one is
+                    // packed (the kernel would read past row m).
+                    let in_place = if direct { rows / mr } else { 0 };
+                    if rows > in_place * mr {
+                        let first_packed = i0 + in_place * mr;
+                        let left = rows - in_place * mr;
+                        pack_a(
+                            &a[first_packed * lda..],
+                            left,
+                            lda,
+                            k0,
+                            kc,
+                            mr,
+                            &mut packed_a,
+                        );
+                    }
                     for p in panels.clone() {
                         let b = &self.panels[p * k * nr + k0 * nr..];
                         let bias = match (&self.bias, first) {
@@ -297,9 +322,15 @@ impl PackedMatrix {
                             _ => std::ptr::null(),
                         };
                         for s in 0..rows.div_ceil(mr) {
-                            let a_strip = &packed_a[s * mr * kc..];
+                            // A packed strip (row stride 0 for the kernel) or MR whole rows.
+                            let (a_strip, a_ld) = if s < in_place {
+                                (&a[(i0 + s * mr) * lda + k0..], lda)
+                            } else {
+                                (&packed_a[(s - in_place) * mr * kc..], 0)
+                            };
                             // SAFETY: panel p and rows i0 + s*mr.. address a tile of `out`
-                            // no other thread writes, inside its bounds (checked in `tile`).
+                            // no other thread writes, inside its bounds (checked in `tile`);
+                            // rows read in place are whole rows of `a`, k0 + kc <= k <= lda.
                             unsafe {
                                 self.tile(
                                     ptr.0,
@@ -308,7 +339,7 @@ impl PackedMatrix {
                                     i0 + s * mr,
                                     p * nr,
                                     kc,
-                                    a_strip,
+                                    (a_strip, a_ld),
                                     b,
                                     !first,
                                     bias,
@@ -322,7 +353,7 @@ impl PackedMatrix {
         #[cfg(feature = "native")]
         {
             let threads = rayon::current_num_threads().min(panels_n);
-            if parallel && threads > 1 && m * n * k >= 1 << 21 {
+            if mode == Mode::Parallel && threads > 1 && m * n * k >= 1 << 21 {
                 let per = panels_n.div_ceil(threads);
                 (0..threads)
                     .into_par_iter()
@@ -330,7 +361,6 @@ impl PackedMatrix {
                 return;
             }
         }
-        let _ = parallel;
         run_panels(0..panels_n);
     }
 
@@ -344,12 +374,17 @@ impl PackedMatrix {
         i: usize,
         j: usize,
         kc: usize,
-        a: &[f32],
+        (a, lda): (&[f32], usize),
         b: &[f32],
         accumulate: bool,
         bias: *const f32,
     ) {
-        let Kernel { mr, nr, run, .. } = self.kernel;
+        let Kernel { mr, nr, .. } = self.kernel;
+        let run = if lda == 0 {
+            self.kernel.run
+        } else {
+            self.kernel.direct
+        };
         let n = self.n;
         let (rows, cols) = (mr.min(m - i), nr.min(n - j));
         if rows == mr && cols == nr {
@@ -358,6 +393,7 @@ impl PackedMatrix {
                 run(
                     kc,
                     a.as_ptr(),
+                    lda,
                     b.as_ptr(),
                     out.add(i * ldo + j),
                     ldo,
@@ -379,6 +415,7 @@ impl PackedMatrix {
             run(
                 kc,
                 a.as_ptr(),
+                lda,
                 b.as_ptr(),
                 scratch.as_mut_ptr(),
                 nr,
@@ -393,6 +430,18 @@ impl PackedMatrix {
             }
         }
     }
+}
+
+/// How [`PackedMatrix::matmul_strided`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Over every rayon thread (natively, for products big enough).
+    Parallel,
+    /// On the calling thread (callers that split work themselves), A packed per block.
+    Serial,
+    /// On the calling thread, A's whole strips read in place: for A used for few columns
+    /// (attention's P·V, 64 wide), where packing it costs about as much as the product.
+    DirectA,
 }
 
 #[derive(Clone, Copy)]
@@ -454,9 +503,11 @@ fn pack_a_mr<const MR: usize>(
 }
 
 /// Portable kernel (and the reference the SIMD ones are tested against).
-unsafe fn kernel_scalar<const MR: usize, const NR: usize>(
+#[allow(clippy::too_many_arguments)] // the BLIS micro-kernel interface
+unsafe fn kernel_scalar<const MR: usize, const NR: usize, const DIRECT: bool>(
     kc: usize,
     a: *const f32,
+    lda: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -480,8 +531,8 @@ unsafe fn kernel_scalar<const MR: usize, const NR: usize>(
     }
     for kk in 0..kc {
         for (r, row) in acc.iter_mut().enumerate() {
-            // SAFETY: a holds kc*MR values, b kc*NR.
-            let x = unsafe { *a.add(kk * MR + r) };
+            // SAFETY: a holds kc*MR values (or MR rows of kc, lda apart), b kc*NR.
+            let x = unsafe { *a.add(if DIRECT { r * lda + kk } else { kk * MR + r }) };
             for (j, v) in row.iter_mut().enumerate() {
                 *v += x * unsafe { *b.add(kk * NR + j) };
             }
@@ -502,10 +553,12 @@ mod x86 {
     /// MR rows x 16*NV columns: MR*NV zmm accumulators, NV for B, broadcasts of A from
     /// memory. 8x48 (24 accumulators, 3 B loads and 8 broadcasts per 24 FMAs) ran the CLIP
     /// shapes at 97-104 GFLOP/s on one Zen 4 core, 12x32 at 92-103, 14x32 at 93-101.
+    #[allow(clippy::too_many_arguments)] // the BLIS micro-kernel interface
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn kernel_avx512<const MR: usize, const NV: usize>(
+    pub unsafe fn kernel_avx512<const MR: usize, const NV: usize, const DIRECT: bool>(
         kc: usize,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -531,15 +584,17 @@ mod x86 {
                 }
             }
             let (mut a, mut b) = (a, b);
+            // Direct: element (r, k) at a[r * lda + k], so one row offset per r and a step of 1.
+            let (row_step, k_step) = if DIRECT { (lda, 1) } else { (1, MR) };
             for _ in 0..kc {
                 let bv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(b.add(16 * v)));
                 for (r, row) in acc.iter_mut().enumerate() {
-                    let x = _mm512_set1_ps(*a.add(r));
+                    let x = _mm512_set1_ps(*a.add(r * row_step));
                     for (v, y) in row.iter_mut().enumerate() {
                         *y = _mm512_fmadd_ps(x, bv[v], *y);
                     }
                 }
-                a = a.add(MR);
+                a = a.add(k_step);
                 b = b.add(16 * NV);
             }
             for (r, row) in acc.iter().enumerate() {
@@ -588,10 +643,12 @@ mod x86 {
     }
 
     /// 6 rows x 16 columns: 12 ymm accumulators, 2 for B, 1 broadcast.
+    #[allow(clippy::too_many_arguments)] // the BLIS micro-kernel interface
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn kernel_avx2(
+    pub unsafe fn kernel_avx2<const DIRECT: bool>(
         kc: usize,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -614,15 +671,16 @@ mod x86 {
                 }
             }
             let (mut a, mut b) = (a, b);
+            let (row_step, k_step) = if DIRECT { (lda, 1) } else { (1, MR) };
             for _ in 0..kc {
                 let b0 = _mm256_loadu_ps(b);
                 let b1 = _mm256_loadu_ps(b.add(8));
                 for (r, row) in acc.iter_mut().enumerate() {
-                    let x = _mm256_broadcast_ss(&*a.add(r));
+                    let x = _mm256_broadcast_ss(&*a.add(r * row_step));
                     row[0] = _mm256_fmadd_ps(x, b0, row[0]);
                     row[1] = _mm256_fmadd_ps(x, b1, row[1]);
                 }
-                a = a.add(MR);
+                a = a.add(k_step);
                 b = b.add(16);
             }
             for (r, row) in acc.iter().enumerate() {
@@ -643,9 +701,11 @@ mod wasm {
     use std::arch::wasm32::*;
 
     /// 6 rows x 8 columns: 12 v128 accumulators (V8 maps v128 to the 16 xmm registers).
-    pub unsafe fn kernel_simd128(
+    #[allow(clippy::too_many_arguments)] // the BLIS micro-kernel interface
+    pub unsafe fn kernel_simd128<const DIRECT: bool>(
         kc: usize,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -668,15 +728,16 @@ mod wasm {
                 }
             }
             let (mut a, mut b) = (a, b);
+            let (row_step, k_step) = if DIRECT { (lda, 1) } else { (1, MR) };
             for _ in 0..kc {
                 let b0 = v128_load(b as *const v128);
                 let b1 = v128_load(b.add(4) as *const v128);
                 for (r, row) in acc.iter_mut().enumerate() {
-                    let x = f32x4_splat(*a.add(r));
+                    let x = f32x4_splat(*a.add(r * row_step));
                     row[0] = f32x4_add(row[0], f32x4_mul(x, b0));
                     row[1] = f32x4_add(row[1], f32x4_mul(x, b1));
                 }
-                a = a.add(MR);
+                a = a.add(k_step);
                 b = b.add(8);
             }
             for (r, row) in acc.iter().enumerate() {
@@ -724,8 +785,9 @@ mod tests {
             .collect()
     }
 
-    /// Every kernel this CPU has (SIMD ones and the scalar reference), on shapes that hit
-    /// every edge: rows and columns past the tile, K past one KC block, K = 0, strides.
+    /// Every kernel this CPU has (SIMD ones and the scalar reference), packed and reading A in
+    /// place, on shapes that hit every edge: rows and columns past the tile, K past one KC
+    /// block, K = 0, strides.
     #[test]
     fn matches_f64_reference_on_edge_shapes() {
         for kern in kernels() {
@@ -742,16 +804,18 @@ mod tests {
                 let w = values(k * n, 2);
                 let bias = with_bias.then(|| values(n, 3));
                 let packed = PackedMatrix::pack_for(kern, &w, k, n, n, 1, bias.as_deref());
-                let mut out = vec![f32::NAN; m * n];
-                packed.matmul(&a, m, &mut out);
                 let want = reference(&a, &w, bias.as_deref(), m, k, n);
-                for (i, (got, want)) in out.iter().zip(&want).enumerate() {
-                    assert!(
-                        (got - want).abs()
-                            <= 1e-5 * (1.0 + want.abs()) * (k as f32).sqrt().max(1.0),
-                        "{m}x{k}x{n} ({}) element {i}: {got} vs {want}",
-                        kern.name
-                    );
+                for mode in [Mode::Parallel, Mode::Serial, Mode::DirectA] {
+                    let mut out = vec![f32::NAN; m * n];
+                    packed.matmul_strided(&a, m, k, &mut out, n, mode);
+                    for (i, (got, want)) in out.iter().zip(&want).enumerate() {
+                        assert!(
+                            (got - want).abs()
+                                <= 1e-5 * (1.0 + want.abs()) * (k as f32).sqrt().max(1.0),
+                            "{m}x{k}x{n} ({}, {mode:?}) element {i}: {got} vs {want}",
+                            kern.name
+                        );
+                    }
                 }
             }
         }
@@ -771,15 +835,22 @@ mod tests {
             .flat_map(|kk| (0..n).map(move |j| (kk, j)))
             .map(|(kk, j)| wt[j * k + kk])
             .collect();
-        for kern in kernels() {
+        for (kern, mode) in kernels()
+            .into_iter()
+            .flat_map(|kern| [Mode::Parallel, Mode::DirectA].map(|mode| (kern, mode)))
+        {
             let packed = PackedMatrix::pack_for(kern, &wt, k, n, 1, k, None);
             let mut out = vec![f32::NAN; m * ldo];
-            packed.matmul_strided(&a, m, lda, &mut out, ldo, true);
+            packed.matmul_strided(&a, m, lda, &mut out, ldo, mode);
             let want = reference(&dense_a, &w, None, m, k, n);
             for i in 0..m {
                 for j in 0..n {
                     let (g, e) = (out[i * ldo + j], want[i * n + j]);
-                    assert!((g - e).abs() < 1e-4, "{} ({i},{j}): {g} vs {e}", kern.name);
+                    assert!(
+                        (g - e).abs() < 1e-4,
+                        "{} {mode:?} ({i},{j}): {g} vs {e}",
+                        kern.name
+                    );
                 }
                 assert!(
                     out[i * ldo + n..(i + 1) * ldo].iter().all(|v| v.is_nan()),

@@ -17,7 +17,7 @@ use burn::tensor::Tensor;
 use crate::Error;
 use crate::config::Activation;
 use crate::model::transformer::{EncoderLayer, LayerSpec};
-use gemm::PackedMatrix;
+use gemm::{Mode, PackedMatrix};
 use qgemm::QuantMatrix;
 
 #[cfg(feature = "native")]
@@ -288,9 +288,9 @@ fn attention(
         for i0 in (0..seq).step_by(ATTENTION_ROWS) {
             let rows = ATTENTION_ROWS.min(seq - i0);
             let block = &mut scores[..rows * seq];
-            kt.matmul_strided(&q[i0 * ld..], rows, ld, block, seq, false);
+            kt.matmul_strided(&q[i0 * ld..], rows, ld, block, seq, Mode::Serial);
             softmax_rows(block, seq, i0, scale, causal);
-            v.matmul_strided(block, rows, seq, &mut o[i0 * d..], d, false);
+            v.matmul_strided(block, rows, seq, &mut o[i0 * d..], d, Mode::DirectA);
         }
         o
     };

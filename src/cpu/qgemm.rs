@@ -207,10 +207,15 @@ impl QuantMatrix {
         let mut panels = vec![0i8; kp * np];
         let mut sums = vec![0i32; np];
         for (kk, row) in w.chunks_exact(n.max(1)).take(k).enumerate() {
-            for (j, (&v, &inv)) in row.iter().zip(&inv).enumerate() {
-                let q = round_i8(v * inv);
-                panels[(j / nr) * kp * nr + ((kk / g) * nr + j % nr) * g + kk % g] = q;
-                sums[j] += i32::from(q);
+            for (p, cols) in row.chunks(nr).enumerate() {
+                // Column c of panel p at [kk / g][c][kk % g].
+                let at = p * kp * nr + (kk / g) * nr * g + kk % g;
+                let (inv, sums) = (&inv[p * nr..], &mut sums[p * nr..]);
+                for (c, (&v, &inv)) in cols.iter().zip(inv).enumerate() {
+                    let q = round_i8(v * inv);
+                    panels[at + c * g] = q;
+                    sums[c] += i32::from(q);
+                }
             }
         }
         let correction = sums.iter().map(|s| kernel.layout.offset() * s).collect();
