@@ -293,7 +293,9 @@ impl PackedMatrix {
         // MR-row strips. A B micro-panel is reused across a block's strips from L1.
         let run_panels = |panels: std::ops::Range<usize>| {
             let ptr = out_ptr;
-            let mut packed_a = vec![0.0f32; MC * KC.min(k)];
+            // Direct: at most one (partial) strip is packed per block.
+            let packed_rows = if direct { mr } else { MC };
+            let mut packed_a = vec![0.0f32; packed_rows * KC.min(k)];
             for k0 in (0..k).step_by(KC) {
                 let kc = KC.min(k - k0);
                 let first = k0 == 0;

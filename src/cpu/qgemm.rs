@@ -254,24 +254,36 @@ impl QuantMatrix {
         // Quantized A, strip by strip ([groups][MR][group] elements of 1 or 2 bytes), and the
         // scale of every row (0 past m).
         let strip_bytes = groups * mr * g * if layout == Layout::I16 { 2 } else { 1 };
-        let mut packed_a = vec![0u8; strips * strip_bytes];
+        // Reused from call to call (a fresh zeroed buffer per GEMM cost page faults and a
+        // memset). Rows past m keep stale bytes: their outputs are never written back.
+        let mut packed_a = A_BUFFER.with(std::cell::Cell::take);
+        packed_a.resize(strips * strip_bytes, 0);
         let mut a_scale = vec![0.0f32; strips * mr];
-        let quantize = |(s, (strip, scales)): (usize, (&mut [u8], &mut [f32]))| {
-            let mut row_q = vec![0i8; groups * g];
-            for r in 0..mr.min(m - s * mr) {
-                let row = &a[(s * mr + r) * k..][..k];
-                scales[r] = quantize_row(row, &mut row_q[..k]);
-                scatter_row(layout, &row_q, r, mr, strip);
-            }
-        };
-        let jobs = packed_a
-            .chunks_exact_mut(strip_bytes.max(1))
-            .zip(a_scale.chunks_exact_mut(mr))
-            .enumerate();
+        // `row_q` is one row's quantized values, zero past k (the last group's padding).
+        let quantize =
+            |row_q: &mut Vec<i8>, (s, (strip, scales)): (usize, (&mut [u8], &mut [f32]))| {
+                row_q.resize(groups * g, 0);
+                for r in 0..mr.min(m - s * mr) {
+                    let row = &a[(s * mr + r) * k..][..k];
+                    scales[r] = quantize_row(row, &mut row_q[..k]);
+                    scatter_row(layout, row_q, r, mr, strip);
+                }
+            };
+        let chunk = strip_bytes.max(1);
         #[cfg(feature = "native")]
-        jobs.par_bridge().for_each(quantize);
+        packed_a
+            .par_chunks_exact_mut(chunk)
+            .zip(a_scale.par_chunks_exact_mut(mr))
+            .enumerate()
+            .for_each_init(Vec::new, quantize);
         #[cfg(not(feature = "native"))]
-        jobs.for_each(quantize);
+        {
+            let mut row_q = Vec::new();
+            let jobs = packed_a
+                .chunks_exact_mut(chunk)
+                .zip(a_scale.chunks_exact_mut(mr));
+            jobs.enumerate().for_each(|job| quantize(&mut row_q, job));
+        }
 
         let panels_n = n.div_ceil(nr);
         let out_ptr = SendPtr(out.as_mut_ptr());
@@ -294,17 +306,21 @@ impl QuantMatrix {
             }
         };
         #[cfg(feature = "native")]
-        {
-            let threads = rayon::current_num_threads().min(panels_n);
-            if threads > 1 && m * n * k >= 1 << 21 {
+        let threads = rayon::current_num_threads().min(panels_n);
+        #[cfg(not(feature = "native"))]
+        let threads = 1;
+        if threads > 1 && m * n * k >= 1 << 21 {
+            #[cfg(feature = "native")]
+            {
                 let per = panels_n.div_ceil(threads);
                 (0..threads)
                     .into_par_iter()
                     .for_each(|t| run_panels(t * per..((t + 1) * per).min(panels_n)));
-                return;
             }
+        } else {
+            run_panels(0..panels_n);
         }
-        run_panels(0..panels_n);
+        A_BUFFER.with(|b| b.set(packed_a));
     }
 
     /// One MR x NR tile at (i, j) of `out` [m, n]; edge tiles go through a scratch tile.
@@ -338,6 +354,11 @@ impl QuantMatrix {
             }
         }
     }
+}
+
+thread_local! {
+    /// Quantized A of the last GEMM on this thread (see `QuantMatrix::matmul`).
+    static A_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 #[derive(Clone, Copy)]
@@ -393,20 +414,21 @@ fn round_i8(x: f32) -> i8 {
 fn scatter_row(layout: Layout, q: &[i8], r: usize, mr: usize, strip: &mut [u8]) {
     let g = layout.group();
     match layout {
+        // Four bytes at a time: q + 128 as u8 is q's byte with the top bit flipped.
         Layout::U8Offset => {
             for (gi, quad) in q.chunks_exact(g).enumerate() {
                 let at = (gi * mr + r) * g;
-                for (d, &v) in strip[at..at + g].iter_mut().zip(quad) {
-                    *d = (i32::from(v) + 128) as u8;
-                }
+                let bytes = [quad[0] as u8, quad[1] as u8, quad[2] as u8, quad[3] as u8];
+                let offset = (u32::from_le_bytes(bytes) ^ 0x8080_8080).to_le_bytes();
+                strip[at..at + 4].copy_from_slice(&offset);
             }
         }
         Layout::I16 => {
             for (gi, pair) in q.chunks_exact(g).enumerate() {
                 let at = (gi * mr + r) * g * 2;
-                for (e, &v) in pair.iter().enumerate() {
-                    strip[at + 2 * e..at + 2 * e + 2].copy_from_slice(&i16::from(v).to_le_bytes());
-                }
+                let (lo, hi) = (i16::from(pair[0]), i16::from(pair[1]));
+                let word = (u32::from(hi as u16) << 16) | u32::from(lo as u16);
+                strip[at..at + 4].copy_from_slice(&word.to_le_bytes());
             }
         }
     }
