@@ -3,9 +3,8 @@
 //! A Linear layer's weight never changes, so it is laid out once in the order the register
 //! kernel reads it (BLIS-style column panels) instead of being re-packed on every call as
 //! flex's matmul (the `gemm` crate) does, and the register tile is picked for the machine at
-//! run time: 8x48 or 12x32 with AVX-512, 6x16 with AVX2+FMA, 4x8 with wasm simd128 (V8 keeps
-//! 15 of x64's 16 vector registers for code: 6x8's 12 accumulators spilled, 4x8 ran the browser
-//! pass 8% faster), 4x8 scalar.
+//! run time: 8x48 or 12x32 with AVX-512, 6x16 with AVX2+FMA, 4x8 with wasm simd128 (6x8's 12
+//! accumulators spilled in V8 on x64; 4x8 ran the browser pass 8% faster), 4x8 scalar.
 //! Bias is added in the kernel's epilogue. On the CLIP shapes this runs as fast as the `gemm`
 //! crate does (~100 GFLOP/s on one Zen 4 core, 85-89% of its FMA peak); the gain of the CPU
 //! path is around the GEMM (see `crate::cpu`). `clipseg bench` prints GFLOP/s against the
@@ -704,8 +703,8 @@ mod x86 {
 mod wasm {
     use std::arch::wasm32::*;
 
-    /// MR rows x 8 columns: 2 * MR v128 accumulators (V8 maps v128 to x64's 16 xmm registers and
-    /// keeps one as scratch, so MR = 4).
+    /// MR rows x 8 columns: 2 * MR v128 accumulators. V8 maps v128 to x64's 16 xmm registers and
+    /// reserves scratch ones, so 6 rows (12 accumulators plus operands) spilled: MR = 4.
     #[allow(clippy::too_many_arguments)] // the BLIS micro-kernel interface
     pub unsafe fn kernel_simd128<const MR: usize, const DIRECT: bool>(
         kc: usize,
