@@ -285,12 +285,18 @@ fn attention(
         // Query rows in blocks, so one block's scores stay in L2 from the product through
         // the softmax to the product with V.
         let mut scores = vec![0.0; ATTENTION_ROWS.min(seq) * seq];
+        let mut inv_sums = [0.0f32; ATTENTION_ROWS];
         for i0 in (0..seq).step_by(ATTENTION_ROWS) {
             let rows = ATTENTION_ROWS.min(seq - i0);
             let block = &mut scores[..rows * seq];
             kt.matmul_strided(&q[i0 * ld..], rows, ld, block, seq, Mode::Serial);
-            softmax_rows(block, seq, i0, scale, causal);
-            v.matmul_strided(block, rows, seq, &mut o[i0 * d..], d, Mode::DirectA);
+            softmax_rows(block, seq, i0, scale, causal, &mut inv_sums[..rows]);
+            let o_block = &mut o[i0 * d..(i0 + rows) * d];
+            v.matmul_strided(block, rows, seq, o_block, d, Mode::DirectA);
+            // The softmax's normalisation, on d outputs per row instead of seq scores.
+            for (row, &inv) in o_block.chunks_exact_mut(d).zip(&inv_sums[..rows]) {
+                row.iter_mut().for_each(|v| *v *= inv);
+            }
         }
         o
     };
@@ -418,20 +424,20 @@ vectorized!(layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &m
     }
 });
 
-vectorized!(softmax_rows(scores: &mut [f32], seq: usize, first_row: usize, scale: f32, causal: bool) {
-    for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
+// Softmax of each row without its normalisation: e^(scale (x - max)) in place, 1 / sum into
+// `inv_sums` (the caller scales the product with V instead: one pass fewer over the scores).
+vectorized!(softmax_rows(scores: &mut [f32], seq: usize, first_row: usize, scale: f32, causal: bool, inv_sums: &mut [f32]) {
+    for ((i, row), inv) in scores.chunks_exact_mut(seq).enumerate().zip(inv_sums) {
         // Causal: position i sees 0..=i; the rest gets probability 0, as with HF's mask.
         let valid = if causal { first_row + i + 1 } else { seq };
         let (live, masked) = row.split_at_mut(valid);
         masked.fill(0.0);
         let max = lanes_max(live);
+        // Separate loops: each vectorises whole (a fused exp-and-sum loop did not).
         for v in live.iter_mut() {
             *v = exp((*v - max) * scale);
         }
-        let inv = 1.0 / lanes_sum(live);
-        for v in live.iter_mut() {
-            *v *= inv;
-        }
+        *inv = 1.0 / lanes_sum(live);
     }
 });
 
