@@ -50,13 +50,14 @@ pub enum Precision {
 
 /// A Linear layer's weight and bias, packed for one of the two GEMMs.
 #[derive(Debug)]
-enum Projection {
+pub enum Projection {
     F32(PackedMatrix),
     Int8(QuantMatrix),
 }
 
 impl Projection {
-    fn pack(w: &[f32], k: usize, n: usize, bias: Option<&[f32]>, precision: Precision) -> Self {
+    /// Row-major `w` [k, n] (and bias [n]) in `precision`.
+    pub fn pack(w: &[f32], k: usize, n: usize, bias: Option<&[f32]>, precision: Precision) -> Self {
         let int8 = match precision {
             Precision::Int8 => QuantMatrix::pack(w, k, n, bias),
             Precision::F32 => None,
@@ -67,14 +68,15 @@ impl Projection {
         }
     }
 
-    fn n(&self) -> usize {
+    pub fn n(&self) -> usize {
         match self {
             Projection::F32(p) => p.n(),
             Projection::Int8(q) => q.n(),
         }
     }
 
-    fn matmul(&self, a: &[f32], m: usize, out: &mut [f32]) {
+    /// `out[m, n] = a[m, k] · W + bias`.
+    pub fn matmul(&self, a: &[f32], m: usize, out: &mut [f32]) {
         match self {
             Projection::F32(p) => p.matmul(a, m, out),
             Projection::Int8(q) => q.matmul(a, m, out),
@@ -212,6 +214,34 @@ impl PackedLayer {
         add_assign(out, x);
         layer_norm(out, &self.ln2.0, &self.ln2.1, self.eps, x);
     }
+}
+
+/// The non-overlapping `patch` x `patch` tiles of `pixels` [batch, channels, size, size] as rows
+/// [batch * grid^2, channels * patch^2], each in (channel, y, x) order: a stride-`patch` conv
+/// becomes one GEMM with its weight viewed as [out, channels * patch^2].
+pub fn patch_rows(
+    pixels: &[f32],
+    batch: usize,
+    channels: usize,
+    size: usize,
+    patch: usize,
+) -> Vec<f32> {
+    let grid = size / patch;
+    let mut rows = Vec::with_capacity(batch * grid * grid * channels * patch * patch);
+    for b in 0..batch {
+        for gy in 0..grid {
+            for gx in 0..grid {
+                for c in 0..channels {
+                    let plane = &pixels[(b * channels + c) * size * size..][..size * size];
+                    for y in 0..patch {
+                        let at = (gy * patch + y) * size + gx * patch;
+                        rows.extend_from_slice(&plane[at..at + patch]);
+                    }
+                }
+            }
+        }
+    }
+    rows
 }
 
 /// An embedding table kept as a q8 pack stores it: 8-bit values with one scale per row. Rows

@@ -1,5 +1,7 @@
 //! `CLIPSegVisionModel`, run only up to the deepest layer the decoder reads.
 
+use std::sync::Arc;
+
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
@@ -9,7 +11,7 @@ use super::text::Encoder;
 use super::transformer::{EncoderLayer, LayerSpec};
 use crate::Error;
 use crate::config::VisionConfig;
-use crate::cpu::Precision;
+use crate::cpu::{Precision, Projection};
 
 /// `CLIPSegVisionEmbeddings`.
 #[derive(Module, Debug)]
@@ -19,6 +21,10 @@ pub struct VisionEmbeddings {
     pub patch_embedding: Conv2d,
     /// Learned at `image_size`; resampled for other inputs (CLIPSeg runs at 352, not 224).
     pub position_embedding: Embedding,
+    /// `patch_embedding` as one GEMM for the CPU path (set by [`VisionModel::pack_for_cpu`]; the
+    /// conv weight stays, it is 0.6% of the model).
+    #[module(skip)]
+    pub cpu_patch_embedding: Option<Arc<Projection>>,
 }
 
 /// `CLIPSegVisionModel` minus `post_layernorm`, which only feeds the pooled output.
@@ -48,6 +54,7 @@ impl VisionModel {
                 .init(device),
                 position_embedding: EmbeddingConfig::new(grid * grid + 1, c.hidden_size)
                     .init(device),
+                cpu_patch_embedding: None,
             },
             pre_layrnorm: LayerNormConfig::new(c.hidden_size)
                 .with_epsilon(c.layer_norm_eps)
@@ -71,10 +78,23 @@ impl VisionModel {
         }
     }
 
-    /// See [`EncoderLayer::pack_for_cpu`].
+    /// See [`EncoderLayer::pack_for_cpu`]; the patch embedding is packed too.
     pub fn pack_for_cpu(&mut self, precision: Precision) -> Result<(), Error> {
         self.encoder
-            .pack_for_cpu(Self::spec(&self.config), precision)
+            .pack_for_cpu(Self::spec(&self.config), precision)?;
+        if self.embeddings.cpu_patch_embedding.is_none() {
+            let c = &self.config;
+            let k = c.num_channels * c.patch_size * c.patch_size;
+            // [hidden, channels, patch, patch] viewed as [hidden, k], transposed to [k, hidden].
+            let w = crate::cpu::values(self.embeddings.patch_embedding.weight.val())?;
+            let wt: Vec<f32> = (0..k)
+                .flat_map(|kk| (0..c.hidden_size).map(move |j| (kk, j)))
+                .map(|(kk, j)| w[j * k + kk])
+                .collect();
+            let packed = Projection::pack(&wt, k, c.hidden_size, None, precision);
+            self.embeddings.cpu_patch_embedding = Some(Arc::new(packed));
+        }
+        Ok(())
     }
 
     /// `pixel_values` [batch, 3, H, W] (square, H a multiple of the patch size) to the hidden
@@ -102,12 +122,22 @@ impl VisionModel {
         let device = pixel_values.device();
         let grid = height / c.patch_size;
         let hidden = c.hidden_size;
-        let patches = self
-            .embeddings
-            .patch_embedding
-            .forward(pixel_values)
-            .reshape([batch, hidden, grid * grid])
-            .swap_dims(1, 2);
+        let patches = match &self.embeddings.cpu_patch_embedding {
+            Some(conv) => {
+                let pixels = crate::cpu::values(pixel_values)?;
+                let rows = crate::cpu::patch_rows(&pixels, batch, channels, height, c.patch_size);
+                let mut out = vec![0.0; batch * grid * grid * hidden];
+                conv.matmul(&rows, batch * grid * grid, &mut out);
+                let data = TensorData::new(out, [batch, grid * grid, hidden]);
+                Tensor::from_data(data, &device)
+            }
+            None => self
+                .embeddings
+                .patch_embedding
+                .forward(pixel_values)
+                .reshape([batch, hidden, grid * grid])
+                .swap_dims(1, 2),
+        };
         let class = self
             .embeddings
             .class_embedding
