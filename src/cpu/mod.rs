@@ -1,5 +1,7 @@
-//! The CPU inference path of the frozen CLIP encoder layers: the same `CLIPSegEncoderLayer`
-//! math as [`crate::model::transformer`], on plain `f32` slices with weights packed once.
+//! The CPU inference path of the frozen CLIP encoder layers (and the decoder's layers and the
+//! patch embedding): the same `CLIPSegEncoderLayer` math as [`crate::model::transformer`], on
+//! plain `f32` slices with weights packed once, the projections in f32 ([`gemm`]) or, for a
+//! quantized pack, int8 ([`qgemm`]).
 //!
 //! Why: on flex the layer was ~45% outside its matmuls (per-op tensor allocation, copies for
 //! head split/merge, scalar `expf` in softmax and QuickGELU) and its matmuls re-packed the

@@ -10,9 +10,11 @@
 //! Quantization is weight-only and symmetric (CLIP's matrices are zero-centred): the matrices
 //! of both towers become 8- or 4-bit integers with one scale per block. The decoder (1% of the
 //! weights, but the part whose errors show most in the mask), position embeddings (added to
-//! every token), norms and biases are stored as f16. Weights are dequantized to f32 on load, so
-//! every backend runs the same float model and kernels as with an f32 pack; the pack is what
-//! the browser downloads and caches.
+//! every token), norms and biases are stored as f16. [`Pack::apply`] dequantizes every weight to
+//! f32 as it loads (the float model every backend runs, WebGPU included);
+//! [`Pack::apply_packed_for_cpu`] hands the encoder layers to the CPU path one at a time, where
+//! a quantized pack runs in int8, and keeps the q8 token table 8-bit. The pack is what the
+//! browser downloads and caches; it is read in ranges ([`Source`]), never held whole.
 
 use std::sync::Arc;
 
