@@ -481,6 +481,42 @@ fn convert_writes_a_pack_that_predict_reads() {
         out.to_str().unwrap(),
     ));
     assert!(ok, "{err}");
+    // The q8 pack's dequantized weights in f32, and in int8 (the default for a q8 pack): both
+    // run, and agree to quantization error.
+    let mut logits = Vec::new();
+    for precision in ["f32", "int8"] {
+        let out = dir.join(format!("logits-{precision}.npy"));
+        let mut args = predict_args(
+            pack.to_str().unwrap(),
+            image.to_str().unwrap(),
+            out.to_str().unwrap(),
+        );
+        args.extend(["--precision", precision]);
+        let (ok, err) = clipseg(&args);
+        assert!(ok, "{precision}: {err}");
+        logits.push(
+            clipseg::npy::from_bytes(&std::fs::read(&out).unwrap())
+                .unwrap()
+                .0,
+        );
+    }
+    let diff = max_abs_diff(&logits[0], &logits[1]);
+    let scale = logits[0].iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(
+        diff < 0.2 * scale.max(1.0),
+        "f32 vs int8: {diff} (max |logit| {scale})"
+    );
+    if clipseg::cpu::qgemm::kernel_name().is_some() {
+        assert!(diff > 0.0, "--precision int8 ran in f32");
+    }
+    let mut args = predict_args(
+        pack.to_str().unwrap(),
+        image.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    args.extend(["--precision", "int4"]);
+    let (ok, err) = clipseg(&args);
+    assert!(!ok && err.contains("invalid value 'int4'"), "{err}");
     let (ok, err) = clipseg(&[
         "convert",
         "--model",
