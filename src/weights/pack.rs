@@ -214,6 +214,26 @@ impl Storage {
         }
     }
 
+    /// A quantized tensor's bytes as its block scales (row by row) and its packed integers.
+    fn split_quantized<'a>(self, bytes: &'a [u8], shape: &[usize]) -> (Vec<f32>, &'a [u8]) {
+        let (_, block, scale_bytes) = self.bits().unwrap_or((8, 1, 4));
+        let numel: usize = shape.iter().product();
+        let rows = shape.first().copied().unwrap_or(1).max(1);
+        let blocks = rows * (numel / rows).div_ceil(block);
+        let (scales, ints) = bytes.split_at(blocks * scale_bytes);
+        let scales = scales
+            .chunks_exact(scale_bytes)
+            .map(|s| {
+                if scale_bytes == 4 {
+                    f32::from_le_bytes([s[0], s[1], s[2], s[3]])
+                } else {
+                    bf16::from_le_bytes([s[0], s[1]]).to_f32()
+                }
+            })
+            .collect();
+        (scales, ints)
+    }
+
     /// Inverse of [`Self::encode`]; `bytes` has exactly [`Self::byte_len`] bytes.
     fn decode(self, bytes: &[u8], shape: &[usize]) -> Vec<f32> {
         match self {
@@ -226,20 +246,12 @@ impl Storage {
                 .map(|b| burn::tensor::f16::from_le_bytes([b[0], b[1]]).to_f32())
                 .collect(),
             Storage::Q8 { .. } | Storage::Q4 { .. } => {
-                let (bits, block, scale_bytes) = self.bits().unwrap_or((8, 1, 4));
+                let (bits, block, _) = self.bits().unwrap_or((8, 1, 4));
                 let numel: usize = shape.iter().product();
                 let rows = shape.first().copied().unwrap_or(1).max(1);
                 let row = numel / rows;
                 let blocks_per_row = row.div_ceil(block);
-                let (scales, ints) = bytes.split_at(rows * blocks_per_row * scale_bytes);
-                let scale = |b: usize| {
-                    let s = &scales[b * scale_bytes..(b + 1) * scale_bytes];
-                    if scale_bytes == 4 {
-                        f32::from_le_bytes([s[0], s[1], s[2], s[3]])
-                    } else {
-                        bf16::from_le_bytes([s[0], s[1]]).to_f32()
-                    }
-                };
+                let (scales, ints) = self.split_quantized(bytes, shape);
                 let int = |i: usize| -> f32 {
                     (((ints[i / 2] >> (4 * (i % 2))) & 0xf) as i32 - 8) as f32
                 };
@@ -247,7 +259,7 @@ impl Storage {
                 let mut out = Vec::with_capacity(numel);
                 for r in 0..rows {
                     for b in 0..blocks_per_row {
-                        let s = scale(r * blocks_per_row + b);
+                        let s = scales[r * blocks_per_row + b];
                         let start = r * row + b * block;
                         let end = (start + block).min((r + 1) * row);
                         if bits == 8 {
@@ -567,7 +579,7 @@ impl Pack {
         let Some(entry) = self.header.tensors.iter().find(|t| t.name == name) else {
             return Ok(None);
         };
-        let [rows, width] = shape;
+        let width = shape[1];
         if entry.shape != shape || entry.storage != (Storage::Q8 { block: width }) {
             return Ok(None);
         }
@@ -576,14 +588,11 @@ impl Pack {
             self.data_start + entry.offset,
             entry.len,
         )?;
-        let (scales, ints) = raw.split_at(rows * 4);
+        let (scales, ints) = entry.storage.split_quantized(&raw, &shape);
         Ok(Some(crate::cpu::QuantRows {
             width,
             ints: ints.iter().map(|&b| b as i8).collect(),
-            scales: scales
-                .chunks_exact(4)
-                .map(|s| f32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-                .collect(),
+            scales,
         }))
     }
 
