@@ -242,12 +242,17 @@ enum PrecisionArg {
 }
 
 impl PrecisionArg {
-    fn load(self) -> Load {
-        Load::Inference(match self {
+    /// `None`: the segmenter's own choice.
+    fn precision(self) -> Option<Precision> {
+        match self {
             Self::Auto => None,
             Self::F32 => Some(Precision::F32),
             Self::Int8 => Some(Precision::Int8),
-        })
+        }
+    }
+
+    fn load(self) -> Load {
+        Load::Inference(self.precision())
     }
 }
 
@@ -718,9 +723,7 @@ fn bench(
     if compare_burn {
         reference = Some(time(&segmenter)?);
         let pack_start = Instant::now();
-        if let Load::Inference(precision) = precision.load() {
-            segmenter.pack_for_cpu(precision)?;
-        }
+        segmenter.pack_for_cpu(precision.precision())?;
         // Reading the files plus packing; the burn runs in between are not load.
         load_s += pack_start.elapsed().as_secs_f64();
     }
