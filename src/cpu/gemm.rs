@@ -132,25 +132,31 @@ pub fn peak_gflops() -> Option<f64> {
         if k.nr >= 16 {
             let iters = 200_000;
             let lanes = if k.nr > 16 { 16 } else { 8 };
-            let best = (0..10)
-                .map(|_| {
-                    let start = std::time::Instant::now();
-                    // SAFETY: the kernel choice above checked the features.
-                    let sink = unsafe {
-                        if k.nr > 16 {
-                            x86::fma_loop_avx512(iters)
-                        } else {
-                            x86::fma_loop_avx2(iters)
-                        }
-                    };
-                    std::hint::black_box(sink);
-                    start.elapsed().as_secs_f64()
-                })
-                .fold(f64::INFINITY, f64::min);
+            // SAFETY: the kernel choice above checked the features.
+            let best = best_of_10(|| unsafe {
+                if k.nr > 16 {
+                    x86::fma_loop_avx512(iters)
+                } else {
+                    x86::fma_loop_avx2(iters)
+                }
+            });
             return Some((iters * 16 * lanes * 2) as f64 / best / 1e9);
         }
     }
     None
+}
+
+/// The shortest of 10 timed runs of `run`, in seconds: a moment of contention from another
+/// process lengthens some runs, never shortens one.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn best_of_10<T>(mut run: impl FnMut() -> T) -> f64 {
+    (0..10)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            std::hint::black_box(run());
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// A `[k, n]` weight (plus optional bias), packed into column panels of the kernel's NR,

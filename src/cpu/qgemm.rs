@@ -142,14 +142,8 @@ pub fn peak_gops() -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     if kernel()?.layout == Layout::U8Offset {
         let iters = 200_000;
-        let best = (0..10)
-            .map(|_| {
-                let start = std::time::Instant::now();
-                // SAFETY: `kernel()` found VNNI.
-                std::hint::black_box(unsafe { x86::dpbusd_loop(iters) });
-                start.elapsed().as_secs_f64()
-            })
-            .fold(f64::INFINITY, f64::min);
+        // SAFETY: `kernel()` found VNNI.
+        let best = super::gemm::best_of_10(|| unsafe { x86::dpbusd_loop(iters) });
         // 16 chains x 16 lanes x 4 multiply-adds per instruction.
         return Some((iters * 16 * 16 * 4 * 2) as f64 / best / 1e9);
     }
