@@ -22,6 +22,8 @@ use rayon::prelude::*;
 /// 32-bit broadcast, `I16` packs 2 as i16.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
+    // x86's VNNI kernel only (and its test reference).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     U8Offset,
     I16,
 }
@@ -68,9 +70,9 @@ struct QKernel {
     name: &'static str,
 }
 
-/// Every int8 kernel this CPU runs, best first; the scalar ones last (tests only: they are
-/// slower than the f32 path).
-// Which pushes exist depends on the target (wasm32 has only the last ones).
+/// The SIMD int8 kernels this CPU runs, best first (none: quantized packs run in f32, as the
+/// scalar references would be slower than that).
+// Which pushes exist depends on the target (wasm32 has only its own).
 #[allow(clippy::vec_init_then_push)]
 fn kernels() -> Vec<QKernel> {
     let mut found = Vec::new();
@@ -104,31 +106,34 @@ fn kernels() -> Vec<QKernel> {
         run: wasm::kernel_dot_i16::<4>,
         name: "simd128 int8 4x8",
     });
-    found.push(QKernel {
-        mr: 4,
-        nr: 8,
-        layout: Layout::U8Offset,
-        run: kernel_scalar::<4, 8, 4>,
-        name: "scalar int8 4x8 (u8)",
-    });
-    found.push(QKernel {
-        mr: 4,
-        nr: 8,
-        layout: Layout::I16,
-        run: kernel_scalar::<4, 8, 2>,
-        name: "scalar int8 4x8 (i16)",
-    });
     found
+}
+
+/// The scalar kernel of each layout: the references the SIMD ones are tested against.
+#[cfg(test)]
+fn reference_kernels() -> [QKernel; 2] {
+    [
+        QKernel {
+            mr: 4,
+            nr: 8,
+            layout: Layout::U8Offset,
+            run: kernel_scalar::<4, 8, 4>,
+            name: "scalar int8 4x8 (u8)",
+        },
+        QKernel {
+            mr: 4,
+            nr: 8,
+            layout: Layout::I16,
+            run: kernel_scalar::<4, 8, 2>,
+            name: "scalar int8 4x8 (i16)",
+        },
+    ]
 }
 
 /// The SIMD int8 kernel of this CPU, if it has one worth using over f32.
 fn kernel() -> Option<QKernel> {
     static BEST: std::sync::OnceLock<Option<QKernel>> = std::sync::OnceLock::new();
-    *BEST.get_or_init(|| {
-        kernels()
-            .into_iter()
-            .find(|k| !k.name.starts_with("scalar"))
-    })
+    *BEST.get_or_init(|| kernels().first().copied())
 }
 
 /// The int8 kernel's name where this CPU has one (else quantized packs run in f32).
@@ -428,8 +433,9 @@ fn scatter_row(layout: Layout, q: &[i8], r: usize, mr: usize, strip: &mut [u8]) 
     }
 }
 
-/// Portable kernel for either layout (G = 4: u8 offset, G = 2: i16), and the reference the
-/// SIMD ones are tested against.
+/// Portable kernel for either layout (G = 4: u8 offset, G = 2: i16): the reference the SIMD
+/// ones are tested against.
+#[cfg(test)]
 unsafe fn kernel_scalar<const MR: usize, const NR: usize, const G: usize>(
     groups: usize,
     a: *const u8,
@@ -693,7 +699,7 @@ mod tests {
     /// reference; and the quantization error against the f32 product stays at 8-bit size.
     #[test]
     fn kernels_match_quantized_reference_on_edge_shapes() {
-        for kern in kernels() {
+        for kern in kernels().into_iter().chain(reference_kernels()) {
             for &(m, k, n, with_bias) in &[
                 (1, 1, 1, false),
                 (5, 3, 7, true),
