@@ -180,10 +180,15 @@ impl PackedLayer {
         add_assign(x, out);
 
         layer_norm(x, &self.ln2.0, &self.ln2.1, self.eps, normed);
-        self.fc1.matmul(normed, rows, inner);
+        self.mlp(normed, rows, inner, out);
+        add_assign(x, out);
+    }
+
+    /// `out = fc2(act(fc1(input)))` for `rows` rows, through `inner`.
+    fn mlp(&self, input: &[f32], rows: usize, inner: &mut [f32], out: &mut [f32]) {
+        self.fc1.matmul(input, rows, inner);
         activate(self.activation, inner);
         self.fc2.matmul(inner, rows, out);
-        add_assign(x, out);
     }
 
     /// Post-norm layer (CLIPSeg's decoder) in place on `x` [batch * seq, hidden]:
@@ -210,9 +215,7 @@ impl PackedLayer {
         add_assign(out, x);
         layer_norm(out, &self.ln1.0, &self.ln1.1, self.eps, x);
 
-        self.fc1.matmul(x, rows, inner);
-        activate(self.activation, inner);
-        self.fc2.matmul(inner, rows, out);
+        self.mlp(x, rows, inner, out);
         add_assign(out, x);
         layer_norm(out, &self.ln2.0, &self.ln2.1, self.eps, x);
     }
