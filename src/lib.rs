@@ -3,7 +3,7 @@
 //!
 //! Layout: [`config`] (HF `config.json`), [`model`] (the network), [`weights`] (loading),
 //! [`tokenizer`] and [`preprocess`] (inputs), [`segmenter`] (all of it behind one call),
-//! [`cpu`] (the packed CPU inference path of the encoder layers),
+//! [`cpu`] and [`gpu`] (the CPU and WebGPU inference paths of the encoder layers),
 //! [`metrics`] (the seed's, CLIPSeg's and PhraseCut's evaluation numbers), `data` (PhraseCut
 //! reader and synthetic generator; native only), `web` (the wasm-bindgen engine; wasm only).
 
@@ -13,6 +13,7 @@ pub mod cpu;
 pub mod data;
 #[cfg(feature = "native")]
 pub mod eval;
+pub mod gpu;
 pub mod metrics;
 pub mod model;
 pub mod npy;

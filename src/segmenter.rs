@@ -41,9 +41,10 @@ pub struct Segmenter {
 pub enum Load {
     /// As stored: burn's ops, every weight kept (`convert`, `train`).
     AsStored,
-    /// Packed for the CPU path on flex (elsewhere as stored), a pack's encoder layers one at a
-    /// time as they load, so the peak memory is near the packed model's. `None`: int8 for a
-    /// q8/q4 pack, f32 otherwise.
+    /// Packed for the CPU path on flex, or for [`crate::gpu`] on a wgpu device registered
+    /// there (elsewhere as stored), a pack's encoder layers one at a time as they load, so the
+    /// peak memory is near the packed model's. The precision is the CPU path's (`None`: int8
+    /// for a q8/q4 pack, f32 otherwise); the GPU path runs f32.
     Inference(Option<Precision>),
 }
 
@@ -102,7 +103,11 @@ impl Segmenter {
                 pack.apply_packed_for_cpu(&mut model, precision)?;
                 cpu_precision = model.is_packed_for_cpu().then_some(precision);
             }
-            _ => pack.apply(&mut model)?,
+            Load::Inference(_) => match crate::gpu::for_device(device) {
+                Some(gpu) => pack.apply_packed_for_gpu(&mut model, &gpu)?,
+                None => pack.apply(&mut model)?,
+            },
+            Load::AsStored => pack.apply(&mut model)?,
         }
         Ok(Self {
             model,
@@ -131,6 +136,7 @@ impl Segmenter {
         let mut segmenter = Self::from_hf_dir(path, device)?;
         if let Load::Inference(precision) = load {
             segmenter.pack_for_cpu(precision)?;
+            segmenter.model.pack_for_gpu()?;
         }
         Ok(segmenter)
     }
@@ -280,6 +286,19 @@ impl Segmenter {
             .encode_image(self.pixel_values(rgb, width, height)?)
     }
 
+    /// [`Self::encode_image`] awaiting GPU readbacks instead of blocking on them (the
+    /// browser, where layers run on [`crate::gpu`]).
+    pub async fn encode_image_async(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+    ) -> Result<ImageFeatures, Error> {
+        check_image_size(width, height)?;
+        let pixels = self.pixel_values(rgb, width, height)?;
+        self.model.encode_image_async(pixels).await
+    }
+
     /// Token ids per prompt, truncated to the text model's length.
     pub fn tokenize<S: AsRef<str>>(&self, prompts: &[S]) -> Result<Vec<Vec<u32>>, Error> {
         let max_len = self.config().text_config.max_position_embeddings;
@@ -305,6 +324,20 @@ impl Segmenter {
             return Err(Error::Input("give at least one prompt".into()));
         }
         let conditional = self.model.encode_text(&self.tokenize(prompts)?)?;
+        self.model.decode(image, conditional)
+    }
+
+    /// [`Self::segment`] awaiting GPU readbacks instead of blocking on them.
+    pub async fn segment_async<S: AsRef<str>>(
+        &self,
+        image: &ImageFeatures,
+        prompts: &[S],
+    ) -> Result<Tensor<3>, Error> {
+        if prompts.is_empty() {
+            return Err(Error::Input("give at least one prompt".into()));
+        }
+        let ids = self.tokenize(prompts)?;
+        let conditional = self.model.encode_text_async(&ids).await?;
         self.model.decode(image, conditional)
     }
 

@@ -150,7 +150,8 @@ impl Engine {
         self.image.borrow_mut().take();
         let features = self
             .segmenter
-            .encode_image(&rgb, width, height)
+            .encode_image_async(&rgb, width, height)
+            .await
             .map_err(js_error)?;
         let done = features.probe();
         self.image.replace(Some(features));
@@ -167,13 +168,16 @@ impl Engine {
         if let Some(i) = prompts.iter().position(|p| p.trim().is_empty()) {
             return Err(js_error(format!("prompt {} is empty", i + 1)));
         }
-        let probabilities = {
-            let image = self.image.borrow();
-            let Some(image) = image.as_ref() else {
-                return Err(js_error("no image encoded yet: call encode_image first"));
-            };
-            sigmoid(self.segmenter.segment(image, &prompts).map_err(js_error)?)
+        // A clone (tensor handles): no borrow is held across the awaits below.
+        let Some(image) = self.image.borrow().clone() else {
+            return Err(js_error("no image encoded yet: call encode_image first"));
         };
+        let logits = self
+            .segmenter
+            .segment_async(&image, &prompts)
+            .await
+            .map_err(js_error)?;
+        let probabilities = sigmoid(logits);
         let data = probabilities
             .into_data_async()
             .await
@@ -196,6 +200,8 @@ async fn webgpu_device() -> Result<Device, JsError> {
     setup.device.set_device_lost_callback(|reason, message| {
         DEVICE_LOST.with(|l| *l.borrow_mut() = Some(format!("{reason:?}: {message}")));
     });
+    // The encoder layers run on clipseg's own kernels ([`crate::gpu`]).
+    crate::gpu::register(&device, &setup);
     WEBGPU.with(|w| *w.borrow_mut() = Some(device.clone()));
     Ok(device)
 }

@@ -74,6 +74,35 @@ fn loading_for_inference_matches_packing_after_loading() {
     }
 }
 
+/// On a wgpu device with the GPU kernels, loading for inference uploads each encoder layer as
+/// it arrives: the same model as loading all of it and uploading after, and one that can no
+/// longer be converted (its burn projections were never filled).
+#[test]
+fn loading_for_inference_on_the_gpu_matches_uploading_after_loading() {
+    let device = wgpu();
+    for case in cases() {
+        for quant in [Quant::F32, Quant::Q8] {
+            let bytes = packed(&case.model, quant);
+            let mut after = Segmenter::from_pack(bytes.clone(), &device).unwrap();
+            after.model.pack_for_gpu().unwrap();
+            let during = Segmenter::from_pack_for_inference(bytes, &device).unwrap();
+            let on_gpu = case.model != "odd";
+            assert_eq!(during.model.is_packed_for_gpu(), on_gpu, "{}", case.model);
+            assert_eq!(after.model.is_packed_for_gpu(), on_gpu, "{}", case.model);
+            let (want, _) = case_logits(&after, &case);
+            let (got, err) = case_logits(&during, &case);
+            assert_eq!(got, want, "{} {quant:?}", case.model);
+            if quant == Quant::F32 {
+                assert!(err <= bound(&case), "{}: {err}", case.model);
+            }
+            if on_gpu {
+                let err = pack::write(&during, Quant::F32).unwrap_err().to_string();
+                assert!(err.contains("load it again"), "{err}");
+            }
+        }
+    }
+}
+
 /// A pack whose tensors do not match its config's layer count fails to load for inference
 /// with the tensor's name, as the plain load does.
 #[test]

@@ -5,18 +5,23 @@
 mod common;
 
 use clipseg::Segmenter;
-use clipseg::burn::tensor::{Device, DeviceKind};
+use clipseg::burn::tensor::Device;
 use clipseg::preprocess::{self, Filter};
 use common::*;
 
 /// Token ids, conditional embeddings, logits and image-size masks of one case on `device`;
-/// `packed`: through the packed CPU path (`Segmenter::pack_for_cpu`).
+/// `packed`: through the packed CPU path on flex (`Segmenter::pack_for_cpu`), through
+/// clipseg's GPU kernels on wgpu (`ClipSeg::pack_for_gpu`; not the `odd` model, whose erf
+/// GELU they lack).
 fn check_case(case: &Case, device: &Device, packed: bool) {
     let mut segmenter =
         Segmenter::from_hf_dir(&fixtures().join("models").join(&case.model), device)
             .unwrap_or_else(|e| panic!("{}: {e}", case.model));
     if packed {
         segmenter.pack_for_cpu(None).unwrap();
+        segmenter.model.pack_for_gpu().unwrap();
+        let on_gpu = segmenter.model.is_packed_for_gpu();
+        assert_eq!(on_gpu, *device != Device::flex() && case.model != "odd");
     }
     assert_eq!(
         segmenter.tokenize(&case.prompts).unwrap(),
@@ -81,12 +86,14 @@ fn logits_and_masks_match_transformers_on_cpu() {
     }
 }
 
-/// The same checkpoints on burn-wgpu (lavapipe in CI, so CPU Vulkan): the browser's code path.
+/// The same checkpoints on burn-wgpu (lavapipe in CI, so CPU Vulkan): burn's ops, then the
+/// GPU kernels the browser's WebGPU engine runs the encoder layers on.
 #[test]
 fn logits_and_masks_match_transformers_on_wgpu() {
-    let device = Device::wgpu(DeviceKind::DefaultDevice);
+    let device = wgpu();
     for case in cases() {
         check_case(&case, &device, false);
+        check_case(&case, &device, true);
     }
 }
 

@@ -593,7 +593,14 @@ fn convert(model: &Path, out: &Path, quant: &str) -> Result<()> {
 fn device(backend: Backend) -> Result<Device> {
     Ok(match backend {
         Backend::Cpu => Device::flex(),
-        Backend::Wgpu => Device::wgpu_options().init().context("can't start wgpu")?,
+        Backend::Wgpu => {
+            let (device, setup) = Device::wgpu_options()
+                .init_with_setup()
+                .context("can't start wgpu")?;
+            // Models loaded for inference run their encoder layers on clipseg's kernels.
+            clipseg::gpu::register(&device, &setup);
+            device
+        }
     })
 }
 
@@ -741,6 +748,10 @@ fn bench(
         "gflop": gflop,
         "gflops": gflop / full_s,
     });
+    if backend == Backend::Wgpu {
+        let packed = segmenter.model.is_packed_for_gpu();
+        line["gpu_path"] = if packed { "clipseg kernels" } else { "burn" }.into();
+    }
     if backend == Backend::Cpu {
         line["cpu_path"] = if segmenter.model.is_packed_for_cpu() {
             "packed"

@@ -97,7 +97,27 @@ pub(crate) fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {
         .map_err(|e| err(&e))
 }
 
-fn linear_parts(l: &burn::nn::Linear) -> Result<(Vec<f32>, Option<Vec<f32>>), Error> {
+/// `q_proj | k_proj | v_proj` side by side, [hidden, 3 * hidden] row-major, and their biases:
+/// one GEMM instead of three.
+pub(crate) fn fused_qkv(layer: &EncoderLayer, h: usize) -> Result<(Vec<f32>, Vec<f32>), Error> {
+    let attn = &layer.self_attn;
+    let (q, qb) = linear_parts(&attn.q_proj)?;
+    let (k, kb) = linear_parts(&attn.k_proj)?;
+    let (v, vb) = linear_parts(&attn.v_proj)?;
+    let mut qkv = Vec::with_capacity(3 * h * h);
+    for row in 0..h {
+        for w in [&q, &k, &v] {
+            qkv.extend_from_slice(&w[row * h..(row + 1) * h]);
+        }
+    }
+    let bias = [qb, kb, vb]
+        .into_iter()
+        .flat_map(|b| b.unwrap_or_else(|| vec![0.0; h]))
+        .collect();
+    Ok((qkv, bias))
+}
+
+pub(crate) fn linear_parts(l: &burn::nn::Linear) -> Result<(Vec<f32>, Option<Vec<f32>>), Error> {
     let bias = match &l.bias {
         Some(b) => Some(values(b.val())?),
         None => None,
@@ -105,7 +125,7 @@ fn linear_parts(l: &burn::nn::Linear) -> Result<(Vec<f32>, Option<Vec<f32>>), Er
     Ok((values(l.weight.val())?, bias))
 }
 
-fn norm_parts(n: &burn::nn::LayerNorm) -> Result<(Vec<f32>, Vec<f32>), Error> {
+pub(crate) fn norm_parts(n: &burn::nn::LayerNorm) -> Result<(Vec<f32>, Vec<f32>), Error> {
     let gamma = values(n.gamma.val())?;
     let beta = match &n.beta {
         Some(b) => values(b.val())?,
@@ -122,21 +142,8 @@ pub fn supports(activation: Activation) -> bool {
 impl PackedLayer {
     pub fn new(layer: &EncoderLayer, spec: LayerSpec, precision: Precision) -> Result<Self, Error> {
         let (h, inter) = (spec.hidden, spec.intermediate);
-        let attn = &layer.self_attn;
-        let (q, qb) = linear_parts(&attn.q_proj)?;
-        let (k, kb) = linear_parts(&attn.k_proj)?;
-        let (v, vb) = linear_parts(&attn.v_proj)?;
-        let mut qkv = Vec::with_capacity(3 * h * h);
-        for row in 0..h {
-            for w in [&q, &k, &v] {
-                qkv.extend_from_slice(&w[row * h..(row + 1) * h]);
-            }
-        }
-        let qkv_bias: Vec<f32> = [qb, kb, vb]
-            .into_iter()
-            .flat_map(|b| b.unwrap_or_else(|| vec![0.0; h]))
-            .collect();
-        let (o, ob) = linear_parts(&attn.out_proj)?;
+        let (qkv, qkv_bias) = fused_qkv(layer, h)?;
+        let (o, ob) = linear_parts(&layer.self_attn.out_proj)?;
         let (f1, f1b) = linear_parts(&layer.mlp.fc1)?;
         let (f2, f2b) = linear_parts(&layer.mlp.fc2)?;
         Ok(Self {

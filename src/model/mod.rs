@@ -110,6 +110,15 @@ impl ClipSeg {
                 .any(|l| l.cpu.is_some())
     }
 
+    /// Whether [`Self::pack_for_gpu`] (or a pack loaded for inference on the GPU) released
+    /// any burn weights.
+    pub fn is_packed_for_gpu(&self) -> bool {
+        let layers = self.clip.text_model.encoder.layers.iter();
+        layers
+            .chain(&self.clip.vision_model.encoder.layers)
+            .any(|l| l.gpu.is_some())
+    }
+
     /// `pixel_values` [1, 3, S, S] to the decoder's cached view of the image.
     pub fn encode_image(&self, pixel_values: Tensor<4>) -> Result<ImageFeatures, Error> {
         let activations = self
@@ -117,6 +126,40 @@ impl ClipSeg {
             .vision_model
             .forward(pixel_values, &self.config.extract_layers)?;
         Ok(self.image_features(&activations))
+    }
+
+    /// [`Self::encode_image`] for towers on [`crate::gpu`] in the browser.
+    pub async fn encode_image_async(
+        &self,
+        pixel_values: Tensor<4>,
+    ) -> Result<ImageFeatures, Error> {
+        let activations = self
+            .clip
+            .vision_model
+            .forward_async(pixel_values, &self.config.extract_layers)
+            .await?;
+        Ok(self.image_features(&activations))
+    }
+
+    /// [`Self::encode_text`] for towers on [`crate::gpu`] in the browser.
+    pub async fn encode_text_async(&self, ids: &[Vec<u32>]) -> Result<Tensor<2>, Error> {
+        let pooled = self.clip.text_model.forward_async(ids).await?;
+        Ok(self.clip.text_projection.forward(pooled))
+    }
+
+    /// On a wgpu device with [`crate::gpu`] registered, moves the CLIP towers' encoder layers
+    /// there (reads their weights synchronously: native only; the browser loads a pack layer
+    /// by layer instead). Elsewhere a no-op.
+    pub fn pack_for_gpu(&mut self) -> Result<(), Error> {
+        let device = self.clip.text_projection.weight.device();
+        let Some(gpu) = crate::gpu::for_device(&device) else {
+            return Ok(());
+        };
+        let clip = &mut self.clip;
+        let text = TextModel::spec(&clip.text_model.config);
+        let vision = VisionModel::spec(&clip.vision_model.config);
+        clip.text_model.encoder.pack_for_gpu(&gpu, text)?;
+        clip.vision_model.encoder.pack_for_gpu(&gpu, vision)
     }
 
     /// Token ids (one list per prompt, with BOS/EOS) to conditional embeddings [prompts, projection_dim].

@@ -10,6 +10,7 @@ use super::transformer::{EncoderLayer, LayerSpec};
 use crate::Error;
 use crate::config::TextConfig;
 use crate::cpu::{Precision, QuantRows};
+use crate::gpu::{Gpu, GpuLayer};
 
 /// `CLIPSegTextEmbeddings`.
 #[derive(Module, Debug)]
@@ -50,6 +51,14 @@ impl Encoder {
             .max()
             .map_or(0, |&l| l + 1)
             .min(self.layers.len());
+        if self.on_gpu(deepest, &x.device()).is_some() {
+            #[cfg(not(target_family = "wasm"))]
+            return crate::gpu::block_on(self.forward_async(x, causal, keep));
+            #[cfg(target_family = "wasm")]
+            return Err(Error::Input(
+                "in the browser the GPU layers only run through the async API".into(),
+            ));
+        }
         let layers = &self.layers[..deepest];
         let mut states = vec![None; deepest];
         // A tower is packed whole or not at all (`pack_for_cpu`), and only on flex, so only
@@ -83,6 +92,68 @@ impl Encoder {
             .iter()
             .filter_map(|&l| states.get(l).cloned().flatten())
             .collect())
+    }
+
+    /// [`Self::forward`], awaiting instead of blocking where the layers run on [`crate::gpu`]
+    /// (their input and kept states cross to the host once each).
+    pub async fn forward_async(
+        &self,
+        x: Tensor<3>,
+        causal: bool,
+        keep: &[usize],
+    ) -> Result<Vec<Tensor<3>>, Error> {
+        let deepest = keep
+            .iter()
+            .max()
+            .map_or(0, |&l| l + 1)
+            .min(self.layers.len());
+        let device = x.device();
+        let Some((gpu, layers)) = self.on_gpu(deepest, &device) else {
+            return self.forward(x, causal, keep);
+        };
+        let [batch, seq, hidden] = x.dims();
+        let err = |e: &dyn std::fmt::Debug| {
+            Error::Input(format!("reading hidden states for the GPU: {e:?}"))
+        };
+        let data = x.into_data_async().await.map_err(|e| err(&e))?;
+        let values = data
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| err(&e))?;
+        let keep: Vec<usize> = keep.iter().copied().filter(|&l| l < deepest).collect();
+        let states =
+            crate::gpu::forward_pre_norm(&gpu, &layers, &values, batch, seq, causal, &keep).await?;
+        Ok(states
+            .into_iter()
+            .map(|v| Tensor::from_data(TensorData::new(v, [batch, seq, hidden]), &device))
+            .collect())
+    }
+
+    /// The first `deepest` layers and the kernels, if they all run on [`crate::gpu`] here.
+    fn on_gpu(&self, deepest: usize, device: &Device) -> Option<(Arc<Gpu>, Vec<&GpuLayer>)> {
+        let layers: Vec<&GpuLayer> = self.layers[..deepest]
+            .iter()
+            .map(|l| l.gpu.as_deref())
+            .collect::<Option<_>>()?;
+        if layers.is_empty() {
+            return None;
+        }
+        Some((crate::gpu::for_device(device)?, layers))
+    }
+
+    /// Uploads the layers to the GPU kernels and releases their burn projections (native:
+    /// reads the weights synchronously). No-op for layer shapes the kernels lack.
+    pub fn pack_for_gpu(&mut self, gpu: &Gpu, spec: LayerSpec) -> Result<(), Error> {
+        if !GpuLayer::supports(spec) {
+            return Ok(());
+        }
+        for layer in &mut self.layers {
+            if layer.gpu.is_none() {
+                layer.gpu = Some(Arc::new(GpuLayer::new(gpu, layer, spec)?));
+                layer.release_projections();
+            }
+        }
+        Ok(())
     }
 }
 
@@ -139,6 +210,33 @@ impl TextModel {
     /// Prompts of different lengths are right-padded into one batch. No padding mask is needed:
     /// the causal mask already keeps every token up to the pooled EOS blind to what follows.
     pub fn forward(&self, ids: &[Vec<u32>]) -> Result<Tensor<2>, Error> {
+        let (x, pooled) = self.embed(ids)?;
+        let keep = self.encoder.layers.len().checked_sub(1);
+        let x = match keep {
+            Some(last) => self.encoder.forward(x, true, &[last])?.remove(0),
+            None => x,
+        };
+        Ok(self.pool(x, pooled))
+    }
+
+    /// [`Self::forward`] for layers on [`crate::gpu`] in the browser.
+    pub async fn forward_async(&self, ids: &[Vec<u32>]) -> Result<Tensor<2>, Error> {
+        let (x, pooled) = self.embed(ids)?;
+        let keep = self.encoder.layers.len().checked_sub(1);
+        let x = match keep {
+            Some(last) => self
+                .encoder
+                .forward_async(x, true, &[last])
+                .await?
+                .remove(0),
+            None => x,
+        };
+        Ok(self.pool(x, pooled))
+    }
+
+    /// Checks the ids; token + position embeddings [prompts, len, hidden] and the row of each
+    /// prompt's pooled token in the flattened batch.
+    fn embed(&self, ids: &[Vec<u32>]) -> Result<(Tensor<3>, Vec<i64>), Error> {
         let c = &self.config;
         let device = self.final_layer_norm.gamma.device();
         let len = ids.iter().map(Vec::len).max().unwrap_or(0);
@@ -178,18 +276,21 @@ impl TextModel {
                 self.embeddings.token_embedding.forward(input)
             }
         };
-        let x = tokens + self.embeddings.position_embedding.forward(positions);
-        let last = self.encoder.layers.len().checked_sub(1);
-        let x = match last {
-            Some(last) => self.encoder.forward(x, true, &[last])?.remove(0),
-            None => x,
-        };
+        Ok((
+            tokens + self.embeddings.position_embedding.forward(positions),
+            pooled,
+        ))
+    }
+
+    /// `final_layer_norm`, then the pooled token of each prompt: [prompts, hidden].
+    fn pool(&self, x: Tensor<3>, pooled: Vec<i64>) -> Tensor<2> {
+        let [batch, len, hidden] = x.dims();
         let x = self
             .final_layer_norm
             .forward(x)
-            .reshape([batch * len, c.hidden_size]);
-        let index = Tensor::<1, Int>::from_data(TensorData::new(pooled, [batch]), &device);
-        Ok(x.select(0, index))
+            .reshape([batch * len, hidden]);
+        let index = Tensor::<1, Int>::from_data(TensorData::new(pooled, [batch]), &x.device());
+        x.select(0, index)
     }
 }
 

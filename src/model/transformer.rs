@@ -14,6 +14,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::Error;
 use crate::config::Activation;
 use crate::cpu::{PackedLayer, Precision};
+use crate::gpu::GpuLayer;
 
 /// Applies a config's `hidden_act`.
 pub fn activate<const D: usize>(act: Activation, x: Tensor<D>) -> Tensor<D> {
@@ -121,6 +122,10 @@ pub struct EncoderLayer {
     /// Set by [`Self::pack_for_cpu`]: the layer then runs on [`crate::cpu`].
     #[module(skip)]
     pub cpu: Option<Arc<PackedLayer>>,
+    /// Set when loaded for inference on a registered wgpu device: the layer then runs on
+    /// [`crate::gpu`].
+    #[module(skip)]
+    pub gpu: Option<Arc<GpuLayer>>,
 }
 
 impl EncoderLayer {
@@ -136,6 +141,7 @@ impl EncoderLayer {
             mlp: Mlp::new(spec.hidden, spec.intermediate, spec.activation, device),
             layer_norm2: norm(),
             cpu: None,
+            gpu: None,
         }
     }
 
@@ -144,9 +150,14 @@ impl EncoderLayer {
     /// through [`super::text::Encoder::forward`] on flex and must not be saved. No-op for
     /// activations the CPU path lacks.
     pub fn pack_for_cpu(&mut self, spec: LayerSpec, precision: Precision) -> Result<(), Error> {
-        if !self.pack_for_cpu_keeping_weights(spec, precision)? {
-            return Ok(());
+        if self.pack_for_cpu_keeping_weights(spec, precision)? {
+            self.release_projections();
         }
+        Ok(())
+    }
+
+    /// Drops the burn copies of the six projection weights once a packed path holds them.
+    pub fn release_projections(&mut self) {
         let attn = &mut self.self_attn;
         for linear in [
             &mut attn.q_proj,
@@ -159,7 +170,6 @@ impl EncoderLayer {
             let device = linear.weight.device();
             linear.weight = Param::from_tensor(Tensor::zeros([0, 0], &device));
         }
-        Ok(())
     }
 
     /// Packs the layer for the CPU path and keeps the burn weights too (the decoder's layers:

@@ -104,6 +104,22 @@ impl VisionModel {
         pixel_values: Tensor<4>,
         extract: &[usize],
     ) -> Result<Vec<Tensor<3>>, Error> {
+        let x = self.embed(pixel_values, extract)?;
+        self.encoder.forward(x, false, extract)
+    }
+
+    /// [`Self::forward`] for layers on [`crate::gpu`] in the browser.
+    pub async fn forward_async(
+        &self,
+        pixel_values: Tensor<4>,
+        extract: &[usize],
+    ) -> Result<Vec<Tensor<3>>, Error> {
+        let x = self.embed(pixel_values, extract)?;
+        self.encoder.forward_async(x, false, extract).await
+    }
+
+    /// Checks the input, then patch, class and position embeddings and `pre_layrnorm`.
+    fn embed(&self, pixel_values: Tensor<4>, extract: &[usize]) -> Result<Tensor<3>, Error> {
         let c = &self.config;
         let [batch, channels, height, width] = pixel_values.dims();
         if channels != c.num_channels
@@ -146,8 +162,7 @@ impl VisionModel {
             .expand([batch, 1, hidden]);
         let x = Tensor::cat(vec![class, patches], 1)
             + self.position_embeddings(grid, &device).unsqueeze_dim(0);
-        let x = self.pre_layrnorm.forward(x);
-        self.encoder.forward(x, false, extract)
+        Ok(self.pre_layrnorm.forward(x))
     }
 
     /// Position embeddings for a `grid` x `grid` input: the learned ones, or HF's

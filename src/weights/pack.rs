@@ -279,9 +279,9 @@ impl Storage {
 /// parameter back synchronously.
 #[cfg(feature = "native")]
 pub fn write(segmenter: &crate::Segmenter, quant: Quant) -> Result<Vec<u8>, Error> {
-    if segmenter.model.is_packed_for_cpu() {
+    if segmenter.model.is_packed_for_cpu() || segmenter.model.is_packed_for_gpu() {
         return Err(Error::Weights(
-            "this model was packed for CPU inference and no longer holds its projection weights; load it again to convert it".into(),
+            "this model was packed for inference and no longer holds its projection weights; load it again to convert it".into(),
         ));
     }
     let mut data = Vec::new();
@@ -518,13 +518,59 @@ impl Pack {
         model: &mut ClipSeg,
         precision: crate::cpu::Precision,
     ) -> Result<(), Error> {
+        self.apply_layer_by_layer(model, true, |layer, tensors, spec, prefix| {
+            check(&layer.apply(tensors, None, None, false), prefix, |_| false)?;
+            layer.pack_for_cpu(spec, precision)
+        })?;
+        // The rest of the CPU path (the decoder's layers).
+        model.pack_for_cpu(precision)
+    }
+
+    /// [`Self::apply`] for inference on a wgpu device with [`crate::gpu`] kernels: each
+    /// encoder layer is read on the host (no synchronous GPU readback, which the browser lacks)
+    /// and uploaded to `gpu` in f32; its burn projections are never filled.
+    pub fn apply_packed_for_gpu(
+        &self,
+        model: &mut ClipSeg,
+        gpu: &crate::gpu::Gpu,
+    ) -> Result<(), Error> {
+        let host = burn::tensor::Device::flex();
+        self.apply_layer_by_layer(model, false, |layer, tensors, spec, prefix| {
+            if !crate::gpu::GpuLayer::supports(spec) {
+                return check(&layer.apply(tensors, None, None, false), prefix, |_| false);
+            }
+            let mut staged = crate::model::transformer::EncoderLayer::new(spec, &host);
+            check(&staged.apply(tensors, None, None, false), prefix, |_| false)?;
+            layer.gpu = Some(Arc::new(crate::gpu::GpuLayer::new(gpu, &staged, spec)?));
+            layer.release_projections();
+            Ok(())
+        })
+    }
+
+    /// Loads everything but the towers' encoder layers (and, with `tokens_8bit`, a q8 token
+    /// table, kept 8-bit for the CPU path), then hands `load_layer` each layer with its
+    /// tensors, one at a time.
+    fn apply_layer_by_layer(
+        &self,
+        model: &mut ClipSeg,
+        tokens_8bit: bool,
+        mut load_layer: impl FnMut(
+            &mut crate::model::transformer::EncoderLayer,
+            Vec<burn::store::burn_pack::Tensor>,
+            crate::model::transformer::LayerSpec,
+            &str,
+        ) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         const TOWERS: [&str; 2] = [
             "clip.text_model.encoder.layers.",
             "clip.vision_model.encoder.layers.",
         ];
         const TOKENS: &str = "clip.text_model.embeddings.token_embedding.weight";
         let text = &model.clip.text_model.config;
-        let tokens = self.quant_rows(TOKENS, [text.vocab_size, text.hidden_size])?;
+        let tokens = match tokens_8bit {
+            true => self.quant_rows(TOKENS, [text.vocab_size, text.hidden_size])?,
+            false => None,
+        };
         let later = |path: &str| {
             TOWERS.iter().any(|t| path.starts_with(t)) || (tokens.is_some() && path == TOKENS)
         };
@@ -561,12 +607,10 @@ impl Pack {
             for (i, layer) in layers.iter_mut().enumerate() {
                 let prefix = format!("{tower}{i}.");
                 let tensors = self.tensors(|name| name.strip_prefix(&prefix).map(str::to_string));
-                check(&layer.apply(tensors, None, None, false), &prefix, |_| false)?;
-                layer.pack_for_cpu(spec, precision)?;
+                load_layer(layer, tensors, spec, &prefix)?;
             }
         }
-        // The rest of the CPU path (the decoder's layers).
-        model.pack_for_cpu(precision)
+        Ok(())
     }
 
     /// Tensor `name` as 8-bit rows with one scale each, if it is stored so (q8) with the

@@ -23,6 +23,22 @@ pub struct Case {
     pub orig_size: [usize; 2],
 }
 
+/// burn-wgpu on this machine's adapter (lavapipe in CI) with clipseg's GPU kernels registered,
+/// so models loaded for inference on it run their encoder layers there. Initialised once per
+/// test binary: burn's runtime can be set up only once.
+pub fn wgpu() -> clipseg::burn::tensor::Device {
+    static DEVICE: std::sync::OnceLock<clipseg::burn::tensor::Device> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let (device, setup) = clipseg::burn::tensor::Device::wgpu_options()
+                .init_with_setup()
+                .expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)");
+            clipseg::gpu::register(&device, &setup);
+            device
+        })
+        .clone()
+}
+
 pub fn cases() -> Vec<Case> {
     let text =
         std::fs::read_to_string(fixtures().join("reference/cases.json")).expect("cases.json");

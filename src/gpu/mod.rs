@@ -1,0 +1,588 @@
+//! The WebGPU path of the frozen CLIP encoder layers: the same `CLIPSegEncoderLayer` math as
+//! [`crate::model::transformer`] in hand-written WGSL kernels (`matmul.wgsl`, `layer_norm.wgsl`,
+//! and attention as `scores.wgsl`, `softmax.wgsl`, `pv.wgsl`), run on burn's own wgpu device
+//! and queue.
+//!
+//! Why: on a CPU implementation of WebGPU (Chromium's SwiftShader, what a browser without a
+//! usable GPU falls back to) burn-wgpu's matmul, which stages tiles in workgroup memory behind
+//! barriers, ran at 0.4 GFLOP/s on the ViT's MLP shape; a register-blocked kernel without
+//! barriers runs at 2.6 (`bench/swiftshader/`). The whole layer also becomes 9 dispatches
+//! (Q, K and V one matmul; bias, activation and residual in the matmul's epilogue; attention's
+//! two products register-blocked the same way) instead of ~30 burn ops.
+//!
+//! A tower's layers run back to back in one submission; only its input and the kept hidden
+//! states cross to the host (awaited, never blocked on, so it works in the browser). Used for
+//! inference on a wgpu device registered with [`register`]; training keeps burn's ops.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use burn::tensor::Device;
+use burn::tensor::wgpu::{WgpuSetup, wgpu};
+use wgpu::util::DeviceExt;
+
+use crate::Error;
+use crate::config::Activation;
+use crate::model::transformer::{EncoderLayer, LayerSpec};
+
+/// The kernels, built once per device.
+pub struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    matmul: wgpu::ComputePipeline,
+    layer_norm: wgpu::ComputePipeline,
+    softmax: wgpu::ComputePipeline,
+    /// The scores and P·V kernels by head_dim / 4, a constant of theirs.
+    attention: Mutex<HashMap<usize, [wgpu::ComputePipeline; 2]>>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gpu")
+    }
+}
+
+static REGISTRY: Mutex<Vec<(Device, Arc<Gpu>)>> = Mutex::new(Vec::new());
+
+/// Makes the encoder kernels available on `device`, burn's runtime over `setup` (from
+/// `Device::wgpu_options().init_with_setup*`): models loaded for inference there use them.
+pub fn register(device: &Device, setup: &WgpuSetup) {
+    let gpu = Arc::new(Gpu::new(setup.device.clone(), setup.queue.clone()));
+    let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    registry.retain(|(d, _)| d != device);
+    registry.push((device.clone(), gpu));
+}
+
+/// The kernels registered for `device`, if any.
+pub fn for_device(device: &Device) -> Option<Arc<Gpu>> {
+    let registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    registry
+        .iter()
+        .find(|(d, _)| d == device)
+        .map(|(_, g)| g.clone())
+}
+
+impl Gpu {
+    fn new(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let matmul = pipeline(&device, "matmul", include_str!("matmul.wgsl"));
+        let layer_norm = pipeline(&device, "layer_norm", include_str!("layer_norm.wgsl"));
+        let softmax = pipeline(&device, "softmax", include_str!("softmax.wgsl"));
+        Self {
+            device,
+            queue,
+            matmul,
+            layer_norm,
+            softmax,
+            attention: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The scores and P·V kernels for `head_dim`.
+    fn attention(&self, head_dim: usize) -> [wgpu::ComputePipeline; 2] {
+        let mut cache = self.attention.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry(head_dim / 4)
+            .or_insert_with(|| {
+                let build = |label, source: &str| {
+                    let source = source.replace("{HD4}", &(head_dim / 4).to_string());
+                    pipeline(&self.device, label, &source)
+                };
+                [
+                    build("scores", include_str!("scores.wgsl")),
+                    build("pv", include_str!("pv.wgsl")),
+                ]
+            })
+            .clone()
+    }
+
+    fn storage(&self, label: &str, values: &[f32]) -> wgpu::Buffer {
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &bytes(values),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+    }
+
+    fn scratch(&self, label: &str, floats: usize, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (floats.max(1) * 4) as u64,
+            usage,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn uniform(&self, words: &[u32]) -> wgpu::Buffer {
+        let contents: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: &contents,
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+    }
+
+    /// One dispatch of `pipeline` with `buffers` at bindings 0, 1, ...
+    fn dispatch(
+        &self,
+        pass: &mut wgpu::ComputePass,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[&wgpu::Buffer],
+        groups: [usize; 3],
+    ) {
+        let entries: Vec<_> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(groups[0] as u32, groups[1] as u32, groups[2] as u32);
+    }
+
+    /// `out = act(a · w + bias)` (+ `out` when `residual`) for `m` rows.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &self,
+        pass: &mut wgpu::ComputePass,
+        params: &wgpu::Buffer,
+        a: &wgpu::Buffer,
+        p: &Projection,
+        out: &wgpu::Buffer,
+        m: usize,
+    ) {
+        let groups = [(p.n / 8).div_ceil(32), m.div_ceil(8), 1];
+        self.dispatch(pass, &self.matmul, &[params, a, &p.w, &p.bias, out], groups);
+    }
+
+    fn matmul_params(&self, m: usize, p: &Projection, act: u32, residual: bool) -> wgpu::Buffer {
+        let flags = act | if residual { 16 } else { 0 };
+        self.uniform(&[m as u32, p.n as u32, p.k as u32, flags])
+    }
+
+    /// Copies of `buffer`'s first `floats` values, once the queue has run.
+    async fn read(&self, buffer: &wgpu::Buffer, floats: usize) -> Result<Vec<f32>, Error> {
+        let slice = buffer.slice(..(floats * 4) as u64);
+        let mapped = Mapped::default();
+        let signal = mapped.0.clone();
+        slice.map_async(wgpu::MapMode::Read, move |result| {
+            let mut state = signal.lock().unwrap_or_else(|e| e.into_inner());
+            state.0 = Some(result);
+            if let Some(waker) = state.1.take() {
+                waker.wake();
+            }
+        });
+        // Natively callbacks only run inside `poll`; in the browser the event loop runs them.
+        #[cfg(not(target_family = "wasm"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Input(format!("GPU: {e}")))?;
+        mapped
+            .await
+            .map_err(|e| Error::Input(format!("GPU: reading results back: {e}")))?;
+        let values = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Input(format!("GPU: reading results back: {e}")))?;
+            view.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        };
+        buffer.unmap();
+        Ok(values)
+    }
+}
+
+fn pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(label),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    })
+}
+
+fn bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Resolves when a `map_async` callback has run.
+#[derive(Default)]
+#[allow(clippy::type_complexity)]
+struct Mapped(Arc<Mutex<(Option<Result<(), wgpu::BufferAsyncError>>, Option<Waker>)>>);
+
+impl Future for Mapped {
+    type Output = Result<(), wgpu::BufferAsyncError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match state.0.take() {
+            Some(result) => Poll::Ready(result),
+            None => {
+                state.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Runs a future that never waits on anything but the GPU to completion (natively the GPU
+/// readbacks complete inside their own `poll`, so this returns after the first few polls).
+#[cfg(not(target_family = "wasm"))]
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// A Linear layer's weight [k, n] and bias [n] on the GPU.
+#[derive(Debug)]
+struct Projection {
+    w: wgpu::Buffer,
+    bias: wgpu::Buffer,
+    k: usize,
+    n: usize,
+}
+
+impl Projection {
+    fn new(gpu: &Gpu, w: &[f32], k: usize, n: usize, bias: Option<Vec<f32>>) -> Self {
+        Self {
+            w: gpu.storage("weight", w),
+            bias: gpu.storage("bias", &bias.unwrap_or_else(|| vec![0.0; n])),
+            k,
+            n,
+        }
+    }
+}
+
+/// One pre-norm encoder layer's weights on the GPU.
+#[derive(Debug)]
+pub struct GpuLayer {
+    hidden: usize,
+    heads: usize,
+    activation: u32,
+    eps: f32,
+    ln1: (wgpu::Buffer, wgpu::Buffer),
+    /// `q_proj | k_proj | v_proj` side by side: [hidden, 3 * hidden].
+    qkv: Projection,
+    out_proj: Projection,
+    ln2: (wgpu::Buffer, wgpu::Buffer),
+    fc1: Projection,
+    fc2: Projection,
+}
+
+impl GpuLayer {
+    /// Whether the kernels fit this layer shape: `gelu` (erf) is left to burn, and the matmul
+    /// works on blocks of 8 columns and 4 reduction steps.
+    pub fn supports(spec: LayerSpec) -> bool {
+        let head_dim = spec.hidden / spec.heads.max(1);
+        let code = activation_code(spec.activation);
+        code.is_some()
+            && spec.heads > 0
+            && spec.hidden.is_multiple_of(spec.heads)
+            && spec.hidden.is_multiple_of(8)
+            && spec.intermediate.is_multiple_of(8)
+            && head_dim.is_multiple_of(4)
+    }
+
+    /// Uploads `layer`'s weights (a layer whose tensors can be read synchronously: on flex,
+    /// or any native device).
+    pub fn new(gpu: &Gpu, layer: &EncoderLayer, spec: LayerSpec) -> Result<Self, Error> {
+        let (h, inter) = (spec.hidden, spec.intermediate);
+        let activation = activation_code(spec.activation)
+            .filter(|_| Self::supports(spec))
+            .ok_or_else(|| Error::Config(format!("the GPU kernels do not fit layer {spec:?}")))?;
+        let (qkv, qkv_bias) = crate::cpu::fused_qkv(layer, h)?;
+        let (o, ob) = crate::cpu::linear_parts(&layer.self_attn.out_proj)?;
+        let (f1, f1b) = crate::cpu::linear_parts(&layer.mlp.fc1)?;
+        let (f2, f2b) = crate::cpu::linear_parts(&layer.mlp.fc2)?;
+        let norm = |n: &burn::nn::LayerNorm| -> Result<_, Error> {
+            let (gamma, beta) = crate::cpu::norm_parts(n)?;
+            Ok((gpu.storage("gamma", &gamma), gpu.storage("beta", &beta)))
+        };
+        Ok(Self {
+            hidden: h,
+            heads: spec.heads,
+            activation,
+            eps: spec.eps as f32,
+            ln1: norm(&layer.layer_norm1)?,
+            qkv: Projection::new(gpu, &qkv, h, 3 * h, Some(qkv_bias)),
+            out_proj: Projection::new(gpu, &o, h, h, ob),
+            ln2: norm(&layer.layer_norm2)?,
+            fc1: Projection::new(gpu, &f1, h, inter, f1b),
+            fc2: Projection::new(gpu, &f2, inter, h, f2b),
+        })
+    }
+}
+
+fn activation_code(activation: Activation) -> Option<u32> {
+    match activation {
+        Activation::QuickGelu => Some(1),
+        Activation::GeluTanh => Some(2),
+        Activation::Relu => Some(3),
+        Activation::Silu => Some(4),
+        Activation::Gelu => None,
+    }
+}
+
+/// Pre-norm `layers` on `x` [batch * seq, hidden]: the hidden states after each layer whose
+/// index is in `keep`, in `keep`'s order. `causal` masks future positions (text tower).
+pub async fn forward_pre_norm(
+    gpu: &Gpu,
+    layers: &[&GpuLayer],
+    x: &[f32],
+    batch: usize,
+    seq: usize,
+    causal: bool,
+    keep: &[usize],
+) -> Result<Vec<Vec<f32>>, Error> {
+    let Some(first) = layers.first() else {
+        return Err(Error::Input("no layers to run".into()));
+    };
+    let (h, rows) = (first.hidden, batch * seq);
+    let inter = first.fc1.n;
+    let same = |l: &&GpuLayer| l.hidden == h && l.fc1.n == inter && l.heads == first.heads;
+    if x.len() != rows * h || !layers.iter().all(same) {
+        return Err(Error::Input(format!(
+            "hidden states are not [{rows}, {h}] or the layers differ in shape"
+        )));
+    }
+    use wgpu::BufferUsages as U;
+    let state = gpu
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("hidden states"),
+            contents: &bytes(x),
+            usage: U::STORAGE | U::COPY_SRC,
+        });
+    let normed = gpu.scratch("normed", rows * h, U::STORAGE);
+    let merged = gpu.scratch("attention", rows * h, U::STORAGE);
+    let qkv = gpu.scratch("qkv", rows * 3 * h, U::STORAGE);
+    // Each query's scores, padded to a multiple of 8 keys.
+    let cols = seq.next_multiple_of(8);
+    let score_rows = batch * first.heads * seq;
+    let scores = gpu.scratch("scores", score_rows * cols, U::STORAGE);
+    let inner = gpu.scratch("mlp", rows * inter, U::STORAGE);
+    let kept = keep.iter().filter(|&&k| k < layers.len()).count();
+    let staging = gpu.scratch("kept states", kept * rows * h, U::MAP_READ | U::COPY_DST);
+
+    let norm_params = gpu.uniform(&[rows as u32, h as u32, first.eps.to_bits(), 0]);
+    let (heads, head_dim) = (first.heads, h / first.heads);
+    let scale = (head_dim as f32).powf(-0.5);
+    let attention_params = gpu.uniform(&[
+        seq as u32,
+        h as u32,
+        causal as u32,
+        scale.to_bits(),
+        cols as u32,
+        heads as u32,
+        0,
+        0,
+    ]);
+    let softmax_params = gpu.uniform(&[score_rows as u32, cols as u32, 0, 0]);
+    let [score_kernel, pv_kernel] = gpu.attention(head_dim);
+    let qkv_params = gpu.matmul_params(rows, &first.qkv, 0, false);
+    let out_params = gpu.matmul_params(rows, &first.out_proj, 0, true);
+    let fc1_params = gpu.matmul_params(rows, &first.fc1, first.activation, false);
+    let fc2_params = gpu.matmul_params(rows, &first.fc2, 0, true);
+
+    let mut encoder = gpu.device.create_command_encoder(&Default::default());
+    let mut slot = 0u64;
+    for (i, layer) in layers.iter().enumerate() {
+        {
+            let pass = &mut encoder.begin_compute_pass(&Default::default());
+            let norm = |pass: &mut wgpu::ComputePass, (g, b): &(wgpu::Buffer, wgpu::Buffer)| {
+                let groups = [rows.div_ceil(32), 1, 1];
+                gpu.dispatch(
+                    pass,
+                    &gpu.layer_norm,
+                    &[&norm_params, &state, g, b, &normed],
+                    groups,
+                );
+            };
+            norm(pass, &layer.ln1);
+            gpu.matmul(pass, &qkv_params, &normed, &layer.qkv, &qkv, rows);
+            let groups = [(cols / 8).div_ceil(32), seq.div_ceil(4), batch * heads];
+            gpu.dispatch(
+                pass,
+                &score_kernel,
+                &[&attention_params, &qkv, &scores],
+                groups,
+            );
+            let groups = [score_rows.div_ceil(32), 1, 1];
+            gpu.dispatch(pass, &gpu.softmax, &[&softmax_params, &scores], groups);
+            let groups = [
+                (seq.div_ceil(8) * head_dim / 4).div_ceil(32),
+                1,
+                batch * heads,
+            ];
+            let buffers = [&attention_params, &qkv, &scores, &merged];
+            gpu.dispatch(pass, &pv_kernel, &buffers, groups);
+            gpu.matmul(pass, &out_params, &merged, &layer.out_proj, &state, rows);
+            norm(pass, &layer.ln2);
+            gpu.matmul(pass, &fc1_params, &normed, &layer.fc1, &inner, rows);
+            gpu.matmul(pass, &fc2_params, &inner, &layer.fc2, &state, rows);
+        }
+        if keep.contains(&i) {
+            let size = (rows * h * 4) as u64;
+            encoder.copy_buffer_to_buffer(&state, 0, &staging, slot * size, size);
+            slot += 1;
+        }
+    }
+    gpu.queue.submit([encoder.finish()]);
+    let all = gpu.read(&staging, kept * rows * h).await?;
+    let mut by_layer: HashMap<usize, Vec<f32>> = HashMap::new();
+    let mut chunks = all.chunks_exact(rows * h);
+    for i in 0..layers.len() {
+        if keep.contains(&i)
+            && let Some(chunk) = chunks.next()
+        {
+            by_layer.insert(i, chunk.to_vec());
+        }
+    }
+    keep.iter()
+        .map(|k| {
+            by_layer
+                .get(k)
+                .cloned()
+                .ok_or_else(|| Error::Input(format!("layer {k} was not loaded")))
+        })
+        .collect()
+}
+
+#[cfg(all(test, not(target_family = "wasm")))]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use burn::tensor::{Distribution, Tensor};
+
+    /// The kernels on this machine's wgpu adapter (lavapipe in CI), set up once per process:
+    /// burn's runtime can be initialised only once.
+    fn gpu() -> Arc<Gpu> {
+        static GPU: std::sync::OnceLock<Arc<Gpu>> = std::sync::OnceLock::new();
+        GPU.get_or_init(|| {
+            let (device, setup) = Device::wgpu_options()
+                .init_with_setup()
+                .expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)");
+            register(&device, &setup);
+            for_device(&device).expect("registered")
+        })
+        .clone()
+    }
+
+    /// Two layers run back to back against burn's `EncoderLayer` on flex: odd row counts
+    /// (not a multiple of the 4-row blocks or 32-wide workgroups), batches, the causal mask,
+    /// every activation the kernels have, both kept states.
+    #[test]
+    fn gpu_layers_match_burn_layers() {
+        let host = Device::flex();
+        let gpu = gpu();
+        for (activation, causal, batch, seq, hidden, heads) in [
+            (Activation::QuickGelu, false, 1, 37, 48, 4),
+            (Activation::QuickGelu, true, 3, 9, 48, 4),
+            (Activation::GeluTanh, false, 2, 5, 32, 2),
+            (Activation::Relu, true, 1, 1, 48, 12),
+            (Activation::Silu, false, 1, 70, 64, 1),
+        ] {
+            let spec = LayerSpec {
+                hidden,
+                heads,
+                intermediate: 2 * hidden + 8,
+                activation,
+                eps: 1e-5,
+            };
+            assert!(GpuLayer::supports(spec));
+            let layers: Vec<EncoderLayer> = (0..2)
+                .map(|_| {
+                    let mut layer = EncoderLayer::new(spec, &host);
+                    // Non-trivial norms: burn initialises gamma to 1 and beta to 0.
+                    let uniform = |lo, hi| {
+                        Param::from_tensor(Tensor::random(
+                            [hidden],
+                            Distribution::Uniform(lo, hi),
+                            &host,
+                        ))
+                    };
+                    layer.layer_norm1.gamma = uniform(0.5, 1.5);
+                    layer.layer_norm2.beta = Some(uniform(-0.5, 0.5));
+                    layer
+                })
+                .collect();
+            let x: Tensor<3> =
+                Tensor::random([batch, seq, hidden], Distribution::Normal(0.0, 1.0), &host);
+            let first = layers[0].forward_pre_norm(x.clone(), causal);
+            let second = layers[1].forward_pre_norm(first.clone(), causal);
+            let uploaded: Vec<GpuLayer> = layers
+                .iter()
+                .map(|l| GpuLayer::new(&gpu, l, spec).unwrap())
+                .collect();
+            let refs: Vec<&GpuLayer> = uploaded.iter().collect();
+            let input = crate::cpu::values(x).unwrap();
+            // Asked for out of order: results come in `keep`'s order.
+            let got = block_on(forward_pre_norm(
+                &gpu,
+                &refs,
+                &input,
+                batch,
+                seq,
+                causal,
+                &[1, 0],
+            ))
+            .unwrap();
+            for (state, want) in got.iter().zip([second, first]) {
+                let want = crate::cpu::values(want).unwrap();
+                let diff = state
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    diff < 1e-4,
+                    "{activation:?} causal={causal} [{batch}, {seq}, {hidden}]: max |diff| {diff}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn shapes_the_kernels_lack_are_refused() {
+        let spec = |hidden, heads, intermediate, activation| LayerSpec {
+            hidden,
+            heads,
+            intermediate,
+            activation,
+            eps: 1e-5,
+        };
+        assert!(GpuLayer::supports(spec(24, 2, 48, Activation::QuickGelu)));
+        assert!(!GpuLayer::supports(spec(16, 2, 32, Activation::Gelu)));
+        assert!(!GpuLayer::supports(spec(20, 2, 40, Activation::QuickGelu)));
+        assert!(!GpuLayer::supports(spec(24, 4, 48, Activation::QuickGelu)));
+        assert!(!GpuLayer::supports(spec(24, 2, 44, Activation::QuickGelu)));
+        let layer = EncoderLayer::new(spec(16, 2, 32, Activation::Gelu), &Device::flex());
+        let err = GpuLayer::new(&gpu(), &layer, spec(16, 2, 32, Activation::Gelu)).unwrap_err();
+        assert!(err.to_string().contains("do not fit"), "{err}");
+    }
+}
