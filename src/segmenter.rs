@@ -281,13 +281,11 @@ impl Segmenter {
         width: usize,
         height: usize,
     ) -> Result<ImageFeatures, Error> {
-        check_image_size(width, height)?;
-        self.model
-            .encode_image(self.pixel_values(rgb, width, height)?)
+        crate::gpu::block_on(self.encode_image_async(rgb, width, height))
     }
 
-    /// [`Self::encode_image`] awaiting GPU readbacks instead of blocking on them (the
-    /// browser, where layers run on [`crate::gpu`]).
+    /// [`Self::encode_image`], awaiting the GPU where layers run on [`crate::gpu`] (the
+    /// browser: the sync version refuses to wait there).
     pub async fn encode_image_async(
         &self,
         rgb: &[u8],
@@ -320,14 +318,10 @@ impl Segmenter {
         image: &ImageFeatures,
         prompts: &[S],
     ) -> Result<Tensor<3>, Error> {
-        if prompts.is_empty() {
-            return Err(Error::Input("give at least one prompt".into()));
-        }
-        let conditional = self.model.encode_text(&self.tokenize(prompts)?)?;
-        self.model.decode(image, conditional)
+        crate::gpu::block_on(self.segment_async(image, prompts))
     }
 
-    /// [`Self::segment`] awaiting GPU readbacks instead of blocking on them.
+    /// [`Self::segment`], awaiting the GPU where layers run on [`crate::gpu`].
     pub async fn segment_async<S: AsRef<str>>(
         &self,
         image: &ImageFeatures,
@@ -338,7 +332,7 @@ impl Segmenter {
         }
         let ids = self.tokenize(prompts)?;
         let conditional = self.model.encode_text_async(&ids).await?;
-        self.model.decode(image, conditional)
+        self.model.decode_async(image, conditional).await
     }
 
     fn device(&self) -> Device {

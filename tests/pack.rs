@@ -75,8 +75,8 @@ fn loading_for_inference_matches_packing_after_loading() {
 }
 
 /// On a wgpu device with the GPU kernels, loading for inference uploads each encoder layer as
-/// it arrives: the same model as loading all of it and uploading after, and one that can no
-/// longer be converted (its burn projections were never filled).
+/// it arrives (and the decoder's): the same model as loading all of it and uploading after,
+/// and one that can no longer be converted (its burn projections were never filled).
 #[test]
 fn loading_for_inference_on_the_gpu_matches_uploading_after_loading() {
     let device = wgpu();
@@ -89,6 +89,9 @@ fn loading_for_inference_on_the_gpu_matches_uploading_after_loading() {
             let on_gpu = case.model != "odd";
             assert_eq!(during.model.is_packed_for_gpu(), on_gpu, "{}", case.model);
             assert_eq!(after.model.is_packed_for_gpu(), on_gpu, "{}", case.model);
+            // The decoder's ReLU layers fit the kernels in every fixture, `odd`'s too.
+            let decoder = &during.model.decoder.layers;
+            assert!(decoder.iter().all(|l| l.gpu.is_some()), "{}", case.model);
             let (want, _) = case_logits(&after, &case);
             let (got, err) = case_logits(&during, &case);
             assert_eq!(got, want, "{} {quant:?}", case.model);

@@ -20,8 +20,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use burn::tensor::Device;
 use burn::tensor::wgpu::{WgpuSetup, wgpu};
+use burn::tensor::{Device, Tensor, TensorData};
 use wgpu::util::DeviceExt;
 
 use crate::Error;
@@ -244,12 +244,21 @@ impl Future for Mapped {
     }
 }
 
-/// Runs a future that never waits on anything but the GPU to completion (natively the GPU
-/// readbacks complete inside their own `poll`, so this returns after the first few polls).
-#[cfg(not(target_family = "wasm"))]
-pub fn block_on<F: Future>(future: F) -> F::Output {
+/// The synchronous face of the async forwards. Natively it runs the future to completion (GPU
+/// readbacks finish inside their own `poll`). In the browser nothing may block: a future that
+/// is not done on its first poll (it waits on the GPU) is refused, so the CPU engine and burn's
+/// ops, which never wait, still run synchronously there.
+pub fn block_on<T>(future: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
     let mut future = std::pin::pin!(future);
     let mut cx = Context::from_waker(Waker::noop());
+    #[cfg(target_family = "wasm")]
+    return match future.as_mut().poll(&mut cx) {
+        Poll::Ready(out) => out,
+        Poll::Pending => Err(Error::Input(
+            "in the browser, models on the GPU run through the async API".into(),
+        )),
+    };
+    #[cfg(not(target_family = "wasm"))]
     loop {
         if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
             return out;
@@ -348,17 +357,51 @@ fn activation_code(activation: Activation) -> Option<u32> {
     }
 }
 
-/// Pre-norm `layers` on `x` [batch * seq, hidden]: the hidden states after each layer whose
-/// index is in `keep`, in `keep`'s order. `causal` masks future positions (text tower).
-pub async fn forward_pre_norm(
+/// [`forward`] on a burn tensor [batch, seq, hidden]: read back (awaited), run, and the kept
+/// states uploaded to the tensor's device.
+pub async fn forward_tensor(
+    gpu: &Gpu,
+    layers: &[&GpuLayer],
+    x: Tensor<3>,
+    norm_at: Norm,
+    keep: &[usize],
+) -> Result<Vec<Tensor<3>>, Error> {
+    let [batch, seq, hidden] = x.dims();
+    let device = x.device();
+    let err = |e: &dyn std::fmt::Debug| Error::Input(format!("reading hidden states: {e:?}"));
+    let data = x.into_data_async().await.map_err(|e| err(&e))?;
+    let values = data
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| err(&e))?;
+    let states = forward(gpu, layers, &values, batch, seq, norm_at, keep).await?;
+    Ok(states
+        .into_iter()
+        .map(|v| Tensor::from_data(TensorData::new(v, [batch, seq, hidden]), &device))
+        .collect())
+}
+
+/// Where a layer normalises: CLIP's encoders before attention and MLP (`causal` masks future
+/// positions: the text tower), CLIPSeg's decoder after each residual sum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Norm {
+    Pre { causal: bool },
+    Post,
+}
+
+/// `layers` on `x` [batch * seq, hidden]: the hidden states after each layer whose index is in
+/// `keep`, in `keep`'s order.
+#[allow(clippy::too_many_arguments)]
+pub async fn forward(
     gpu: &Gpu,
     layers: &[&GpuLayer],
     x: &[f32],
     batch: usize,
     seq: usize,
-    causal: bool,
+    norm_at: Norm,
     keep: &[usize],
 ) -> Result<Vec<Vec<f32>>, Error> {
+    let causal = norm_at == Norm::Pre { causal: true };
     let Some(first) = layers.first() else {
         return Err(Error::Input("no layers to run".into()));
     };
@@ -414,17 +457,23 @@ pub async fn forward_pre_norm(
     for (i, layer) in layers.iter().enumerate() {
         {
             let pass = &mut encoder.begin_compute_pass(&Default::default());
-            let norm = |pass: &mut wgpu::ComputePass, (g, b): &(wgpu::Buffer, wgpu::Buffer)| {
+            let norm = |pass: &mut wgpu::ComputePass,
+                        (g, b): &(wgpu::Buffer, wgpu::Buffer),
+                        from: &wgpu::Buffer,
+                        to: &wgpu::Buffer| {
                 let groups = [rows.div_ceil(32), 1, 1];
-                gpu.dispatch(
-                    pass,
-                    &gpu.layer_norm,
-                    &[&norm_params, &state, g, b, &normed],
-                    groups,
-                );
+                let buffers = [&norm_params, from, g, b, to];
+                gpu.dispatch(pass, &gpu.layer_norm, &buffers, groups);
             };
-            norm(pass, &layer.ln1);
-            gpu.matmul(pass, &qkv_params, &normed, &layer.qkv, &qkv, rows);
+            // The attention block's input: ln1(state) before, state itself after.
+            let input = match norm_at {
+                Norm::Pre { .. } => {
+                    norm(pass, &layer.ln1, &state, &normed);
+                    &normed
+                }
+                Norm::Post => &state,
+            };
+            gpu.matmul(pass, &qkv_params, input, &layer.qkv, &qkv, rows);
             let groups = [(cols / 8).div_ceil(32), seq.div_ceil(4), batch * heads];
             gpu.dispatch(
                 pass,
@@ -442,9 +491,21 @@ pub async fn forward_pre_norm(
             let buffers = [&attention_params, &qkv, &scores, &merged];
             gpu.dispatch(pass, &pv_kernel, &buffers, groups);
             gpu.matmul(pass, &out_params, &merged, &layer.out_proj, &state, rows);
-            norm(pass, &layer.ln2);
-            gpu.matmul(pass, &fc1_params, &normed, &layer.fc1, &inner, rows);
-            gpu.matmul(pass, &fc2_params, &inner, &layer.fc2, &state, rows);
+            match norm_at {
+                // state + mlp(ln2(state))
+                Norm::Pre { .. } => {
+                    norm(pass, &layer.ln2, &state, &normed);
+                    gpu.matmul(pass, &fc1_params, &normed, &layer.fc1, &inner, rows);
+                    gpu.matmul(pass, &fc2_params, &inner, &layer.fc2, &state, rows);
+                }
+                // x = ln1(state); ln2(x + mlp(x))
+                Norm::Post => {
+                    norm(pass, &layer.ln1, &state, &normed);
+                    gpu.matmul(pass, &fc1_params, &normed, &layer.fc1, &inner, rows);
+                    gpu.matmul(pass, &fc2_params, &inner, &layer.fc2, &normed, rows);
+                    norm(pass, &layer.ln2, &normed, &state);
+                }
+            }
         }
         if keep.contains(&i) {
             let size = (rows * h * 4) as u64;
@@ -477,7 +538,7 @@ pub async fn forward_pre_norm(
 mod tests {
     use super::*;
     use burn::module::Param;
-    use burn::tensor::{Distribution, Tensor};
+    use burn::tensor::Distribution;
 
     /// The kernels on this machine's wgpu adapter (lavapipe in CI), set up once per process:
     /// burn's runtime can be initialised only once.
@@ -493,9 +554,9 @@ mod tests {
         .clone()
     }
 
-    /// Two layers run back to back against burn's `EncoderLayer` on flex: odd row counts
-    /// (not a multiple of the 4-row blocks or 32-wide workgroups), batches, the causal mask,
-    /// every activation the kernels have, both kept states.
+    /// Two layers run back to back against burn's `EncoderLayer` on flex, pre- and post-norm:
+    /// odd row counts (not a multiple of the 8-row blocks or 32-wide workgroups), batches, the
+    /// causal mask, every activation the kernels have, both kept states.
     #[test]
     fn gpu_layers_match_burn_layers() {
         let host = Device::flex();
@@ -533,36 +594,36 @@ mod tests {
                 .collect();
             let x: Tensor<3> =
                 Tensor::random([batch, seq, hidden], Distribution::Normal(0.0, 1.0), &host);
-            let first = layers[0].forward_pre_norm(x.clone(), causal);
-            let second = layers[1].forward_pre_norm(first.clone(), causal);
             let uploaded: Vec<GpuLayer> = layers
                 .iter()
                 .map(|l| GpuLayer::new(&gpu, l, spec).unwrap())
                 .collect();
             let refs: Vec<&GpuLayer> = uploaded.iter().collect();
-            let input = crate::cpu::values(x).unwrap();
-            // Asked for out of order: results come in `keep`'s order.
-            let got = block_on(forward_pre_norm(
-                &gpu,
-                &refs,
-                &input,
-                batch,
-                seq,
-                causal,
-                &[1, 0],
-            ))
-            .unwrap();
-            for (state, want) in got.iter().zip([second, first]) {
-                let want = crate::cpu::values(want).unwrap();
-                let diff = state
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
-                assert!(
-                    diff < 1e-4,
-                    "{activation:?} causal={causal} [{batch}, {seq}, {hidden}]: max |diff| {diff}"
-                );
+            let input = crate::cpu::values(x.clone()).unwrap();
+            // The decoder's post-norm layers: not causal.
+            let norms = [Norm::Pre { causal }, Norm::Post];
+            for norm_at in &norms[..if causal { 1 } else { 2 }] {
+                let burn = |layer: &EncoderLayer, x: Tensor<3>| match norm_at {
+                    Norm::Pre { causal } => layer.forward_pre_norm(x, *causal),
+                    Norm::Post => layer.forward_post_norm(x).unwrap(),
+                };
+                let first = burn(&layers[0], x.clone());
+                let second = burn(&layers[1], first.clone());
+                // Asked for out of order: results come in `keep`'s order.
+                let got = forward(&gpu, &refs, &input, batch, seq, *norm_at, &[1, 0]);
+                let got = block_on(got).unwrap();
+                for (state, want) in got.iter().zip([second, first]) {
+                    let want = crate::cpu::values(want).unwrap();
+                    let diff = state
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0f32, f32::max);
+                    assert!(
+                        diff < 1e-4,
+                        "{activation:?} {norm_at:?} [{batch}, {seq}, {hidden}]: max |diff| {diff}"
+                    );
+                }
             }
         }
     }

@@ -126,9 +126,33 @@ impl Decoder {
             .collect()
     }
 
+    /// The decoder layers on [`crate::gpu`] too, keeping their burn weights (native: reads
+    /// them synchronously). No-op for layer shapes the kernels lack.
+    pub fn pack_for_gpu(&mut self, gpu: &crate::gpu::Gpu, spec: LayerSpec) -> Result<(), Error> {
+        if !crate::gpu::GpuLayer::supports(spec) {
+            return Ok(());
+        }
+        for layer in &mut self.layers {
+            if layer.gpu.is_none() {
+                let uploaded = crate::gpu::GpuLayer::new(gpu, layer, spec)?;
+                layer.gpu = Some(std::sync::Arc::new(uploaded));
+            }
+        }
+        Ok(())
+    }
+
     /// `reduced` (from [`Self::reduce`], batch 1 or `prompts`) and `conditional` [prompts,
     /// projection_dim] to logits [prompts, H, W].
     pub fn forward(
+        &self,
+        reduced: &[Tensor<3>],
+        conditional: Tensor<2>,
+    ) -> Result<Tensor<3>, Error> {
+        crate::gpu::block_on(self.forward_async(reduced, conditional))
+    }
+
+    /// [`Self::forward`], awaiting the GPU where layers run on [`crate::gpu`] (the browser).
+    pub async fn forward_async(
         &self,
         reduced: &[Tensor<3>],
         conditional: Tensor<2>,
@@ -144,7 +168,7 @@ impl Decoder {
                 let add = self.film_add.forward(conditional.clone()).unsqueeze_dim(1);
                 x = mul * x + add;
             }
-            output = Some(layer.forward_post_norm(x)?);
+            output = Some(layer.forward_post_norm_async(x).await?);
         }
         let Some(output) = output else {
             unreachable!("config validation guarantees at least one extract layer")

@@ -121,14 +121,10 @@ impl ClipSeg {
 
     /// `pixel_values` [1, 3, S, S] to the decoder's cached view of the image.
     pub fn encode_image(&self, pixel_values: Tensor<4>) -> Result<ImageFeatures, Error> {
-        let activations = self
-            .clip
-            .vision_model
-            .forward(pixel_values, &self.config.extract_layers)?;
-        Ok(self.image_features(&activations))
+        crate::gpu::block_on(self.encode_image_async(pixel_values))
     }
 
-    /// [`Self::encode_image`] for towers on [`crate::gpu`] in the browser.
+    /// [`Self::encode_image`], awaiting the GPU where layers run on [`crate::gpu`].
     pub async fn encode_image_async(
         &self,
         pixel_values: Tensor<4>,
@@ -141,15 +137,16 @@ impl ClipSeg {
         Ok(self.image_features(&activations))
     }
 
-    /// [`Self::encode_text`] for towers on [`crate::gpu`] in the browser.
+    /// [`Self::encode_text`], awaiting the GPU where layers run on [`crate::gpu`].
     pub async fn encode_text_async(&self, ids: &[Vec<u32>]) -> Result<Tensor<2>, Error> {
         let pooled = self.clip.text_model.forward_async(ids).await?;
         Ok(self.clip.text_projection.forward(pooled))
     }
 
     /// On a wgpu device with [`crate::gpu`] registered, moves the CLIP towers' encoder layers
-    /// there (reads their weights synchronously: native only; the browser loads a pack layer
-    /// by layer instead). Elsewhere a no-op.
+    /// there, and the decoder's (which keep their burn weights). Reads the weights
+    /// synchronously: native only; the browser loads a pack layer by layer instead. Elsewhere a
+    /// no-op.
     pub fn pack_for_gpu(&mut self) -> Result<(), Error> {
         let device = self.clip.text_projection.weight.device();
         let Some(gpu) = crate::gpu::for_device(&device) else {
@@ -159,15 +156,14 @@ impl ClipSeg {
         let text = TextModel::spec(&clip.text_model.config);
         let vision = VisionModel::spec(&clip.vision_model.config);
         clip.text_model.encoder.pack_for_gpu(&gpu, text)?;
-        clip.vision_model.encoder.pack_for_gpu(&gpu, vision)
+        clip.vision_model.encoder.pack_for_gpu(&gpu, vision)?;
+        self.decoder
+            .pack_for_gpu(&gpu, decoder::Decoder::spec(&self.config))
     }
 
     /// Token ids (one list per prompt, with BOS/EOS) to conditional embeddings [prompts, projection_dim].
     pub fn encode_text(&self, ids: &[Vec<u32>]) -> Result<Tensor<2>, Error> {
-        Ok(self
-            .clip
-            .text_projection
-            .forward(self.clip.text_model.forward(ids)?))
+        crate::gpu::block_on(self.encode_text_async(ids))
     }
 
     /// Raw vision activations (in `extract_layers` order) to what the active decoder caches.
@@ -184,10 +180,19 @@ impl ClipSeg {
         image: &ImageFeatures,
         conditional: Tensor<2>,
     ) -> Result<Tensor<3>, Error> {
+        crate::gpu::block_on(self.decode_async(image, conditional))
+    }
+
+    /// [`Self::decode`], awaiting the GPU where layers run on [`crate::gpu`].
+    pub async fn decode_async(
+        &self,
+        image: &ImageFeatures,
+        conditional: Tensor<2>,
+    ) -> Result<Tensor<3>, Error> {
         match (image, &self.unet) {
             (ImageFeatures::UNet(skips), Some(unet)) => Ok(unet.forward(skips, conditional)),
             (ImageFeatures::Transformer(reduced), None) => {
-                self.decoder.forward(reduced, conditional)
+                self.decoder.forward_async(reduced, conditional).await
             }
             _ => Err(Error::Input(
                 "these image features were encoded by a model with the other decoder".into(),

@@ -38,9 +38,20 @@ impl Encoder {
     }
 
     /// Pre-norm layers up to the deepest in `keep`; returns the hidden states after each
-    /// layer in `keep`, in that order. Packed layers ([`EncoderLayer::pack_for_cpu`]) run
-    /// back to back on one host buffer; the others on burn's ops.
+    /// layer in `keep`, in that order. See [`Self::forward_async`].
     pub fn forward(
+        &self,
+        x: Tensor<3>,
+        causal: bool,
+        keep: &[usize],
+    ) -> Result<Vec<Tensor<3>>, Error> {
+        crate::gpu::block_on(self.forward_async(x, causal, keep))
+    }
+
+    /// Layers on [`crate::gpu`] run in one submission (their input and kept states cross to
+    /// the host once each, awaited); packed layers ([`EncoderLayer::pack_for_cpu`]) back to
+    /// back on one host buffer; the others on burn's ops.
+    pub async fn forward_async(
         &self,
         x: Tensor<3>,
         causal: bool,
@@ -51,13 +62,10 @@ impl Encoder {
             .max()
             .map_or(0, |&l| l + 1)
             .min(self.layers.len());
-        if self.on_gpu(deepest, &x.device()).is_some() {
-            #[cfg(not(target_family = "wasm"))]
-            return crate::gpu::block_on(self.forward_async(x, causal, keep));
-            #[cfg(target_family = "wasm")]
-            return Err(Error::Input(
-                "in the browser the GPU layers only run through the async API".into(),
-            ));
+        if let Some((gpu, layers)) = self.on_gpu(deepest, &x.device()) {
+            let keep: Vec<usize> = keep.iter().copied().filter(|&l| l < deepest).collect();
+            let norm_at = crate::gpu::Norm::Pre { causal };
+            return crate::gpu::forward_tensor(&gpu, &layers, x, norm_at, &keep).await;
         }
         let layers = &self.layers[..deepest];
         let mut states = vec![None; deepest];
@@ -91,41 +99,6 @@ impl Encoder {
         Ok(keep
             .iter()
             .filter_map(|&l| states.get(l).cloned().flatten())
-            .collect())
-    }
-
-    /// [`Self::forward`], awaiting instead of blocking where the layers run on [`crate::gpu`]
-    /// (their input and kept states cross to the host once each).
-    pub async fn forward_async(
-        &self,
-        x: Tensor<3>,
-        causal: bool,
-        keep: &[usize],
-    ) -> Result<Vec<Tensor<3>>, Error> {
-        let deepest = keep
-            .iter()
-            .max()
-            .map_or(0, |&l| l + 1)
-            .min(self.layers.len());
-        let device = x.device();
-        let Some((gpu, layers)) = self.on_gpu(deepest, &device) else {
-            return self.forward(x, causal, keep);
-        };
-        let [batch, seq, hidden] = x.dims();
-        let err = |e: &dyn std::fmt::Debug| {
-            Error::Input(format!("reading hidden states for the GPU: {e:?}"))
-        };
-        let data = x.into_data_async().await.map_err(|e| err(&e))?;
-        let values = data
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| err(&e))?;
-        let keep: Vec<usize> = keep.iter().copied().filter(|&l| l < deepest).collect();
-        let states =
-            crate::gpu::forward_pre_norm(&gpu, &layers, &values, batch, seq, causal, &keep).await?;
-        Ok(states
-            .into_iter()
-            .map(|v| Tensor::from_data(TensorData::new(v, [batch, seq, hidden]), &device))
             .collect())
     }
 
@@ -210,16 +183,10 @@ impl TextModel {
     /// Prompts of different lengths are right-padded into one batch. No padding mask is needed:
     /// the causal mask already keeps every token up to the pooled EOS blind to what follows.
     pub fn forward(&self, ids: &[Vec<u32>]) -> Result<Tensor<2>, Error> {
-        let (x, pooled) = self.embed(ids)?;
-        let keep = self.encoder.layers.len().checked_sub(1);
-        let x = match keep {
-            Some(last) => self.encoder.forward(x, true, &[last])?.remove(0),
-            None => x,
-        };
-        Ok(self.pool(x, pooled))
+        crate::gpu::block_on(self.forward_async(ids))
     }
 
-    /// [`Self::forward`] for layers on [`crate::gpu`] in the browser.
+    /// [`Self::forward`], awaiting the GPU where layers run on [`crate::gpu`] (the browser).
     pub async fn forward_async(&self, ids: &[Vec<u32>]) -> Result<Tensor<2>, Error> {
         let (x, pooled) = self.embed(ids)?;
         let keep = self.encoder.layers.len().checked_sub(1);

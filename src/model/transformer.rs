@@ -193,9 +193,20 @@ impl EncoderLayer {
         x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
     }
 
-    /// Post-norm (CLIPSeg decoder): ln1(x + attn(x)), then ln2(x + mlp(x)). On the packed
-    /// CPU path where the layer has one (flex inference), else burn's ops.
+    /// Post-norm (CLIPSeg decoder): ln1(x + attn(x)), then ln2(x + mlp(x)). See
+    /// [`Self::forward_post_norm_async`].
     pub fn forward_post_norm(&self, x: Tensor<3>) -> Result<Tensor<3>, Error> {
+        crate::gpu::block_on(self.forward_post_norm_async(x))
+    }
+
+    /// On [`crate::gpu`] where the layer is there (awaiting its readback), on the packed CPU
+    /// path where it has one (flex inference), else burn's ops.
+    pub async fn forward_post_norm_async(&self, x: Tensor<3>) -> Result<Tensor<3>, Error> {
+        if let (Some(layer), Some(gpu)) = (&self.gpu, crate::gpu::for_device(&x.device())) {
+            let post = crate::gpu::Norm::Post;
+            let mut out = crate::gpu::forward_tensor(&gpu, &[layer], x, post, &[0]).await?;
+            return Ok(out.remove(0));
+        }
         if let Some(packed) = &self.cpu {
             let [batch, seq, hidden] = x.dims();
             let device = x.device();

@@ -104,11 +104,10 @@ impl VisionModel {
         pixel_values: Tensor<4>,
         extract: &[usize],
     ) -> Result<Vec<Tensor<3>>, Error> {
-        let x = self.embed(pixel_values, extract)?;
-        self.encoder.forward(x, false, extract)
+        crate::gpu::block_on(self.forward_async(pixel_values, extract))
     }
 
-    /// [`Self::forward`] for layers on [`crate::gpu`] in the browser.
+    /// [`Self::forward`], awaiting the GPU where layers run on [`crate::gpu`] (the browser).
     pub async fn forward_async(
         &self,
         pixel_values: Tensor<4>,

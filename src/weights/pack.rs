@@ -528,23 +528,30 @@ impl Pack {
 
     /// [`Self::apply`] for inference on a wgpu device with [`crate::gpu`] kernels: each
     /// encoder layer is read on the host (no synchronous GPU readback, which the browser lacks)
-    /// and uploaded to `gpu` in f32; its burn projections are never filled.
+    /// and uploaded to `gpu` in f32, its burn projections never filled; the decoder's layers
+    /// are uploaded too and keep their burn weights.
     pub fn apply_packed_for_gpu(
         &self,
         model: &mut ClipSeg,
         gpu: &crate::gpu::Gpu,
     ) -> Result<(), Error> {
-        let host = burn::tensor::Device::flex();
         self.apply_layer_by_layer(model, false, |layer, tensors, spec, prefix| {
             if !crate::gpu::GpuLayer::supports(spec) {
                 return check(&layer.apply(tensors, None, None, false), prefix, |_| false);
             }
-            let mut staged = crate::model::transformer::EncoderLayer::new(spec, &host);
-            check(&staged.apply(tensors, None, None, false), prefix, |_| false)?;
-            layer.gpu = Some(Arc::new(crate::gpu::GpuLayer::new(gpu, &staged, spec)?));
+            layer.gpu = Some(Arc::new(stage_on_gpu(gpu, tensors, spec, prefix)?));
             layer.release_projections();
             Ok(())
-        })
+        })?;
+        let spec = crate::model::decoder::Decoder::spec(&model.config);
+        if crate::gpu::GpuLayer::supports(spec) {
+            for (i, layer) in model.decoder.layers.iter_mut().enumerate() {
+                let prefix = format!("decoder.layers.{i}.");
+                let tensors = self.tensors(|name| name.strip_prefix(&prefix).map(str::to_string));
+                layer.gpu = Some(Arc::new(stage_on_gpu(gpu, tensors, spec, &prefix)?));
+            }
+        }
+        Ok(())
     }
 
     /// Loads everything but the towers' encoder layers (and, with `tokens_8bit`, a q8 token
@@ -670,6 +677,19 @@ impl Pack {
 
 /// The first problem of an apply, with paths under `prefix`; missing paths `later` accepts are
 /// loaded by a later apply.
+/// One layer's tensors loaded into a host (flex) copy of the layer, then uploaded.
+fn stage_on_gpu(
+    gpu: &crate::gpu::Gpu,
+    tensors: Vec<burn::store::burn_pack::Tensor>,
+    spec: crate::model::transformer::LayerSpec,
+    prefix: &str,
+) -> Result<crate::gpu::GpuLayer, Error> {
+    let host = burn::tensor::Device::flex();
+    let mut staged = crate::model::transformer::EncoderLayer::new(spec, &host);
+    check(&staged.apply(tensors, None, None, false), prefix, |_| false)?;
+    crate::gpu::GpuLayer::new(gpu, &staged, spec)
+}
+
 fn check(
     result: &burn::store::ApplyResult,
     prefix: &str,
