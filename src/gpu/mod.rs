@@ -163,7 +163,7 @@ impl Gpu {
         out: &wgpu::Buffer,
         m: usize,
     ) {
-        let groups = [(p.n / 8).div_ceil(32), m.div_ceil(8), 1];
+        let groups = [(p.n / 4).div_ceil(4).div_ceil(32), m.div_ceil(8), 1];
         self.dispatch(pass, &self.matmul, &[params, a, &p.w, &p.bias, out], groups);
     }
 
@@ -304,16 +304,16 @@ pub struct GpuLayer {
 }
 
 impl GpuLayer {
-    /// Whether the kernels fit this layer shape: `gelu` (erf) is left to burn, and the matmul
-    /// works on blocks of 8 columns and 4 reduction steps.
+    /// Whether the kernels fit this layer shape: `gelu` (erf) is left to burn, and every
+    /// kernel works on vectors of 4.
     pub fn supports(spec: LayerSpec) -> bool {
         let head_dim = spec.hidden / spec.heads.max(1);
         let code = activation_code(spec.activation);
         code.is_some()
             && spec.heads > 0
             && spec.hidden.is_multiple_of(spec.heads)
-            && spec.hidden.is_multiple_of(8)
-            && spec.intermediate.is_multiple_of(8)
+            && spec.hidden.is_multiple_of(4)
+            && spec.intermediate.is_multiple_of(4)
             && head_dim.is_multiple_of(4)
     }
 
@@ -555,8 +555,9 @@ mod tests {
     }
 
     /// Two layers run back to back against burn's `EncoderLayer` on flex, pre- and post-norm:
-    /// odd row counts (not a multiple of the 8-row blocks or 32-wide workgroups), batches, the
-    /// causal mask, every activation the kernels have, both kept states.
+    /// odd row counts (not a multiple of the 8-row blocks or 32-wide workgroups), widths not a
+    /// multiple of the 16-column blocks, batches, the causal mask, every activation the kernels
+    /// have, both kept states.
     #[test]
     fn gpu_layers_match_burn_layers() {
         let host = Device::flex();
@@ -567,6 +568,8 @@ mod tests {
             (Activation::GeluTanh, false, 2, 5, 32, 2),
             (Activation::Relu, true, 1, 1, 48, 12),
             (Activation::Silu, false, 1, 70, 64, 1),
+            // Widths that end in a partial block of 16 columns (20, 60, 48).
+            (Activation::QuickGelu, false, 2, 11, 20, 5),
         ] {
             let spec = LayerSpec {
                 hidden,
@@ -641,7 +644,8 @@ mod tests {
         assert!(!GpuLayer::supports(spec(16, 2, 32, Activation::Gelu)));
         assert!(!GpuLayer::supports(spec(20, 2, 40, Activation::QuickGelu)));
         assert!(!GpuLayer::supports(spec(24, 4, 48, Activation::QuickGelu)));
-        assert!(!GpuLayer::supports(spec(24, 2, 44, Activation::QuickGelu)));
+        assert!(!GpuLayer::supports(spec(24, 2, 42, Activation::QuickGelu)));
+        assert!(GpuLayer::supports(spec(24, 2, 44, Activation::QuickGelu)));
         let layer = EncoderLayer::new(spec(16, 2, 32, Activation::Gelu), &Device::flex());
         let err = GpuLayer::new(&gpu(), &layer, spec(16, 2, 32, Activation::Gelu)).unwrap_err();
         assert!(err.to_string().contains("do not fit"), "{err}");

@@ -1,6 +1,7 @@
 // Attention, step 3 of 3: out[b * seq + i, head | d] = sum_j p[b, head, i, j] v_j[d], the
 // heads merged back side by side: [batch * seq, hidden]. Each invocation 8 queries x 4 values
-// of d. HD4 (head_dim / 4) is filled in when the pipeline is built.
+// of d, unrolled as the matmul kernel. HD4 (head_dim / 4) is filled in when the pipeline is
+// built.
 
 struct Params { seq: u32, hidden: u32, causal: u32, scale: f32, cols: u32, heads: u32, pad0: u32, pad1: u32 }
 
@@ -53,17 +54,22 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
         let p5 = s[p_at5 + j4];
         let p6 = s[p_at6 + j4];
         let p7 = s[p_at7 + j4];
-        for (var jj = 0u; jj < 4u; jj++) {
+        {
             // Padding keys have probability 0; they read the last value row.
-            let v = qkv[(first + min(j4 * 4u + jj, last)) * stride + v_at];
-            c0 += p0[jj] * v;
-            c1 += p1[jj] * v;
-            c2 += p2[jj] * v;
-            c3 += p3[jj] * v;
-            c4 += p4[jj] * v;
-            c5 += p5[jj] * v;
-            c6 += p6[jj] * v;
-            c7 += p7[jj] * v;
+            let v = qkv[(first + min(j4 * 4u + 0u, last)) * stride + v_at];
+            c0 += p0.x * v; c1 += p1.x * v; c2 += p2.x * v; c3 += p3.x * v; c4 += p4.x * v; c5 += p5.x * v; c6 += p6.x * v; c7 += p7.x * v;
+        }
+        {
+            let v = qkv[(first + min(j4 * 4u + 1u, last)) * stride + v_at];
+            c0 += p0.y * v; c1 += p1.y * v; c2 += p2.y * v; c3 += p3.y * v; c4 += p4.y * v; c5 += p5.y * v; c6 += p6.y * v; c7 += p7.y * v;
+        }
+        {
+            let v = qkv[(first + min(j4 * 4u + 2u, last)) * stride + v_at];
+            c0 += p0.z * v; c1 += p1.z * v; c2 += p2.z * v; c3 += p3.z * v; c4 += p4.z * v; c5 += p5.z * v; c6 += p6.z * v; c7 += p7.z * v;
+        }
+        {
+            let v = qkv[(first + min(j4 * 4u + 3u, last)) * stride + v_at];
+            c0 += p0.w * v; c1 += p1.w * v; c2 += p2.w * v; c3 += p3.w * v; c4 += p4.w * v; c5 += p5.w * v; c6 += p6.w * v; c7 += p7.w * v;
         }
     }
     if i0 + 0u < p.seq { out[(first + i0 + 0u) * h4 + col] = c0; }
