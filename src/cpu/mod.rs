@@ -9,7 +9,8 @@
 //! its output, and the elementwise work is vectorised. The burn path stays the reference: the
 //! parity tests run through this one, and tests below compare the two on random weights.
 //!
-//! Used only for flex (`Device::flex()`) inference; wgpu and training keep burn's ops.
+//! Used only for flex (`Device::flex()`) inference; on wgpu [`crate::gpu`] plays this part, and
+//! training keeps burn's ops.
 
 pub mod gemm;
 pub mod qgemm;
