@@ -1,14 +1,15 @@
-//! The WebGPU path of the frozen CLIP encoder layers: the same `CLIPSegEncoderLayer` math as
-//! [`crate::model::transformer`] in hand-written WGSL kernels (`matmul.wgsl`, `layer_norm.wgsl`,
-//! and attention as `scores.wgsl`, `softmax.wgsl`, `pv.wgsl`), run on burn's own wgpu device
-//! and queue.
+//! The WebGPU path of the frozen CLIP encoder layers and the decoder's layers: the same
+//! `CLIPSegEncoderLayer` / `CLIPSegDecoderLayer` math as [`crate::model::transformer`] in
+//! hand-written WGSL kernels (`matmul.wgsl`, `layer_norm.wgsl`, and attention as `scores.wgsl`,
+//! `softmax.wgsl`, `pv.wgsl`), run on burn's own wgpu device and queue.
 //!
 //! Why: on a CPU implementation of WebGPU (Chromium's SwiftShader, what a browser without a
 //! usable GPU falls back to) burn-wgpu's matmul, which stages tiles in workgroup memory behind
 //! barriers, ran at 0.4 GFLOP/s on the ViT's MLP shape; a register-blocked kernel without
-//! barriers runs at 2.6 (`bench/swiftshader/`). The whole layer also becomes 9 dispatches
-//! (Q, K and V one matmul; bias, activation and residual in the matmul's epilogue; attention's
-//! two products register-blocked the same way) instead of ~30 burn ops.
+//! barriers runs at 4.5 (`bench/swiftshader/run.mjs`). The whole layer also becomes 9
+//! dispatches (Q, K and V one matmul; bias, activation and residual in the matmul's epilogue;
+//! attention's two products register-blocked the same way) instead of ~30 burn ops. Nothing was
+//! measured on a real GPU, where a tiled kernel may do better.
 //!
 //! A tower's layers run back to back in one submission; only its input and the kept hidden
 //! states cross to the host (awaited, never blocked on, so it works in the browser). Used for
@@ -47,7 +48,7 @@ impl std::fmt::Debug for Gpu {
 
 static REGISTRY: Mutex<Vec<(Device, Arc<Gpu>)>> = Mutex::new(Vec::new());
 
-/// Makes the encoder kernels available on `device`, burn's runtime over `setup` (from
+/// Makes the kernels available on `device`, burn's runtime over `setup` (from
 /// `Device::wgpu_options().init_with_setup*`): models loaded for inference there use them.
 pub fn register(device: &Device, setup: &WgpuSetup) {
     let gpu = Arc::new(Gpu::new(setup.device.clone(), setup.queue.clone()));
@@ -287,7 +288,7 @@ impl Projection {
     }
 }
 
-/// One pre-norm encoder layer's weights on the GPU.
+/// One encoder (or decoder) layer's weights on the GPU.
 #[derive(Debug)]
 pub struct GpuLayer {
     hidden: usize,
