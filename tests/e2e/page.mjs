@@ -5,8 +5,8 @@
 // prompts and must: show load progress, draw both prompts' colours, export masks equal to the
 // CLI's (IoU >= 0.99) at the image's size, repaint on a threshold change without asking the
 // worker again, and on reload take the pack from Cache Storage. The widget page must render
-// both widgets off one model download and one engine load. Backends: the page picks WebGPU
-// (SwiftShader here; the test fails if it fell back), the widgets are pinned to the CPU (wasm),
+// both widgets off one model download and one engine load. Backends: the page is asked for
+// WebGPU (SwiftShader here; the test fails if it fell back), the widgets are pinned to the CPU (wasm),
 // which keeps their seven requests quick on machines without a GPU.
 // Screenshots: target/e2e/page-*.png. Exits 1 on a failed check, 2 on the hard timeout.
 import fs from 'node:fs';
@@ -122,8 +122,9 @@ async function demoPage() {
     return { w: c.width, h: c.height, colours, hash };
   });
 
-  // The page picks its backend itself: WebGPU (SwiftShader on CI machines) must be what it found.
-  await page.goto(`${base}/www/index.html?${new URLSearchParams({ model: `/${pack}` })}`);
+  // WebGPU asked for through the page's ?backend= (its auto mode takes the CPU on a software
+  // fallback adapter such as SwiftShader; run.mjs tests that choice).
+  await page.goto(`${base}/www/index.html?${new URLSearchParams({ model: `/${pack}`, backend: 'webgpu' })}`);
   await waitStatus(/model ready|Model:/);
   const status = await page.textContent('#status');
   check('model loads', /model ready/.test(status), status);

@@ -1,6 +1,7 @@
 // Browser end-to-end test (run by tools/e2e.sh): the native CLI converts the refined fixture
 // model to a q8 pack and predicts reference logits; headless Chromium then runs www/e2e.html
-// on the same pack and image with backend=auto (must pick WebGPU) and backend=cpu, and the
+// on the same pack and image with backend=webgpu, auto (WebGPU, or the CPU on a software
+// fallback adapter) and cpu, and the
 // probabilities are compared with sigmoid(native logits): WebGPU's with the native f32 run of
 // the dequantized weights (the same float model), CPU's with the native int8 run (the same
 // integers as the wasm int8 kernel). Writes target/e2e/report.json and
@@ -67,8 +68,11 @@ const browser = await launchChromium(args);
 const report = { chromium: browser.version(), args, pack, digest, image, prompts, runs: {} };
 console.log(`Chromium ${report.chromium}, serving ${root} on ${base}`);
 
-for (const backend of ['auto', 'cpu']) {
-  const expected = backend === 'auto' ? 'webgpu' : backend;
+// auto after webgpu: it must pick WebGPU unless the adapter the webgpu run got is a software
+// fallback (SwiftShader on machines without a GPU), where it must take the CPU and say why.
+let fallbackAdapter = false;
+for (const backend of ['webgpu', 'auto', 'cpu']) {
+  const expected = backend === 'auto' ? (fallbackAdapter ? 'cpu' : 'webgpu') : backend;
   const run = (report.runs[backend] = { checks: [] });
   const check = (name, pass, detail = '') => run.checks.push({ name, pass: !!pass, detail: String(detail) });
   const page = await browser.newPage();
@@ -97,6 +101,8 @@ for (const backend of ['auto', 'cpu']) {
   Object.assign(run, rest);
   check('page finished without error', !r.error, r.error ?? '');
   check(`backend is ${expected}`, r.backend === expected, `${r.backend} (adapter "${r.adapter ?? ''}", reason "${r.reason ?? ''}")`);
+  if (backend === 'webgpu') fallbackAdapter = /fallback adapter/.test(r.adapter ?? '');
+  if (backend === 'auto' && fallbackAdapter) check('auto says why it left a fallback adapter', /software renderer/.test(r.reason ?? ''), r.reason ?? '');
   const csp = [...(r.csp ?? []), ...cspErrors];
   check('no CSP violations', csp.length === 0, csp.join('; '));
   if (probs) {
