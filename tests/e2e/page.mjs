@@ -196,8 +196,8 @@ async function widgetPage() {
   // The example names models/clipseg-q8.bpk; here it is answered with the fixture pack.
   await context.route(/\/models\/clipseg-q8\.bpk(\.sha256)?$/, (route) =>
     route.fulfill({ path: route.request().url().endsWith('.sha256') ? `${pack}.sha256` : pack }));
-  // ...and its widgets run on the CPU, like the demo page above (WebGPU on SwiftShader would
-  // take minutes for the seven requests below).
+  // ...and its widgets are pinned to the CPU, which their auto backend picks on SwiftShader
+  // anyway, so that on a machine with a GPU the seven requests below test the same engine.
   await context.route(/\/www\/widget-example\.html$/, async (route) => {
     const html = fs.readFileSync('www/widget-example.html', 'utf8');
     route.fulfill({ contentType: 'text/html; charset=utf-8', body: html.replaceAll('<clip-seg ', '<clip-seg backend="cpu" ') });
