@@ -675,8 +675,6 @@ impl Pack {
     }
 }
 
-/// The first problem of an apply, with paths under `prefix`; missing paths `later` accepts are
-/// loaded by a later apply.
 /// One layer's tensors loaded into a host (flex) copy of the layer, then uploaded.
 fn stage_on_gpu(
     gpu: &crate::gpu::Gpu,
@@ -690,6 +688,8 @@ fn stage_on_gpu(
     crate::gpu::GpuLayer::new(gpu, &staged, spec)
 }
 
+/// The first problem of an apply, with paths under `prefix`; missing paths `later` accepts are
+/// loaded by a later apply.
 fn check(
     result: &burn::store::ApplyResult,
     prefix: &str,
