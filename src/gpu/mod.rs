@@ -99,12 +99,12 @@ impl Gpu {
             .clone()
     }
 
-    fn storage(&self, label: &str, values: &[f32]) -> wgpu::Buffer {
+    fn storage(&self, label: &str, values: &[f32], usage: wgpu::BufferUsages) -> wgpu::Buffer {
         self.device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
                 contents: &bytes(values),
-                usage: wgpu::BufferUsages::STORAGE,
+                usage: wgpu::BufferUsages::STORAGE | usage,
             })
     }
 
@@ -280,8 +280,12 @@ struct Projection {
 impl Projection {
     fn new(gpu: &Gpu, w: &[f32], k: usize, n: usize, bias: Option<Vec<f32>>) -> Self {
         Self {
-            w: gpu.storage("weight", w),
-            bias: gpu.storage("bias", &bias.unwrap_or_else(|| vec![0.0; n])),
+            w: gpu.storage("weight", w, wgpu::BufferUsages::empty()),
+            bias: gpu.storage(
+                "bias",
+                &bias.unwrap_or_else(|| vec![0.0; n]),
+                wgpu::BufferUsages::empty(),
+            ),
             k,
             n,
         }
@@ -331,7 +335,8 @@ impl GpuLayer {
         let (f2, f2b) = crate::cpu::linear_parts(&layer.mlp.fc2)?;
         let norm = |n: &burn::nn::LayerNorm| -> Result<_, Error> {
             let (gamma, beta) = crate::cpu::norm_parts(n)?;
-            Ok((gpu.storage("gamma", &gamma), gpu.storage("beta", &beta)))
+            let upload = |label, values| gpu.storage(label, values, wgpu::BufferUsages::empty());
+            Ok((upload("gamma", &gamma), upload("beta", &beta)))
         };
         Ok(Self {
             hidden: h,
@@ -414,14 +419,11 @@ pub async fn forward(
             "hidden states are not [{rows}, {h}] or the layers differ in shape"
         )));
     }
+    if let Some(k) = keep.iter().find(|&&k| k >= layers.len()) {
+        return Err(Error::Input(format!("layer {k} was not loaded")));
+    }
     use wgpu::BufferUsages as U;
-    let state = gpu
-        .device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("hidden states"),
-            contents: &bytes(x),
-            usage: U::STORAGE | U::COPY_SRC,
-        });
+    let state = gpu.storage("hidden states", x, U::COPY_SRC);
     let normed = gpu.scratch("normed", rows * h, U::STORAGE);
     let merged = gpu.scratch("attention", rows * h, U::STORAGE);
     let qkv = gpu.scratch("qkv", rows * 3 * h, U::STORAGE);
@@ -430,8 +432,12 @@ pub async fn forward(
     let score_rows = batch * first.heads * seq;
     let scores = gpu.scratch("scores", score_rows * cols, U::STORAGE);
     let inner = gpu.scratch("mlp", rows * inter, U::STORAGE);
-    let kept = keep.iter().filter(|&&k| k < layers.len()).count();
-    let staging = gpu.scratch("kept states", kept * rows * h, U::MAP_READ | U::COPY_DST);
+    // One slot per entry of `keep`, in its order.
+    let staging = gpu.scratch(
+        "kept states",
+        keep.len() * rows * h,
+        U::MAP_READ | U::COPY_DST,
+    );
 
     let norm_params = gpu.uniform(&[rows as u32, h as u32, first.eps.to_bits(), 0]);
     let (heads, head_dim) = (first.heads, h / first.heads);
@@ -454,7 +460,6 @@ pub async fn forward(
     let fc2_params = gpu.matmul_params(rows, &first.fc2, 0, true);
 
     let mut encoder = gpu.device.create_command_encoder(&Default::default());
-    let mut slot = 0u64;
     for (i, layer) in layers.iter().enumerate() {
         {
             let pass = &mut encoder.begin_compute_pass(&Default::default());
@@ -492,47 +497,33 @@ pub async fn forward(
             let buffers = [&attention_params, &qkv, &scores, &merged];
             gpu.dispatch(pass, &pv_kernel, &buffers, groups);
             gpu.matmul(pass, &out_params, &merged, &layer.out_proj, &state, rows);
+            // The MLP's input x: ln2(state) before (pre-norm), ln1(state) after (post-norm).
+            let mid = match norm_at {
+                Norm::Pre { .. } => &layer.ln2,
+                Norm::Post => &layer.ln1,
+            };
+            norm(pass, mid, &state, &normed);
+            gpu.matmul(pass, &fc1_params, &normed, &layer.fc1, &inner, rows);
             match norm_at {
-                // state + mlp(ln2(state))
+                // state + mlp(x)
                 Norm::Pre { .. } => {
-                    norm(pass, &layer.ln2, &state, &normed);
-                    gpu.matmul(pass, &fc1_params, &normed, &layer.fc1, &inner, rows);
                     gpu.matmul(pass, &fc2_params, &inner, &layer.fc2, &state, rows);
                 }
-                // x = ln1(state); ln2(x + mlp(x))
+                // ln2(x + mlp(x))
                 Norm::Post => {
-                    norm(pass, &layer.ln1, &state, &normed);
-                    gpu.matmul(pass, &fc1_params, &normed, &layer.fc1, &inner, rows);
                     gpu.matmul(pass, &fc2_params, &inner, &layer.fc2, &normed, rows);
                     norm(pass, &layer.ln2, &normed, &state);
                 }
             }
         }
-        if keep.contains(&i) {
-            let size = (rows * h * 4) as u64;
-            encoder.copy_buffer_to_buffer(&state, 0, &staging, slot * size, size);
-            slot += 1;
+        let size = (rows * h * 4) as u64;
+        for (slot, _) in keep.iter().enumerate().filter(|&(_, &k)| k == i) {
+            encoder.copy_buffer_to_buffer(&state, 0, &staging, slot as u64 * size, size);
         }
     }
     gpu.queue.submit([encoder.finish()]);
-    let all = gpu.read(&staging, kept * rows * h).await?;
-    let mut by_layer: HashMap<usize, Vec<f32>> = HashMap::new();
-    let mut chunks = all.chunks_exact(rows * h);
-    for i in 0..layers.len() {
-        if keep.contains(&i)
-            && let Some(chunk) = chunks.next()
-        {
-            by_layer.insert(i, chunk.to_vec());
-        }
-    }
-    keep.iter()
-        .map(|k| {
-            by_layer
-                .get(k)
-                .cloned()
-                .ok_or_else(|| Error::Input(format!("layer {k} was not loaded")))
-        })
-        .collect()
+    let all = gpu.read(&staging, keep.len() * rows * h).await?;
+    Ok(all.chunks_exact(rows * h).map(<[f32]>::to_vec).collect())
 }
 
 #[cfg(all(test, not(target_family = "wasm")))]
