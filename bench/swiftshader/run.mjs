@@ -16,7 +16,7 @@ try {
   const result = await page.evaluate(() => window.__result);
   if (result.error) throw new Error(result.error);
   console.log(`adapter: ${result.adapter}; [${result.shape.M} x ${result.shape.K}] x [${result.shape.K} x ${result.shape.N}]`);
-  for (const r of result.rows) console.log(`  ${r.kernel.padEnd(56)} ${r.ms.toFixed(0).padStart(6)} ms  ${r.gflops.toFixed(2).padStart(6)} GFLOP/s  max|err| ${r.max_abs_err.toExponential(1)}`);
+  for (const r of result.rows) console.log(`  ${r.kernel.padEnd(64)} ${r.ms.toFixed(0).padStart(6)} ms  ${r.gflops.toFixed(2).padStart(6)} GFLOP/s  max|err| ${r.max_abs_err.toExponential(1)}`);
   console.log(`ratio clipseg / tiled: ${result.ratio_ours_over_tiled.toFixed(2)}x`);
 } finally {
   await browser.close();
