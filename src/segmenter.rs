@@ -109,13 +109,24 @@ impl Segmenter {
             },
             Load::AsStored => pack.apply(&mut model)?,
         }
-        Ok(Self {
+        let mut segmenter = Self {
             model,
             tokenizer,
             preprocess,
             quantized,
             cpu_precision,
-        })
+        };
+        if let Load::Inference(_) = load {
+            segmenter.keep_positions();
+        }
+        Ok(segmenter)
+    }
+
+    /// The vision tower's position embeddings resampled once for the preprocessor's size
+    /// (inference only: the weights are final then).
+    fn keep_positions(&mut self) {
+        let grid = self.preprocess.height / self.config().vision_config.patch_size;
+        self.model.clip.vision_model.keep_positions_for(grid);
     }
 
     /// A pack file or an HF model folder.
@@ -137,6 +148,7 @@ impl Segmenter {
         if let Load::Inference(precision) = load {
             segmenter.pack_for_cpu(precision)?;
             segmenter.model.pack_for_gpu()?;
+            segmenter.keep_positions();
         }
         Ok(segmenter)
     }

@@ -177,13 +177,9 @@ impl Engine {
             .segment_async(&image, &prompts)
             .await
             .map_err(js_error)?;
-        let probabilities = sigmoid(logits);
-        let data = probabilities
-            .into_data_async()
+        crate::gpu::values_async(sigmoid(logits))
             .await
-            .map_err(|e| js_error(format!("reading the masks back: {e:?}")))?;
-        data.try_into_vec::<f32>()
-            .map_err(|e| js_error(format!("reading the masks back: {e:?}")))
+            .map_err(js_error)
     }
 }
 

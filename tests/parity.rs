@@ -7,21 +7,34 @@ mod common;
 use clipseg::Segmenter;
 use clipseg::burn::tensor::Device;
 use clipseg::preprocess::{self, Filter};
+use clipseg::segmenter::Load;
 use common::*;
 
 /// Token ids, conditional embeddings, logits and image-size masks of one case on `device`;
-/// `packed`: through the packed CPU path on flex (`Segmenter::pack_for_cpu`), through
-/// clipseg's GPU kernels on wgpu (`ClipSeg::pack_for_gpu`; not the `odd` model, whose erf
-/// GELU they lack).
+/// `packed`: loaded for inference (`Load::Inference`: position embeddings resampled once), so
+/// through the packed CPU path on flex, through clipseg's GPU kernels on wgpu (not the `odd`
+/// model, whose erf GELU they lack).
 fn check_case(case: &Case, device: &Device, packed: bool) {
-    let mut segmenter =
-        Segmenter::from_hf_dir(&fixtures().join("models").join(&case.model), device)
-            .unwrap_or_else(|e| panic!("{}: {e}", case.model));
+    let dir = fixtures().join("models").join(&case.model);
+    let load = if packed {
+        Load::Inference(None)
+    } else {
+        Load::AsStored
+    };
+    let segmenter =
+        Segmenter::open_with(&dir, device, load).unwrap_or_else(|e| panic!("{}: {e}", case.model));
     if packed {
-        segmenter.pack_for_cpu(None).unwrap();
-        segmenter.model.pack_for_gpu().unwrap();
+        let vision = &segmenter.model.clip.vision_model;
+        let kept = &vision.embeddings.resampled_positions;
+        assert!(kept.is_some(), "{}", case.model);
+        let on_wgpu = *device != Device::flex();
         let on_gpu = segmenter.model.is_packed_for_gpu();
-        assert_eq!(on_gpu, *device != Device::flex() && case.model != "odd");
+        assert_eq!(on_gpu, on_wgpu && case.model != "odd");
+        let patch = &vision.embeddings.gpu_patch_embedding;
+        assert_eq!(patch.is_some(), on_wgpu, "{}", case.model);
+        let depth = segmenter.config().extract_layers.len();
+        let reduces = segmenter.model.decoder.gpu_reduces.len();
+        assert_eq!(reduces, if on_wgpu { depth } else { 0 }, "{}", case.model);
     }
     assert_eq!(
         segmenter.tokenize(&case.prompts).unwrap(),

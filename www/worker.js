@@ -113,7 +113,7 @@ async function loadEngine(pack, backend) {
   if (backend === 'cpu') return { engine: await Engine.load(pack, 'cpu'), adapter: '', reason: 'forced by backend=cpu' };
   if (backend !== 'webgpu' && backend !== 'auto') throw new Error(`unknown backend "${backend}"`);
   let { adapter, reason, fallback } = await webgpuAdapter();
-  // A software fallback adapter (SwiftShader) runs WebGPU on the CPU cores, ~18x slower than the
+  // A software fallback adapter (SwiftShader) runs WebGPU on the CPU cores, ~12x slower than the
   // CPU engine on the same model: auto takes the CPU there, webgpu still honours the request.
   if (!reason && fallback && backend === 'auto') reason = `${adapter} is a software renderer: the CPU engine is faster`;
   if (!reason) {

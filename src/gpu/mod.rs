@@ -6,7 +6,8 @@
 //! Why: on a CPU implementation of WebGPU (Chromium's SwiftShader, what a browser without a
 //! usable GPU falls back to) burn-wgpu's matmul, which stages tiles in workgroup memory behind
 //! barriers, ran at 0.4 GFLOP/s on the ViT's MLP shape; a register-blocked kernel without
-//! barriers runs at 4.5 (`bench/swiftshader/run.mjs`). The whole layer also becomes 9
+//! barriers (`matmul.wgsl`, written by `tools/gen_matmul_wgsl.py`) runs at 6.1
+//! (`bench/swiftshader/run.mjs`). The whole layer also becomes 9
 //! dispatches (Q, K and V one matmul; bias, activation and residual in the matmul's epilogue;
 //! attention's two products register-blocked the same way) instead of ~30 burn ops. Nothing was
 //! measured on a real GPU, where a tiled kernel may do better.
@@ -28,6 +29,10 @@ use wgpu::util::DeviceExt;
 use crate::Error;
 use crate::config::Activation;
 use crate::model::transformer::{EncoderLayer, LayerSpec};
+
+/// Rows and vec4 columns one `matmul.wgsl` invocation computes (`tools/gen_matmul_wgsl.py`).
+const MATMUL_ROWS: usize = 16;
+const MATMUL_COLS: usize = 6;
 
 /// The kernels, built once per device.
 pub struct Gpu {
@@ -164,8 +169,11 @@ impl Gpu {
         out: &wgpu::Buffer,
         m: usize,
     ) {
-        let groups = [(p.n / 4).div_ceil(4).div_ceil(32), m.div_ceil(8), 1];
-        self.dispatch(pass, &self.matmul, &[params, a, &p.w, &p.bias, out], groups);
+        let blocks = (p.n / 4).div_ceil(MATMUL_COLS) * m.div_ceil(MATMUL_ROWS);
+        let groups = blocks.div_ceil(32);
+        let groups = [groups.min(65535), groups.div_ceil(65535), 1];
+        let buffers = [params, a, &p.w, &p.bias, out];
+        self.dispatch(pass, &self.matmul, &buffers, groups);
     }
 
     fn matmul_params(&self, m: usize, p: &Projection, act: u32, residual: bool) -> wgpu::Buffer {
@@ -292,6 +300,83 @@ impl Projection {
     }
 }
 
+/// `x · w + bias` on the matmul kernel, for the matrices outside the layers: the vision
+/// tower's patch embedding and the decoder's reduces (on SwiftShader burn-wgpu's conv took
+/// ~0.8 s a pass, its three reduce matmuls ~0.5 s).
+#[derive(Debug)]
+pub struct GpuLinear(Projection);
+
+impl GpuLinear {
+    /// Whether the kernel fits a [k, n] weight (it works on vectors of 4).
+    pub fn supports(k: usize, n: usize) -> bool {
+        k > 0 && n > 0 && k.is_multiple_of(4) && n.is_multiple_of(4)
+    }
+
+    /// Uploads `w`, row-major [k, n], and `bias` [n].
+    pub fn new(
+        gpu: &Gpu,
+        w: &[f32],
+        k: usize,
+        n: usize,
+        bias: Option<Vec<f32>>,
+    ) -> Result<Self, Error> {
+        let bias_fits = bias.as_ref().is_none_or(|b| b.len() == n);
+        if !Self::supports(k, n) || w.len() != k * n || !bias_fits {
+            return Err(Error::Config(format!(
+                "the GPU matmul does not fit a [{k}, {n}] weight of {} values",
+                w.len()
+            )));
+        }
+        Ok(Self(Projection::new(gpu, w, k, n, bias)))
+    }
+
+    /// Uploads a burn `Linear` (one whose tensors can be read synchronously: on flex, or any
+    /// native device); `None` for shapes the kernel lacks.
+    pub fn from_linear(gpu: &Gpu, linear: &burn::nn::Linear) -> Result<Option<Self>, Error> {
+        let [k, n] = linear.weight.dims();
+        if !Self::supports(k, n) {
+            return Ok(None);
+        }
+        let (w, bias) = crate::cpu::linear_parts(linear)?;
+        Self::new(gpu, &w, k, n, bias).map(Some)
+    }
+
+    /// [`Self::forward`] on a burn tensor [batch, seq, k], the result on its device.
+    pub async fn forward_tensor(&self, gpu: &Gpu, x: Tensor<3>) -> Result<Tensor<3>, Error> {
+        let [batch, seq, _] = x.dims();
+        let device = x.device();
+        let values = values_async(x).await?;
+        let out = self.forward(gpu, &values, batch * seq).await?;
+        let data = TensorData::new(out, [batch, seq, self.0.n]);
+        Ok(Tensor::from_data(data, &device))
+    }
+
+    /// `x` [rows, k] to `x · w` [rows, n], awaited.
+    pub async fn forward(&self, gpu: &Gpu, x: &[f32], rows: usize) -> Result<Vec<f32>, Error> {
+        let p = &self.0;
+        if x.len() != rows * p.k {
+            return Err(Error::Input(format!("input is not [{rows}, {}]", p.k)));
+        }
+        use wgpu::BufferUsages as U;
+        let input = gpu.storage("input", x, U::empty());
+        let out = gpu.scratch("output", rows * p.n, U::STORAGE | U::COPY_SRC);
+        let staging = gpu.scratch("output", rows * p.n, U::MAP_READ | U::COPY_DST);
+        let params = gpu.matmul_params(rows, p, 0, false);
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        gpu.matmul(
+            &mut encoder.begin_compute_pass(&Default::default()),
+            &params,
+            &input,
+            p,
+            &out,
+            rows,
+        );
+        encoder.copy_buffer_to_buffer(&out, 0, &staging, 0, (rows * p.n * 4) as u64);
+        gpu.queue.submit([encoder.finish()]);
+        gpu.read(&staging, rows * p.n).await
+    }
+}
+
 /// One encoder (or decoder) layer's weights on the GPU.
 #[derive(Debug)]
 pub struct GpuLayer {
@@ -363,6 +448,15 @@ fn activation_code(activation: Activation) -> Option<u32> {
     }
 }
 
+/// A burn tensor's values as f32 on the host, awaited (the browser cannot block on a read).
+pub async fn values_async<const D: usize>(x: Tensor<D>) -> Result<Vec<f32>, Error> {
+    let err = |e: &dyn std::fmt::Debug| Error::Input(format!("reading a tensor back: {e:?}"));
+    let data = x.into_data_async().await.map_err(|e| err(&e))?;
+    data.convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| err(&e))
+}
+
 /// [`forward`] on a burn tensor [batch, seq, hidden]: read back (awaited), run, and the kept
 /// states uploaded to the tensor's device.
 pub async fn forward_tensor(
@@ -374,12 +468,7 @@ pub async fn forward_tensor(
 ) -> Result<Vec<Tensor<3>>, Error> {
     let [batch, seq, hidden] = x.dims();
     let device = x.device();
-    let err = |e: &dyn std::fmt::Debug| Error::Input(format!("reading hidden states: {e:?}"));
-    let data = x.into_data_async().await.map_err(|e| err(&e))?;
-    let values = data
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| err(&e))?;
+    let values = values_async(x).await?;
     let states = forward(gpu, layers, &values, batch, seq, norm_at, keep).await?;
     Ok(states
         .into_iter()
@@ -547,9 +636,9 @@ mod tests {
     }
 
     /// Two layers run back to back against burn's `EncoderLayer` on flex, pre- and post-norm:
-    /// odd row counts (not a multiple of the 8-row blocks or 32-wide workgroups), widths not a
-    /// multiple of the 16-column blocks, batches, the causal mask, every activation the kernels
-    /// have, both kept states.
+    /// odd row counts (not a multiple of the 16-row blocks or the 32-wide workgroups), widths
+    /// not a multiple of the 24-column blocks, matmuls over several workgroups, batches, the
+    /// causal mask, every activation the kernels have, both kept states.
     #[test]
     fn gpu_layers_match_burn_layers() {
         let host = Device::flex();
@@ -560,8 +649,10 @@ mod tests {
             (Activation::GeluTanh, false, 2, 5, 32, 2),
             (Activation::Relu, true, 1, 1, 48, 12),
             (Activation::Silu, false, 1, 70, 64, 1),
-            // Widths that end in a partial block of 16 columns (20, 60, 48).
+            // Widths that end in a partial block of 24 columns (20, 60).
             (Activation::QuickGelu, false, 2, 11, 20, 5),
+            // Q|K|V 816 columns (34 blocks), fc1 552; 300 rows: several workgroups a matmul.
+            (Activation::QuickGelu, false, 1, 300, 272, 4),
         ] {
             let spec = LayerSpec {
                 hidden,

@@ -7,10 +7,13 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use std::sync::Arc;
+
 use super::transformer::{EncoderLayer, LayerSpec};
 use crate::Error;
 use crate::config::{Activation, ClipSegConfig};
 use crate::cpu::Precision;
+use crate::gpu::{Gpu, GpuLinear};
 
 /// HF's `nn.Sequential(Conv2d, ReLU, ConvTranspose2d, ReLU, ConvTranspose2d)`; the field names
 /// keep the Sequential indices (`transposed_convolution.0.weight` fills `layer0`).
@@ -51,6 +54,10 @@ pub struct Decoder {
     pub transposed_convolution: TransposedConvolution,
     /// One per extracted layer; `reduces[0]` takes the deepest activation.
     pub reduces: Vec<Linear>,
+    /// `reduces` on [`crate::gpu`]'s matmul kernel (set with the layers by
+    /// [`Self::pack_for_gpu`], or by a pack loaded for inference there); empty elsewhere.
+    #[module(skip)]
+    pub gpu_reduces: Vec<Arc<GpuLinear>>,
     pub layers: Vec<EncoderLayer>,
     #[module(skip)]
     pub conditional_layer: usize,
@@ -88,6 +95,7 @@ impl Decoder {
             reduces: (0..depth)
                 .map(|_| LinearConfig::new(c.vision_config.hidden_size, rd).init(device))
                 .collect(),
+            gpu_reduces: Vec::new(),
             layers: (0..depth)
                 .map(|_| EncoderLayer::new(spec, device))
                 .collect(),
@@ -117,18 +125,41 @@ impl Decoder {
 
     /// Applies `reduces` to activations given in `extract_layers` order, returning them in
     /// decoder order (deepest first). Prompt-independent, so cached per image.
-    pub fn reduce(&self, activations: &[Tensor<3>]) -> Vec<Tensor<3>> {
-        activations
-            .iter()
-            .rev()
-            .zip(&self.reduces)
-            .map(|(a, r)| r.forward(a.clone()))
-            .collect()
+    pub fn reduce(&self, activations: &[Tensor<3>]) -> Result<Vec<Tensor<3>>, Error> {
+        crate::gpu::block_on(self.reduce_async(activations))
     }
 
-    /// The decoder layers on [`crate::gpu`] too, keeping their burn weights (native: reads
-    /// them synchronously). No-op for layer shapes the kernels lack.
-    pub fn pack_for_gpu(&mut self, gpu: &crate::gpu::Gpu, spec: LayerSpec) -> Result<(), Error> {
+    /// [`Self::reduce`], awaiting the GPU where the reduces run on [`crate::gpu`].
+    pub async fn reduce_async(&self, activations: &[Tensor<3>]) -> Result<Vec<Tensor<3>>, Error> {
+        let mut reduced = Vec::with_capacity(self.reduces.len());
+        for (i, (a, r)) in activations.iter().rev().zip(&self.reduces).enumerate() {
+            let gpu = self.gpu_reduces.get(i);
+            reduced.push(match gpu.zip(crate::gpu::for_device(&a.device())) {
+                Some((linear, gpu)) => linear.forward_tensor(&gpu, a.clone()).await?,
+                None => r.forward(a.clone()),
+            });
+        }
+        Ok(reduced)
+    }
+
+    /// `reduces` (read synchronously: flex, or any native device) uploaded for
+    /// [`Self::reduce_async`]: all, or none if the kernel does not fit their shape.
+    pub fn upload_reduces(gpu: &Gpu, reduces: &[Linear]) -> Result<Vec<Arc<GpuLinear>>, Error> {
+        let uploaded: Option<Vec<GpuLinear>> = reduces
+            .iter()
+            .map(|r| GpuLinear::from_linear(gpu, r))
+            .collect::<Result<_, _>>()?;
+        Ok(uploaded
+            .unwrap_or_default()
+            .into_iter()
+            .map(Arc::new)
+            .collect())
+    }
+
+    /// The decoder layers and reduces on [`crate::gpu`] too, keeping their burn weights
+    /// (native: reads them synchronously). No-op for shapes the kernels lack.
+    pub fn pack_for_gpu(&mut self, gpu: &Gpu, spec: LayerSpec) -> Result<(), Error> {
+        self.gpu_reduces = Self::upload_reduces(gpu, &self.reduces)?;
         if !crate::gpu::GpuLayer::supports(spec) {
             return Ok(());
         }

@@ -134,7 +134,7 @@ impl ClipSeg {
             .vision_model
             .forward_async(pixel_values, &self.config.extract_layers)
             .await?;
-        Ok(self.image_features(&activations))
+        self.image_features(&activations).await
     }
 
     /// [`Self::encode_text`], awaiting the GPU where layers run on [`crate::gpu`].
@@ -144,9 +144,9 @@ impl ClipSeg {
     }
 
     /// On a wgpu device with [`crate::gpu`] registered, moves the CLIP towers' encoder layers
-    /// there, and the decoder's (which keep their burn weights). Reads the weights
-    /// synchronously: native only; the browser loads a pack layer by layer instead. Elsewhere a
-    /// no-op.
+    /// there, and uploads the vision patch embedding (as a GEMM) and the decoder's layers and
+    /// reduces, which keep their burn weights. Reads the weights synchronously: native only;
+    /// the browser loads a pack layer by layer instead. Elsewhere a no-op.
     pub fn pack_for_gpu(&mut self) -> Result<(), Error> {
         let device = self.clip.text_projection.weight.device();
         let Some(gpu) = crate::gpu::for_device(&device) else {
@@ -157,6 +157,10 @@ impl ClipSeg {
         let vision = VisionModel::spec(&clip.vision_model.config);
         clip.text_model.encoder.pack_for_gpu(&gpu, text)?;
         clip.vision_model.encoder.pack_for_gpu(&gpu, vision)?;
+        let patch = &clip.vision_model.embeddings.patch_embedding;
+        let weight = crate::cpu::values(patch.weight.val())?;
+        clip.vision_model
+            .pack_patch_embedding_for_gpu(&gpu, &weight)?;
         self.decoder
             .pack_for_gpu(&gpu, decoder::Decoder::spec(&self.config))
     }
@@ -167,11 +171,11 @@ impl ClipSeg {
     }
 
     /// Raw vision activations (in `extract_layers` order) to what the active decoder caches.
-    pub fn image_features(&self, activations: &[Tensor<3>]) -> ImageFeatures {
-        match &self.unet {
+    pub async fn image_features(&self, activations: &[Tensor<3>]) -> Result<ImageFeatures, Error> {
+        Ok(match &self.unet {
             Some(unet) => ImageFeatures::UNet(unet.reduce(activations)),
-            None => ImageFeatures::Transformer(self.decoder.reduce(activations)),
-        }
+            None => ImageFeatures::Transformer(self.decoder.reduce_async(activations).await?),
+        })
     }
 
     /// Logits [prompts, S, S] for one encoded image and the prompts' conditional embeddings.

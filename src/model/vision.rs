@@ -12,6 +12,7 @@ use super::transformer::{EncoderLayer, LayerSpec};
 use crate::Error;
 use crate::config::VisionConfig;
 use crate::cpu::{Precision, Projection};
+use crate::gpu::{Gpu, GpuLinear};
 
 /// `CLIPSegVisionEmbeddings`.
 #[derive(Module, Debug)]
@@ -25,6 +26,15 @@ pub struct VisionEmbeddings {
     /// conv weight stays, it is 0.6% of the model).
     #[module(skip)]
     pub cpu_patch_embedding: Option<Arc<Projection>>,
+    /// The same GEMM on [`crate::gpu`]'s matmul kernel (set by
+    /// [`VisionModel::pack_patch_embedding_for_gpu`]).
+    #[module(skip)]
+    pub gpu_patch_embedding: Option<Arc<GpuLinear>>,
+    /// `position_embedding` resampled for one grid, kept by [`VisionModel::keep_positions_for`]
+    /// once the weights are final (loaded for inference), so a pass does not redo the
+    /// resampling: a [grid², 196] x [196, hidden] matmul, on burn's ops on WebGPU.
+    #[module(skip)]
+    pub resampled_positions: Option<(usize, Tensor<2>)>,
 }
 
 /// `CLIPSegVisionModel` minus `post_layernorm`, which only feeds the pooled output.
@@ -55,6 +65,8 @@ impl VisionModel {
                 position_embedding: EmbeddingConfig::new(grid * grid + 1, c.hidden_size)
                     .init(device),
                 cpu_patch_embedding: None,
+                gpu_patch_embedding: None,
+                resampled_positions: None,
             },
             pre_layrnorm: LayerNormConfig::new(c.hidden_size)
                 .with_epsilon(c.layer_norm_eps)
@@ -83,18 +95,36 @@ impl VisionModel {
         self.encoder
             .pack_for_cpu(Self::spec(&self.config), precision)?;
         if self.embeddings.cpu_patch_embedding.is_none() {
-            let c = &self.config;
-            let k = c.num_channels * c.patch_size * c.patch_size;
-            // [hidden, channels, patch, patch] viewed as [hidden, k], transposed to [k, hidden].
             let w = crate::cpu::values(self.embeddings.patch_embedding.weight.val())?;
-            let wt: Vec<f32> = (0..k)
-                .flat_map(|kk| (0..c.hidden_size).map(move |j| (kk, j)))
-                .map(|(kk, j)| w[j * k + kk])
-                .collect();
-            let packed = Projection::pack(&wt, k, c.hidden_size, None, precision);
+            let (k, wt) = self.patch_matrix(&w);
+            let packed = Projection::pack(&wt, k, self.config.hidden_size, None, precision);
             self.embeddings.cpu_patch_embedding = Some(Arc::new(packed));
         }
         Ok(())
+    }
+
+    /// Uploads the patch embedding to `gpu` as one GEMM, from `weight`: the conv's
+    /// [hidden, channels, patch, patch] values, read on the host (the browser cannot read the
+    /// GPU synchronously). A no-op for shapes the kernel lacks.
+    pub fn pack_patch_embedding_for_gpu(&mut self, gpu: &Gpu, weight: &[f32]) -> Result<(), Error> {
+        let (k, wt) = self.patch_matrix(weight);
+        let hidden = self.config.hidden_size;
+        if GpuLinear::supports(k, hidden) {
+            let linear = GpuLinear::new(gpu, &wt, k, hidden, None)?;
+            self.embeddings.gpu_patch_embedding = Some(Arc::new(linear));
+        }
+        Ok(())
+    }
+
+    /// The conv weight [hidden, channels, patch, patch] viewed as [hidden, k] and transposed
+    /// to [k, hidden], the GEMM form of the patch embedding; with k.
+    fn patch_matrix(&self, w: &[f32]) -> (usize, Vec<f32>) {
+        let c = &self.config;
+        let (k, hidden) = (c.num_channels * c.patch_size * c.patch_size, c.hidden_size);
+        let wt = (0..k)
+            .flat_map(|kk| (0..hidden).map(move |j| w[j * k + kk]))
+            .collect();
+        (k, wt)
     }
 
     /// `pixel_values` [batch, 3, H, W] (square, H a multiple of the patch size) to the hidden
@@ -113,12 +143,12 @@ impl VisionModel {
         pixel_values: Tensor<4>,
         extract: &[usize],
     ) -> Result<Vec<Tensor<3>>, Error> {
-        let x = self.embed(pixel_values, extract)?;
+        let x = self.embed(pixel_values, extract).await?;
         self.encoder.forward_async(x, false, extract).await
     }
 
     /// Checks the input, then patch, class and position embeddings and `pre_layrnorm`.
-    fn embed(&self, pixel_values: Tensor<4>, extract: &[usize]) -> Result<Tensor<3>, Error> {
+    async fn embed(&self, pixel_values: Tensor<4>, extract: &[usize]) -> Result<Tensor<3>, Error> {
         let c = &self.config;
         let [batch, channels, height, width] = pixel_values.dims();
         if channels != c.num_channels
@@ -137,8 +167,10 @@ impl VisionModel {
         let device = pixel_values.device();
         let grid = height / c.patch_size;
         let hidden = c.hidden_size;
-        let patches = match &self.embeddings.cpu_patch_embedding {
-            Some(conv) => {
+        let gpu = self.embeddings.gpu_patch_embedding.as_ref();
+        let gpu = gpu.and_then(|linear| Some((linear, crate::gpu::for_device(&device)?)));
+        let patches = match (&self.embeddings.cpu_patch_embedding, gpu) {
+            (Some(conv), _) => {
                 let pixels = crate::cpu::values(pixel_values)?;
                 let rows = crate::cpu::patch_rows(&pixels, batch, channels, height, c.patch_size);
                 let mut out = vec![0.0; batch * grid * grid * hidden];
@@ -146,7 +178,14 @@ impl VisionModel {
                 let data = TensorData::new(out, [batch, grid * grid, hidden]);
                 Tensor::from_data(data, &device)
             }
-            None => self
+            (None, Some((linear, gpu))) => {
+                let pixels = crate::gpu::values_async(pixel_values).await?;
+                let rows = crate::cpu::patch_rows(&pixels, batch, channels, height, c.patch_size);
+                let out = linear.forward(&gpu, &rows, batch * grid * grid).await?;
+                let data = TensorData::new(out, [batch, grid * grid, hidden]);
+                Tensor::from_data(data, &device)
+            }
+            (None, None) => self
                 .embeddings
                 .patch_embedding
                 .forward(pixel_values)
@@ -164,10 +203,25 @@ impl VisionModel {
         Ok(self.pre_layrnorm.forward(x))
     }
 
+    /// Keeps the position embeddings resampled for `grid` x `grid` inputs (the preprocessor's
+    /// size over the patch size), so passes at that size skip the resampling. Call only once
+    /// the weights are final: the kept table does not follow later changes to them.
+    pub fn keep_positions_for(&mut self, grid: usize) {
+        let device = self.embeddings.position_embedding.weight.device();
+        let table = self.position_embeddings(grid, &device);
+        self.embeddings.resampled_positions = Some((grid, table));
+    }
+
     /// Position embeddings for a `grid` x `grid` input: the learned ones, or HF's
     /// `interpolate_pos_encoding` (torch bicubic, A = -0.75, align_corners=False), done as one
     /// matmul with host-computed weights so every backend resamples identically.
     fn position_embeddings(&self, grid: usize, device: &Device) -> Tensor<2> {
+        if let Some((kept, table)) = &self.embeddings.resampled_positions
+            && *kept == grid
+            && table.device() == *device
+        {
+            return table.clone();
+        }
         let table = self.embeddings.position_embedding.weight.val();
         let [positions, _] = table.dims();
         let src = ((positions - 1) as f64).sqrt() as usize;

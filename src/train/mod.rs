@@ -233,7 +233,7 @@ impl Trainable {
         conditional: Tensor<2>,
     ) -> Result<Tensor<3>, Error> {
         match self {
-            Self::Transformer(d) => d.forward(&d.reduce(activations), conditional),
+            Self::Transformer(d) => d.forward(&d.reduce(activations)?, conditional),
             Self::Unet(u) => Ok(u.forward(&u.reduce(activations), conditional)),
         }
     }

@@ -528,8 +528,9 @@ impl Pack {
 
     /// [`Self::apply`] for inference on a wgpu device with [`crate::gpu`] kernels: each
     /// encoder layer is read on the host (no synchronous GPU readback, which the browser lacks)
-    /// and uploaded to `gpu` in f32, its burn projections never filled; the decoder's layers
-    /// are uploaded too and keep their burn weights.
+    /// and uploaded to `gpu` in f32, its burn projections never filled; the vision patch
+    /// embedding (as a GEMM) and the decoder's reduces and layers are uploaded too, and keep
+    /// their burn weights.
     pub fn apply_packed_for_gpu(
         &self,
         model: &mut ClipSeg,
@@ -543,7 +544,27 @@ impl Pack {
             layer.release_projections();
             Ok(())
         })?;
-        let spec = crate::model::decoder::Decoder::spec(&model.config);
+        // The patch embedding's conv weight, staged on the host the same way.
+        let vision = &mut model.clip.vision_model;
+        let prefix = "clip.vision_model.embeddings.patch_embedding.";
+        let tensors = self.tensors(|name| name.strip_prefix(prefix).map(str::to_string));
+        let host = burn::tensor::Device::flex();
+        let mut staged = crate::model::vision::VisionModel::new(&vision.config, 0, &host);
+        let conv = &mut staged.embeddings.patch_embedding;
+        check(&conv.apply(tensors, None, None, false), prefix, |_| false)?;
+        let weight = crate::cpu::values(conv.weight.val())?;
+        vision.pack_patch_embedding_for_gpu(gpu, &weight)?;
+        // The decoder's reduces, staged the same way (only they are read into `staged`).
+        use crate::model::decoder::Decoder;
+        let mut staged = Decoder::new(&model.config, &host);
+        let tensors = self.tensors(|name| {
+            let name = name.strip_prefix("decoder.")?;
+            name.starts_with("reduces.").then(|| name.to_string())
+        });
+        let applied = staged.apply(tensors, None, None, false);
+        check(&applied, "decoder.", |path| !path.starts_with("reduces."))?;
+        model.decoder.gpu_reduces = Decoder::upload_reduces(gpu, &staged.reduces)?;
+        let spec = Decoder::spec(&model.config);
         if crate::gpu::GpuLayer::supports(spec) {
             for (i, layer) in model.decoder.layers.iter_mut().enumerate() {
                 let prefix = format!("decoder.layers.{i}.");
