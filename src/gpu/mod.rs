@@ -13,7 +13,8 @@
 //! measured on a real GPU, where a tiled kernel may do better.
 //!
 //! A tower's layers run back to back in one submission; only its input and the kept hidden
-//! states cross to the host (awaited, never blocked on, so it works in the browser). Used for
+//! states cross to the host (awaited, never blocked on, so it works in the browser). The
+//! buffers and bind groups of a run are built once per shape and replayed ([`Plan`]). Used for
 //! inference on a wgpu device registered with [`register`]; training keeps burn's ops.
 
 use std::collections::HashMap;
@@ -132,14 +133,13 @@ impl Gpu {
             })
     }
 
-    /// One dispatch of `pipeline` with `buffers` at bindings 0, 1, ...
-    fn dispatch(
+    /// A dispatch of `pipeline` with `buffers` at bindings 0, 1, ..., to record into passes.
+    fn bind(
         &self,
-        pass: &mut wgpu::ComputePass,
         pipeline: &wgpu::ComputePipeline,
         buffers: &[&wgpu::Buffer],
         groups: [usize; 3],
-    ) {
+    ) -> Dispatch {
         let entries: Vec<_> = buffers
             .iter()
             .enumerate()
@@ -153,27 +153,26 @@ impl Gpu {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, &group, &[]);
-        pass.dispatch_workgroups(groups[0] as u32, groups[1] as u32, groups[2] as u32);
+        Dispatch {
+            pipeline: pipeline.clone(),
+            group,
+            groups: groups.map(|g| g as u32),
+        }
     }
 
     /// `out = act(a · w + bias)` (+ `out` when `residual`) for `m` rows.
-    #[allow(clippy::too_many_arguments)]
     fn matmul(
         &self,
-        pass: &mut wgpu::ComputePass,
         params: &wgpu::Buffer,
         a: &wgpu::Buffer,
         p: &Projection,
         out: &wgpu::Buffer,
         m: usize,
-    ) {
+    ) -> Dispatch {
         let blocks = (p.n / 4).div_ceil(MATMUL_COLS) * m.div_ceil(MATMUL_ROWS);
         let groups = blocks.div_ceil(32);
         let groups = [groups.min(65535), groups.div_ceil(65535), 1];
-        let buffers = [params, a, &p.w, &p.bias, out];
-        self.dispatch(pass, &self.matmul, &buffers, groups);
+        self.bind(&self.matmul, &[params, a, &p.w, &p.bias, out], groups)
     }
 
     fn matmul_params(&self, m: usize, p: &Projection, act: u32, residual: bool) -> wgpu::Buffer {
@@ -227,6 +226,21 @@ fn pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ComputePi
         compilation_options: Default::default(),
         cache: None,
     })
+}
+
+/// A pipeline with its bind group and grid, recorded into a pass as often as needed.
+struct Dispatch {
+    pipeline: wgpu::ComputePipeline,
+    group: wgpu::BindGroup,
+    groups: [u32; 3],
+}
+
+impl Dispatch {
+    fn record(&self, pass: &mut wgpu::ComputePass) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.group, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
 }
 
 fn bytes(values: &[f32]) -> Vec<u8> {
@@ -363,14 +377,8 @@ impl GpuLinear {
         let staging = gpu.scratch("output", rows * p.n, U::MAP_READ | U::COPY_DST);
         let params = gpu.matmul_params(rows, p, 0, false);
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        gpu.matmul(
-            &mut encoder.begin_compute_pass(&Default::default()),
-            &params,
-            &input,
-            p,
-            &out,
-            rows,
-        );
+        gpu.matmul(&params, &input, p, &out, rows)
+            .record(&mut encoder.begin_compute_pass(&Default::default()));
         encoder.copy_buffer_to_buffer(&out, 0, &staging, 0, (rows * p.n * 4) as u64);
         gpu.queue.submit([encoder.finish()]);
         gpu.read(&staging, rows * p.n).await
@@ -380,6 +388,10 @@ impl GpuLinear {
 /// One encoder (or decoder) layer's weights on the GPU.
 #[derive(Debug)]
 pub struct GpuLayer {
+    /// Tells layers apart in [`PlanKey`]s.
+    id: u64,
+    /// The plans of the runs that start at this layer, most recent last.
+    plans: Mutex<Vec<Plan>>,
     hidden: usize,
     heads: usize,
     activation: u32,
@@ -423,7 +435,10 @@ impl GpuLayer {
             let upload = |label, values| gpu.storage(label, values, wgpu::BufferUsages::empty());
             Ok((upload("gamma", &gamma), upload("beta", &beta)))
         };
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            plans: Mutex::new(Vec::new()),
             hidden: h,
             heads: spec.heads,
             activation,
@@ -496,13 +511,11 @@ pub async fn forward(
     norm_at: Norm,
     keep: &[usize],
 ) -> Result<Vec<Vec<f32>>, Error> {
-    let causal = norm_at == Norm::Pre { causal: true };
     let Some(first) = layers.first() else {
         return Err(Error::Input("no layers to run".into()));
     };
     let (h, rows) = (first.hidden, batch * seq);
-    let inter = first.fc1.n;
-    let same = |l: &&GpuLayer| l.hidden == h && l.fc1.n == inter && l.heads == first.heads;
+    let same = |l: &&GpuLayer| l.hidden == h && l.fc1.n == first.fc1.n && l.heads == first.heads;
     if x.len() != rows * h || !layers.iter().all(same) {
         return Err(Error::Input(format!(
             "hidden states are not [{rows}, {h}] or the layers differ in shape"
@@ -511,108 +524,204 @@ pub async fn forward(
     if let Some(k) = keep.iter().find(|&&k| k >= layers.len()) {
         return Err(Error::Input(format!("layer {k} was not loaded")));
     }
-    use wgpu::BufferUsages as U;
-    let state = gpu.storage("hidden states", x, U::COPY_SRC);
-    let normed = gpu.scratch("normed", rows * h, U::STORAGE);
-    let merged = gpu.scratch("attention", rows * h, U::STORAGE);
-    let qkv = gpu.scratch("qkv", rows * 3 * h, U::STORAGE);
-    // Each query's scores, padded to a multiple of 8 keys.
-    let cols = seq.next_multiple_of(8);
-    let score_rows = batch * first.heads * seq;
-    let scores = gpu.scratch("scores", score_rows * cols, U::STORAGE);
-    let inner = gpu.scratch("mlp", rows * inter, U::STORAGE);
-    // One slot per entry of `keep`, in its order.
-    let staging = gpu.scratch(
-        "kept states",
-        keep.len() * rows * h,
-        U::MAP_READ | U::COPY_DST,
-    );
+    let key = PlanKey {
+        layers: layers.iter().map(|l| l.id).collect(),
+        batch,
+        seq,
+        norm_at,
+        keep: keep.to_vec(),
+    };
+    // Taken out while it runs: a call that overlaps this one builds its own.
+    let plan = {
+        let mut plans = first.plans.lock().unwrap_or_else(|e| e.into_inner());
+        plans.iter().position(|p| p.key == key).map(|i| plans.remove(i))
+    };
+    let plan = plan.unwrap_or_else(|| Plan::new(gpu, layers, key));
+    let states = plan.run(gpu, x).await;
+    let mut plans = first.plans.lock().unwrap_or_else(|e| e.into_inner());
+    plans.push(plan);
+    if plans.len() > MAX_PLANS {
+        plans.remove(0);
+    }
+    states
+}
 
-    let norm_params = gpu.uniform(&[rows as u32, h as u32, first.eps.to_bits(), 0]);
-    let (heads, head_dim) = (first.heads, h / first.heads);
-    let scale = (head_dim as f32).powf(-0.5);
-    let attention_params = gpu.uniform(&[
-        seq as u32,
-        h as u32,
-        causal as u32,
-        scale.to_bits(),
-        cols as u32,
-        heads as u32,
-        0,
-        0,
-    ]);
-    let softmax_params = gpu.uniform(&[score_rows as u32, cols as u32, 0, 0]);
-    let [score_kernel, pv_kernel] = gpu.attention(head_dim);
-    let qkv_params = gpu.matmul_params(rows, &first.qkv, 0, false);
-    let out_params = gpu.matmul_params(rows, &first.out_proj, 0, true);
-    let fc1_params = gpu.matmul_params(rows, &first.fc1, first.activation, false);
-    let fc2_params = gpu.matmul_params(rows, &first.fc2, 0, true);
+/// Shapes whose plans a layer keeps (prompts of different lengths, batches of prompts).
+const MAX_PLANS: usize = 4;
 
-    let mut encoder = gpu.device.create_command_encoder(&Default::default());
-    for (i, layer) in layers.iter().enumerate() {
-        {
-            let pass = &mut encoder.begin_compute_pass(&Default::default());
-            let norm = |pass: &mut wgpu::ComputePass,
-                        (g, b): &(wgpu::Buffer, wgpu::Buffer),
-                        from: &wgpu::Buffer,
-                        to: &wgpu::Buffer| {
-                let groups = [rows.div_ceil(32), 1, 1];
-                let buffers = [&norm_params, from, g, b, to];
-                gpu.dispatch(pass, &gpu.layer_norm, &buffers, groups);
-            };
-            // The attention block's input: ln1(state) before, state itself after.
-            let input = match norm_at {
-                Norm::Pre { .. } => {
-                    norm(pass, &layer.ln1, &state, &normed);
-                    &normed
+#[derive(Debug, PartialEq)]
+struct PlanKey {
+    /// [`GpuLayer::id`]s, in order.
+    layers: Vec<u64>,
+    batch: usize,
+    seq: usize,
+    norm_at: Norm,
+    keep: Vec<usize>,
+}
+
+/// One shape of [`forward`], built once and replayed: its buffers, and every dispatch with its
+/// bind group. In Chromium (WebGPU from a worker, SwiftShader) creating a bind group took
+/// ~4.7 ms: 0.5 s of a text tower's 108 dispatches, more than its kernels (0.3 s).
+struct Plan {
+    key: PlanKey,
+    /// The hidden states [rows, hidden], updated in place layer by layer.
+    state: wgpu::Buffer,
+    /// One slot per entry of `keep`, in its order.
+    staging: wgpu::Buffer,
+    /// Per layer: its dispatches (one compute pass), then the `staging` slots it fills.
+    steps: Vec<(Vec<Dispatch>, Vec<usize>)>,
+    /// The scratch and parameter buffers the bind groups use, owned here.
+    _buffers: Vec<wgpu::Buffer>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan").field("key", &self.key).finish()
+    }
+}
+
+impl Plan {
+    fn new(gpu: &Gpu, layers: &[&GpuLayer], key: PlanKey) -> Self {
+        let (batch, seq, norm_at) = (key.batch, key.seq, key.norm_at);
+        let first = layers[0];
+        let causal = norm_at == Norm::Pre { causal: true };
+        let (h, rows) = (first.hidden, batch * seq);
+        use wgpu::BufferUsages as U;
+        let state = gpu.scratch("hidden states", rows * h, U::STORAGE | U::COPY_SRC | U::COPY_DST);
+        let normed = gpu.scratch("normed", rows * h, U::STORAGE);
+        let merged = gpu.scratch("attention", rows * h, U::STORAGE);
+        let qkv = gpu.scratch("qkv", rows * 3 * h, U::STORAGE);
+        // Each query's scores, padded to a multiple of 8 keys.
+        let cols = seq.next_multiple_of(8);
+        let score_rows = batch * first.heads * seq;
+        let scores = gpu.scratch("scores", score_rows * cols, U::STORAGE);
+        let inner = gpu.scratch("mlp", rows * first.fc1.n, U::STORAGE);
+        let staging = gpu.scratch(
+            "kept states",
+            key.keep.len() * rows * h,
+            U::MAP_READ | U::COPY_DST,
+        );
+
+        let norm_params = gpu.uniform(&[rows as u32, h as u32, first.eps.to_bits(), 0]);
+        let (heads, head_dim) = (first.heads, h / first.heads);
+        let scale = (head_dim as f32).powf(-0.5);
+        let attention_params = gpu.uniform(&[
+            seq as u32,
+            h as u32,
+            causal as u32,
+            scale.to_bits(),
+            cols as u32,
+            heads as u32,
+            0,
+            0,
+        ]);
+        let softmax_params = gpu.uniform(&[score_rows as u32, cols as u32, 0, 0]);
+        let [score_kernel, pv_kernel] = gpu.attention(head_dim);
+        let qkv_params = gpu.matmul_params(rows, &first.qkv, 0, false);
+        let out_params = gpu.matmul_params(rows, &first.out_proj, 0, true);
+        let fc1_params = gpu.matmul_params(rows, &first.fc1, first.activation, false);
+        let fc2_params = gpu.matmul_params(rows, &first.fc2, 0, true);
+
+        let norm = |(g, b): &(wgpu::Buffer, wgpu::Buffer), from, to| {
+            let buffers = [&norm_params, from, g, b, to];
+            gpu.bind(&gpu.layer_norm, &buffers, [rows.div_ceil(32), 1, 1])
+        };
+        let steps = layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let mut d = Vec::with_capacity(10);
+                // The attention block's input: ln1(state) before, state itself after.
+                let input = match norm_at {
+                    Norm::Pre { .. } => {
+                        d.push(norm(&layer.ln1, &state, &normed));
+                        &normed
+                    }
+                    Norm::Post => &state,
+                };
+                d.push(gpu.matmul(&qkv_params, input, &layer.qkv, &qkv, rows));
+                let groups = [(cols / 8).div_ceil(32), seq.div_ceil(4), batch * heads];
+                let buffers = [&attention_params, &qkv, &scores];
+                d.push(gpu.bind(&score_kernel, &buffers, groups));
+                let groups = [score_rows.div_ceil(32), 1, 1];
+                d.push(gpu.bind(&gpu.softmax, &[&softmax_params, &scores], groups));
+                let groups = [
+                    (seq.div_ceil(8) * head_dim / 4).div_ceil(32),
+                    1,
+                    batch * heads,
+                ];
+                let buffers = [&attention_params, &qkv, &scores, &merged];
+                d.push(gpu.bind(&pv_kernel, &buffers, groups));
+                d.push(gpu.matmul(&out_params, &merged, &layer.out_proj, &state, rows));
+                // The MLP's input x: ln2(state) before (pre-norm), ln1(state) after (post-norm).
+                let mid = match norm_at {
+                    Norm::Pre { .. } => &layer.ln2,
+                    Norm::Post => &layer.ln1,
+                };
+                d.push(norm(mid, &state, &normed));
+                d.push(gpu.matmul(&fc1_params, &normed, &layer.fc1, &inner, rows));
+                match norm_at {
+                    // state + mlp(x)
+                    Norm::Pre { .. } => {
+                        d.push(gpu.matmul(&fc2_params, &inner, &layer.fc2, &state, rows));
+                    }
+                    // ln2(x + mlp(x))
+                    Norm::Post => {
+                        d.push(gpu.matmul(&fc2_params, &inner, &layer.fc2, &normed, rows));
+                        d.push(norm(&layer.ln2, &normed, &state));
+                    }
                 }
-                Norm::Post => &state,
-            };
-            gpu.matmul(pass, &qkv_params, input, &layer.qkv, &qkv, rows);
-            let groups = [(cols / 8).div_ceil(32), seq.div_ceil(4), batch * heads];
-            gpu.dispatch(
-                pass,
-                &score_kernel,
-                &[&attention_params, &qkv, &scores],
-                groups,
-            );
-            let groups = [score_rows.div_ceil(32), 1, 1];
-            gpu.dispatch(pass, &gpu.softmax, &[&softmax_params, &scores], groups);
-            let groups = [
-                (seq.div_ceil(8) * head_dim / 4).div_ceil(32),
-                1,
-                batch * heads,
-            ];
-            let buffers = [&attention_params, &qkv, &scores, &merged];
-            gpu.dispatch(pass, &pv_kernel, &buffers, groups);
-            gpu.matmul(pass, &out_params, &merged, &layer.out_proj, &state, rows);
-            // The MLP's input x: ln2(state) before (pre-norm), ln1(state) after (post-norm).
-            let mid = match norm_at {
-                Norm::Pre { .. } => &layer.ln2,
-                Norm::Post => &layer.ln1,
-            };
-            norm(pass, mid, &state, &normed);
-            gpu.matmul(pass, &fc1_params, &normed, &layer.fc1, &inner, rows);
-            match norm_at {
-                // state + mlp(x)
-                Norm::Pre { .. } => {
-                    gpu.matmul(pass, &fc2_params, &inner, &layer.fc2, &state, rows);
-                }
-                // ln2(x + mlp(x))
-                Norm::Post => {
-                    gpu.matmul(pass, &fc2_params, &inner, &layer.fc2, &normed, rows);
-                    norm(pass, &layer.ln2, &normed, &state);
-                }
-            }
-        }
-        let size = (rows * h * 4) as u64;
-        for (slot, _) in keep.iter().enumerate().filter(|&(_, &k)| k == i) {
-            encoder.copy_buffer_to_buffer(&state, 0, &staging, slot as u64 * size, size);
+                let slots = (key.keep.iter().enumerate())
+                    .filter(|&(_, &k)| k == i)
+                    .map(|(slot, _)| slot)
+                    .collect();
+                (d, slots)
+            })
+            .collect();
+        let buffers = vec![
+            normed,
+            merged,
+            qkv,
+            scores,
+            inner,
+            norm_params,
+            attention_params,
+            softmax_params,
+            qkv_params,
+            out_params,
+            fc1_params,
+            fc2_params,
+        ];
+        Self {
+            key,
+            state,
+            staging,
+            steps,
+            _buffers: buffers,
         }
     }
-    gpu.queue.submit([encoder.finish()]);
-    let all = gpu.read(&staging, keep.len() * rows * h).await?;
-    Ok(all.chunks_exact(rows * h).map(<[f32]>::to_vec).collect())
+
+    /// The plan on `x`, in one submission; the kept states read back once.
+    async fn run(&self, gpu: &Gpu, x: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
+        gpu.queue.write_buffer(&self.state, 0, &bytes(x));
+        let size = (x.len() * 4) as u64;
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        for (dispatches, slots) in &self.steps {
+            {
+                let pass = &mut encoder.begin_compute_pass(&Default::default());
+                for d in dispatches {
+                    d.record(pass);
+                }
+            }
+            for &slot in slots {
+                let at = slot as u64 * size;
+                encoder.copy_buffer_to_buffer(&self.state, 0, &self.staging, at, size);
+            }
+        }
+        gpu.queue.submit([encoder.finish()]);
+        let all = gpu.read(&self.staging, self.key.keep.len() * x.len()).await?;
+        Ok(all.chunks_exact(x.len()).map(<[f32]>::to_vec).collect())
+    }
 }
 
 #[cfg(all(test, not(target_family = "wasm")))]
@@ -712,6 +821,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A plan is kept per shape and replayed on new inputs: each run gives that input's
+    /// states, and a layer keeps at most `MAX_PLANS` of them.
+    #[test]
+    fn plans_are_kept_per_shape_and_rerun_on_new_inputs() {
+        let host = Device::flex();
+        let gpu = gpu();
+        let spec = LayerSpec {
+            hidden: 32,
+            heads: 4,
+            intermediate: 72,
+            activation: Activation::QuickGelu,
+            eps: 1e-5,
+        };
+        let layers: Vec<EncoderLayer> = (0..2).map(|_| EncoderLayer::new(spec, &host)).collect();
+        let uploaded: Vec<GpuLayer> = layers
+            .iter()
+            .map(|l| GpuLayer::new(&gpu, l, spec).unwrap())
+            .collect();
+        let refs: Vec<&GpuLayer> = uploaded.iter().collect();
+        let norm_at = Norm::Pre { causal: true };
+        let run = |seq: usize, x: &Tensor<3>| {
+            let input = crate::cpu::values(x.clone()).unwrap();
+            let got = forward(&gpu, &refs, &input, 1, seq, norm_at, &[1]);
+            let got = block_on(got).unwrap().remove(0);
+            let want = layers.iter().fold(x.clone(), |x, l| l.forward_pre_norm(x, true));
+            let want = crate::cpu::values(want).unwrap();
+            let diff = (got.iter().zip(&want))
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff < 1e-4, "seq {seq}: max |diff| {diff}");
+            got
+        };
+        let input = |seq| Tensor::random([1, seq, 32], Distribution::Normal(0.0, 1.0), &host);
+        let (a, b, c) = (input(5), input(5), input(9));
+        let first = run(5, &a);
+        run(5, &b);
+        run(9, &c);
+        assert_eq!(run(5, &a), first, "a replayed plan gives the same states");
+        assert_eq!(refs[0].plans.lock().unwrap().len(), 2, "one plan per shape");
+        for seq in 10..10 + MAX_PLANS {
+            run(seq, &input(seq));
+        }
+        assert_eq!(refs[0].plans.lock().unwrap().len(), MAX_PLANS);
     }
 
     #[test]
