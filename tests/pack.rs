@@ -89,15 +89,16 @@ fn loading_for_inference_on_the_gpu_matches_uploading_after_loading() {
             let on_gpu = case.model != "odd";
             assert_eq!(during.model.is_packed_for_gpu(), on_gpu, "{}", case.model);
             assert_eq!(after.model.is_packed_for_gpu(), on_gpu, "{}", case.model);
-            // The decoder's ReLU layers, its reduces and the patch embedding fit the kernels
-            // in every fixture, `odd`'s too.
+            // The decoder's ReLU layers, its reduces and head, and the patch embedding fit
+            // the kernels in every fixture, `odd`'s too.
             let decoder = &during.model.decoder;
             let layers_on_gpu = decoder.layers.iter().all(|l| l.gpu.is_some());
             let reduces_on_gpu = decoder.gpu_reduces.len() == decoder.reduces.len();
+            let head_on_gpu = decoder.gpu_head.is_some() && after.model.decoder.gpu_head.is_some();
             let embeddings = &during.model.clip.vision_model.embeddings;
             let patch_on_gpu = embeddings.gpu_patch_embedding.is_some();
             assert!(
-                layers_on_gpu && reduces_on_gpu && patch_on_gpu,
+                layers_on_gpu && reduces_on_gpu && head_on_gpu && patch_on_gpu,
                 "{}",
                 case.model
             );

@@ -35,6 +35,8 @@ fn check_case(case: &Case, device: &Device, packed: bool) {
         let depth = segmenter.config().extract_layers.len();
         let reduces = segmenter.model.decoder.gpu_reduces.len();
         assert_eq!(reduces, if on_wgpu { depth } else { 0 }, "{}", case.model);
+        let head = &segmenter.model.decoder.gpu_head;
+        assert_eq!(head.is_some(), on_wgpu, "{}", case.model);
     }
     assert_eq!(
         segmenter.tokenize(&case.prompts).unwrap(),

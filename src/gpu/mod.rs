@@ -367,22 +367,54 @@ impl GpuLinear {
 
     /// `x` [rows, k] to `x · w` [rows, n], awaited.
     pub async fn forward(&self, gpu: &Gpu, x: &[f32], rows: usize) -> Result<Vec<f32>, Error> {
-        let p = &self.0;
-        if x.len() != rows * p.k {
-            return Err(Error::Input(format!("input is not [{rows}, {}]", p.k)));
+        if x.len() != rows * self.0.k {
+            return Err(Error::Input(format!("input is not [{rows}, {}]", self.0.k)));
         }
-        use wgpu::BufferUsages as U;
-        let input = gpu.storage("input", x, U::empty());
-        let out = gpu.scratch("output", rows * p.n, U::STORAGE | U::COPY_SRC);
-        let staging = gpu.scratch("output", rows * p.n, U::MAP_READ | U::COPY_DST);
-        let params = gpu.matmul_params(rows, p, 0, false);
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        gpu.matmul(&params, &input, p, &out, rows)
-            .record(&mut encoder.begin_compute_pass(&Default::default()));
-        encoder.copy_buffer_to_buffer(&out, 0, &staging, 0, (rows * p.n * 4) as u64);
-        gpu.queue.submit([encoder.finish()]);
-        gpu.read(&staging, rows * p.n).await
+        chain(gpu, &[(self, false)], x).await
     }
+}
+
+/// `x` through `steps` back to back in one submission, each step reading the values before it
+/// as rows of its own `k` (so a step may fold columns into rows: the decoder's transposed
+/// convolutions), with a ReLU after the steps flagged so; the last step's values, awaited.
+pub async fn chain(gpu: &Gpu, steps: &[(&GpuLinear, bool)], x: &[f32]) -> Result<Vec<f32>, Error> {
+    use wgpu::BufferUsages as U;
+    let mut buffers = vec![gpu.storage("input", x, U::empty())];
+    let mut params = Vec::with_capacity(steps.len());
+    let mut len = x.len();
+    for (linear, _) in steps {
+        let p = &linear.0;
+        if !len.is_multiple_of(p.k) {
+            return Err(Error::Input(format!(
+                "{len} values are not rows of {}",
+                p.k
+            )));
+        }
+        len = len / p.k * p.n;
+        buffers.push(gpu.scratch("output", len, U::STORAGE | U::COPY_SRC));
+    }
+    let staging = gpu.scratch("output", len, U::MAP_READ | U::COPY_DST);
+    let mut encoder = gpu.device.create_command_encoder(&Default::default());
+    {
+        let pass = &mut encoder.begin_compute_pass(&Default::default());
+        let mut rows = x.len();
+        for (i, (linear, relu)) in steps.iter().enumerate() {
+            let p = &linear.0;
+            rows /= p.k;
+            let act = if *relu {
+                activation_code(Activation::Relu)
+            } else {
+                None
+            };
+            params.push(gpu.matmul_params(rows, p, act.unwrap_or(0), false));
+            let (input, out) = (&buffers[i], &buffers[i + 1]);
+            gpu.matmul(&params[i], input, p, out, rows).record(pass);
+            rows *= p.n;
+        }
+    }
+    encoder.copy_buffer_to_buffer(&buffers[steps.len()], 0, &staging, 0, (len * 4) as u64);
+    gpu.queue.submit([encoder.finish()]);
+    gpu.read(&staging, len).await
 }
 
 /// One encoder (or decoder) layer's weights on the GPU.
@@ -534,7 +566,10 @@ pub async fn forward(
     // Taken out while it runs: a call that overlaps this one builds its own.
     let plan = {
         let mut plans = first.plans.lock().unwrap_or_else(|e| e.into_inner());
-        plans.iter().position(|p| p.key == key).map(|i| plans.remove(i))
+        plans
+            .iter()
+            .position(|p| p.key == key)
+            .map(|i| plans.remove(i))
     };
     let plan = plan.unwrap_or_else(|| Plan::new(gpu, layers, key));
     let states = plan.run(gpu, x).await;
@@ -587,7 +622,11 @@ impl Plan {
         let causal = norm_at == Norm::Pre { causal: true };
         let (h, rows) = (first.hidden, batch * seq);
         use wgpu::BufferUsages as U;
-        let state = gpu.scratch("hidden states", rows * h, U::STORAGE | U::COPY_SRC | U::COPY_DST);
+        let state = gpu.scratch(
+            "hidden states",
+            rows * h,
+            U::STORAGE | U::COPY_SRC | U::COPY_DST,
+        );
         let normed = gpu.scratch("normed", rows * h, U::STORAGE);
         let merged = gpu.scratch("attention", rows * h, U::STORAGE);
         let qkv = gpu.scratch("qkv", rows * 3 * h, U::STORAGE);
@@ -719,20 +758,22 @@ impl Plan {
             }
         }
         gpu.queue.submit([encoder.finish()]);
-        let all = gpu.read(&self.staging, self.key.keep.len() * x.len()).await?;
+        let all = gpu
+            .read(&self.staging, self.key.keep.len() * x.len())
+            .await?;
         Ok(all.chunks_exact(x.len()).map(<[f32]>::to_vec).collect())
     }
 }
 
 #[cfg(all(test, not(target_family = "wasm")))]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use burn::module::Param;
     use burn::tensor::Distribution;
 
     /// The kernels on this machine's wgpu adapter (lavapipe in CI), set up once per process:
     /// burn's runtime can be initialised only once.
-    fn gpu() -> Arc<Gpu> {
+    pub(crate) fn gpu() -> Arc<Gpu> {
         static GPU: std::sync::OnceLock<Arc<Gpu>> = std::sync::OnceLock::new();
         GPU.get_or_init(|| {
             let (device, setup) = Device::wgpu_options()
@@ -847,7 +888,9 @@ mod tests {
             let input = crate::cpu::values(x.clone()).unwrap();
             let got = forward(&gpu, &refs, &input, 1, seq, norm_at, &[1]);
             let got = block_on(got).unwrap().remove(0);
-            let want = layers.iter().fold(x.clone(), |x, l| l.forward_pre_norm(x, true));
+            let want = layers
+                .iter()
+                .fold(x.clone(), |x, l| l.forward_pre_norm(x, true));
             let want = crate::cpu::values(want).unwrap();
             let diff = (got.iter().zip(&want))
                 .map(|(a, b)| (a - b).abs())

@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use std::sync::Arc;
 
@@ -34,6 +34,37 @@ pub enum TransposedConvolution {
 }
 
 impl TransposedConvolution {
+    /// On [`crate::gpu`]'s matmul kernel, if its convolutions fit (read synchronously: flex,
+    /// or any native device).
+    pub fn upload(&self, gpu: &Gpu) -> Result<Option<GpuHead>, Error> {
+        let (conv, transposed) = match self {
+            Self::Plain(t) => (None, vec![t]),
+            Self::Refined(h) => (Some(&h.layer0), vec![&h.layer2, &h.layer4]),
+        };
+        let conv = match conv {
+            Some(conv) => match conv3x3_matrix(conv)? {
+                Some((w, k, n, bias)) => Some(GpuLinear::new(gpu, &w, k, n, bias)?),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        // Logits: the last transposed conv has one output channel.
+        if transposed.last().is_none_or(|t| t.weight.dims()[1] != 1) {
+            return Ok(None);
+        }
+        let mut steps = Vec::with_capacity(transposed.len());
+        for t in transposed {
+            let Some((w, k, n, bias, kernel)) = transposed_matrix(t)? else {
+                return Ok(None);
+            };
+            steps.push((GpuLinear::new(gpu, &w, k, n, bias)?, kernel));
+        }
+        Ok(Some(GpuHead {
+            conv,
+            transposed: steps,
+        }))
+    }
+
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Self::Plain(conv) => conv.forward(x),
@@ -44,6 +75,142 @@ impl TransposedConvolution {
             }
         }
     }
+}
+
+/// [`TransposedConvolution`] on [`crate::gpu`], in one submission: every convolution in it is
+/// a matmul (the 3x3 conv over im2col rows built on the host; a transposed conv whose stride is
+/// its kernel maps each input pixel to its own k x k block). On SwiftShader burn-wgpu's
+/// convolutions took ~0.26 s a prompt.
+#[derive(Debug)]
+pub struct GpuHead {
+    /// The refined head's 3x3 conv: [9 * channels, channels] over im2col rows (c, ky, kx).
+    conv: Option<GpuLinear>,
+    /// Each transposed conv as [c_in, k * k * c_out], columns (ky, kx, o), and its k; the last
+    /// one has one output channel.
+    transposed: Vec<(GpuLinear, usize)>,
+}
+
+impl GpuHead {
+    /// Tokens [batch, grid * grid, channels] (row-major y, x) to logits [batch, H, W].
+    pub async fn forward(
+        &self,
+        gpu: &Gpu,
+        tokens: &[f32],
+        batch: usize,
+        grid: usize,
+    ) -> Result<(Vec<f32>, usize), Error> {
+        let relu = self.conv.is_some();
+        let input = match &self.conv {
+            Some(_) => im2col3x3(tokens, batch, grid),
+            None => tokens.to_vec(),
+        };
+        let mut steps: Vec<(&GpuLinear, bool)> = self.conv.iter().map(|c| (c, relu)).collect();
+        let last = self.transposed.len() - 1;
+        steps.extend((self.transposed.iter().enumerate()).map(|(i, (t, _))| (t, relu && i < last)));
+        let out = crate::gpu::chain(gpu, &steps, &input).await?;
+        // Values came out as (b, y, x, ky1, kx1, ky2, kx2, ...): each level's block goes to
+        // (y * k + ky, x * k + kx) of the next.
+        let kernels: Vec<usize> = self.transposed.iter().map(|(_, k)| *k).collect();
+        let side = grid * kernels.iter().product::<usize>();
+        let mut logits = vec![0.0; batch * side * side];
+        for (i, &v) in out.iter().enumerate() {
+            let (mut rest, mut y, mut x, mut scale) = (i, 0, 0, 1);
+            for &k in kernels.iter().rev() {
+                x += rest % k * scale;
+                y += rest / k % k * scale;
+                rest /= k * k;
+                scale *= k;
+            }
+            let (b, y0, x0) = (rest / (grid * grid), rest / grid % grid, rest % grid);
+            logits[(b * side + y0 * scale + y) * side + x0 * scale + x] = v;
+        }
+        Ok((logits, side))
+    }
+}
+
+/// A 3x3, stride-1, padding-1 conv as [9 * c_in, c_out] (rows c, ky, kx) and its bias; `None`
+/// for any other conv.
+#[allow(clippy::type_complexity)]
+fn conv3x3_matrix(
+    conv: &Conv2d,
+) -> Result<Option<(Vec<f32>, usize, usize, Option<Vec<f32>>)>, Error> {
+    let [c_out, c_in, kh, kw] = conv.weight.dims();
+    let padded = matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1));
+    let plain = conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1;
+    if [kh, kw] != [3, 3] || !padded || !plain || !GpuLinear::supports(9 * c_in, c_out) {
+        return Ok(None);
+    }
+    let w = crate::cpu::values(conv.weight.val())?;
+    let mut m = vec![0.0; 9 * c_in * c_out];
+    for (o, filter) in w.chunks_exact(9 * c_in).enumerate() {
+        for (row, &v) in filter.iter().enumerate() {
+            m[row * c_out + o] = v;
+        }
+    }
+    let bias = conv
+        .bias
+        .as_ref()
+        .map(|b| crate::cpu::values(b.val()))
+        .transpose()?;
+    Ok(Some((m, 9 * c_in, c_out, bias)))
+}
+
+/// A transposed conv whose stride equals its (square) kernel, unpadded, as [c_in, k * k *
+/// c_out] (columns ky, kx, o), its bias per column, and k; `None` for any other.
+#[allow(clippy::type_complexity)]
+fn transposed_matrix(
+    t: &ConvTranspose2d,
+) -> Result<Option<(Vec<f32>, usize, usize, Option<Vec<f32>>, usize)>, Error> {
+    let [c_in, c_out, kh, kw] = t.weight.dims();
+    let k = kh;
+    let fits = kw == k
+        && t.stride == [k, k]
+        && t.padding == [0, 0]
+        && t.padding_out == [0, 0]
+        && t.dilation == [1, 1]
+        && t.groups == 1;
+    let n = k * k * c_out;
+    if !fits || !GpuLinear::supports(c_in, n) {
+        return Ok(None);
+    }
+    // weight [c_in, c_out, ky, kx]
+    let w = crate::cpu::values(t.weight.val())?;
+    let mut m = vec![0.0; c_in * n];
+    for (i, &v) in w.iter().enumerate() {
+        let (kx, ky, o, c) = (i % k, i / k % k, i / (k * k) % c_out, i / (k * k * c_out));
+        m[c * n + (ky * k + kx) * c_out + o] = v;
+    }
+    let bias = match &t.bias {
+        Some(b) => {
+            let b = crate::cpu::values(b.val())?;
+            Some((0..n).map(|j| b[j % c_out]).collect())
+        }
+        None => None,
+    };
+    Ok(Some((m, c_in, n, bias, k)))
+}
+
+/// [batch, grid * grid, c] to im2col rows [batch * grid * grid, c * 9] (columns c, ky, kx) of a
+/// 3x3 window with zero padding 1.
+fn im2col3x3(x: &[f32], batch: usize, grid: usize) -> Vec<f32> {
+    let c = x.len() / (batch * grid * grid).max(1);
+    let mut out = vec![0.0; batch * grid * grid * c * 9];
+    for (row, cols) in out.chunks_exact_mut(c * 9).enumerate() {
+        let (b, y, x0) = (row / (grid * grid), row / grid % grid, row % grid);
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let (sy, sx) = ((y + ky).wrapping_sub(1), (x0 + kx).wrapping_sub(1));
+                if sy >= grid || sx >= grid {
+                    continue;
+                }
+                let at = ((b * grid + sy) * grid + sx) * c;
+                for (ch, &v) in x[at..at + c].iter().enumerate() {
+                    cols[ch * 9 + ky * 3 + kx] = v;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `CLIPSegDecoder`.
@@ -58,6 +225,9 @@ pub struct Decoder {
     /// [`Self::pack_for_gpu`], or by a pack loaded for inference there); empty elsewhere.
     #[module(skip)]
     pub gpu_reduces: Vec<Arc<GpuLinear>>,
+    /// `transposed_convolution` on [`crate::gpu`], set with the reduces where it fits.
+    #[module(skip)]
+    pub gpu_head: Option<Arc<GpuHead>>,
     pub layers: Vec<EncoderLayer>,
     #[module(skip)]
     pub conditional_layer: usize,
@@ -96,6 +266,7 @@ impl Decoder {
                 .map(|_| LinearConfig::new(c.vision_config.hidden_size, rd).init(device))
                 .collect(),
             gpu_reduces: Vec::new(),
+            gpu_head: None,
             layers: (0..depth)
                 .map(|_| EncoderLayer::new(spec, device))
                 .collect(),
@@ -160,6 +331,7 @@ impl Decoder {
     /// (native: reads them synchronously). No-op for shapes the kernels lack.
     pub fn pack_for_gpu(&mut self, gpu: &Gpu, spec: LayerSpec) -> Result<(), Error> {
         self.gpu_reduces = Self::upload_reduces(gpu, &self.reduces)?;
+        self.gpu_head = self.transposed_convolution.upload(gpu)?.map(Arc::new);
         if !crate::gpu::GpuLayer::supports(spec) {
             return Ok(());
         }
@@ -206,6 +378,20 @@ impl Decoder {
         };
         let [batch, seq, rd] = output.dims();
         let grid = ((seq - 1) as f64).sqrt() as usize;
+        let device = output.device();
+        if let Some((head, gpu)) = self.gpu_head.as_ref().zip(crate::gpu::for_device(&device)) {
+            let values = crate::gpu::values_async(output).await?;
+            // Without each prompt's class token.
+            let tokens: Vec<f32> = (values.chunks_exact(seq * rd))
+                .flat_map(|prompt| &prompt[rd..])
+                .copied()
+                .collect();
+            let (logits, side) = head.forward(&gpu, &tokens, batch, grid).await?;
+            return Ok(Tensor::from_data(
+                TensorData::new(logits, [batch, side, side]),
+                &device,
+            ));
+        }
         let tokens = output
             .narrow(1, 1, seq - 1)
             .swap_dims(1, 2)
@@ -213,5 +399,62 @@ impl Decoder {
         let logits = self.transposed_convolution.forward(tokens);
         let [_, _, h, w] = logits.dims();
         Ok(logits.reshape([batch, h, w]))
+    }
+}
+
+#[cfg(all(test, not(target_family = "wasm")))]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use burn::tensor::Distribution;
+
+    /// The head on the GPU kernel against burn's convolutions: refined (3x3 conv, two
+    /// transposed convs) and plain, two prompts, random weights and biases.
+    #[test]
+    fn gpu_head_matches_burn() {
+        let host = Device::flex();
+        let gpu = crate::gpu::tests::gpu();
+        let random = |shape: [usize; 4]| {
+            Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, 0.3), &host))
+        };
+        let (rd, grid, batch) = (8, 5, 2);
+        for (complex, patch) in [(true, 8), (false, 4)] {
+            let mut c = ClipSegConfig::default();
+            (c.reduce_dim, c.use_complex_transposed_convolution) = (rd, complex);
+            c.vision_config.patch_size = patch;
+            let mut head = Decoder::new(&c, &host).transposed_convolution;
+            match &mut head {
+                TransposedConvolution::Refined(h) => {
+                    h.layer0.weight = random(h.layer0.weight.dims());
+                    h.layer2.weight = random(h.layer2.weight.dims());
+                    h.layer4.weight = random(h.layer4.weight.dims());
+                }
+                TransposedConvolution::Plain(t) => t.weight = random(t.weight.dims()),
+            }
+            let tokens: Tensor<3> = Tensor::random(
+                [batch, grid * grid, rd],
+                Distribution::Normal(0.0, 1.0),
+                &host,
+            );
+            let image = tokens
+                .clone()
+                .swap_dims(1, 2)
+                .reshape([batch, rd, grid, grid]);
+            let want = head.forward(image);
+            let [_, _, h, w] = want.dims();
+            let want = crate::cpu::values(want).unwrap();
+            let uploaded = head
+                .upload(&gpu)
+                .unwrap()
+                .expect("the head fits the kernel");
+            let values = crate::cpu::values(tokens).unwrap();
+            let got = uploaded.forward(&gpu, &values, batch, grid);
+            let (got, side) = crate::gpu::block_on(got).unwrap();
+            assert_eq!([side, side], [h, w]);
+            let diff = (got.iter().zip(&want))
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff < 1e-4, "complex {complex}: max |diff| {diff}");
+        }
     }
 }

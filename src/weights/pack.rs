@@ -554,16 +554,22 @@ impl Pack {
         check(&conv.apply(tensors, None, None, false), prefix, |_| false)?;
         let weight = crate::cpu::values(conv.weight.val())?;
         vision.pack_patch_embedding_for_gpu(gpu, &weight)?;
-        // The decoder's reduces, staged the same way (only they are read into `staged`).
+        // The decoder's reduces and head, staged the same way (only they are read into
+        // `staged`).
         use crate::model::decoder::Decoder;
         let mut staged = Decoder::new(&model.config, &host);
+        let staged_part = |name: &str| {
+            name.starts_with("reduces.") || name.starts_with("transposed_convolution.")
+        };
         let tensors = self.tensors(|name| {
             let name = name.strip_prefix("decoder.")?;
-            name.starts_with("reduces.").then(|| name.to_string())
+            staged_part(name).then(|| name.to_string())
         });
         let applied = staged.apply(tensors, None, None, false);
-        check(&applied, "decoder.", |path| !path.starts_with("reduces."))?;
+        check(&applied, "decoder.", |path| !staged_part(path))?;
         model.decoder.gpu_reduces = Decoder::upload_reduces(gpu, &staged.reduces)?;
+        let head = staged.transposed_convolution.upload(gpu)?;
+        model.decoder.gpu_head = head.map(Arc::new);
         let spec = Decoder::spec(&model.config);
         if crate::gpu::GpuLayer::supports(spec) {
             for (i, layer) in model.decoder.layers.iter_mut().enumerate() {
