@@ -1,7 +1,9 @@
 //! The WebGPU path of the frozen CLIP encoder layers and the decoder's layers: the same
 //! `CLIPSegEncoderLayer` / `CLIPSegDecoderLayer` math as [`crate::model::transformer`] in
 //! hand-written WGSL kernels (`matmul.wgsl`, `layer_norm.wgsl`, and attention as `scores.wgsl`,
-//! `softmax.wgsl`, `pv.wgsl`), run on burn's own wgpu device and queue.
+//! `softmax.wgsl`, `pv.wgsl`), run on burn's own wgpu device and queue. The matrices around
+//! them (the patch embedding, the decoder's reduces and its convolutional head) run on the
+//! matmul kernel too ([`GpuLinear`], [`chain`]).
 //!
 //! Why: on a CPU implementation of WebGPU (Chromium's SwiftShader, what a browser without a
 //! usable GPU falls back to) burn-wgpu's matmul, which stages tiles in workgroup memory behind

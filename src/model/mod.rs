@@ -144,8 +144,8 @@ impl ClipSeg {
     }
 
     /// On a wgpu device with [`crate::gpu`] registered, moves the CLIP towers' encoder layers
-    /// there, and uploads the vision patch embedding (as a GEMM) and the decoder's layers and
-    /// reduces, which keep their burn weights. Reads the weights synchronously: native only;
+    /// there, and uploads the vision patch embedding (as a GEMM) and the decoder's layers,
+    /// reduces and head, which keep their burn weights. Reads the weights synchronously: native only;
     /// the browser loads a pack layer by layer instead. Elsewhere a no-op.
     pub fn pack_for_gpu(&mut self) -> Result<(), Error> {
         let device = self.clip.text_projection.weight.device();
