@@ -1,24 +1,31 @@
-"""Writes src/gpu/matmul.wgsl: a register-blocked matmul unrolled by hand, ROWS x COLS vec4
-outputs per invocation. WGSL has no macros, and SwiftShader (a CPU WebGPU) runs the unrolled form
-with named accumulators and `a.x / a.y / ...` 1.6x faster than loops over arrays, so the kernel is
-written out; change ROWS / COLS here and rerun `python3 tools/gen_matmul_wgsl.py`.
+"""Writes src/gpu/matmul.wgsl: a register-blocked matmul unrolled by hand, rows x cols vec4
+outputs per invocation, one entry point per block shape in BLOCKS. WGSL has no macros, and
+SwiftShader (a CPU WebGPU) runs the unrolled form with named accumulators and `a.x / a.y / ...`
+1.6x faster than loops over arrays, so the kernel is written out; change BLOCKS here and rerun
+`python3 tools/gen_matmul_wgsl.py`.
 
 Block shape measured in one page on SwiftShader on the ViT shapes (485 rows; 768x3072,
 3072x768, 768x2304), rows x vec4 columns: 8x4 3.8-5.2 GFLOP/s, 16x6 6.6-7.0, 16x8 5.0-6.5,
-24x6 5.8-7.1, 16x5 3.7-6.3; the committed kernel's ratio: bench/swiftshader/run.mjs."""
+24x6 5.8-7.1, 16x5 3.7-6.3; the committed kernel's ratio: bench/swiftshader/run.mjs. For a
+7-token prompt (7 rows; 512x1536, 512x2048, 2048x512, 512x512, one text layer's matmuls) 16x6
+takes 24.8 ms a layer, 8x2 12.7-13.1, 4x4 14.8-15.2, 8x6 15.1-15.2, 8x4 15.9-16.5: few rows
+leave the 16-row block two thirds empty and the grid a workgroup or two."""
 
 from pathlib import Path
 
-ROWS, COLS = 16, 6
+# Entry point: (rows, vec4 columns). `main` for most shapes, `small` for at most 8 rows
+# (src/gpu/mod.rs picks).
+BLOCKS = {"main": (16, 6), "small": (8, 2)}
 
 HEADER = f"""\
-// Written by tools/gen_matmul_wgsl.py (block shape chosen there); edit that, not this file.
+// Written by tools/gen_matmul_wgsl.py (block shapes chosen there); edit that, not this file.
 //
 // out[m, n] = act(a[m, k] · w[k, n] + bias[n]) (+ out[m, n] with RESIDUAL), all row-major.
-// Each invocation computes a {ROWS} x {4 * COLS} block in registers, with no workgroup memory and
-// no barriers, and its inner loop is unrolled with named vector components: on a CPU
-// implementation of WebGPU (SwiftShader) a shared-memory tiled kernel ran 14x slower (barriers
-// are coroutine switches there), and `a[j]` with a loop index j 1.6x slower than `a.x`.
+// Each invocation computes a block of outputs in registers: {", ".join(f"`{e}` {r} x {4 * c}" for e, (r, c) in BLOCKS.items())}.
+// No workgroup memory, no barriers, and the inner loop is unrolled with named vector
+// components: on a CPU implementation of WebGPU (SwiftShader) a shared-memory tiled kernel ran
+// 14x slower (barriers are coroutine switches there), and `a[j]` with a loop index j 1.6x
+// slower than `a.x`.
 // Needs k % 4 == 0 and n % 4 == 0; rows and columns past the end read the last one again, and
 // their results are not stored.
 
@@ -44,10 +51,15 @@ fn activate(x: vec4f, act: u32) -> vec4f {{
     }}
 }}
 
-fn store(row: u32, col: u32, c: array<vec4f, {COLS}>) {{
+"""
+
+
+def store(cols: int) -> str:
+    return f"""\
+fn store_{cols}(row: u32, col: u32, c: array<vec4f, {cols}>) {{
     if row >= p.m {{ return; }}
     let n4 = p.n / 4u;
-    for (var v = 0u; v < {COLS}u; v++) {{
+    for (var v = 0u; v < {cols}u; v++) {{
         if col + v >= n4 {{ return; }}
         let at = row * n4 + col + v;
         var value = activate(c[v] + bias[col + v], p.flags & 15u);
@@ -65,11 +77,11 @@ SIGNATURE = """\
 """
 
 
-def kernel() -> str:
+def kernel(entry: str, ROWS: int, COLS: int) -> str:
     rows, cols = range(ROWS), range(COLS)
     lines = [
         f"@compute @workgroup_size(32)",
-        "fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) groups: vec3u) {",
+        f"fn {entry}(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) groups: vec3u) {{",
         "    let n4 = p.n / 4u;",
         "    let k4 = p.k / 4u;",
         f"    let blocks = (n4 + {COLS - 1}u) / {COLS}u;",
@@ -91,12 +103,14 @@ def kernel() -> str:
         lines += ["            " + " ".join(f"c{r}_{j} += a{r}.{comp} * w{j};" for j in cols) for r in rows]
         lines.append("        }")
     lines.append("    }")
-    lines += [f"    store(m0 + {r}u, col, array({', '.join(f'c{r}_{j}' for j in cols)}));" for r in rows]
+    lines += [f"    store_{COLS}(m0 + {r}u, col, array({', '.join(f'c{r}_{j}' for j in cols)}));" for r in rows]
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
     out = Path(__file__).resolve().parent.parent / "src/gpu/matmul.wgsl"
-    out.write_text(HEADER + SIGNATURE + kernel())
-    print(f"wrote {out} ({ROWS} rows x {COLS} vec4 per invocation)")
+    stores = "".join(store(c) for c in sorted({c for _, c in BLOCKS.values()}))
+    kernels = "\n".join(kernel(e, r, c) for e, (r, c) in BLOCKS.items())
+    out.write_text(HEADER + stores + SIGNATURE + kernels)
+    print(f"wrote {out} ({', '.join(f'{e}: {r} rows x {c} vec4' for e, (r, c) in BLOCKS.items())})")

@@ -1,10 +1,11 @@
-// Written by tools/gen_matmul_wgsl.py (block shape chosen there); edit that, not this file.
+// Written by tools/gen_matmul_wgsl.py (block shapes chosen there); edit that, not this file.
 //
 // out[m, n] = act(a[m, k] · w[k, n] + bias[n]) (+ out[m, n] with RESIDUAL), all row-major.
-// Each invocation computes a 16 x 24 block in registers, with no workgroup memory and
-// no barriers, and its inner loop is unrolled with named vector components: on a CPU
-// implementation of WebGPU (SwiftShader) a shared-memory tiled kernel ran 14x slower (barriers
-// are coroutine switches there), and `a[j]` with a loop index j 1.6x slower than `a.x`.
+// Each invocation computes a block of outputs in registers: `main` 16 x 24, `small` 8 x 8.
+// No workgroup memory, no barriers, and the inner loop is unrolled with named vector
+// components: on a CPU implementation of WebGPU (SwiftShader) a shared-memory tiled kernel ran
+// 14x slower (barriers are coroutine switches there), and `a[j]` with a loop index j 1.6x
+// slower than `a.x`.
 // Needs k % 4 == 0 and n % 4 == 0; rows and columns past the end read the last one again, and
 // their results are not stored.
 
@@ -30,7 +31,19 @@ fn activate(x: vec4f, act: u32) -> vec4f {
     }
 }
 
-fn store(row: u32, col: u32, c: array<vec4f, 6>) {
+fn store_2(row: u32, col: u32, c: array<vec4f, 2>) {
+    if row >= p.m { return; }
+    let n4 = p.n / 4u;
+    for (var v = 0u; v < 2u; v++) {
+        if col + v >= n4 { return; }
+        let at = row * n4 + col + v;
+        var value = activate(c[v] + bias[col + v], p.flags & 15u);
+        if (p.flags & RESIDUAL) != 0u { value += out[at]; }
+        out[at] = value;
+    }
+}
+
+fn store_6(row: u32, col: u32, c: array<vec4f, 6>) {
     if row >= p.m { return; }
     let n4 = p.n / 4u;
     for (var v = 0u; v < 6u; v++) {
@@ -191,20 +204,116 @@ fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) groups
             c15_0 += a15.w * w0; c15_1 += a15.w * w1; c15_2 += a15.w * w2; c15_3 += a15.w * w3; c15_4 += a15.w * w4; c15_5 += a15.w * w5;
         }
     }
-    store(m0 + 0u, col, array(c0_0, c0_1, c0_2, c0_3, c0_4, c0_5));
-    store(m0 + 1u, col, array(c1_0, c1_1, c1_2, c1_3, c1_4, c1_5));
-    store(m0 + 2u, col, array(c2_0, c2_1, c2_2, c2_3, c2_4, c2_5));
-    store(m0 + 3u, col, array(c3_0, c3_1, c3_2, c3_3, c3_4, c3_5));
-    store(m0 + 4u, col, array(c4_0, c4_1, c4_2, c4_3, c4_4, c4_5));
-    store(m0 + 5u, col, array(c5_0, c5_1, c5_2, c5_3, c5_4, c5_5));
-    store(m0 + 6u, col, array(c6_0, c6_1, c6_2, c6_3, c6_4, c6_5));
-    store(m0 + 7u, col, array(c7_0, c7_1, c7_2, c7_3, c7_4, c7_5));
-    store(m0 + 8u, col, array(c8_0, c8_1, c8_2, c8_3, c8_4, c8_5));
-    store(m0 + 9u, col, array(c9_0, c9_1, c9_2, c9_3, c9_4, c9_5));
-    store(m0 + 10u, col, array(c10_0, c10_1, c10_2, c10_3, c10_4, c10_5));
-    store(m0 + 11u, col, array(c11_0, c11_1, c11_2, c11_3, c11_4, c11_5));
-    store(m0 + 12u, col, array(c12_0, c12_1, c12_2, c12_3, c12_4, c12_5));
-    store(m0 + 13u, col, array(c13_0, c13_1, c13_2, c13_3, c13_4, c13_5));
-    store(m0 + 14u, col, array(c14_0, c14_1, c14_2, c14_3, c14_4, c14_5));
-    store(m0 + 15u, col, array(c15_0, c15_1, c15_2, c15_3, c15_4, c15_5));
+    store_6(m0 + 0u, col, array(c0_0, c0_1, c0_2, c0_3, c0_4, c0_5));
+    store_6(m0 + 1u, col, array(c1_0, c1_1, c1_2, c1_3, c1_4, c1_5));
+    store_6(m0 + 2u, col, array(c2_0, c2_1, c2_2, c2_3, c2_4, c2_5));
+    store_6(m0 + 3u, col, array(c3_0, c3_1, c3_2, c3_3, c3_4, c3_5));
+    store_6(m0 + 4u, col, array(c4_0, c4_1, c4_2, c4_3, c4_4, c4_5));
+    store_6(m0 + 5u, col, array(c5_0, c5_1, c5_2, c5_3, c5_4, c5_5));
+    store_6(m0 + 6u, col, array(c6_0, c6_1, c6_2, c6_3, c6_4, c6_5));
+    store_6(m0 + 7u, col, array(c7_0, c7_1, c7_2, c7_3, c7_4, c7_5));
+    store_6(m0 + 8u, col, array(c8_0, c8_1, c8_2, c8_3, c8_4, c8_5));
+    store_6(m0 + 9u, col, array(c9_0, c9_1, c9_2, c9_3, c9_4, c9_5));
+    store_6(m0 + 10u, col, array(c10_0, c10_1, c10_2, c10_3, c10_4, c10_5));
+    store_6(m0 + 11u, col, array(c11_0, c11_1, c11_2, c11_3, c11_4, c11_5));
+    store_6(m0 + 12u, col, array(c12_0, c12_1, c12_2, c12_3, c12_4, c12_5));
+    store_6(m0 + 13u, col, array(c13_0, c13_1, c13_2, c13_3, c13_4, c13_5));
+    store_6(m0 + 14u, col, array(c14_0, c14_1, c14_2, c14_3, c14_4, c14_5));
+    store_6(m0 + 15u, col, array(c15_0, c15_1, c15_2, c15_3, c15_4, c15_5));
+}
+
+@compute @workgroup_size(32)
+fn small(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) groups: vec3u) {
+    let n4 = p.n / 4u;
+    let k4 = p.k / 4u;
+    let blocks = (n4 + 1u) / 2u;
+    let i = g.x + g.y * groups.x * 32u;
+    let col = (i % blocks) * 2u;
+    let m0 = (i / blocks) * 8u;
+    if m0 >= p.m { return; }
+    let last = p.m - 1u;
+    let r0 = min(m0 + 0u, last) * k4;
+    let r1 = min(m0 + 1u, last) * k4;
+    let r2 = min(m0 + 2u, last) * k4;
+    let r3 = min(m0 + 3u, last) * k4;
+    let r4 = min(m0 + 4u, last) * k4;
+    let r5 = min(m0 + 5u, last) * k4;
+    let r6 = min(m0 + 6u, last) * k4;
+    let r7 = min(m0 + 7u, last) * k4;
+    let j0 = min(col + 0u, n4 - 1u);
+    let j1 = min(col + 1u, n4 - 1u);
+    var c0_0 = vec4f(); var c0_1 = vec4f();
+    var c1_0 = vec4f(); var c1_1 = vec4f();
+    var c2_0 = vec4f(); var c2_1 = vec4f();
+    var c3_0 = vec4f(); var c3_1 = vec4f();
+    var c4_0 = vec4f(); var c4_1 = vec4f();
+    var c5_0 = vec4f(); var c5_1 = vec4f();
+    var c6_0 = vec4f(); var c6_1 = vec4f();
+    var c7_0 = vec4f(); var c7_1 = vec4f();
+    for (var kk = 0u; kk < k4; kk++) {
+        let a0 = a[r0 + kk];
+        let a1 = a[r1 + kk];
+        let a2 = a[r2 + kk];
+        let a3 = a[r3 + kk];
+        let a4 = a[r4 + kk];
+        let a5 = a[r5 + kk];
+        let a6 = a[r6 + kk];
+        let a7 = a[r7 + kk];
+        {
+            let at = (kk * 4u + 0u) * n4;
+            let w0 = w[at + j0]; let w1 = w[at + j1];
+            c0_0 += a0.x * w0; c0_1 += a0.x * w1;
+            c1_0 += a1.x * w0; c1_1 += a1.x * w1;
+            c2_0 += a2.x * w0; c2_1 += a2.x * w1;
+            c3_0 += a3.x * w0; c3_1 += a3.x * w1;
+            c4_0 += a4.x * w0; c4_1 += a4.x * w1;
+            c5_0 += a5.x * w0; c5_1 += a5.x * w1;
+            c6_0 += a6.x * w0; c6_1 += a6.x * w1;
+            c7_0 += a7.x * w0; c7_1 += a7.x * w1;
+        }
+        {
+            let at = (kk * 4u + 1u) * n4;
+            let w0 = w[at + j0]; let w1 = w[at + j1];
+            c0_0 += a0.y * w0; c0_1 += a0.y * w1;
+            c1_0 += a1.y * w0; c1_1 += a1.y * w1;
+            c2_0 += a2.y * w0; c2_1 += a2.y * w1;
+            c3_0 += a3.y * w0; c3_1 += a3.y * w1;
+            c4_0 += a4.y * w0; c4_1 += a4.y * w1;
+            c5_0 += a5.y * w0; c5_1 += a5.y * w1;
+            c6_0 += a6.y * w0; c6_1 += a6.y * w1;
+            c7_0 += a7.y * w0; c7_1 += a7.y * w1;
+        }
+        {
+            let at = (kk * 4u + 2u) * n4;
+            let w0 = w[at + j0]; let w1 = w[at + j1];
+            c0_0 += a0.z * w0; c0_1 += a0.z * w1;
+            c1_0 += a1.z * w0; c1_1 += a1.z * w1;
+            c2_0 += a2.z * w0; c2_1 += a2.z * w1;
+            c3_0 += a3.z * w0; c3_1 += a3.z * w1;
+            c4_0 += a4.z * w0; c4_1 += a4.z * w1;
+            c5_0 += a5.z * w0; c5_1 += a5.z * w1;
+            c6_0 += a6.z * w0; c6_1 += a6.z * w1;
+            c7_0 += a7.z * w0; c7_1 += a7.z * w1;
+        }
+        {
+            let at = (kk * 4u + 3u) * n4;
+            let w0 = w[at + j0]; let w1 = w[at + j1];
+            c0_0 += a0.w * w0; c0_1 += a0.w * w1;
+            c1_0 += a1.w * w0; c1_1 += a1.w * w1;
+            c2_0 += a2.w * w0; c2_1 += a2.w * w1;
+            c3_0 += a3.w * w0; c3_1 += a3.w * w1;
+            c4_0 += a4.w * w0; c4_1 += a4.w * w1;
+            c5_0 += a5.w * w0; c5_1 += a5.w * w1;
+            c6_0 += a6.w * w0; c6_1 += a6.w * w1;
+            c7_0 += a7.w * w0; c7_1 += a7.w * w1;
+        }
+    }
+    store_2(m0 + 0u, col, array(c0_0, c0_1));
+    store_2(m0 + 1u, col, array(c1_0, c1_1));
+    store_2(m0 + 2u, col, array(c2_0, c2_1));
+    store_2(m0 + 3u, col, array(c3_0, c3_1));
+    store_2(m0 + 4u, col, array(c4_0, c4_1));
+    store_2(m0 + 5u, col, array(c5_0, c5_1));
+    store_2(m0 + 6u, col, array(c6_0, c6_1));
+    store_2(m0 + 7u, col, array(c7_0, c7_1));
 }

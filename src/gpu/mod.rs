@@ -33,15 +33,18 @@ use crate::Error;
 use crate::config::Activation;
 use crate::model::transformer::{EncoderLayer, LayerSpec};
 
-/// Rows and vec4 columns one `matmul.wgsl` invocation computes (`tools/gen_matmul_wgsl.py`).
-const MATMUL_ROWS: usize = 16;
-const MATMUL_COLS: usize = 6;
+/// Rows and vec4 columns one invocation of `matmul.wgsl`'s `main` and `small` computes
+/// (`tools/gen_matmul_wgsl.py`).
+const MATMUL_BLOCK: [usize; 2] = [16, 6];
+const MATMUL_SMALL_BLOCK: [usize; 2] = [8, 2];
 
 /// The kernels, built once per device.
 pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
     matmul: wgpu::ComputePipeline,
+    /// For at most 8 rows (a short prompt's text tower), which `matmul` leaves half empty.
+    matmul_small: wgpu::ComputePipeline,
     layer_norm: wgpu::ComputePipeline,
     softmax: wgpu::ComputePipeline,
     /// The scores and P·V kernels by head_dim / 4, a constant of theirs.
@@ -76,13 +79,21 @@ pub fn for_device(device: &Device) -> Option<Arc<Gpu>> {
 
 impl Gpu {
     fn new(device: wgpu::Device, queue: wgpu::Queue) -> Self {
-        let matmul = pipeline(&device, "matmul", include_str!("matmul.wgsl"));
-        let layer_norm = pipeline(&device, "layer_norm", include_str!("layer_norm.wgsl"));
-        let softmax = pipeline(&device, "softmax", include_str!("softmax.wgsl"));
+        let matmul_source = include_str!("matmul.wgsl");
+        let matmul = pipeline(&device, "matmul", matmul_source, "main");
+        let matmul_small = pipeline(&device, "matmul", matmul_source, "small");
+        let layer_norm = pipeline(
+            &device,
+            "layer_norm",
+            include_str!("layer_norm.wgsl"),
+            "main",
+        );
+        let softmax = pipeline(&device, "softmax", include_str!("softmax.wgsl"), "main");
         Self {
             device,
             queue,
             matmul,
+            matmul_small,
             layer_norm,
             softmax,
             attention: Mutex::new(HashMap::new()),
@@ -97,7 +108,7 @@ impl Gpu {
             .or_insert_with(|| {
                 let build = |label, source: &str| {
                     let source = source.replace("{HD4}", &(head_dim / 4).to_string());
-                    pipeline(&self.device, label, &source)
+                    pipeline(&self.device, label, &source, "main")
                 };
                 [
                     build("scores", include_str!("scores.wgsl")),
@@ -171,10 +182,15 @@ impl Gpu {
         out: &wgpu::Buffer,
         m: usize,
     ) -> Dispatch {
-        let blocks = (p.n / 4).div_ceil(MATMUL_COLS) * m.div_ceil(MATMUL_ROWS);
+        let small = m <= MATMUL_SMALL_BLOCK[0];
+        let (kernel, [rows, cols]) = match small {
+            true => (&self.matmul_small, MATMUL_SMALL_BLOCK),
+            false => (&self.matmul, MATMUL_BLOCK),
+        };
+        let blocks = (p.n / 4).div_ceil(cols) * m.div_ceil(rows);
         let groups = blocks.div_ceil(32);
         let groups = [groups.min(65535), groups.div_ceil(65535), 1];
-        self.bind(&self.matmul, &[params, a, &p.w, &p.bias, out], groups)
+        self.bind(kernel, &[params, a, &p.w, &p.bias, out], groups)
     }
 
     fn matmul_params(&self, m: usize, p: &Projection, act: u32, residual: bool) -> wgpu::Buffer {
@@ -215,7 +231,12 @@ impl Gpu {
     }
 }
 
-fn pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ComputePipeline {
+fn pipeline(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    entry: &str,
+) -> wgpu::ComputePipeline {
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(label),
         source: wgpu::ShaderSource::Wgsl(source.into()),
@@ -224,7 +245,7 @@ fn pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ComputePi
         label: Some(label),
         layout: None,
         module: &module,
-        entry_point: Some("main"),
+        entry_point: Some(entry),
         compilation_options: Default::default(),
         cache: None,
     })
@@ -803,6 +824,9 @@ pub(crate) mod tests {
             (Activation::Silu, false, 1, 70, 64, 1),
             // Widths that end in a partial block of 24 columns (20, 60).
             (Activation::QuickGelu, false, 2, 11, 20, 5),
+            // At most 8 rows (the `small` kernel), widths that end in a partial block of 8.
+            (Activation::QuickGelu, true, 1, 6, 20, 5),
+            (Activation::GeluTanh, false, 2, 4, 36, 3),
             // Q|K|V 816 columns (34 blocks), fc1 552; 300 rows: several workgroups a matmul.
             (Activation::QuickGelu, false, 1, 300, 272, 4),
         ] {
