@@ -81,7 +81,7 @@ impl Gpu {
     fn new(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let matmul_source = include_str!("matmul.wgsl");
         let matmul = pipeline(&device, "matmul", matmul_source, "main");
-        let matmul_small = pipeline(&device, "matmul", matmul_source, "small");
+        let matmul_small = pipeline(&device, "matmul small", matmul_source, "small");
         let layer_norm = pipeline(
             &device,
             "layer_norm",
@@ -182,10 +182,10 @@ impl Gpu {
         out: &wgpu::Buffer,
         m: usize,
     ) -> Dispatch {
-        let small = m <= MATMUL_SMALL_BLOCK[0];
-        let (kernel, [rows, cols]) = match small {
-            true => (&self.matmul_small, MATMUL_SMALL_BLOCK),
-            false => (&self.matmul, MATMUL_BLOCK),
+        let (kernel, [rows, cols]) = if m <= MATMUL_SMALL_BLOCK[0] {
+            (&self.matmul_small, MATMUL_SMALL_BLOCK)
+        } else {
+            (&self.matmul, MATMUL_BLOCK)
         };
         let blocks = (p.n / 4).div_ceil(cols) * m.div_ceil(rows);
         let groups = blocks.div_ceil(32);
@@ -437,7 +437,12 @@ pub async fn chain(gpu: &Gpu, steps: &[(&GpuLinear, bool)], x: &[f32]) -> Result
     }
     encoder.copy_buffer_to_buffer(&buffers[steps.len()], 0, &staging, 0, (len * 4) as u64);
     gpu.queue.submit([encoder.finish()]);
-    gpu.read(&staging, len).await
+    let out = gpu.read(&staging, len).await;
+    // Freed now rather than when the browser collects them (a batch of prompts' head: ~100 MB).
+    for buffer in buffers.iter().chain(&params).chain([&staging]) {
+        buffer.destroy();
+    }
+    out
 }
 
 /// One encoder (or decoder) layer's weights on the GPU.
@@ -596,16 +601,25 @@ pub async fn forward(
     };
     let plan = plan.unwrap_or_else(|| Plan::new(gpu, layers, key));
     let states = plan.run(gpu, x).await;
+    if plan.bytes > MAX_PLAN_BYTES {
+        plan.destroy();
+        return states;
+    }
     let mut plans = first.plans.lock().unwrap_or_else(|e| e.into_inner());
     plans.push(plan);
     if plans.len() > MAX_PLANS {
-        plans.remove(0);
+        plans.remove(0).destroy();
     }
     states
 }
 
 /// Shapes whose plans a layer keeps (prompts of different lengths, batches of prompts).
 const MAX_PLANS: usize = 4;
+
+/// The largest plan kept (its scratch buffers), so that a big batch of prompts does not hold
+/// GPU memory after it ran: the vision tower's plan is ~25 MB, a decoder layer's ~9 MB a prompt
+/// (32 prompts: ~280 MB).
+const MAX_PLAN_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, PartialEq)]
 struct PlanKey {
@@ -629,7 +643,9 @@ struct Plan {
     /// Per layer: its dispatches (one compute pass), then the `staging` slots it fills.
     steps: Vec<(Vec<Dispatch>, Vec<usize>)>,
     /// The scratch and parameter buffers the bind groups use, owned here.
-    _buffers: Vec<wgpu::Buffer>,
+    buffers: Vec<wgpu::Buffer>,
+    /// Bytes in all its buffers.
+    bytes: u64,
 }
 
 impl std::fmt::Debug for Plan {
@@ -754,12 +770,24 @@ impl Plan {
             fc1_params,
             fc2_params,
         ];
+        let bytes = (buffers.iter().chain([&state, &staging]))
+            .map(wgpu::Buffer::size)
+            .sum();
         Self {
             key,
             state,
             staging,
             steps,
-            _buffers: buffers,
+            buffers,
+            bytes,
+        }
+    }
+
+    /// Frees its GPU memory now (the browser's WebGPU frees a dropped buffer only when it is
+    /// garbage-collected). Only for a plan no run uses.
+    fn destroy(self) {
+        for buffer in self.buffers.iter().chain([&self.state, &self.staging]) {
+            buffer.destroy();
         }
     }
 
@@ -891,7 +919,7 @@ pub(crate) mod tests {
     }
 
     /// A plan is kept per shape and replayed on new inputs: each run gives that input's
-    /// states, and a layer keeps at most `MAX_PLANS` of them.
+    /// states, and a layer keeps at most `MAX_PLANS` of them, none over `MAX_PLAN_BYTES`.
     #[test]
     fn plans_are_kept_per_shape_and_rerun_on_new_inputs() {
         let host = Device::flex();
@@ -934,7 +962,19 @@ pub(crate) mod tests {
         for seq in 10..10 + MAX_PLANS {
             run(seq, &input(seq));
         }
-        assert_eq!(refs[0].plans.lock().unwrap().len(), MAX_PLANS);
+        let seqs = || -> Vec<usize> {
+            refs[0]
+                .plans
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|p| p.key.seq)
+                .collect()
+        };
+        assert_eq!(seqs(), (10..10 + MAX_PLANS).collect::<Vec<_>>());
+        // 4 heads' scores alone are 4 * 2100 * 2104 floats (71 MB): run, then not kept.
+        run(2100, &input(2100));
+        assert_eq!(seqs(), (10..10 + MAX_PLANS).collect::<Vec<_>>());
     }
 
     #[test]

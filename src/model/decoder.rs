@@ -99,14 +99,17 @@ impl GpuHead {
         batch: usize,
         grid: usize,
     ) -> Result<(Vec<f32>, usize), Error> {
-        let relu = self.conv.is_some();
         let input = match &self.conv {
             Some(_) => im2col3x3(tokens, batch, grid),
             None => tokens.to_vec(),
         };
-        let mut steps: Vec<(&GpuLinear, bool)> = self.conv.iter().map(|c| (c, relu)).collect();
+        // The refined head has a ReLU after each convolution but the last.
+        let refined = self.conv.is_some();
+        let mut steps: Vec<(&GpuLinear, bool)> = self.conv.iter().map(|c| (c, true)).collect();
         let last = self.transposed.len() - 1;
-        steps.extend((self.transposed.iter().enumerate()).map(|(i, (t, _))| (t, relu && i < last)));
+        for (i, (t, _)) in self.transposed.iter().enumerate() {
+            steps.push((t, refined && i < last));
+        }
         let out = crate::gpu::chain(gpu, &steps, &input).await?;
         // Values came out as (b, y, x, ky1, kx1, ky2, kx2, ...): each level's block goes to
         // (y * k + ky, x * k + kx) of the next.
