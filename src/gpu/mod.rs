@@ -405,36 +405,33 @@ pub async fn chain(gpu: &Gpu, steps: &[(&GpuLinear, bool)], x: &[f32]) -> Result
     let mut buffers = vec![gpu.storage("input", x, U::empty())];
     let mut params = Vec::with_capacity(steps.len());
     let mut len = x.len();
-    for (linear, _) in steps {
-        let p = &linear.0;
-        if !len.is_multiple_of(p.k) {
-            return Err(Error::Input(format!(
-                "{len} values are not rows of {}",
-                p.k
-            )));
-        }
-        len = len / p.k * p.n;
-        buffers.push(gpu.scratch("output", len, U::STORAGE | U::COPY_SRC));
-    }
-    let staging = gpu.scratch("output", len, U::MAP_READ | U::COPY_DST);
     let mut encoder = gpu.device.create_command_encoder(&Default::default());
     {
         let pass = &mut encoder.begin_compute_pass(&Default::default());
-        let mut rows = x.len();
-        for (i, (linear, relu)) in steps.iter().enumerate() {
+        for (linear, relu) in steps {
             let p = &linear.0;
-            rows /= p.k;
+            if !len.is_multiple_of(p.k) {
+                return Err(Error::Input(format!(
+                    "{len} values are not rows of {}",
+                    p.k
+                )));
+            }
+            let rows = len / p.k;
+            len = rows * p.n;
+            let out = gpu.scratch("output", len, U::STORAGE | U::COPY_SRC);
             let act = if *relu {
-                activation_code(Activation::Relu)
+                activation_code(Activation::Relu).unwrap_or(0)
             } else {
-                None
+                0
             };
-            params.push(gpu.matmul_params(rows, p, act.unwrap_or(0), false));
-            let (input, out) = (&buffers[i], &buffers[i + 1]);
-            gpu.matmul(&params[i], input, p, out, rows).record(pass);
-            rows *= p.n;
+            let step_params = gpu.matmul_params(rows, p, act, false);
+            let input = &buffers[buffers.len() - 1];
+            gpu.matmul(&step_params, input, p, &out, rows).record(pass);
+            params.push(step_params);
+            buffers.push(out);
         }
     }
+    let staging = gpu.scratch("output", len, U::MAP_READ | U::COPY_DST);
     encoder.copy_buffer_to_buffer(&buffers[steps.len()], 0, &staging, 0, (len * 4) as u64);
     gpu.queue.submit([encoder.finish()]);
     let out = gpu.read(&staging, len).await;

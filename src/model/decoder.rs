@@ -36,7 +36,7 @@ pub enum TransposedConvolution {
 impl TransposedConvolution {
     /// On [`crate::gpu`]'s matmul kernel, if its convolutions fit (read synchronously: flex,
     /// or any native device).
-    pub fn upload(&self, gpu: &Gpu) -> Result<Option<GpuHead>, Error> {
+    fn upload(&self, gpu: &Gpu) -> Result<Option<GpuHead>, Error> {
         let (conv, transposed) = match self {
             Self::Plain(t) => (None, vec![t]),
             Self::Refined(h) => (Some(&h.layer0), vec![&h.layer2, &h.layer4]),
@@ -316,25 +316,26 @@ impl Decoder {
         Ok(reduced)
     }
 
-    /// `reduces` (read synchronously: flex, or any native device) uploaded for
-    /// [`Self::reduce_async`]: all, or none if the kernel does not fit their shape.
-    pub fn upload_reduces(gpu: &Gpu, reduces: &[Linear]) -> Result<Vec<Arc<GpuLinear>>, Error> {
-        let uploaded: Option<Vec<GpuLinear>> = reduces
-            .iter()
+    /// `from`'s reduces and head uploaded, for `gpu_reduces` and `gpu_head` (`from`: the
+    /// decoder itself, or a host copy of its weights; read synchronously, so flex or any native
+    /// device). The reduces go all or none, each part only where the kernel fits its shape.
+    #[allow(clippy::type_complexity)]
+    pub fn upload_reduces_and_head(
+        gpu: &Gpu,
+        from: &Decoder,
+    ) -> Result<(Vec<Arc<GpuLinear>>, Option<Arc<GpuHead>>), Error> {
+        let reduces: Option<Vec<GpuLinear>> = (from.reduces.iter())
             .map(|r| GpuLinear::from_linear(gpu, r))
             .collect::<Result<_, _>>()?;
-        Ok(uploaded
-            .unwrap_or_default()
-            .into_iter()
-            .map(Arc::new)
-            .collect())
+        let reduces = reduces.unwrap_or_default().into_iter().map(Arc::new);
+        let head = from.transposed_convolution.upload(gpu)?.map(Arc::new);
+        Ok((reduces.collect(), head))
     }
 
-    /// The decoder layers and reduces on [`crate::gpu`] too, keeping their burn weights
+    /// The decoder layers, reduces and head on [`crate::gpu`] too, keeping their burn weights
     /// (native: reads them synchronously). No-op for shapes the kernels lack.
     pub fn pack_for_gpu(&mut self, gpu: &Gpu, spec: LayerSpec) -> Result<(), Error> {
-        self.gpu_reduces = Self::upload_reduces(gpu, &self.reduces)?;
-        self.gpu_head = self.transposed_convolution.upload(gpu)?.map(Arc::new);
+        (self.gpu_reduces, self.gpu_head) = Self::upload_reduces_and_head(gpu, self)?;
         if !crate::gpu::GpuLayer::supports(spec) {
             return Ok(());
         }

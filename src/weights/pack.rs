@@ -567,9 +567,8 @@ impl Pack {
         });
         let applied = staged.apply(tensors, None, None, false);
         check(&applied, "decoder.", |path| !staged_part(path))?;
-        model.decoder.gpu_reduces = Decoder::upload_reduces(gpu, &staged.reduces)?;
-        let head = staged.transposed_convolution.upload(gpu)?;
-        model.decoder.gpu_head = head.map(Arc::new);
+        let decoder = &mut model.decoder;
+        (decoder.gpu_reduces, decoder.gpu_head) = Decoder::upload_reduces_and_head(gpu, &staged)?;
         let spec = Decoder::spec(&model.config);
         if crate::gpu::GpuLayer::supports(spec) {
             for (i, layer) in model.decoder.layers.iter_mut().enumerate() {
