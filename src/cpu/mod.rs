@@ -1,7 +1,8 @@
 //! The CPU inference path of the frozen CLIP encoder layers (and the decoder's layers and the
 //! patch embedding): the same `CLIPSegEncoderLayer` math as [`crate::model::transformer`], on
 //! plain `f32` slices with weights packed once, the projections in f32 ([`gemm`]) or, for a
-//! quantized pack, int8 ([`qgemm`]).
+//! quantized pack, int8 ([`qgemm`]), and then attention's products in bf16 where the CPU has
+//! AVX-512 BF16 ([`bf16`]).
 //!
 //! Why: on flex the layer was ~45% outside its matmuls (per-op tensor allocation, copies for
 //! head split/merge, scalar `expf` in softmax and QuickGELU) and its matmuls re-packed the
@@ -12,6 +13,8 @@
 //! Used only for flex (`Device::flex()`) inference; on wgpu [`crate::gpu`] plays this part, and
 //! training keeps burn's ops.
 
+#[cfg(target_arch = "x86_64")]
+pub mod bf16;
 pub mod gemm;
 pub mod qgemm;
 
@@ -40,6 +43,8 @@ pub struct PackedLayer {
     ln2: (Vec<f32>, Vec<f32>),
     fc1: Projection,
     fc2: Projection,
+    /// Attention's products in bf16 ([`bf16`]): int8 layers on CPUs that have it.
+    bf16_attention: bool,
 }
 
 /// Which arithmetic the packed projections use.
@@ -158,6 +163,7 @@ impl PackedLayer {
             ln2: norm_parts(&layer.layer_norm2)?,
             fc1: Projection::pack(&f1, h, inter, f1b.as_deref(), precision),
             fc2: Projection::pack(&f2, inter, h, f2b.as_deref(), precision),
+            bf16_attention: precision == Precision::Int8 && bf16_available(),
         })
     }
 
@@ -183,7 +189,16 @@ impl PackedLayer {
         layer_norm(x, &self.ln1.0, &self.ln1.1, self.eps, normed);
         self.qkv.matmul(normed, rows, qkv);
         // `normed` is free again: it takes the merged heads.
-        attention(qkv, batch, seq, h, self.heads, causal, normed);
+        attention(
+            qkv,
+            batch,
+            seq,
+            h,
+            self.heads,
+            causal,
+            self.bf16_attention,
+            normed,
+        );
         self.out_proj.matmul(normed, rows, out);
         add_assign(x, out);
 
@@ -218,7 +233,16 @@ impl PackedLayer {
             inner,
         } = scratch;
         self.qkv.matmul(x, rows, qkv);
-        attention(qkv, batch, seq, h, self.heads, false, normed);
+        attention(
+            qkv,
+            batch,
+            seq,
+            h,
+            self.heads,
+            false,
+            self.bf16_attention,
+            normed,
+        );
         self.out_proj.matmul(normed, rows, out);
         add_assign(out, x);
         layer_norm(out, &self.ln1.0, &self.ln1.1, self.eps, x);
@@ -305,7 +329,9 @@ const ATTENTION_ROWS: usize = 96;
 
 /// Multi-head attention on the fused projection `qkv` [batch * seq, 3 * hidden] (HF scales
 /// q by head_dim^-0.5 before the product; here the scale goes into the softmax). Writes the
-/// merged heads to `out` [batch * seq, hidden]. Heads run in parallel natively.
+/// merged heads to `out` [batch * seq, hidden]. Heads run in parallel natively. `bf16`: the
+/// two products in bf16 ([`bf16`]; only ever set where the CPU has it).
+#[allow(clippy::too_many_arguments)]
 fn attention(
     qkv: &[f32],
     batch: usize,
@@ -313,35 +339,54 @@ fn attention(
     hidden: usize,
     heads: usize,
     causal: bool,
+    bf16: bool,
     out: &mut [f32],
 ) {
     let d = hidden / heads;
-    let scale = (d as f32).powf(-0.5);
     let ld = 3 * hidden;
+    let scale = (d as f32).powf(-0.5);
     let head = |b: usize, hd: usize| -> Vec<f32> {
-        let base = b * seq * ld;
-        let q = &qkv[base + hd * d..];
-        // scores = q k^T: K^T packed straight from the fused rows, as is V.
-        let kt = PackedMatrix::pack_strided(&qkv[base + hidden + hd * d..], d, seq, 1, ld, None);
-        let v = PackedMatrix::pack_strided(&qkv[base + 2 * hidden + hd * d..], seq, d, ld, 1, None);
-        let mut o = vec![0.0; seq * d];
-        // Query rows in blocks, so one block's scores stay in L2 from the product through
-        // the softmax to the product with V.
-        let mut scores = vec![0.0; ATTENTION_ROWS.min(seq) * seq];
-        let mut inv_sums = [0.0f32; ATTENTION_ROWS];
-        for i0 in (0..seq).step_by(ATTENTION_ROWS) {
-            let rows = ATTENTION_ROWS.min(seq - i0);
-            let block = &mut scores[..rows * seq];
-            kt.matmul_strided(&q[i0 * ld..], rows, ld, block, seq, Mode::Serial);
-            softmax_rows(block, seq, i0, scale, causal, &mut inv_sums[..rows]);
-            let o_block = &mut o[i0 * d..(i0 + rows) * d];
-            v.matmul_strided(block, rows, seq, o_block, d, Mode::DirectA);
-            // The softmax's normalisation, on d outputs per row instead of seq scores.
-            for (row, &inv) in o_block.chunks_exact_mut(d).zip(&inv_sums[..rows]) {
-                row.iter_mut().for_each(|v| *v *= inv);
-            }
+        let base = b * seq * ld + hd * d;
+        let (q, k, v) = (
+            &qkv[base..],
+            &qkv[base + hidden..],
+            &qkv[base + 2 * hidden..],
+        );
+        #[cfg(target_arch = "x86_64")]
+        if bf16 {
+            // Q in bf16 pairs once per head; each block's probabilities as the softmax makes them.
+            let (qp, sp) = (d.div_ceil(2), seq.div_ceil(2));
+            let mut q16 = vec![0u32; seq * qp];
+            bf16::to_pairs(q, seq, d, ld, &mut q16, qp);
+            let kt = bf16::Panels::transposed(k, d, seq, ld);
+            let v = bf16::Panels::rows(v, seq, d, ld);
+            let mut p16 = vec![0u32; ATTENTION_ROWS.min(seq) * sp];
+            return attention_head(
+                seq,
+                d,
+                |i0, rows, scores| kt.matmul(&q16[i0 * qp..], rows, qp, scores, seq),
+                |i0, rows, scores, inv_sums, o| {
+                    bf16::softmax_pairs(scores, seq, i0, scale, causal, &mut p16, sp, inv_sums);
+                    v.matmul(&p16, rows, sp, o, d);
+                },
+            );
         }
-        o
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = bf16;
+        // K^T and V packed straight from the fused rows; P read in place.
+        let kt = PackedMatrix::pack_strided(k, d, seq, 1, ld, None);
+        let v = PackedMatrix::pack_strided(v, seq, d, ld, 1, None);
+        attention_head(
+            seq,
+            d,
+            |i0, rows, scores| {
+                kt.matmul_strided(&q[i0 * ld..], rows, ld, scores, seq, Mode::Serial)
+            },
+            |i0, rows, scores, inv_sums, o| {
+                softmax_rows(scores, seq, i0, scale, causal, inv_sums);
+                v.matmul_strided(scores, rows, seq, o, d, Mode::DirectA);
+            },
+        )
     };
     let jobs: Vec<(usize, usize)> = (0..batch)
         .flat_map(|b| (0..heads).map(move |hd| (b, hd)))
@@ -355,6 +400,41 @@ fn attention(
             out[(b * seq + i) * hidden + hd * d..][..d].copy_from_slice(&o[i * d..(i + 1) * d]);
         }
     }
+}
+
+/// One head, [seq, d], in blocks of query rows, so that a block's scores stay in L2 from the
+/// product through the softmax to the product with V: `scores(i0, rows, block)` writes
+/// Q[i0..i0 + rows]·Kᵀ, `softmax_times_v(i0, rows, block, inv_sums, o)` the unnormalised
+/// softmax · V and each row's 1 / sum.
+fn attention_head(
+    seq: usize,
+    d: usize,
+    mut scores: impl FnMut(usize, usize, &mut [f32]),
+    mut softmax_times_v: impl FnMut(usize, usize, &mut [f32], &mut [f32], &mut [f32]),
+) -> Vec<f32> {
+    let mut o = vec![0.0; seq * d];
+    let mut block = vec![0.0; ATTENTION_ROWS.min(seq) * seq];
+    let mut inv_sums = [0.0f32; ATTENTION_ROWS];
+    for i0 in (0..seq).step_by(ATTENTION_ROWS) {
+        let rows = ATTENTION_ROWS.min(seq - i0);
+        let (block, inv_sums) = (&mut block[..rows * seq], &mut inv_sums[..rows]);
+        let o_block = &mut o[i0 * d..(i0 + rows) * d];
+        scores(i0, rows, block);
+        softmax_times_v(i0, rows, block, inv_sums, o_block);
+        // The softmax's normalisation, on d outputs per row instead of seq scores.
+        for (row, &inv) in o_block.chunks_exact_mut(d).zip(inv_sums.iter()) {
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+    o
+}
+
+/// Whether [`bf16`]'s kernels run here.
+fn bf16_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return bf16::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Runs `$body` compiled for AVX2+FMA when the CPU has them (LLVM vectorises the plain loops
@@ -591,6 +671,9 @@ mod tests {
             // int8 (where this CPU has a kernel) within 8-bit quantization error of f32.
             for (precision, tol) in [(Precision::F32, 1e-4), (Precision::Int8, 0.05)] {
                 let packed = PackedLayer::new(&layer, spec, precision).unwrap();
+                // int8 layers take bf16 attention where the CPU has it: tested here too.
+                let want_bf16 = precision == Precision::Int8 && bf16_available();
+                assert_eq!(packed.bf16_attention, want_bf16);
                 let mut got = values(x.clone()).unwrap();
                 packed.forward_pre_norm(&mut got, batch, seq, causal, &mut Scratch::default());
                 let diff = worst(&got, &pre);

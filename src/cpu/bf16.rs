@@ -1,0 +1,491 @@
+//! Attention's two products (Q·Kᵀ and P·V) in bf16 for the int8 path, on CPUs with AVX-512
+//! BF16 (`vdpbf16ps`: 32 multiply-adds of bf16 pairs into f32 lanes per instruction, twice an
+//! f32 FMA's rate; Zen 4, Sapphire Rapids and later).
+//!
+//! Why: with the projections in int8 ([`super::qgemm`]), these f32 products (onnxruntime's q8
+//! keeps them in f32 too) were a quarter of a q8 pass, the softmax another 6%. bf16 keeps f32's
+//! range with an 8-bit mantissa, the same order of rounding as the int8 projections that made
+//! Q, K and V, and the sums stay in f32. The f32 path (`--precision f32`) is untouched.
+//!
+//! Layout: the kernel's unit is two consecutive k values in one 32-bit lane. An A row converted
+//! to bf16 in order is already that ([`to_pairs`]); B is packed into column panels `[k/2][nr]`
+//! of such pairs ([`Panels`]). An odd k is padded with a zero.
+
+use std::arch::x86_64::*;
+
+/// Whether this CPU has the instructions (checked at run time: one binary for every x86-64).
+pub fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512bf16")
+}
+
+/// A `[k, n]` matrix in bf16 pairs along k, in column panels `[k.div_ceil(2)][nr]`, zero past
+/// `n` and past `k`.
+pub struct Panels {
+    pairs: usize,
+    n: usize,
+    kernel: Kernel,
+    data: Vec<u32>,
+}
+
+/// The register kernels: 8 rows x 48 columns, and 6 x 64 for widths that 48 pads more
+/// (a 485-token sequence: 43 padded columns at 48, 27 at 64; a 64-wide head: none).
+#[derive(Clone, Copy)]
+struct Kernel {
+    mr: usize,
+    nr: usize,
+    run: KernelFn,
+}
+
+/// `c[0..rows][0..cols]` (row stride `ldc`) = A rows (`lda` apart, `pairs` pairs each) · one B
+/// panel (`[pairs][nr]`).
+type KernelFn = unsafe fn(
+    pairs: usize,
+    a: *const u32,
+    lda: usize,
+    rows: usize,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+);
+
+const KERNELS: [Kernel; 2] = [
+    Kernel {
+        mr: 8,
+        nr: 48,
+        run: kernel::<8, 3>,
+    },
+    Kernel {
+        mr: 6,
+        nr: 64,
+        run: kernel::<6, 4>,
+    },
+];
+
+fn kernel_for(n: usize) -> Kernel {
+    // min_by_key keeps the first of equals: 8x48.
+    KERNELS
+        .into_iter()
+        .min_by_key(|k| n.div_ceil(k.nr) * k.nr - n)
+        .expect("two kernels")
+}
+
+impl Panels {
+    /// B = Mᵀ for M `[n, k]` with rows `ld` apart (attention's Kᵀ, read from the fused
+    /// projection): B's pairs are consecutive values of M's rows.
+    pub fn transposed(m: &[f32], k: usize, n: usize, ld: usize) -> Self {
+        let pairs = k.div_ceil(2);
+        let kernel = kernel_for(n);
+        let nr = kernel.nr;
+        let mut data = vec![0u32; n.div_ceil(nr) * pairs * nr];
+        let mut row = vec![0u32; pairs];
+        for j in 0..n {
+            to_pairs(&m[j * ld..], 1, k, ld, &mut row, pairs);
+            let (panel, col) = (j / nr, j % nr);
+            let dst = &mut data[panel * pairs * nr..][..pairs * nr];
+            for (kp, &x) in row.iter().enumerate() {
+                dst[kp * nr + col] = x;
+            }
+        }
+        Self {
+            pairs,
+            n,
+            kernel,
+            data,
+        }
+    }
+
+    /// B `[k, n]` itself, rows `ld` apart (attention's V): pairs from two consecutive rows.
+    pub fn rows(b: &[f32], k: usize, n: usize, ld: usize) -> Self {
+        let pairs = k.div_ceil(2);
+        let kernel = kernel_for(n);
+        let nr = kernel.nr;
+        let mut data = vec![0u32; n.div_ceil(nr) * pairs * nr];
+        // SAFETY: `available()` is checked by the caller before any bf16 work; rows and
+        // columns stay inside `b` and `data` (see `interleave_rows`).
+        unsafe { interleave_rows(b, k, n, ld, nr, pairs, &mut data) };
+        Self {
+            pairs,
+            n,
+            kernel,
+            data,
+        }
+    }
+
+    /// `out[m, n]` (row stride `ldc`) = A · B for A in pairs (`to_pairs`), rows `lda` apart.
+    pub fn matmul(&self, a: &[u32], m: usize, lda: usize, out: &mut [f32], ldc: usize) {
+        let Kernel { mr, nr, run } = self.kernel;
+        assert!(
+            m == 0 || a.len() >= (m - 1) * lda + self.pairs,
+            "A is too short"
+        );
+        assert!(
+            m == 0 || out.len() >= (m - 1) * ldc + self.n,
+            "out is too short"
+        );
+        for (panel, b) in self.data.chunks_exact(self.pairs * nr).enumerate() {
+            let j = panel * nr;
+            let cols = nr.min(self.n - j);
+            for i in (0..m).step_by(mr) {
+                // SAFETY: the asserts above bound every row read and written; `b` is one
+                // whole panel; `available()` was checked by whoever built `self`.
+                unsafe {
+                    run(
+                        self.pairs,
+                        a.as_ptr().add(i * lda),
+                        lda,
+                        mr.min(m - i),
+                        b.as_ptr(),
+                        out.as_mut_ptr().add(i * ldc + j),
+                        ldc,
+                        cols,
+                    )
+                };
+            }
+        }
+    }
+}
+
+/// `rows` rows of `cols` f32 (`lds` apart) to bf16 in order, `ldd` u32 (pairs) apart, the odd
+/// last value paired with a zero. Round to nearest even.
+pub fn to_pairs(src: &[f32], rows: usize, cols: usize, lds: usize, dst: &mut [u32], ldd: usize) {
+    assert!(ldd >= cols.div_ceil(2), "destination rows are too short");
+    for r in 0..rows {
+        let (s, d) = (
+            &src[r * lds..][..cols],
+            &mut dst[r * ldd..][..cols.div_ceil(2)],
+        );
+        // SAFETY: the slices bound every access; the caller checked `available()`.
+        unsafe { row_to_pairs(s, d) };
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn row_to_pairs(src: &[f32], dst: &mut [u32]) {
+    unsafe {
+        for (i, d) in dst.chunks_mut(16).enumerate() {
+            let at = 32 * i;
+            let left = src.len() - at;
+            let mask = |from: usize| -> __mmask16 {
+                let n = left.saturating_sub(from).min(16);
+                ((1u32 << n) - 1) as __mmask16
+            };
+            let lo = _mm512_maskz_loadu_ps(mask(0), src.as_ptr().add(at));
+            let hi = _mm512_maskz_loadu_ps(mask(16), src.as_ptr().add(at + 16.min(left)));
+            let bf: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            let keep = ((1u32 << d.len()) - 1) as __mmask16;
+            _mm512_mask_storeu_epi32(d.as_mut_ptr() as *mut i32, keep, bf);
+        }
+    }
+}
+
+/// Rows 2p and 2p + 1 of `b` interleaved per column into panel pairs, 16 columns at a time.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn interleave_rows(
+    b: &[f32],
+    k: usize,
+    n: usize,
+    ld: usize,
+    nr: usize,
+    pairs: usize,
+    data: &mut [u32],
+) {
+    unsafe {
+        // [lo0..lo15 | hi0..hi15] -> (lo0, hi0), (lo1, hi1), ... as 16-bit lanes.
+        let order: [i16; 32] = std::array::from_fn(|i| ((i % 2) * 16 + i / 2) as i16);
+        let order = _mm512_loadu_si512(order.as_ptr() as *const __m512i);
+        for kp in 0..pairs {
+            for j in (0..n).step_by(16) {
+                let mask = ((1u32 << (n - j).min(16)) - 1) as __mmask16;
+                let row = |kk: usize| {
+                    if kk < k {
+                        _mm512_maskz_loadu_ps(mask, b.as_ptr().add(kk * ld + j))
+                    } else {
+                        _mm512_setzero_ps()
+                    }
+                };
+                let both: __m512i =
+                    std::mem::transmute(_mm512_cvtne2ps_pbh(row(2 * kp + 1), row(2 * kp)));
+                let (panel, col) = (j / nr, j % nr);
+                let dst = data.as_mut_ptr().add((panel * pairs + kp) * nr + col);
+                _mm512_storeu_si512(dst as *mut __m512i, _mm512_permutexvar_epi16(order, both));
+            }
+        }
+    }
+}
+
+/// The softmax of `rows` score rows (`seq` wide, row `first_row + i` of the sequence) without
+/// its normalisation, as [`super::softmax_rows`] computes it, written as bf16 pairs (`ldd`
+/// apart) for the product with V; 1 / sum into `inv_sums`. One pass fewer over the block than
+/// the f32 softmax followed by [`to_pairs`].
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_pairs(
+    scores: &[f32],
+    seq: usize,
+    first_row: usize,
+    scale: f32,
+    causal: bool,
+    dst: &mut [u32],
+    ldd: usize,
+    inv_sums: &mut [f32],
+) {
+    assert!(ldd >= seq.div_ceil(2), "destination rows are too short");
+    for (i, (row, inv)) in scores.chunks_exact(seq).zip(inv_sums).enumerate() {
+        // Causal: position i sees 0..=i; the rest gets probability 0, as with HF's mask.
+        let valid = if causal {
+            (first_row + i + 1).min(seq)
+        } else {
+            seq
+        };
+        let out = &mut dst[i * ldd..][..seq.div_ceil(2)];
+        // SAFETY: the slices bound every access; the caller checked `available()`.
+        *inv = unsafe { softmax_row(row, valid, scale, out) };
+    }
+}
+
+/// Lanes `from..from + 16` of a row `len` long that exist.
+fn lanes(len: usize, from: usize) -> __mmask16 {
+    ((1u32 << len.saturating_sub(from).min(16)) - 1) as __mmask16
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn softmax_row(row: &[f32], valid: usize, scale: f32, out: &mut [u32]) -> f32 {
+    unsafe {
+        let p = row.as_ptr();
+        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+        for j in (0..valid).step_by(16) {
+            let x = _mm512_mask_loadu_ps(max, lanes(valid, j), p.add(j));
+            max = _mm512_max_ps(max, x);
+        }
+        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+        let scale = _mm512_set1_ps(scale);
+        // e^(scale (x - max)) for the live lanes, 0 for the rest.
+        let exp = |j: usize| {
+            let live = lanes(valid, j);
+            let x = _mm512_maskz_loadu_ps(live, p.add(j.min(row.len())));
+            _mm512_maskz_mov_ps(live, exp16(_mm512_mul_ps(_mm512_sub_ps(x, max), scale)))
+        };
+        let mut sum = _mm512_setzero_ps();
+        for (c, o) in out.chunks_mut(16).enumerate() {
+            let (lo, hi) = (exp(32 * c), exp(32 * c + 16));
+            sum = _mm512_add_ps(sum, _mm512_add_ps(lo, hi));
+            let bf: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            let keep = ((1u32 << o.len()) - 1) as __mmask16;
+            _mm512_mask_storeu_epi32(o.as_mut_ptr() as *mut i32, keep, bf);
+        }
+        1.0 / _mm512_reduce_add_ps(sum)
+    }
+}
+
+/// [`super::exp`]'s arithmetic on 16 lanes of x <= 0 (the same range reduction and
+/// polynomial; 2^n applied by `vscalefps`).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn exp16(x: __m512) -> __m512 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = _mm512_max_ps(x, _mm512_set1_ps(-87.5));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    let mut p = _mm512_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    _mm512_scalef_ps(p, n)
+}
+
+/// MR rows x 16*NV columns: MR*NV zmm accumulators, NV panel loads and MR broadcast pairs per
+/// step of two k (the f32 kernel's shape, [`super::gemm`], at twice the multiply-adds).
+/// Rows past `rows` re-read the last row and are not stored; columns past `cols` are masked.
+#[allow(clippy::too_many_arguments)] // the micro-kernel interface
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn kernel<const MR: usize, const NV: usize>(
+    pairs: usize,
+    a: *const u32,
+    lda: usize,
+    rows: usize,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    unsafe {
+        let a_rows: [*const u32; MR] = std::array::from_fn(|r| a.add(r.min(rows - 1) * lda));
+        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        for kp in 0..pairs {
+            let bv: [__m512bh; NV] = std::array::from_fn(|v| {
+                std::mem::transmute(_mm512_loadu_si512(
+                    b.add(kp * 16 * NV + 16 * v) as *const __m512i
+                ))
+            });
+            for (r, row) in acc.iter_mut().enumerate() {
+                let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a_rows[r].add(kp) as i32));
+                for (v, y) in row.iter_mut().enumerate() {
+                    *y = _mm512_dpbf16_ps(*y, x, bv[v]);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate().take(rows) {
+            for (v, &x) in row.iter().enumerate() {
+                let left = cols.saturating_sub(16 * v).min(16);
+                if left == 0 {
+                    break;
+                }
+                let mask = ((1u32 << left) - 1) as __mmask16;
+                _mm512_mask_storeu_ps(c.add(r * ldc + 16 * v), mask, x);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// f32 to bf16 and back, rounding to nearest even (finite values).
+    fn round(x: f32) -> f32 {
+        let b = x.to_bits();
+        f32::from_bits((b + 0x7fff + ((b >> 16) & 1)) & 0xffff_0000)
+    }
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+            })
+            .collect()
+    }
+
+    /// Both packings and both kernels against f64 products of the bf16-rounded inputs: odd k,
+    /// partial row strips and partial panels, each kernel's width.
+    #[test]
+    fn products_match_rounded_reference() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 BF16");
+            return;
+        }
+        for (m, k, n) in [
+            (1, 1, 1),
+            (7, 64, 7),
+            (13, 64, 485),
+            (9, 485, 64),
+            (17, 33, 50),
+        ] {
+            let ld = n + 3;
+            let a = random(m * k, 1);
+            let b = random(k * ld, 2);
+            let bt = random(n * (k + 5), 3);
+            let want = |bv: &dyn Fn(usize, usize) -> f32| -> Vec<f64> {
+                (0..m * n)
+                    .map(|at| {
+                        let (i, j) = (at / n, at % n);
+                        (0..k)
+                            .map(|kk| round(a[i * k + kk]) as f64 * round(bv(kk, j)) as f64)
+                            .sum()
+                    })
+                    .collect()
+            };
+            let lda = k.div_ceil(2) + 1;
+            let mut a16 = vec![0u32; m * lda];
+            to_pairs(&a, m, k, k, &mut a16, lda);
+            for (name, panels, reference) in [
+                (
+                    "rows",
+                    Panels::rows(&b, k, n, ld),
+                    want(&|kk, j| b[kk * ld + j]),
+                ),
+                (
+                    "transposed",
+                    Panels::transposed(&bt, k, n, k + 5),
+                    want(&|kk, j| bt[j * (k + 5) + kk]),
+                ),
+            ] {
+                let ldc = n + 2;
+                let mut out = vec![f32::NAN; m * ldc];
+                panels.matmul(&a16, m, lda, &mut out, ldc);
+                for (at, &w) in reference.iter().enumerate() {
+                    let got = out[(at / n) * ldc + at % n] as f64;
+                    let tol = 1e-5 * (1.0 + w.abs()) * (k as f64).sqrt();
+                    assert!(
+                        (got - w).abs() < tol,
+                        "{name} {m}x{k}x{n} at {at}: {got} vs {w}"
+                    );
+                }
+                // Nothing written past each row's n columns.
+                for i in 0..m {
+                    assert!(out[i * ldc + n..(i + 1) * ldc].iter().all(|v| v.is_nan()));
+                }
+            }
+        }
+    }
+
+    /// The fused softmax against the f32 one ([`super::super::softmax_rows`]) rounded to bf16:
+    /// causal rows across a block boundary, an odd width, the masked tail zero.
+    #[test]
+    fn softmax_pairs_matches_f32_softmax() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 BF16");
+            return;
+        }
+        for (rows, seq, first_row, causal) in
+            [(5, 37, 0, false), (6, 37, 30, true), (3, 485, 0, false)]
+        {
+            let scores: Vec<f32> = random(rows * seq, 5).iter().map(|x| 4.0 * x).collect();
+            let mut want = scores.clone();
+            let mut want_inv = vec![0.0; rows];
+            super::super::softmax_rows(&mut want, seq, first_row, 0.125, causal, &mut want_inv);
+            let ldd = seq.div_ceil(2) + 1;
+            let mut pairs = vec![u32::MAX; rows * ldd];
+            let mut inv = vec![0.0; rows];
+            softmax_pairs(
+                &scores, seq, first_row, 0.125, causal, &mut pairs, ldd, &mut inv,
+            );
+            for i in 0..rows {
+                assert!(
+                    (inv[i] - want_inv[i]).abs() < 1e-6 * want_inv[i],
+                    "row {i} sum"
+                );
+                for j in 0..seq {
+                    let bits = (pairs[i * ldd + j / 2] >> (16 * (j % 2))) & 0xffff;
+                    let got = f32::from_bits(bits << 16);
+                    let w = want[i * seq + j];
+                    // The two exps may differ by an ulp, and so round to neighbouring bf16s.
+                    assert!(
+                        (got - round(w)).abs() <= w * 2f32.powi(-7),
+                        "({i}, {j}): {got} vs {w}"
+                    );
+                }
+                assert_eq!(
+                    pairs[i * ldd + ldd - 1],
+                    u32::MAX,
+                    "row {i}: wrote past its pairs"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn conversion_rounds_to_nearest_even() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 BF16");
+            return;
+        }
+        let x = random(35, 4);
+        let mut pairs = vec![0u32; 18];
+        to_pairs(&x, 1, 35, 35, &mut pairs, 18);
+        for (i, &v) in x.iter().enumerate() {
+            let bits = (pairs[i / 2] >> (16 * (i % 2))) & 0xffff;
+            assert_eq!(f32::from_bits(bits << 16), round(v), "value {i}");
+        }
+        assert_eq!(pairs[17] >> 16, 0, "odd length pads with zero");
+    }
+}
