@@ -2,6 +2,7 @@
 # Our engine beside onnxruntime, in one go, on one HF CLIPSeg folder, image and prompt:
 #   bench/onnx.sh MODEL_DIR [IMAGE] [PROMPT] [--iters N] [--browser] [--browser-timeout-min M]
 #                 [--web CONFIGS | --no-web] [--webgpu-timeout-min M] [--work DIR] [--wait-quiet M]
+#                 [--rounds R]
 #
 #   MODEL_DIR  HF CLIPSegForImageSegmentation folder (config.json, model.safetensors, tokenizer.json,
 #              preprocessor_config.json)
@@ -15,6 +16,8 @@
 #              SwiftShader on CPU without a GPU: a ViT-B/16 pass takes minutes)
 #   --work DIR default target/bench-onnx (model.onnx, model-q8.onnx, model-q8.bpk, inputs/, run/)
 #   --wait-quiet M  before timing, wait up to M minutes for running rustc / wasm-opt to finish
+#   --rounds R native against onnxruntime again, alternated: R rounds of each precision and thread
+#              count, both sides back to back in each (default 5; 0 skips); the ratios' median and range
 #
 # Steps: Python venv target/bench-venv (bench/requirements.txt; on top of /opt/refenv when present),
 # npm deps (bench/package.json; playwright-core from tests/e2e), target/release/clipseg (built when
@@ -28,10 +31,10 @@ caller="$PWD"
 cd "$(dirname "$0")/.."
 root="$PWD"
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-1}"; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-1}"; }
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$caller/$1" ;; esac; }
 
-wait_quiet=0 iters=5 browser=0 browser_timeout=25 web="wasm:q8,wasm:fp32,webgpu:fp32" web_timeout=15 work="$root/target/bench-onnx"
+wait_quiet=0 iters=5 rounds=5 browser=0 browser_timeout=25 web="wasm:q8,wasm:fp32,webgpu:fp32" web_timeout=15 work="$root/target/bench-onnx"
 pos=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -43,6 +46,7 @@ while [ $# -gt 0 ]; do
     --webgpu-timeout-min) web_timeout="$2"; shift 2 ;;
     --work) work="$(abspath "$2")"; shift 2 ;;
     --wait-quiet) wait_quiet="$2"; shift 2 ;;
+    --rounds) rounds="$2"; shift 2 ;;
     -h|--help) usage 0 ;;
     --*) echo "unknown option $1" >&2; usage ;;
     *) pos+=("$1"); shift ;;
@@ -58,6 +62,7 @@ command_line="bench/onnx.sh ${pos[*]@Q} --iters $iters"
 if [ -n "$web" ]; then command_line+=" --web $web --webgpu-timeout-min $web_timeout"; else command_line+=" --no-web"; fi
 [ $browser = 0 ] || command_line+=" --browser --browser-timeout-min $browser_timeout"
 [ "$wait_quiet" = 0 ] || command_line+=" --wait-quiet $wait_quiet"
+command_line+=" --rounds $rounds"
 
 run="$work/run"
 mkdir -p "$work" "$run"
@@ -128,6 +133,12 @@ for variant in f32 q8; do
     echo "  native $variant, RAYON_NUM_THREADS=$t: $(cat "$run/native-$variant-t$t.json")"
   done
 done
+
+if [ "$rounds" -gt 0 ]; then
+  stage rounds
+  "$py" bench/ort_bench.py --part rounds "$model" "$work" "$image" "$prompt" --iters "$iters" --threads 1,2 \
+    --rounds "$rounds" --clipseg "$bin" --pack "$pack" --out "$run/rounds.json" --inputs "$work/inputs"
+fi
 
 if [ -n "$web" ]; then
   stage ort-web

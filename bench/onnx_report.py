@@ -142,6 +142,7 @@ def main() -> None:
         if r:
             ratios.append(r)
 
+    rounds = (load(run / "rounds.json") or {}).get("configs", {})
     started = stages[0]["at"] if stages else time.strftime("%Y-%m-%dT%H:%M:%S")
     result = {
         "date": started,
@@ -157,6 +158,7 @@ def main() -> None:
         "ref_mask_fraction": pt.get("ref_mask_fraction"),
         "runtimes": rt,
         "ratios": ratios,
+        "rounds": rounds or None,
         "browser_bench": {k: browser.get(k) for k in ("date", "command", "pkg", "chromium", "other_load", "notes")} if browser else None,
         "notes": [
             "full pass: preprocessing of the decoded image + tokenization + model + logits on the host; image decoding excluded (as `clipseg bench`)",
@@ -198,6 +200,11 @@ def main() -> None:
         lines.append(f"{'ratio (ours / theirs; < 1 = ours faster)'.ljust(n)}  {'ours s':>8}  {'theirs s':>8}  ratio")
         for r in ratios:
             lines.append(f"{r['name'].ljust(n)}  {r['ours_s']:8.3f}  {r['theirs_s']:8.3f}  {r['ratio']:.2f}x")
+    if rounds:
+        lines += ["", "native / onnxruntime, alternated rounds (both sides back to back in each): median ratio [range], rounds at or under 1"]
+        for k, r in rounds.items():
+            lines.append(f"  {r['precision']} {r['threads']} thread(s): {r['ratio_median']:.2f}x [{r['ratio_min']:.2f}-{r['ratio_max']:.2f}], "
+                         f"{r['rounds_at_or_under_1']}/{len(r['ratios'])}")
     busy = [f"{s['stage']}: {s['build_processes']}" for s in stages if s["build_processes"]]
     if busy:
         lines.append(f"WARNING: build processes running when stages started (timings skewed): {'; '.join(busy)}")

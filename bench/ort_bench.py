@@ -5,6 +5,8 @@
         --out TORCH.json --inputs DIR
     python bench/ort_bench.py --part ort MODEL_DIR ONNX_DIR IMAGE PROMPT --iters N --threads 1,2 \
         --out ORT.json --inputs DIR
+    python bench/ort_bench.py --part rounds MODEL_DIR ONNX_DIR IMAGE PROMPT --iters N --threads 1,2 \
+        --rounds R --clipseg BIN --pack PACK --out ROUNDS.json --inputs DIR
 
 Two processes, so that neither runtime's thread pool is alive while the other is timed.
 --part torch writes the reference (and the browser's inputs); --part ort reads it.
@@ -16,6 +18,13 @@ Image decoding is outside the timed region, as in `clipseg bench`. One untimed-a
 pass (reported as first_pass_s), then the median of --iters passes (the upper median for an even
 count, as `clipseg bench`). load_s = InferenceSession creation / from_pretrained.
 The ONNX graph is monolithic: a "re-prompt" costs a full pass (no image-feature cache).
+
+--part rounds: onnxruntime and `clipseg bench` (BIN, on MODEL_DIR for fp32 and PACK for q8)
+alternated, R rounds of every precision and thread count, each round timing both sides back to
+back (who goes first alternates, and the order of the configurations reverses every round), so
+that both see the same moment of this shared machine. It reports each round's ratio (ours / ort,
+medians of --iters passes each) and their median and range: the load of other tenants, which
+moved single-stage ratios by up to 0.24 between whole runs, cancels out of each pair.
 
 Masks: logits > 0 (probability > 0.5) on the 352x352 output; IoU against PyTorch float32 on the same
 inputs. Writes the inputs and the reference logits as raw little-endian files into --inputs for
@@ -70,7 +79,7 @@ def compare(got: np.ndarray, ref: np.ndarray) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["torch", "ort"], required=True)
+    ap.add_argument("--part", choices=["torch", "ort", "rounds"], required=True)
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("onnx_dir", type=Path)
     ap.add_argument("image", type=Path)
@@ -80,7 +89,12 @@ def main() -> None:
     ap.add_argument("--torch-threads", default="2", help="PyTorch thread counts ('' skips PyTorch timing)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--inputs", type=Path, required=True)
+    ap.add_argument("--rounds", type=int, default=5, help="--part rounds: rounds of every configuration")
+    ap.add_argument("--clipseg", type=Path, help="--part rounds: the clipseg CLI")
+    ap.add_argument("--pack", type=Path, help="--part rounds: our q8 pack of the model")
     a = ap.parse_args()
+    if a.part == "rounds" and not (a.clipseg and a.pack):
+        ap.error("--part rounds needs --clipseg and --pack")
 
     import transformers
     from PIL import Image
@@ -111,8 +125,10 @@ def main() -> None:
 
     if a.part == "torch":
         torch_part(a, res, inputs, preprocess)
-    else:
+    elif a.part == "ort":
         ort_part(a, res, inputs, preprocess)
+    else:
+        rounds_part(a, res, preprocess)
     a.out.write_text(json.dumps(res, indent=1) + "\n")
 
 
@@ -169,19 +185,11 @@ def ort_part(a, res: dict, inputs: dict, preprocess) -> None:
     meta = json.loads((a.inputs / "meta.json").read_text())
     if meta["input_ids_shape"] != list(inputs["input_ids"].shape) or meta["prompt"] != a.prompt:
         sys.exit(f"{a.inputs}: reference made for another input ({meta}); run --part torch first")
-    for precision, file in (("fp32", "model.onnx"), ("q8", "model-q8.onnx")):
+    for precision, file in ONNX_FILES:
         for n in [int(t) for t in a.threads.split(",") if t]:
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = n
-            so.inter_op_num_threads = 1
-            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             t0 = time.perf_counter()
-            sess = ort.InferenceSession(str(a.onnx_dir / file), so, providers=["CPUExecutionProvider"])
+            run = ort_session(a.onnx_dir / file, n, preprocess)
             load = time.perf_counter() - t0
-
-            def run(x: dict | None = None) -> np.ndarray:
-                x = x or preprocess()
-                return sess.run(["logits"], {k: x[k] for k in ("input_ids", "attention_mask", "pixel_values")})[0]
 
             first, times = time_passes(run, a.iters)
             # session.run alone, on fixed inputs (the preprocessing share of a full pass)
@@ -198,7 +206,66 @@ def ort_part(a, res: dict, inputs: dict, preprocess) -> None:
             }
             res["runtimes"][f"ort-{precision}-t{n}"] = r
             print(f"  onnxruntime {precision} {n} thread(s): full pass {r['full_pass_s']:.3f} s (session.run {r['session_run_s']:.3f} s, first {first:.3f} s), mask IoU vs torch {r['mask_iou_vs_torch']:.4f}", flush=True)
-            del sess
+            del run
+
+
+ONNX_FILES = (("fp32", "model.onnx"), ("q8", "model-q8.onnx"))
+
+
+def ort_session(path: Path, threads: int, preprocess):
+    """A CPU session on `threads` intra-op threads, sequential; returns its full pass."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    def run(x: dict | None = None) -> np.ndarray:
+        x = x or preprocess()
+        return sess.run(["logits"], {k: x[k] for k in ("input_ids", "attention_mask", "pixel_values")})[0]
+
+    return run
+
+
+def rounds_part(a, res: dict, preprocess) -> None:
+    """onnxruntime and `clipseg bench` back to back, --rounds times per configuration."""
+    import subprocess
+
+    import onnxruntime as ort
+
+    res["versions"]["onnxruntime"] = ort.__version__
+    configs = [(precision, file, n) for precision, file in ONNX_FILES for n in [int(t) for t in a.threads.split(",") if t]]
+    sessions = {(p, n): ort_session(a.onnx_dir / f, n, preprocess) for p, f, n in configs}
+
+    def ours(precision: str, n: int) -> float:
+        model = a.model_dir if precision == "fp32" else a.pack
+        out = subprocess.run(
+            [str(a.clipseg), "bench", "--model", str(model), "--image", str(a.image), "--prompt", a.prompt,
+             "--iters", str(a.iters), "--backend", "cpu"],
+            env={**os.environ, "RAYON_NUM_THREADS": str(n)}, capture_output=True, text=True, check=True)
+        return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])["full_pass_s"]
+
+    def theirs(precision: str, n: int) -> float:
+        return median(time_passes(sessions[(precision, n)], a.iters)[1])
+
+    results = {f"{p}-t{n}": {"precision": p, "threads": n, "ours_s": [], "ort_s": [], "ratios": []} for p, _, n in configs}
+    for r in range(a.rounds):
+        for i, (precision, _, n) in enumerate(configs if r % 2 == 0 else configs[::-1]):
+            sides = [ours, theirs] if (r + i) % 2 == 0 else [theirs, ours]
+            times = {side: side(precision, n) for side in sides}
+            entry = results[f"{precision}-t{n}"]
+            entry["ours_s"].append(times[ours])
+            entry["ort_s"].append(times[theirs])
+            entry["ratios"].append(times[ours] / times[theirs])
+            print(f"  round {r + 1}/{a.rounds} {precision} {n} thread(s): ours {times[ours]:.3f} s, onnxruntime "
+                  f"{times[theirs]:.3f} s, ratio {times[ours] / times[theirs]:.3f}", flush=True)
+    for entry in results.values():
+        entry.update(ratio_median=median(entry["ratios"]), ratio_min=min(entry["ratios"]), ratio_max=max(entry["ratios"]),
+                     rounds_at_or_under_1=sum(x <= 1.0 for x in entry["ratios"]))
+    res["rounds"] = a.rounds
+    res["configs"] = results
 
 
 if __name__ == "__main__":
