@@ -345,75 +345,119 @@ fn attention(
     let d = hidden / heads;
     let ld = 3 * hidden;
     let scale = (d as f32).powf(-0.5);
-    let head = |b: usize, hd: usize| -> Vec<f32> {
+    assert!(
+        out.len() >= batch * seq * hidden,
+        "attention output too short"
+    );
+    let out = HeadColumns(out.as_mut_ptr());
+    let head = |&(b, hd): &(usize, usize)| {
         let base = b * seq * ld + hd * d;
         let (q, k, v) = (
             &qkv[base..],
             &qkv[base + hidden..],
             &qkv[base + 2 * hidden..],
         );
-        #[cfg(target_arch = "x86_64")]
-        if bf16 {
-            // Q in bf16 pairs once per head; each block's probabilities as the softmax makes them.
-            let (qp, sp) = (d.div_ceil(2), seq.div_ceil(2));
-            let mut q16 = vec![0u32; seq * qp];
-            bf16::to_pairs(q, seq, d, ld, &mut q16, qp);
-            let kt = bf16::Panels::transposed(k, d, seq, ld);
-            let v = bf16::Panels::rows(v, seq, d, ld);
-            let mut p16 = vec![0u32; ATTENTION_ROWS.min(seq) * sp];
-            return attention_head(
-                seq,
-                d,
-                |i0, rows, scores| kt.matmul(&q16[i0 * qp..], rows, qp, scores, seq),
-                |i0, rows, scores, inv_sums, o| {
-                    bf16::softmax_pairs(scores, seq, i0, scale, causal, &mut p16, sp, inv_sums);
-                    v.matmul(&p16, rows, sp, o, d);
-                },
-            );
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = bf16;
-        // K^T and V packed straight from the fused rows; P read in place.
-        let kt = PackedMatrix::pack_strided(k, d, seq, 1, ld, None);
-        let v = PackedMatrix::pack_strided(v, seq, d, ld, 1, None);
-        attention_head(
-            seq,
-            d,
-            |i0, rows, scores| {
-                kt.matmul_strided(&q[i0 * ld..], rows, ld, scores, seq, Mode::Serial)
-            },
-            |i0, rows, scores, inv_sums, o| {
-                softmax_rows(scores, seq, i0, scale, causal, inv_sums);
-                v.matmul_strided(scores, rows, seq, o, d, Mode::DirectA);
-            },
-        )
+        HEAD_SCRATCH.with_borrow_mut(|scratch| {
+            let HeadScratch { block, o, p16 } = scratch;
+            block.resize(ATTENTION_ROWS.min(seq) * seq, 0.0);
+            o.resize(seq * d, 0.0);
+            #[cfg(target_arch = "x86_64")]
+            if bf16 {
+                // Q in bf16 pairs once per head; each block's probabilities as the softmax
+                // makes them.
+                let (qp, sp) = (d.div_ceil(2), seq.div_ceil(2));
+                let mut q16 = vec![0u32; seq * qp];
+                bf16::to_pairs(q, seq, d, ld, &mut q16, qp);
+                let kt = bf16::Panels::transposed(k, d, seq, ld);
+                let v = bf16::Panels::rows(v, seq, d, ld);
+                p16.resize(ATTENTION_ROWS.min(seq) * sp, 0);
+                attention_head(
+                    (seq, d),
+                    block,
+                    o,
+                    |i0, rows, scores| kt.matmul(&q16[i0 * qp..], rows, qp, scores, seq),
+                    |i0, rows, scores, inv_sums, o| {
+                        bf16::softmax_pairs(scores, seq, i0, scale, causal, p16, sp, inv_sums);
+                        v.matmul(p16, rows, sp, o, d);
+                    },
+                );
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (bf16, p16);
+            if !bf16 {
+                // K^T and V packed straight from the fused rows; P read in place.
+                let kt = PackedMatrix::pack_strided(k, d, seq, 1, ld, None);
+                let v = PackedMatrix::pack_strided(v, seq, d, ld, 1, None);
+                attention_head(
+                    (seq, d),
+                    block,
+                    o,
+                    |i0, rows, scores| {
+                        kt.matmul_strided(&q[i0 * ld..], rows, ld, scores, seq, Mode::Serial)
+                    },
+                    |i0, rows, scores, inv_sums, o| {
+                        softmax_rows(scores, seq, i0, scale, causal, inv_sums);
+                        v.matmul_strided(scores, rows, seq, o, d, Mode::DirectA);
+                    },
+                );
+            }
+            for (i, row) in o.chunks_exact(d).enumerate() {
+                // SAFETY: inside `out` (asserted above); each job writes only its head's d
+                // columns, so no two threads write the same values, and nothing reads them
+                // until every job is done.
+                unsafe { out.write((b * seq + i) * hidden + hd * d, row) };
+            }
+        });
     };
     let jobs: Vec<(usize, usize)> = (0..batch)
         .flat_map(|b| (0..heads).map(move |hd| (b, hd)))
         .collect();
     #[cfg(feature = "native")]
-    let results: Vec<Vec<f32>> = jobs.par_iter().map(|&(b, hd)| head(b, hd)).collect();
+    jobs.par_iter().for_each(head);
     #[cfg(not(feature = "native"))]
-    let results: Vec<Vec<f32>> = jobs.iter().map(|&(b, hd)| head(b, hd)).collect();
-    for (&(b, hd), o) in jobs.iter().zip(&results) {
-        for i in 0..seq {
-            out[(b * seq + i) * hidden + hd * d..][..d].copy_from_slice(&o[i * d..(i + 1) * d]);
-        }
+    jobs.iter().for_each(head);
+}
+
+/// `attention`'s output, which its parallel jobs write column slices of.
+#[derive(Clone, Copy)]
+struct HeadColumns(*mut f32);
+// SAFETY: see the write in `attention`: disjoint columns per job.
+unsafe impl Send for HeadColumns {}
+unsafe impl Sync for HeadColumns {}
+
+impl HeadColumns {
+    /// SAFETY: `at..at + values.len()` is inside the output and written by this job only.
+    unsafe fn write(self, at: usize, values: &[f32]) {
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(at), values.len()) };
     }
 }
 
-/// One head, [seq, d], in blocks of query rows, so that a block's scores stay in L2 from the
-/// product through the softmax to the product with V: `scores(i0, rows, block)` writes
-/// Q[i0..i0 + rows]·Kᵀ, `softmax_times_v(i0, rows, block, inv_sums, o)` the unnormalised
-/// softmax · V and each row's 1 / sum.
+/// One attention job's buffers, kept per thread: fresh ones for every head of every layer
+/// (~0.3 MB) cost page faults, ~20% of an f32 attention.
+#[derive(Default)]
+struct HeadScratch {
+    block: Vec<f32>,
+    o: Vec<f32>,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    p16: Vec<u32>,
+}
+
+thread_local! {
+    static HEAD_SCRATCH: std::cell::RefCell<HeadScratch> = Default::default();
+}
+
+/// One head, [seq, d], into `o`, in blocks of query rows (`block`: the scores of
+/// `ATTENTION_ROWS` rows), so that a block's scores stay in L2 from the product through the
+/// softmax to the product with V: `scores(i0, rows, block)` writes Q[i0..i0 + rows]·Kᵀ,
+/// `softmax_times_v(i0, rows, block, inv_sums, o)` the unnormalised softmax · V and each
+/// row's 1 / sum.
 fn attention_head(
-    seq: usize,
-    d: usize,
+    (seq, d): (usize, usize),
+    block: &mut [f32],
+    o: &mut [f32],
     mut scores: impl FnMut(usize, usize, &mut [f32]),
     mut softmax_times_v: impl FnMut(usize, usize, &mut [f32], &mut [f32], &mut [f32]),
-) -> Vec<f32> {
-    let mut o = vec![0.0; seq * d];
-    let mut block = vec![0.0; ATTENTION_ROWS.min(seq) * seq];
+) {
     let mut inv_sums = [0.0f32; ATTENTION_ROWS];
     for i0 in (0..seq).step_by(ATTENTION_ROWS) {
         let rows = ATTENTION_ROWS.min(seq - i0);
@@ -426,7 +470,6 @@ fn attention_head(
             row.iter_mut().for_each(|v| *v *= inv);
         }
     }
-    o
 }
 
 /// Whether [`bf16`]'s kernels run here.
