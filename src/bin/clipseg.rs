@@ -237,7 +237,8 @@ enum PrecisionArg {
     Auto,
     /// f32 (a quantized pack's weights dequantized, as the WebGPU engine runs them).
     F32,
-    /// int8 weights and activations, also for an f32 model (dynamic quantization).
+    /// int8 weights and activations, also for an f32 model (dynamic quantization); attention
+    /// in bf16 where the CPU has AVX-512 BF16.
     Int8,
 }
 

@@ -52,7 +52,8 @@ pub struct PackedLayer {
 pub enum Precision {
     F32,
     /// int8 weights and per-row int8 activations ([`qgemm`]) where the CPU has an int8 kernel,
-    /// else f32: for weights that were 8-bit (or coarser) already.
+    /// else f32: for weights that were 8-bit (or coarser) already. Attention's products then
+    /// run in bf16 where the CPU has it ([`bf16`]).
     Int8,
 }
 
