@@ -65,7 +65,7 @@ pub enum Projection {
 }
 
 impl Projection {
-    /// Row-major `w` [k, n] (and bias [n]) in `precision`.
+    /// Row-major `w` `[k, n]` (and bias `[n]`) in `precision`.
     pub fn pack(w: &[f32], k: usize, n: usize, bias: Option<&[f32]>, precision: Precision) -> Self {
         let int8 = match precision {
             Precision::Int8 => QuantMatrix::pack(w, k, n, bias),

@@ -13,7 +13,7 @@
 //! multiply-adds per instruction where f32 needs a multiply and an add for 4), AVX2 6x16 (the
 //! same scheme with `vpmaddwd`), and a scalar one for each layout (the reference the others are
 //! tested against). All compute the same integers. Without any of them (a native build off
-//! x86-64) [`kernel`] is `None` and the layers stay on the f32 path.
+//! x86-64) `kernel()` is `None` and the layers stay on the f32 path.
 
 #[cfg(feature = "native")]
 use rayon::prelude::*;

@@ -16,7 +16,7 @@
 //!
 //! A tower's layers run back to back in one submission; only its input and the kept hidden
 //! states cross to the host (awaited, never blocked on, so it works in the browser). The
-//! buffers and bind groups of a run are built once per shape and replayed ([`Plan`]). Used for
+//! buffers and bind groups of a run are built once per shape and replayed (`Plan`). Used for
 //! inference on a wgpu device registered with [`register`]; training keeps burn's ops.
 
 use std::collections::HashMap;
@@ -349,7 +349,7 @@ impl GpuLinear {
         k > 0 && n > 0 && k.is_multiple_of(4) && n.is_multiple_of(4)
     }
 
-    /// Uploads `w`, row-major [k, n], and `bias` [n].
+    /// Uploads `w`, row-major `[k, n]`, and `bias` `[n]`.
     pub fn new(
         gpu: &Gpu,
         w: &[f32],
