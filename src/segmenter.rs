@@ -261,7 +261,7 @@ impl Segmenter {
 
     fn resolve(precision: Option<Precision>, quantized: bool) -> Precision {
         precision.unwrap_or(if quantized {
-            Precision::Int8
+            Precision::Int8Bf16
         } else {
             Precision::F32
         })

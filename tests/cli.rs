@@ -481,10 +481,10 @@ fn convert_writes_a_pack_that_predict_reads() {
         out.to_str().unwrap(),
     ));
     assert!(ok, "{err}");
-    // The q8 pack's dequantized weights in f32, and in int8 (the default for a q8 pack): both
-    // run, and agree to quantization error.
+    // The q8 pack's dequantized weights in f32, in int8, and in int8 with bf16 attention (the
+    // default for a q8 pack): all run, and agree to quantization error.
     let mut logits = Vec::new();
-    for precision in ["f32", "int8"] {
+    for precision in ["f32", "int8", "int8-bf16"] {
         let out = dir.join(format!("logits-{precision}.npy"));
         let mut args = predict_args(
             pack.to_str().unwrap(),
@@ -509,6 +509,11 @@ fn convert_writes_a_pack_that_predict_reads() {
     if clipseg::cpu::qgemm::kernel_name().is_some() {
         assert!(diff > 0.0, "--precision int8 ran in f32");
     }
+    let bf16 = max_abs_diff(&logits[1], &logits[2]);
+    assert!(bf16 < 0.05 * scale.max(1.0), "int8 vs int8-bf16: {bf16}");
+    // bf16 attention only where the CPU has it; elsewhere the very same values.
+    let bf16_here = clipseg::cpu::Precision::Int8Bf16.bf16_attention();
+    assert_eq!(bf16 > 0.0, bf16_here, "int8 vs int8-bf16: {bf16}");
     let mut args = predict_args(
         pack.to_str().unwrap(),
         image.to_str().unwrap(),

@@ -233,13 +233,15 @@ impl SplitArg {
 /// What the CLIP encoders' projections compute in on the CPU backend.
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum PrecisionArg {
-    /// int8 for a q8/q4 pack (weights already 8-bit), f32 otherwise.
+    /// int8-bf16 for a q8/q4 pack (weights already 8-bit), f32 otherwise.
     Auto,
     /// f32 (a quantized pack's weights dequantized, as the WebGPU engine runs them).
     F32,
-    /// int8 weights and activations, also for an f32 model (dynamic quantization); attention
-    /// in bf16 where the CPU has AVX-512 BF16.
+    /// int8 weights and activations, also for an f32 model (dynamic quantization), attention
+    /// in f32: the browser's CPU engine's arithmetic.
     Int8,
+    /// int8, and attention in bf16 where the CPU has AVX-512 BF16 (else as int8).
+    Int8Bf16,
 }
 
 impl PrecisionArg {
@@ -249,6 +251,7 @@ impl PrecisionArg {
             Self::Auto => None,
             Self::F32 => Some(Precision::F32),
             Self::Int8 => Some(Precision::Int8),
+            Self::Int8Bf16 => Some(Precision::Int8Bf16),
         }
     }
 
@@ -763,8 +766,11 @@ fn bench(
         line["kernel"] = clipseg::cpu::gemm::kernel_name().into();
         let threads = rayon::current_num_threads() as f64;
         line["threads"] = rayon::current_num_threads().into();
+        let precision = segmenter.cpu_precision;
         let int8 = clipseg::cpu::qgemm::kernel_name()
-            .filter(|_| segmenter.cpu_precision == Some(Precision::Int8));
+            .filter(|_| matches!(precision, Some(Precision::Int8 | Precision::Int8Bf16)));
+        let bf16 = precision.is_some_and(Precision::bf16_attention);
+        line["attention"] = if bf16 { "bf16" } else { "f32" }.into();
         if let Some(peak) = clipseg::cpu::gemm::peak_gflops() {
             line["peak_gflops_per_thread"] = peak.into();
             // Against the f32 peak only where the projections run in f32.

@@ -1,8 +1,8 @@
 //! The CPU inference path of the frozen CLIP encoder layers (and the decoder's layers and the
 //! patch embedding): the same `CLIPSegEncoderLayer` math as [`crate::model::transformer`], on
 //! plain `f32` slices with weights packed once, the projections in f32 ([`gemm`]) or, for a
-//! quantized pack, int8 ([`qgemm`]), and then attention's products in bf16 where the CPU has
-//! AVX-512 BF16 ([`bf16`]).
+//! quantized pack, int8 ([`qgemm`]), and then natively attention's products in bf16 where the
+//! CPU has AVX-512 BF16 ([`bf16`]).
 //!
 //! Why: on flex the layer was ~45% outside its matmuls (per-op tensor allocation, copies for
 //! head split/merge, scalar `expf` in softmax and QuickGELU) and its matmuls re-packed the
@@ -47,14 +47,24 @@ pub struct PackedLayer {
     bf16_attention: bool,
 }
 
-/// Which arithmetic the packed projections use.
+/// Which arithmetic the packed layers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {
     F32,
     /// int8 weights and per-row int8 activations ([`qgemm`]) where the CPU has an int8 kernel,
-    /// else f32: for weights that were 8-bit (or coarser) already. Attention's products then
-    /// run in bf16 where the CPU has it ([`bf16`]).
+    /// else f32: for weights that were 8-bit (or coarser) already. Attention stays f32, so every
+    /// int8 kernel computes the same values, the browser's included.
     Int8,
+    /// [`Self::Int8`], and attention's two products in bf16 where the CPU has AVX-512 BF16
+    /// ([`bf16`]; elsewhere the same as `Int8`): what a quantized pack runs natively.
+    Int8Bf16,
+}
+
+impl Precision {
+    /// Whether attention runs in bf16 at this precision, here.
+    pub fn bf16_attention(self) -> bool {
+        self == Self::Int8Bf16 && bf16_available()
+    }
 }
 
 /// A Linear layer's weight and bias, packed for one of the two GEMMs.
@@ -68,7 +78,7 @@ impl Projection {
     /// Row-major `w` `[k, n]` (and bias `[n]`) in `precision`.
     pub fn pack(w: &[f32], k: usize, n: usize, bias: Option<&[f32]>, precision: Precision) -> Self {
         let int8 = match precision {
-            Precision::Int8 => QuantMatrix::pack(w, k, n, bias),
+            Precision::Int8 | Precision::Int8Bf16 => QuantMatrix::pack(w, k, n, bias),
             Precision::F32 => None,
         };
         match int8 {
@@ -164,7 +174,7 @@ impl PackedLayer {
             ln2: norm_parts(&layer.layer_norm2)?,
             fc1: Projection::pack(&f1, h, inter, f1b.as_deref(), precision),
             fc2: Projection::pack(&f2, inter, h, f2b.as_deref(), precision),
-            bf16_attention: precision == Precision::Int8 && bf16_available(),
+            bf16_attention: precision.bf16_attention(),
         })
     }
 
@@ -713,10 +723,14 @@ mod tests {
             // Burn's ops: the layer itself is not packed.
             let post = values(layer.forward_post_norm(x.clone()).unwrap()).unwrap();
             // int8 (where this CPU has a kernel) within 8-bit quantization error of f32.
-            for (precision, tol) in [(Precision::F32, 1e-4), (Precision::Int8, 0.05)] {
+            for (precision, tol) in [
+                (Precision::F32, 1e-4),
+                (Precision::Int8, 0.05),
+                (Precision::Int8Bf16, 0.05),
+            ] {
                 let packed = PackedLayer::new(&layer, spec, precision).unwrap();
-                // int8 layers take bf16 attention where the CPU has it: tested here too.
-                let want_bf16 = precision == Precision::Int8 && bf16_available();
+                // bf16 attention where asked for and the CPU has it: tested here too.
+                let want_bf16 = precision == Precision::Int8Bf16 && bf16_available();
                 assert_eq!(packed.bf16_attention, want_bf16);
                 let mut got = values(x.clone()).unwrap();
                 packed.forward_pre_norm(&mut got, batch, seq, causal, &mut Scratch::default());

@@ -364,9 +364,14 @@ impl Decoder {
         reduced: &[Tensor<3>],
         conditional: Tensor<2>,
     ) -> Result<Tensor<3>, Error> {
+        let Some(last) = reduced.len().min(self.layers.len()).checked_sub(1) else {
+            unreachable!("config validation guarantees at least one extract layer")
+        };
+        let device = conditional.device();
+        let gpu_head = self.gpu_head.as_ref().zip(crate::gpu::for_device(&device));
         let mut output: Option<Tensor<3>> = None;
         for (i, (r, layer)) in reduced.iter().zip(&self.layers).enumerate() {
-            let mut x = match output {
+            let mut x = match output.take() {
                 Some(o) => r.clone() + o,
                 None => r.clone(),
             };
@@ -375,27 +380,28 @@ impl Decoder {
                 let add = self.film_add.forward(conditional.clone()).unsqueeze_dim(1);
                 x = mul * x + add;
             }
+            // The GPU head takes the last layer's output as the kernels leave it on the host
+            // (not uploaded as a tensor and read back again).
+            if let (true, Some((head, gpu)), Some(gpu_layer)) = (i == last, &gpu_head, &layer.gpu) {
+                let [batch, seq, rd] = x.dims();
+                let values = crate::gpu::values_async(x).await?;
+                let post = crate::gpu::Norm::Post;
+                let mut out =
+                    crate::gpu::forward(gpu, &[gpu_layer], &values, batch, seq, post, &[0]).await?;
+                return Self::head_on_gpu(head, gpu, &out.remove(0), [batch, seq, rd], &device)
+                    .await;
+            }
             output = Some(layer.forward_post_norm_async(x).await?);
         }
         let Some(output) = output else {
-            unreachable!("config validation guarantees at least one extract layer")
+            unreachable!("the loop runs up to `last`")
         };
         let [batch, seq, rd] = output.dims();
-        let grid = ((seq - 1) as f64).sqrt() as usize;
-        let device = output.device();
-        if let Some((head, gpu)) = self.gpu_head.as_ref().zip(crate::gpu::for_device(&device)) {
+        if let Some((head, gpu)) = &gpu_head {
             let values = crate::gpu::values_async(output).await?;
-            // Without each prompt's class token.
-            let tokens: Vec<f32> = (values.chunks_exact(seq * rd))
-                .flat_map(|prompt| &prompt[rd..])
-                .copied()
-                .collect();
-            let (logits, side) = head.forward(&gpu, &tokens, batch, grid).await?;
-            return Ok(Tensor::from_data(
-                TensorData::new(logits, [batch, side, side]),
-                &device,
-            ));
+            return Self::head_on_gpu(head, gpu, &values, [batch, seq, rd], &device).await;
         }
+        let grid = ((seq - 1) as f64).sqrt() as usize;
         let tokens = output
             .narrow(1, 1, seq - 1)
             .swap_dims(1, 2)
@@ -403,6 +409,27 @@ impl Decoder {
         let logits = self.transposed_convolution.forward(tokens);
         let [_, _, h, w] = logits.dims();
         Ok(logits.reshape([batch, h, w]))
+    }
+
+    /// The last layer's output `values` [batch, seq, rd] through the GPU head.
+    async fn head_on_gpu(
+        head: &GpuHead,
+        gpu: &Gpu,
+        values: &[f32],
+        [batch, seq, rd]: [usize; 3],
+        device: &Device,
+    ) -> Result<Tensor<3>, Error> {
+        let grid = ((seq - 1) as f64).sqrt() as usize;
+        // Without each prompt's class token.
+        let tokens: Vec<f32> = (values.chunks_exact(seq * rd))
+            .flat_map(|prompt| &prompt[rd..])
+            .copied()
+            .collect();
+        let (logits, side) = head.forward(gpu, &tokens, batch, grid).await?;
+        Ok(Tensor::from_data(
+            TensorData::new(logits, [batch, side, side]),
+            device,
+        ))
     }
 }
 

@@ -3,8 +3,9 @@
 // on the same pack and image with backend=webgpu, auto (WebGPU, or the CPU on a software
 // fallback adapter) and cpu, and the
 // probabilities are compared with sigmoid(native logits): WebGPU's with the native f32 run of
-// the dequantized weights (the same float model), CPU's with the native int8 run (the same
-// integers as the wasm int8 kernel). Writes target/e2e/report.json and
+// the dequantized weights (the same float model), CPU's with the native `--precision int8` run
+// (the same integers as the wasm int8 kernel, attention in f32 as in wasm; a q8 pack's native
+// default also runs attention in bf16 where the CPU can). Writes target/e2e/report.json and
 // target/e2e/e2e-<backend>.png; exits 1 on failure.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
