@@ -168,15 +168,10 @@ unsafe fn row_to_pairs(src: &[f32], dst: &mut [u32]) {
         for (i, d) in dst.chunks_mut(16).enumerate() {
             let at = 32 * i;
             let left = src.len() - at;
-            let mask = |from: usize| -> __mmask16 {
-                let n = left.saturating_sub(from).min(16);
-                ((1u32 << n) - 1) as __mmask16
-            };
-            let lo = _mm512_maskz_loadu_ps(mask(0), src.as_ptr().add(at));
-            let hi = _mm512_maskz_loadu_ps(mask(16), src.as_ptr().add(at + 16.min(left)));
+            let lo = _mm512_maskz_loadu_ps(lanes(left, 0), src.as_ptr().add(at));
+            let hi = _mm512_maskz_loadu_ps(lanes(left, 16), src.as_ptr().add(at + 16.min(left)));
             let bf: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-            let keep = ((1u32 << d.len()) - 1) as __mmask16;
-            _mm512_mask_storeu_epi32(d.as_mut_ptr() as *mut i32, keep, bf);
+            _mm512_mask_storeu_epi32(d.as_mut_ptr() as *mut i32, lanes(d.len(), 0), bf);
         }
     }
 }
@@ -198,10 +193,9 @@ unsafe fn interleave_rows(
         let order = _mm512_loadu_si512(order.as_ptr() as *const __m512i);
         for kp in 0..pairs {
             for j in (0..n).step_by(16) {
-                let mask = ((1u32 << (n - j).min(16)) - 1) as __mmask16;
                 let row = |kk: usize| {
                     if kk < k {
-                        _mm512_maskz_loadu_ps(mask, b.as_ptr().add(kk * ld + j))
+                        _mm512_maskz_loadu_ps(lanes(n, j), b.as_ptr().add(kk * ld + j))
                     } else {
                         _mm512_setzero_ps()
                     }
@@ -245,7 +239,8 @@ pub fn softmax_pairs(
     }
 }
 
-/// Lanes `from..from + 16` of a row `len` long that exist.
+/// The mask of lanes `from..from + 16` that exist in a row `len` long (every masked load and
+/// store here).
 fn lanes(len: usize, from: usize) -> __mmask16 {
     ((1u32 << len.saturating_sub(from).min(16)) - 1) as __mmask16
 }
@@ -272,8 +267,7 @@ unsafe fn softmax_row(row: &[f32], valid: usize, scale: f32, out: &mut [u32]) ->
             let (lo, hi) = (exp(32 * c), exp(32 * c + 16));
             sum = _mm512_add_ps(sum, _mm512_add_ps(lo, hi));
             let bf: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-            let keep = ((1u32 << o.len()) - 1) as __mmask16;
-            _mm512_mask_storeu_epi32(o.as_mut_ptr() as *mut i32, keep, bf);
+            _mm512_mask_storeu_epi32(o.as_mut_ptr() as *mut i32, lanes(o.len(), 0), bf);
         }
         1.0 / _mm512_reduce_add_ps(sum)
     }
@@ -331,13 +325,8 @@ unsafe fn kernel<const MR: usize, const NV: usize>(
             }
         }
         for (r, row) in acc.iter().enumerate().take(rows) {
-            for (v, &x) in row.iter().enumerate() {
-                let left = cols.saturating_sub(16 * v).min(16);
-                if left == 0 {
-                    break;
-                }
-                let mask = ((1u32 << left) - 1) as __mmask16;
-                _mm512_mask_storeu_ps(c.add(r * ldc + 16 * v), mask, x);
+            for (v, &x) in row.iter().enumerate().take(cols.div_ceil(16)) {
+                _mm512_mask_storeu_ps(c.add(r * ldc + 16 * v), lanes(cols, 16 * v), x);
             }
         }
     }

@@ -598,7 +598,7 @@ pub async fn forward(
     };
     let plan = plan.unwrap_or_else(|| Plan::new(gpu, layers, key));
     let states = plan.run(gpu, x).await;
-    if plan.bytes > MAX_PLAN_BYTES {
+    if plan.size_bytes() > MAX_PLAN_BYTES {
         plan.destroy();
         return states;
     }
@@ -641,8 +641,6 @@ struct Plan {
     steps: Vec<(Vec<Dispatch>, Vec<usize>)>,
     /// The scratch and parameter buffers the bind groups use, owned here.
     buffers: Vec<wgpu::Buffer>,
-    /// Bytes in all its buffers.
-    bytes: u64,
 }
 
 impl std::fmt::Debug for Plan {
@@ -767,25 +765,29 @@ impl Plan {
             fc1_params,
             fc2_params,
         ];
-        let bytes = (buffers.iter().chain([&state, &staging]))
-            .map(wgpu::Buffer::size)
-            .sum();
         Self {
             key,
             state,
             staging,
             steps,
             buffers,
-            bytes,
         }
+    }
+
+    /// Every GPU buffer it owns.
+    fn all_buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> {
+        self.buffers.iter().chain([&self.state, &self.staging])
+    }
+
+    /// Bytes in all its buffers.
+    fn size_bytes(&self) -> u64 {
+        self.all_buffers().map(wgpu::Buffer::size).sum()
     }
 
     /// Frees its GPU memory now (the browser's WebGPU frees a dropped buffer only when it is
     /// garbage-collected). Only for a plan no run uses.
     fn destroy(self) {
-        for buffer in self.buffers.iter().chain([&self.state, &self.staging]) {
-            buffer.destroy();
-        }
+        self.all_buffers().for_each(wgpu::Buffer::destroy);
     }
 
     /// The plan on `x`, in one submission; the kept states read back once.
