@@ -43,7 +43,7 @@ def machine() -> dict:
         info = Path("/proc/cpuinfo").read_text()
         m["cpu_model"] = re.search(r"model name\s*:\s*(.*)", info).group(1)
         flags = re.search(r"flags\s*:\s*(.*)", info).group(1).split()
-        m["simd"] = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16") if f in flags]
+        m["simd"] = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16") if f in flags]
     except (OSError, AttributeError):
         pass
     try:

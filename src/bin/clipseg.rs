@@ -771,6 +771,10 @@ fn bench(
             .filter(|_| matches!(precision, Some(Precision::Int8 | Precision::Int8Bf16)));
         let bf16 = precision.is_some_and(Precision::bf16_attention);
         line["attention"] = if bf16 { "bf16" } else { "f32" }.into();
+        #[cfg(target_arch = "x86_64")]
+        if bf16 {
+            line["attention_kernel"] = clipseg::cpu::bf16::kernel_name().into();
+        }
         if let Some(peak) = clipseg::cpu::gemm::peak_gflops() {
             line["peak_gflops_per_thread"] = peak.into();
             // Against the f32 peak only where the projections run in f32.

@@ -7,9 +7,14 @@
 //! range with an 8-bit mantissa, the same order of rounding as the int8 projections that made
 //! Q, K and V, and the sums stay in f32. The f32 path (`--precision f32`) is untouched.
 //!
+//! With AMX-BF16 (Sapphire Rapids and later) the products run on tiles instead
+//! ([`super::amx::kernel_bf16`]): 4x the rate of `vdpbf16ps` on one core here, and the same
+//! sums up to the order of f32 additions.
+//!
 //! Layout: the kernel's unit is two consecutive k values in one 32-bit lane. An A row converted
 //! to bf16 in order is already that ([`to_pairs`]); B is packed into column panels `[k/2][nr]`
-//! of such pairs ([`Panels`]). An odd k is padded with a zero.
+//! of such pairs ([`Panels`]). An odd k is padded with a zero; for AMX, k is padded to 32 (a
+//! tile row) and A must have whole 32-row blocks to read ([`row_pairs`], [`readable_rows`]).
 
 use std::arch::x86_64::*;
 
@@ -20,8 +25,8 @@ pub fn available() -> bool {
         && is_x86_feature_detected!("avx512bf16")
 }
 
-/// A `[k, n]` matrix in bf16 pairs along k, in column panels `[k.div_ceil(2)][nr]`, zero past
-/// `n` and past `k`.
+/// A `[k, n]` matrix in bf16 pairs along k, in column panels `[pairs][nr]` (`pairs`:
+/// [`row_pairs`] of k), zero past `n` and past `k`.
 pub struct Panels {
     pairs: usize,
     n: usize,
@@ -30,12 +35,15 @@ pub struct Panels {
 }
 
 /// The register kernels: 8 rows x 48 columns, and 6 x 64 for widths that 48 pads more
-/// (a 485-token sequence: 43 padded columns at 48, 27 at 64; a 64-wide head: none).
+/// (a 485-token sequence: 43 padded columns at 48, 27 at 64; a 64-wide head: none); or AMX
+/// tiles, 32 x 32, where the CPU has them.
 #[derive(Clone, Copy)]
 struct Kernel {
     mr: usize,
     nr: usize,
     run: KernelFn,
+    /// AMX: k in whole tile rows, A in whole 32-row blocks, tiles configured around a product.
+    tiles: bool,
 }
 
 /// `c[0..rows][0..cols]` (row stride `ldc`) = A rows (`lda` apart, `pairs` pairs each) · one B
@@ -56,15 +64,27 @@ const KERNELS: [Kernel; 2] = [
         mr: 8,
         nr: 48,
         run: kernel::<8, 3>,
+        tiles: false,
     },
     Kernel {
         mr: 6,
         nr: 64,
         run: kernel::<6, 4>,
+        tiles: false,
     },
 ];
 
+const AMX: Kernel = Kernel {
+    mr: 32,
+    nr: 32,
+    run: super::amx::kernel_bf16,
+    tiles: true,
+};
+
 fn kernel_for(n: usize) -> Kernel {
+    if super::amx::available_bf16() {
+        return AMX;
+    }
     // min_by_key keeps the first of equals: 8x48.
     KERNELS
         .into_iter()
@@ -72,12 +92,45 @@ fn kernel_for(n: usize) -> Kernel {
         .expect("two kernels")
 }
 
+/// Which kernel attention's products use here, for benchmark output.
+pub fn kernel_name() -> &'static str {
+    if super::amx::available_bf16() {
+        "amx bf16 32x32"
+    } else {
+        "avx512-bf16 8x48 / 6x64"
+    }
+}
+
+/// The pairs an A row (and a panel) holds for `k` values here: k / 2 rounded up, and to a
+/// whole tile row (16 pairs) with AMX. [`to_pairs`] and [`softmax_pairs`] zero the padding.
+pub fn row_pairs(k: usize) -> usize {
+    pairs_for(k, super::amx::available_bf16())
+}
+
+fn pairs_for(k: usize, tiles: bool) -> usize {
+    let pairs = k.div_ceil(2);
+    if tiles { pairs.next_multiple_of(16) } else { pairs }
+}
+
+/// The rows an A of `m` rows must have allocated for [`Panels::matmul`]: with AMX, whole
+/// 32-row blocks (rows past m are read, and their products thrown away).
+pub fn readable_rows(m: usize) -> usize {
+    if super::amx::available_bf16() {
+        m.next_multiple_of(32)
+    } else {
+        m
+    }
+}
+
 impl Panels {
     /// B = Mᵀ for M `[n, k]` with rows `ld` apart (attention's Kᵀ, read from the fused
     /// projection): B's pairs are consecutive values of M's rows.
     pub fn transposed(m: &[f32], k: usize, n: usize, ld: usize) -> Self {
-        let pairs = k.div_ceil(2);
-        let kernel = kernel_for(n);
+        Self::transposed_for(kernel_for(n), m, k, n, ld)
+    }
+
+    fn transposed_for(kernel: Kernel, m: &[f32], k: usize, n: usize, ld: usize) -> Self {
+        let pairs = pairs_for(k, kernel.tiles);
         let nr = kernel.nr;
         let mut data = vec![0u32; n.div_ceil(nr) * pairs * nr];
         let mut row = vec![0u32; pairs];
@@ -99,8 +152,11 @@ impl Panels {
 
     /// B `[k, n]` itself, rows `ld` apart (attention's V): pairs from two consecutive rows.
     pub fn rows(b: &[f32], k: usize, n: usize, ld: usize) -> Self {
-        let pairs = k.div_ceil(2);
-        let kernel = kernel_for(n);
+        Self::rows_for(kernel_for(n), b, k, n, ld)
+    }
+
+    fn rows_for(kernel: Kernel, b: &[f32], k: usize, n: usize, ld: usize) -> Self {
+        let pairs = pairs_for(k, kernel.tiles);
         let nr = kernel.nr;
         let mut data = vec![0u32; n.div_ceil(nr) * pairs * nr];
         // SAFETY: `available()` is checked by the caller before any bf16 work; rows and
@@ -114,17 +170,20 @@ impl Panels {
         }
     }
 
-    /// `out[m, n]` (row stride `ldc`) = A · B for A in pairs (`to_pairs`), rows `lda` apart.
+    /// `out[m, n]` (row stride `ldc`) = A · B for A in pairs (`to_pairs`, [`row_pairs`]
+    /// wide), rows `lda` apart, [`readable_rows`] of them.
     pub fn matmul(&self, a: &[u32], m: usize, lda: usize, out: &mut [f32], ldc: usize) {
-        let Kernel { mr, nr, run } = self.kernel;
+        let Kernel { mr, nr, run, tiles } = self.kernel;
+        let readable = if tiles { m.next_multiple_of(mr) } else { m };
         assert!(
-            m == 0 || a.len() >= (m - 1) * lda + self.pairs,
+            m == 0 || (lda >= self.pairs && a.len() >= (readable - 1) * lda + self.pairs),
             "A is too short"
         );
         assert!(
             m == 0 || out.len() >= (m - 1) * ldc + self.n,
             "out is too short"
         );
+        let _tiles = tiles.then(super::amx::Tiles::configure);
         for (panel, b) in self.data.chunks_exact(self.pairs * nr).enumerate() {
             let j = panel * nr;
             let cols = nr.min(self.n - j);
@@ -149,16 +208,16 @@ impl Panels {
 }
 
 /// `rows` rows of `cols` f32 (`lds` apart) to bf16 in order, `ldd` u32 (pairs) apart, the odd
-/// last value paired with a zero. Round to nearest even.
+/// last value paired with a zero and zeros after it to `ldd`. Round to nearest even.
 pub fn to_pairs(src: &[f32], rows: usize, cols: usize, lds: usize, dst: &mut [u32], ldd: usize) {
-    assert!(ldd >= cols.div_ceil(2), "destination rows are too short");
+    let pairs = cols.div_ceil(2);
+    assert!(ldd >= pairs, "destination rows are too short");
     for r in 0..rows {
-        let (s, d) = (
-            &src[r * lds..][..cols],
-            &mut dst[r * ldd..][..cols.div_ceil(2)],
-        );
+        let (s, d) = (&src[r * lds..][..cols], &mut dst[r * ldd..][..ldd]);
+        let (d, padding) = d.split_at_mut(pairs);
         // SAFETY: the slices bound every access; the caller checked `available()`.
         unsafe { row_to_pairs(s, d) };
+        padding.fill(0);
     }
 }
 
@@ -212,7 +271,7 @@ unsafe fn interleave_rows(
 
 /// The softmax of `rows` score rows (`seq` wide, row `first_row + i` of the sequence) without
 /// its normalisation, as [`super::softmax_rows`] computes it, written as bf16 pairs (`ldd`
-/// apart) for the product with V; 1 / sum into `inv_sums`. One pass fewer over the block than
+/// apart, zero past seq) for the product with V; 1 / sum into `inv_sums`. One pass fewer over the block than
 /// the f32 softmax followed by [`to_pairs`].
 #[allow(clippy::too_many_arguments)]
 pub fn softmax_pairs(
@@ -233,9 +292,10 @@ pub fn softmax_pairs(
         } else {
             seq
         };
-        let out = &mut dst[i * ldd..][..seq.div_ceil(2)];
+        let (out, padding) = dst[i * ldd..][..ldd].split_at_mut(seq.div_ceil(2));
         // SAFETY: the slices bound every access; the caller checked `available()`.
         *inv = unsafe { softmax_row(row, valid, scale, out) };
+        padding.fill(0);
     }
 }
 
@@ -354,65 +414,78 @@ mod tests {
             .collect()
     }
 
-    /// Both packings and both kernels against f64 products of the bf16-rounded inputs: odd k,
-    /// partial row strips and partial panels, each kernel's width.
+    /// Every kernel here (the two register kernels, and AMX's where the CPU has it)
+    /// through both packings, against f64 products of the bf16-rounded inputs: odd k,
+    /// partial row blocks and partial panels, each kernel's width.
     #[test]
     fn products_match_rounded_reference() {
         if !available() {
             eprintln!("skipped: this CPU has no AVX-512 BF16");
             return;
         }
-        for (m, k, n) in [
-            (1, 1, 1),
-            (7, 64, 7),
-            (13, 64, 485),
-            (9, 485, 64),
-            (17, 33, 50),
-        ] {
-            let ld = n + 3;
-            let a = random(m * k, 1);
-            let b = random(k * ld, 2);
-            let bt = random(n * (k + 5), 3);
-            let want = |bv: &dyn Fn(usize, usize) -> f32| -> Vec<f64> {
-                (0..m * n)
-                    .map(|at| {
-                        let (i, j) = (at / n, at % n);
-                        (0..k)
-                            .map(|kk| round(a[i * k + kk]) as f64 * round(bv(kk, j)) as f64)
-                            .sum()
-                    })
-                    .collect()
-            };
-            let lda = k.div_ceil(2) + 1;
-            let mut a16 = vec![0u32; m * lda];
-            to_pairs(&a, m, k, k, &mut a16, lda);
-            for (name, panels, reference) in [
-                (
-                    "rows",
-                    Panels::rows(&b, k, n, ld),
-                    want(&|kk, j| b[kk * ld + j]),
-                ),
-                (
-                    "transposed",
-                    Panels::transposed(&bt, k, n, k + 5),
-                    want(&|kk, j| bt[j * (k + 5) + kk]),
-                ),
+        let amx = super::super::amx::available_bf16().then_some(AMX);
+        for kernel in KERNELS.into_iter().chain(amx) {
+            for (m, k, n) in [
+                (1, 1, 1),
+                (7, 64, 7),
+                (13, 64, 485),
+                (9, 485, 64),
+                (17, 33, 50),
+                (40, 70, 33),
             ] {
-                let ldc = n + 2;
-                let mut out = vec![f32::NAN; m * ldc];
-                panels.matmul(&a16, m, lda, &mut out, ldc);
-                for (at, &w) in reference.iter().enumerate() {
-                    let got = out[(at / n) * ldc + at % n] as f64;
-                    let tol = 1e-5 * (1.0 + w.abs()) * (k as f64).sqrt();
-                    assert!(
-                        (got - w).abs() < tol,
-                        "{name} {m}x{k}x{n} at {at}: {got} vs {w}"
-                    );
-                }
-                // Nothing written past each row's n columns.
-                for i in 0..m {
-                    assert!(out[i * ldc + n..(i + 1) * ldc].iter().all(|v| v.is_nan()));
-                }
+                products_match(kernel, m, k, n);
+            }
+        }
+    }
+
+    fn products_match(kernel: Kernel, m: usize, k: usize, n: usize) {
+        let ld = n + 3;
+        let a = random(m * k, 1);
+        let b = random(k * ld, 2);
+        let bt = random(n * (k + 5), 3);
+        let want = |bv: &dyn Fn(usize, usize) -> f32| -> Vec<f64> {
+            (0..m * n)
+                .map(|at| {
+                    let (i, j) = (at / n, at % n);
+                    (0..k)
+                        .map(|kk| round(a[i * k + kk]) as f64 * round(bv(kk, j)) as f64)
+                        .sum()
+                })
+                .collect()
+        };
+        let lda = pairs_for(k, kernel.tiles) + 1;
+        // Rows past m as AMX reads them: NaN, which must not reach rows that exist.
+        let rows = if kernel.tiles { m.next_multiple_of(32) } else { m };
+        let mut a16 = vec![0x7fc0_7fc0u32; rows * lda];
+        to_pairs(&a, m, k, k, &mut a16, lda);
+        for (name, panels, reference) in [
+            (
+                "rows",
+                Panels::rows_for(kernel, &b, k, n, ld),
+                want(&|kk, j| b[kk * ld + j]),
+            ),
+            (
+                "transposed",
+                Panels::transposed_for(kernel, &bt, k, n, k + 5),
+                want(&|kk, j| bt[j * (k + 5) + kk]),
+            ),
+        ] {
+            let ldc = n + 2;
+            let mut out = vec![f32::NAN; m * ldc];
+            panels.matmul(&a16, m, lda, &mut out, ldc);
+            for (at, &w) in reference.iter().enumerate() {
+                let got = out[(at / n) * ldc + at % n] as f64;
+                let tol = 1e-5 * (1.0 + w.abs()) * (k as f64).sqrt();
+                assert!(
+                    (got - w).abs() < tol,
+                    "{name} {}x{} {m}x{k}x{n} at {at}: {got} vs {w}",
+                    kernel.mr,
+                    kernel.nr
+                );
+            }
+            // Nothing written past each row's n columns.
+            for i in 0..m {
+                assert!(out[i * ldc + n..(i + 1) * ldc].iter().all(|v| v.is_nan()));
             }
         }
     }
@@ -433,7 +506,7 @@ mod tests {
             let mut want_inv = vec![0.0; rows];
             super::super::softmax_rows(&mut want, seq, first_row, 0.125, causal, &mut want_inv);
             let ldd = seq.div_ceil(2) + 1;
-            let mut pairs = vec![u32::MAX; rows * ldd];
+            let mut pairs = vec![u32::MAX; rows * ldd + 1];
             let mut inv = vec![0.0; rows];
             softmax_pairs(
                 &scores, seq, first_row, 0.125, causal, &mut pairs, ldd, &mut inv,
@@ -453,12 +526,9 @@ mod tests {
                         "({i}, {j}): {got} vs {w}"
                     );
                 }
-                assert_eq!(
-                    pairs[i * ldd + ldd - 1],
-                    u32::MAX,
-                    "row {i}: wrote past its pairs"
-                );
+                assert_eq!(pairs[i * ldd + ldd - 1], 0, "row {i}: padding not zero");
             }
+            assert_eq!(pairs[rows * ldd], u32::MAX, "wrote past the last row");
         }
     }
 

@@ -14,6 +14,8 @@
 //! training keeps burn's ops.
 
 #[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
 pub mod bf16;
 pub mod gemm;
 pub mod qgemm;
@@ -335,7 +337,8 @@ impl Scratch {
     }
 }
 
-/// Query rows per attention block: 96 x 485 scores are 182 KB.
+/// Query rows per attention block: 96 x 485 scores are 182 KB. A multiple of AMX's 32-row
+/// blocks ([`bf16::readable_rows`]).
 const ATTENTION_ROWS: usize = 96;
 
 /// Multi-head attention on the fused projection `qkv` [batch * seq, 3 * hidden] (HF scales
@@ -376,12 +379,12 @@ fn attention(
             if bf16 {
                 // Q in bf16 pairs once per head; each block's probabilities as the softmax
                 // makes them.
-                let (qp, sp) = (d.div_ceil(2), seq.div_ceil(2));
-                q16.resize(seq * qp, 0);
+                let (qp, sp) = (bf16::row_pairs(d), bf16::row_pairs(seq));
+                q16.resize(bf16::readable_rows(seq) * qp, 0);
                 bf16::to_pairs(q, seq, d, ld, q16, qp);
                 let kt = bf16::Panels::transposed(k, d, seq, ld);
                 let v = bf16::Panels::rows(v, seq, d, ld);
-                p16.resize(ATTENTION_ROWS.min(seq) * sp, 0);
+                p16.resize(bf16::readable_rows(ATTENTION_ROWS.min(seq)) * sp, 0);
                 attention_head(
                     (seq, d),
                     block,

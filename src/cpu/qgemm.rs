@@ -7,7 +7,9 @@
 //! (symmetric, 127 steps; the row's largest value sets its scale). The integer dot products are
 //! exact; scales and bias are applied in the kernel's epilogue.
 //!
-//! Kernels: AVX-512 VNNI 8x48 (`vpdpbusd`: 64 multiply-adds of u8 x i8 per instruction, 4x an
+//! Kernels: AMX 32x32 (Sapphire Rapids and later: `tdpbusd` is a 16x16x64 block of u8 x i8
+//! multiply-adds, 16x a VNNI instruction's; the same offset scheme, A in 64-byte rows per tile),
+//! AVX-512 VNNI 8x48 (`vpdpbusd`: 64 multiply-adds of u8 x i8 per instruction, 4x an
 //! f32 FMA; activations are offset by 128 into u8 and the offset is taken out again with the
 //! weights' column sums), wasm simd128 4x8 (`i32x4.dot_i16x8_s` on sign-extended pairs: 8
 //! multiply-adds per instruction where f32 needs a multiply and an add for 4), AVX2 6x16 (the
@@ -18,29 +20,43 @@
 #[cfg(feature = "native")]
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::amx;
+
 /// How a kernel wants A: `U8Offset` packs 4 consecutive k of a row as u8 (q + 128) for one
-/// 32-bit broadcast, `I16` packs 2 as i16.
+/// 32-bit broadcast, `I16` packs 2 as i16, `Tiles` keeps each row's u8 in 64-byte pieces (one
+/// row of an AMX tile), the strip's rows one after another per 64 k.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
-    // x86's VNNI kernel only (and its test reference).
+    // x86's VNNI and AMX kernels only (and the test reference).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     U8Offset,
     I16,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Tiles,
 }
 
 impl Layout {
-    /// Consecutive k values per 32-bit lane.
+    /// Consecutive k values per 32-bit lane (of A's broadcast, and of B's panels).
     const fn group(self) -> usize {
         match self {
-            Layout::U8Offset => 4,
+            Layout::U8Offset | Layout::Tiles => 4,
             Layout::I16 => 2,
+        }
+    }
+
+    /// K is zero-padded to a multiple of this: a group, or a whole tile row (64) for AMX.
+    const fn k_multiple(self) -> usize {
+        match self {
+            Layout::Tiles => 64,
+            _ => self.group(),
         }
     }
 
     /// Added to every quantized activation, removed again through the weights' column sums.
     const fn offset(self) -> i32 {
         match self {
-            Layout::U8Offset => 128,
+            Layout::U8Offset | Layout::Tiles => 128,
             Layout::I16 => 0,
         }
     }
@@ -49,11 +65,11 @@ impl Layout {
 /// Per-tile scales and sums the kernel applies after its integer loop: for row r and column
 /// c, `out = a_scale[r] * w_scale[c] * (acc - correction[c]) + bias[c]`.
 #[derive(Clone, Copy)]
-struct Epilogue {
-    a_scale: *const f32,
-    w_scale: *const f32,
-    correction: *const i32,
-    bias: *const f32,
+pub(crate) struct Epilogue {
+    pub(crate) a_scale: *const f32,
+    pub(crate) w_scale: *const f32,
+    pub(crate) correction: *const i32,
+    pub(crate) bias: *const f32,
 }
 
 /// `c[0..MR][0..NR]` (row stride `ldc`) from `groups` k-groups of a packed A strip
@@ -76,6 +92,16 @@ struct QKernel {
 #[allow(clippy::vec_init_then_push)]
 fn kernels() -> Vec<QKernel> {
     let mut found = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    if amx::available() {
+        found.push(QKernel {
+            mr: 32,
+            nr: 32,
+            layout: Layout::Tiles,
+            run: amx::kernel,
+            name: "amx int8 32x32",
+        });
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512vnni")
@@ -145,6 +171,14 @@ pub fn kernel_name() -> Option<&'static str> {
 /// multiply-add, as for FLOPs): best of 10 rounds, as [`super::gemm::peak_gflops`]. x86 only.
 pub fn peak_gops() -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
+    if kernel()?.layout == Layout::Tiles {
+        let iters = 20_000;
+        // SAFETY: `kernel()` found AMX.
+        let best = super::gemm::best_of_10(|| unsafe { amx::tdpbusd_loop(iters) });
+        // 4 tiles of 16 x 16 x 64 multiply-adds per iteration.
+        return Some((iters * 4 * 16 * 16 * 64 * 2) as f64 / best / 1e9);
+    }
+    #[cfg(target_arch = "x86_64")]
     if kernel()?.layout == Layout::U8Offset {
         let iters = 200_000;
         // SAFETY: `kernel()` found VNNI.
@@ -188,8 +222,8 @@ impl QuantMatrix {
 
     fn pack_for(kernel: QKernel, w: &[f32], k: usize, n: usize, bias: Option<&[f32]>) -> Self {
         assert_eq!(w.len(), k * n, "weight is not {k}x{n}");
-        let (nr, g) = (kernel.nr, kernel.layout.group());
-        let (kp, np) = (k.div_ceil(g) * g, n.div_ceil(nr) * nr);
+        let (nr, g, km) = (kernel.nr, kernel.layout.group(), kernel.layout.k_multiple());
+        let (kp, np) = (k.div_ceil(km) * km, n.div_ceil(nr) * nr);
         let mut w_scale = vec![0.0f32; np];
         for row in w.chunks_exact(n.max(1)).take(k) {
             for (s, v) in w_scale.iter_mut().zip(row) {
@@ -248,7 +282,7 @@ impl QuantMatrix {
         }
         let QKernel { mr, nr, layout, .. } = self.kernel;
         let g = layout.group();
-        let groups = k.div_ceil(g);
+        let groups = k.div_ceil(layout.k_multiple()) * layout.k_multiple() / g;
         let strips = m.div_ceil(mr);
         // Quantized A, strip by strip ([groups][MR][group] elements of 1 or 2 bytes), and the
         // scale of every row (0 past m).
@@ -288,6 +322,9 @@ impl QuantMatrix {
         let out_ptr = SendPtr(out.as_mut_ptr());
         let run_panels = |panels: std::ops::Range<usize>| {
             let ptr = out_ptr;
+            // AMX's tile shapes are per-thread state, set for this thread's whole share.
+            #[cfg(target_arch = "x86_64")]
+            let _tiles = (layout == Layout::Tiles).then(amx::Tiles::configure);
             for p in panels {
                 let b = &self.panels[p * groups * g * nr..];
                 for s in 0..strips {
@@ -343,8 +380,8 @@ impl QuantMatrix {
             unsafe { run(groups, a.as_ptr(), b.as_ptr(), out.add(i * n + j), n, e) };
             return;
         }
-        let mut scratch = [0.0f32; 384];
-        // SAFETY: scratch holds mr*nr values (at most 384 for every kernel).
+        let mut scratch = [0.0f32; 1024];
+        // SAFETY: scratch holds mr*nr values (at most 1024 for every kernel).
         unsafe { run(groups, a.as_ptr(), b.as_ptr(), scratch.as_mut_ptr(), nr, e) };
         for r in 0..rows {
             for c in 0..cols {
@@ -420,6 +457,15 @@ fn scatter_row(layout: Layout, q: &[i8], r: usize, mr: usize, strip: &mut [u8]) 
                 let bytes = [quad[0] as u8, quad[1] as u8, quad[2] as u8, quad[3] as u8];
                 let offset = (u32::from_le_bytes(bytes) ^ 0x8080_8080).to_le_bytes();
                 strip[at..at + 4].copy_from_slice(&offset);
+            }
+        }
+        // 64 k of row r at a time, beside the strip's other rows' 64.
+        Layout::Tiles => {
+            for (ci, piece) in q.chunks_exact(64).enumerate() {
+                let at = (ci * mr + r) * 64;
+                for (d, &v) in strip[at..at + 64].iter_mut().zip(piece) {
+                    *d = v as u8 ^ 0x80;
+                }
             }
         }
         Layout::I16 => {

@@ -1,0 +1,285 @@
+//! Intel AMX (Sapphire Rapids and later): the int8 tile kernel of [`super::qgemm`] and the
+//! bf16 one of [`super::bf16`] (attention's products).
+//!
+//! AMX has eight tile registers of up to 16 rows x 64 bytes and a tile multiply, `tdpbusd`,
+//! of a 16x64 u8 tile by a 64x16 i8 tile (stored as 16 rows of 16 columns x 4 k) into 16x16
+//! i32: 16384 multiply-adds, 16x one AVX-512 VNNI instruction, at about 4x VNNI's rate on one
+//! core here (`clipseg bench` prints both peaks). onnxruntime's q8 runs on it where the CPU has
+//! it; without it our q8 pass was 1.5x onnxruntime's on such a machine.
+//!
+//! Rust has no stable AMX intrinsics (nor `is_x86_feature_detected!` for it), so the
+//! instructions are inline assembly on fixed tile registers (nothing else in the program uses
+//! them) and the CPU is asked through `cpuid`. Linux gives a process AMX's 8 KB register state
+//! only once asked (`arch_prctl(ARCH_REQ_XCOMP_PERM)`, kernel 5.16+); where that fails, the
+//! VNNI kernel runs instead. `CLIPSEG_NO_AMX=1` in the environment turns AMX off (the VNNI and
+//! AVX-512 BF16 kernels run), to compare the two on one machine.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+
+use super::qgemm::Epilogue;
+
+/// Whether this CPU and OS run AMX int8 tiles.
+pub fn available() -> bool {
+    // CPUID.(7,0):EDX bit 25: AMX-INT8.
+    tiles() && cpuid_edx() & (1 << 25) != 0
+}
+
+/// Whether this CPU and OS run AMX bf16 tiles (with AVX-512 BF16 for the conversions).
+pub fn available_bf16() -> bool {
+    // CPUID.(7,0):EDX bit 22: AMX-BF16.
+    tiles() && cpuid_edx() & (1 << 22) != 0 && super::bf16::available()
+}
+
+fn cpuid_edx() -> u32 {
+    __cpuid_count(7, 0).edx
+}
+
+/// AMX-TILE on the CPU (EDX bit 24; the epilogues need AVX-512F) and the OS's permission,
+/// asked once.
+fn tiles() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        std::env::var_os("CLIPSEG_NO_AMX").is_none()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && cpuid_edx() & (1 << 24) != 0
+            && request_permission()
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn request_permission() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: a plain system call; it changes only this process's permitted register state.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_permission() -> bool {
+    false
+}
+
+/// Tile shapes, the `ldtilecfg` operand: every tile 16 rows of 64 bytes (A: 16 rows x 64 k of
+/// u8; B: 16 k-groups x 16 columns x 4 i8; C: 16 rows x 16 i32).
+#[repr(C, align(64))]
+struct Config {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    bytes_per_row: [u16; 16],
+    rows: [u8; 16],
+}
+
+/// The tile configuration of the current thread, for as long as this lives: `ldtilecfg` costs
+/// about as much as a whole 32x32x768 tile, so it is set once per thread per GEMM, not per
+/// kernel call. Dropping it releases the tiles (the OS then saves no tile state for the
+/// thread).
+pub struct Tiles(());
+
+impl Tiles {
+    /// Only where [`available`].
+    pub fn configure() -> Self {
+        let mut config = Config {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            bytes_per_row: [0; 16],
+            rows: [0; 16],
+        };
+        config.bytes_per_row[..8].fill(64);
+        config.rows[..8].fill(16);
+        // SAFETY: AMX is available (the caller's contract) and the config is valid palette 1.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
+        Tiles(())
+    }
+}
+
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        // SAFETY: tiles were configured by `configure`.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
+
+/// 32 rows x 32 columns of `c` (row stride `ldc`) from `groups` (a multiple of 16) k-groups:
+/// A packed as `[groups / 16][32 rows][64 bytes]`, B as `[groups][32 columns][4]`. Per 64 k,
+/// two A tiles (rows 0-15, 16-31; tmm4, tmm5) and two B tiles (columns 0-15, 16-31; tmm6,
+/// tmm7) make four `tdpbusd` into tmm0-3; the i32 sums go through a stack tile to the
+/// epilogue. Tiles must be configured on this thread ([`Tiles`]).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn kernel(
+    groups: usize,
+    a: *const u8,
+    b: *const i8,
+    c: *mut f32,
+    ldc: usize,
+    e: Epilogue,
+) {
+    // Every value is written by the tile stores (zeroing 4 KB per call cost 1.5% of a pass).
+    #[repr(align(64))]
+    struct Sums([std::mem::MaybeUninit<i32>; 32 * 32]);
+    let mut sums = Sums([std::mem::MaybeUninit::uninit(); 32 * 32]);
+    let sums = sums.0.as_mut_ptr().cast::<i32>();
+    let chunks = groups / 16;
+    // SAFETY: a holds chunks * 2048 bytes, b chunks * 16 * 128; sums is 32 x 32 i32 (row
+    // stride 128 bytes); the caller configured the tiles.
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "test {n}, {n}",
+            "jz 3f",
+            "2:",
+            "tileloadd tmm4, [{a} + {s64}]",
+            "tileloadd tmm5, [{a} + {s64} + 1024]",
+            "tileloadd tmm6, [{b} + {s128}]",
+            "tileloadd tmm7, [{b} + {s128} + 64]",
+            "tdpbusd tmm0, tmm4, tmm6",
+            "tdpbusd tmm1, tmm4, tmm7",
+            "tdpbusd tmm2, tmm5, tmm6",
+            "tdpbusd tmm3, tmm5, tmm7",
+            "add {a}, 2048",
+            "add {b}, 2048",
+            "dec {n}",
+            "jnz 2b",
+            "3:",
+            "tilestored [{c} + {s128}], tmm0",
+            "tilestored [{c} + {s128} + 64], tmm1",
+            "tilestored [{c} + {s128} + 2048], tmm2",
+            "tilestored [{c} + {s128} + 2112], tmm3",
+            a = inout(reg) a => _,
+            b = inout(reg) b => _,
+            n = inout(reg) chunks => _,
+            c = in(reg) sums,
+            s64 = in(reg) 64usize,
+            s128 = in(reg) 128usize,
+            options(nostack),
+        );
+        let corr: [__m512i; 2] =
+            std::array::from_fn(|v| _mm512_loadu_si512(e.correction.add(16 * v) as *const _));
+        let ws: [__m512; 2] = std::array::from_fn(|v| _mm512_loadu_ps(e.w_scale.add(16 * v)));
+        let bias: [__m512; 2] = std::array::from_fn(|v| _mm512_loadu_ps(e.bias.add(16 * v)));
+        for r in 0..32 {
+            let sa = _mm512_set1_ps(*e.a_scale.add(r));
+            for v in 0..2 {
+                let x = _mm512_load_si512(sums.add(r * 32 + 16 * v) as *const _);
+                let f = _mm512_cvtepi32_ps(_mm512_sub_epi32(x, corr[v]));
+                let y = _mm512_fmadd_ps(f, _mm512_mul_ps(sa, ws[v]), bias[v]);
+                _mm512_storeu_ps(c.add(r * ldc + 16 * v), y);
+            }
+        }
+    }
+}
+
+/// `c[0..rows][0..cols]` (row stride `ldc`) = 32 rows of A (bf16 pairs, rows `lda` u32
+/// apart, all 32 readable) · one 32-column B panel (`[pairs][32]` u32), `pairs` a multiple of
+/// 16: per 16 pairs, two A tiles (rows 0-15, 16-31) and two B tiles (columns 0-15, 16-31)
+/// make four `tdpbf16ps` (16x16x32 bf16 multiply-adds into f32 each). A whole 32x32 block is
+/// stored straight into `c`; a partial one through a stack tile. Tiles must be configured on
+/// this thread ([`Tiles`]).
+#[allow(clippy::too_many_arguments)] // the bf16 micro-kernel interface
+#[target_feature(enable = "avx512f")]
+pub unsafe fn kernel_bf16(
+    pairs: usize,
+    a: *const u32,
+    lda: usize,
+    rows: usize,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    #[repr(align(64))]
+    struct Block([std::mem::MaybeUninit<f32>; 32 * 32]);
+    let mut block = Block([std::mem::MaybeUninit::uninit(); 32 * 32]);
+    let direct = rows == 32 && cols == 32;
+    let (out, ld) = if direct {
+        (c, ldc)
+    } else {
+        (block.0.as_mut_ptr().cast::<f32>(), 32)
+    };
+    // SAFETY: A's 32 rows hold `pairs` u32 each, B's panel pairs x 32; `out` is c's 32x32
+    // block (direct) or the stack block; the caller configured the tiles.
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "test {n}, {n}",
+            "jz 3f",
+            "2:",
+            "tileloadd tmm4, [{a} + {sa}]",
+            "tileloadd tmm5, [{a16} + {sa}]",
+            "tileloadd tmm6, [{b} + {s128}]",
+            "tileloadd tmm7, [{b} + {s128} + 64]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a}, 64",
+            "add {a16}, 64",
+            "add {b}, 2048",
+            "dec {n}",
+            "jnz 2b",
+            "3:",
+            "tilestored [{o} + {so}], tmm0",
+            "tilestored [{o} + {so} + 64], tmm1",
+            "tilestored [{o16} + {so}], tmm2",
+            "tilestored [{o16} + {so} + 64], tmm3",
+            a = inout(reg) a => _,
+            a16 = inout(reg) a.add(16 * lda) => _,
+            b = inout(reg) b => _,
+            n = inout(reg) pairs / 16 => _,
+            sa = in(reg) 4 * lda,
+            s128 = in(reg) 128usize,
+            o = in(reg) out,
+            o16 = in(reg) out.add(16 * ld),
+            so = in(reg) 4 * ld,
+            options(nostack),
+        );
+        if !direct {
+            let mask = ((1u32 << cols.min(16)) - 1) as __mmask16;
+            let mask_hi = ((1u32 << cols.saturating_sub(16).min(16)) - 1) as __mmask16;
+            for r in 0..rows {
+                let from = out.add(32 * r);
+                _mm512_mask_storeu_ps(c.add(r * ldc), mask, _mm512_load_ps(from));
+                if cols > 16 {
+                    let hi = _mm512_load_ps(from.add(16));
+                    _mm512_mask_storeu_ps(c.add(r * ldc + 16), mask_hi, hi);
+                }
+            }
+        }
+    }
+}
+
+/// `iters` x four independent `tdpbusd` on tiles of ones (AMX skips work on zero tiles):
+/// the instruction's peak rate.
+pub unsafe fn tdpbusd_loop(iters: usize) {
+    let ones = [1u8; 1024];
+    let _tiles = Tiles::configure();
+    // SAFETY: AMX is available (the caller's contract); tiles configured above; `ones` is one
+    // 16 x 64-byte tile.
+    unsafe {
+        asm!(
+            "tileloadd tmm4, [{p} + {s64}]",
+            "tileloadd tmm5, [{p} + {s64}]",
+            "tileloadd tmm6, [{p} + {s64}]",
+            "tileloadd tmm7, [{p} + {s64}]",
+            "2:",
+            "tdpbusd tmm0, tmm4, tmm6",
+            "tdpbusd tmm1, tmm4, tmm7",
+            "tdpbusd tmm2, tmm5, tmm6",
+            "tdpbusd tmm3, tmm5, tmm7",
+            "dec {n}",
+            "jnz 2b",
+            p = in(reg) ones.as_ptr(),
+            s64 = in(reg) 64usize,
+            n = inout(reg) iters.max(1) => _,
+            options(nostack, readonly),
+        );
+    }
+}
