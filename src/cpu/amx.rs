@@ -21,29 +21,40 @@ use super::qgemm::Epilogue;
 
 /// Whether this CPU and OS run AMX int8 tiles.
 pub fn available() -> bool {
-    // CPUID.(7,0):EDX bit 25: AMX-INT8.
-    tiles() && cpuid_edx() & (1 << 25) != 0
+    support().int8
 }
 
 /// Whether this CPU and OS run AMX bf16 tiles (with AVX-512 BF16 for the conversions).
 pub fn available_bf16() -> bool {
-    // CPUID.(7,0):EDX bit 22: AMX-BF16.
-    tiles() && cpuid_edx() & (1 << 22) != 0 && super::bf16::available()
+    support().bf16
 }
 
-fn cpuid_edx() -> u32 {
-    __cpuid_count(7, 0).edx
+#[derive(Clone, Copy)]
+struct Support {
+    int8: bool,
+    bf16: bool,
 }
 
-/// AMX-TILE on the CPU (EDX bit 24; the epilogues need AVX-512F) and the OS's permission,
-/// asked once.
-fn tiles() -> bool {
-    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OK.get_or_init(|| {
-        std::env::var_os("CLIPSEG_NO_AMX").is_none()
+/// Asked once: `cpuid` traps to the hypervisor in a VM (1% of a q8 pass when it was asked per
+/// attention head).
+fn support() -> Support {
+    static SUPPORT: std::sync::OnceLock<Support> = std::sync::OnceLock::new();
+    *SUPPORT.get_or_init(|| {
+        // CPUID.(7,0):EDX bit 24 AMX-TILE, 25 AMX-INT8, 22 AMX-BF16. The epilogues need
+        // AVX-512F, the bf16 conversions AVX-512 BF16.
+        let edx = if __cpuid(0).eax >= 7 {
+            __cpuid_count(7, 0).edx
+        } else {
+            0
+        };
+        let tiles = std::env::var_os("CLIPSEG_NO_AMX").is_none()
             && std::arch::is_x86_feature_detected!("avx512f")
-            && cpuid_edx() & (1 << 24) != 0
-            && request_permission()
+            && edx & (1 << 24) != 0
+            && request_permission();
+        Support {
+            int8: tiles && edx & (1 << 25) != 0,
+            bf16: tiles && edx & (1 << 22) != 0 && super::bf16::available(),
+        }
     })
 }
 
@@ -52,7 +63,13 @@ fn request_permission() -> bool {
     const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
     const XFEATURE_XTILEDATA: libc::c_long = 18;
     // SAFETY: a plain system call; it changes only this process's permitted register state.
-    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
 }
 
 #[cfg(not(target_os = "linux"))]

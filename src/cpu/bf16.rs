@@ -109,7 +109,11 @@ pub fn row_pairs(k: usize) -> usize {
 
 fn pairs_for(k: usize, tiles: bool) -> usize {
     let pairs = k.div_ceil(2);
-    if tiles { pairs.next_multiple_of(16) } else { pairs }
+    if tiles {
+        pairs.next_multiple_of(16)
+    } else {
+        pairs
+    }
 }
 
 /// The rows an A of `m` rows must have allocated for [`Panels::matmul`]: with AMX, whole
@@ -455,7 +459,11 @@ mod tests {
         };
         let lda = pairs_for(k, kernel.tiles) + 1;
         // Rows past m as AMX reads them: NaN, which must not reach rows that exist.
-        let rows = if kernel.tiles { m.next_multiple_of(32) } else { m };
+        let rows = if kernel.tiles {
+            m.next_multiple_of(32)
+        } else {
+            m
+        };
         let mut a16 = vec![0x7fc0_7fc0u32; rows * lda];
         to_pairs(&a, m, k, k, &mut a16, lda);
         for (name, panels, reference) in [
