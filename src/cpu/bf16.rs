@@ -31,7 +31,7 @@ pub struct Panels {
     pairs: usize,
     n: usize,
     kernel: Kernel,
-    data: Vec<u32>,
+    data: super::aligned::Aligned<u32>,
 }
 
 /// The register kernels: 8 rows x 48 columns, and 6 x 64 for widths that 48 pads more
@@ -136,7 +136,7 @@ impl Panels {
     fn transposed_for(kernel: Kernel, m: &[f32], k: usize, n: usize, ld: usize) -> Self {
         let pairs = pairs_for(k, kernel.tiles);
         let nr = kernel.nr;
-        let mut data = vec![0u32; n.div_ceil(nr) * pairs * nr];
+        let mut data = super::aligned::Aligned::zeroed(n.div_ceil(nr) * pairs * nr);
         let mut row = vec![0u32; pairs];
         for j in 0..n {
             to_pairs(&m[j * ld..], 1, k, ld, &mut row, pairs);
@@ -162,7 +162,7 @@ impl Panels {
     fn rows_for(kernel: Kernel, b: &[f32], k: usize, n: usize, ld: usize) -> Self {
         let pairs = pairs_for(k, kernel.tiles);
         let nr = kernel.nr;
-        let mut data = vec![0u32; n.div_ceil(nr) * pairs * nr];
+        let mut data = super::aligned::Aligned::zeroed(n.div_ceil(nr) * pairs * nr);
         // SAFETY: `available()` is checked by the caller before any bf16 work; rows and
         // columns stay inside `b` and `data` (see `interleave_rows`).
         unsafe { interleave_rows(b, k, n, ld, nr, pairs, &mut data) };

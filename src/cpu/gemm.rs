@@ -166,7 +166,7 @@ pub struct PackedMatrix {
     k: usize,
     n: usize,
     kernel: Kernel,
-    panels: Vec<f32>,
+    panels: super::aligned::Aligned<f32>,
     /// Padded to a multiple of NR.
     bias: Option<Vec<f32>>,
 }
@@ -212,7 +212,7 @@ impl PackedMatrix {
     ) -> Self {
         let nr = kernel.nr;
         let panels_n = n.div_ceil(nr);
-        let mut panels = vec![0.0; panels_n * k * nr];
+        let mut panels = super::aligned::Aligned::zeroed(panels_n * k * nr);
         // k == 0: nothing to pack (and no chunk size to cut by).
         for (p, panel) in panels
             .chunks_exact_mut((k * nr).max(1))

@@ -13,6 +13,7 @@
 //! Used only for flex (`Device::flex()`) inference; on wgpu [`crate::gpu`] plays this part, and
 //! training keeps burn's ops.
 
+pub mod aligned;
 #[cfg(target_arch = "x86_64")]
 mod amx;
 #[cfg(target_arch = "x86_64")]
@@ -25,6 +26,7 @@ use burn::tensor::Tensor;
 use crate::Error;
 use crate::config::Activation;
 use crate::model::transformer::{EncoderLayer, LayerSpec};
+use aligned::Aligned;
 use gemm::{Mode, PackedMatrix};
 use qgemm::QuantMatrix;
 
@@ -323,20 +325,21 @@ impl QuantRows {
 
 /// Intermediate buffers of [`PackedLayer::forward_pre_norm`], kept across a tower's layers
 /// (fresh multi-megabyte allocations per layer cost page faults).
+/// Aligned ([`aligned`]): they are the GEMMs' inputs and outputs.
 #[derive(Default)]
 pub struct Scratch {
-    normed: Vec<f32>,
-    qkv: Vec<f32>,
-    out: Vec<f32>,
-    inner: Vec<f32>,
+    normed: Aligned<f32>,
+    qkv: Aligned<f32>,
+    out: Aligned<f32>,
+    inner: Aligned<f32>,
 }
 
 impl Scratch {
     fn resize(&mut self, rows: usize, hidden: usize, intermediate: usize) {
-        self.normed.resize(rows * hidden, 0.0);
-        self.qkv.resize(rows * 3 * hidden, 0.0);
-        self.out.resize(rows * hidden, 0.0);
-        self.inner.resize(rows * intermediate, 0.0);
+        self.normed.resize(rows * hidden);
+        self.qkv.resize(rows * 3 * hidden);
+        self.out.resize(rows * hidden);
+        self.inner.resize(rows * intermediate);
     }
 }
 
@@ -383,11 +386,11 @@ fn attention(
                 // Q in bf16 pairs once per head; each block's probabilities as the softmax
                 // makes them.
                 let (qp, sp) = (bf16::row_pairs(d), bf16::row_pairs(seq));
-                q16.resize(bf16::readable_rows(seq) * qp, 0);
+                q16.resize(bf16::readable_rows(seq) * qp);
                 bf16::to_pairs(q, seq, d, ld, q16, qp);
                 let kt = bf16::Panels::transposed(k, d, seq, ld);
                 let v = bf16::Panels::rows(v, seq, d, ld);
-                p16.resize(bf16::readable_rows(ATTENTION_ROWS.min(seq)) * sp, 0);
+                p16.resize(bf16::readable_rows(ATTENTION_ROWS.min(seq)) * sp);
                 attention_head(
                     (seq, d),
                     block,
@@ -456,11 +459,12 @@ impl HeadColumns {
 struct HeadScratch {
     block: Vec<f32>,
     o: Vec<f32>,
-    /// bf16 only: Q and one block's probabilities as bf16 pairs.
+    /// bf16 only: Q and one block's probabilities as bf16 pairs (aligned: AMX reads them
+    /// as tiles).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    q16: Vec<u32>,
+    q16: Aligned<u32>,
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    p16: Vec<u32>,
+    p16: Aligned<u32>,
 }
 
 thread_local! {

@@ -20,6 +20,7 @@
 #[cfg(feature = "native")]
 use rayon::prelude::*;
 
+use super::aligned::Aligned;
 #[cfg(target_arch = "x86_64")]
 use super::amx;
 
@@ -196,7 +197,7 @@ pub struct QuantMatrix {
     n: usize,
     kernel: QKernel,
     /// Panels of NR columns, each `[k / group][NR][group]` (k zero-padded to the group).
-    panels: Vec<i8>,
+    panels: Aligned<i8>,
     /// Per column, padded to a multiple of NR.
     w_scale: Vec<f32>,
     correction: Vec<i32>,
@@ -237,7 +238,7 @@ impl QuantMatrix {
             .iter()
             .map(|&s| if s > 0.0 { 1.0 / s } else { 0.0 })
             .collect();
-        let mut panels = vec![0i8; kp * np];
+        let mut panels = Aligned::zeroed(kp * np);
         let mut sums = vec![0i32; np];
         for (kk, row) in w.chunks_exact(n.max(1)).take(k).enumerate() {
             for (p, cols) in row.chunks(nr).enumerate() {
@@ -290,7 +291,7 @@ impl QuantMatrix {
         // Reused from call to call (a fresh zeroed buffer per GEMM cost page faults and a
         // memset). Rows past m keep stale bytes: their outputs are never written back.
         let mut packed_a = A_BUFFER.with(std::cell::Cell::take);
-        packed_a.resize(strips * strip_bytes, 0);
+        packed_a.resize(strips * strip_bytes);
         let mut a_scale = vec![0.0f32; strips * mr];
         // `row_q` is one row's quantized values, zero past k (the last group's padding).
         let quantize =
@@ -394,7 +395,7 @@ impl QuantMatrix {
 
 thread_local! {
     /// Quantized A of the last GEMM on this thread (see `QuantMatrix::matmul`).
-    static A_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static A_BUFFER: std::cell::Cell<Aligned<u8>> = const { std::cell::Cell::new(Aligned::new()) };
 }
 
 #[derive(Clone, Copy)]
