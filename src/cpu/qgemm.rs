@@ -381,13 +381,16 @@ impl QuantMatrix {
             unsafe { run(groups, a.as_ptr(), b.as_ptr(), out.add(i * n + j), n, e) };
             return;
         }
-        let mut scratch = [0.0f32; 1024];
+        // Every kernel writes its whole tile and reads none of it: no zeroing (4 KB for AMX's
+        // tile, per edge tile of every GEMM).
+        let mut scratch = [std::mem::MaybeUninit::<f32>::uninit(); 1024];
+        let scratch = scratch.as_mut_ptr().cast::<f32>();
         // SAFETY: scratch holds mr*nr values (at most 1024 for every kernel).
-        unsafe { run(groups, a.as_ptr(), b.as_ptr(), scratch.as_mut_ptr(), nr, e) };
+        unsafe { run(groups, a.as_ptr(), b.as_ptr(), scratch, nr, e) };
         for r in 0..rows {
             for c in 0..cols {
-                // SAFETY: (i + r, j + c) is inside out[m, n].
-                unsafe { *out.add((i + r) * n + j + c) = scratch[r * nr + c] };
+                // SAFETY: (i + r, j + c) is inside out[m, n]; the kernel wrote scratch's tile.
+                unsafe { *out.add((i + r) * n + j + c) = *scratch.add(r * nr + c) };
             }
         }
     }
