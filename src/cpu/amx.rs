@@ -119,6 +119,70 @@ impl Drop for Tiles {
     }
 }
 
+/// The operands of the 2x2 tile loop both kernels run (byte addresses and strides).
+struct TileLoop {
+    /// Steps of 16 B rows (one tile of each operand per step).
+    steps: usize,
+    /// A's two 16-row tiles, `a_stride` between rows, `a_step` further each step.
+    a: *const u8,
+    a16: *const u8,
+    a_stride: usize,
+    a_step: usize,
+    /// B's two 16-column tiles side by side: rows of 128 bytes, 2048 bytes a step.
+    b: *const u8,
+    /// Where the four C tiles go: rows 0-15 at `out`, 16-31 at `out16`, columns 16-31 64
+    /// bytes on, `out_stride` between rows.
+    out: *mut u8,
+    out16: *mut u8,
+    out_stride: usize,
+}
+
+/// C (tmm0-3) = sum over the steps of A (tmm4, tmm5) times B (tmm6, tmm7) by `$op`, then C
+/// stored: the loop of [`kernel`] (`tdpbusd`) and [`kernel_bf16`] (`tdpbf16ps`).
+macro_rules! tile_loop {
+    ($op:literal, $l:expr) => {{
+        let l: TileLoop = $l;
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "test {n}, {n}",
+            "jz 3f",
+            "2:",
+            "tileloadd tmm4, [{a} + {sa}]",
+            "tileloadd tmm5, [{a16} + {sa}]",
+            "tileloadd tmm6, [{b} + {s128}]",
+            "tileloadd tmm7, [{b} + {s128} + 64]",
+            concat!($op, " tmm0, tmm4, tmm6"),
+            concat!($op, " tmm1, tmm4, tmm7"),
+            concat!($op, " tmm2, tmm5, tmm6"),
+            concat!($op, " tmm3, tmm5, tmm7"),
+            "add {a}, {step}",
+            "add {a16}, {step}",
+            "add {b}, 2048",
+            "dec {n}",
+            "jnz 2b",
+            "3:",
+            "tilestored [{o} + {so}], tmm0",
+            "tilestored [{o} + {so} + 64], tmm1",
+            "tilestored [{o16} + {so}], tmm2",
+            "tilestored [{o16} + {so} + 64], tmm3",
+            a = inout(reg) l.a => _,
+            a16 = inout(reg) l.a16 => _,
+            b = inout(reg) l.b => _,
+            n = inout(reg) l.steps => _,
+            sa = in(reg) l.a_stride,
+            step = in(reg) l.a_step,
+            s128 = in(reg) 128usize,
+            o = in(reg) l.out,
+            o16 = in(reg) l.out16,
+            so = in(reg) l.out_stride,
+            options(nostack),
+        )
+    }};
+}
+
 /// 32 rows x 32 columns of `c` (row stride `ldc`) from `groups` (a multiple of 16) k-groups:
 /// A packed as `[groups / 16][32 rows][64 bytes]`, B as `[groups][32 columns][4]`. Per 64 k,
 /// two A tiles (rows 0-15, 16-31; tmm4, tmm5) and two B tiles (columns 0-15, 16-31; tmm6,
@@ -138,42 +202,22 @@ pub unsafe fn kernel(
     struct Sums([std::mem::MaybeUninit<i32>; 32 * 32]);
     let mut sums = Sums([std::mem::MaybeUninit::uninit(); 32 * 32]);
     let sums = sums.0.as_mut_ptr().cast::<i32>();
-    let chunks = groups / 16;
-    // SAFETY: a holds chunks * 2048 bytes, b chunks * 16 * 128; sums is 32 x 32 i32 (row
-    // stride 128 bytes); the caller configured the tiles.
+    // SAFETY: a holds groups / 16 * 2048 bytes, b as many; sums is 32 x 32 i32 (row stride
+    // 128 bytes); the caller configured the tiles.
     unsafe {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            "test {n}, {n}",
-            "jz 3f",
-            "2:",
-            "tileloadd tmm4, [{a} + {s64}]",
-            "tileloadd tmm5, [{a} + {s64} + 1024]",
-            "tileloadd tmm6, [{b} + {s128}]",
-            "tileloadd tmm7, [{b} + {s128} + 64]",
-            "tdpbusd tmm0, tmm4, tmm6",
-            "tdpbusd tmm1, tmm4, tmm7",
-            "tdpbusd tmm2, tmm5, tmm6",
-            "tdpbusd tmm3, tmm5, tmm7",
-            "add {a}, 2048",
-            "add {b}, 2048",
-            "dec {n}",
-            "jnz 2b",
-            "3:",
-            "tilestored [{c} + {s128}], tmm0",
-            "tilestored [{c} + {s128} + 64], tmm1",
-            "tilestored [{c} + {s128} + 2048], tmm2",
-            "tilestored [{c} + {s128} + 2112], tmm3",
-            a = inout(reg) a => _,
-            b = inout(reg) b => _,
-            n = inout(reg) chunks => _,
-            c = in(reg) sums,
-            s64 = in(reg) 64usize,
-            s128 = in(reg) 128usize,
-            options(nostack),
+        tile_loop!(
+            "tdpbusd",
+            TileLoop {
+                steps: groups / 16,
+                a,
+                a16: a.add(1024),
+                a_stride: 64,
+                a_step: 2048,
+                b: b.cast(),
+                out: sums.cast(),
+                out16: sums.add(16 * 32).cast(),
+                out_stride: 128,
+            }
         );
         let corr: [__m512i; 2] =
             std::array::from_fn(|v| _mm512_loadu_si512(e.correction.add(16 * v) as *const _));
@@ -221,42 +265,19 @@ pub unsafe fn kernel_bf16(
     // SAFETY: A's 32 rows hold `pairs` u32 each, B's panel pairs x 32; `out` is c's 32x32
     // block (direct) or the stack block; the caller configured the tiles.
     unsafe {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            "test {n}, {n}",
-            "jz 3f",
-            "2:",
-            "tileloadd tmm4, [{a} + {sa}]",
-            "tileloadd tmm5, [{a16} + {sa}]",
-            "tileloadd tmm6, [{b} + {s128}]",
-            "tileloadd tmm7, [{b} + {s128} + 64]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tdpbf16ps tmm2, tmm5, tmm6",
-            "tdpbf16ps tmm3, tmm5, tmm7",
-            "add {a}, 64",
-            "add {a16}, 64",
-            "add {b}, 2048",
-            "dec {n}",
-            "jnz 2b",
-            "3:",
-            "tilestored [{o} + {so}], tmm0",
-            "tilestored [{o} + {so} + 64], tmm1",
-            "tilestored [{o16} + {so}], tmm2",
-            "tilestored [{o16} + {so} + 64], tmm3",
-            a = inout(reg) a => _,
-            a16 = inout(reg) a.add(16 * lda) => _,
-            b = inout(reg) b => _,
-            n = inout(reg) pairs / 16 => _,
-            sa = in(reg) 4 * lda,
-            s128 = in(reg) 128usize,
-            o = in(reg) out,
-            o16 = in(reg) out.add(16 * ld),
-            so = in(reg) 4 * ld,
-            options(nostack),
+        tile_loop!(
+            "tdpbf16ps",
+            TileLoop {
+                steps: pairs / 16,
+                a: a.cast(),
+                a16: a.add(16 * lda).cast(),
+                a_stride: 4 * lda,
+                a_step: 64,
+                b: b.cast(),
+                out: out.cast(),
+                out16: out.add(16 * ld).cast(),
+                out_stride: 4 * ld,
+            }
         );
         if !direct {
             let mask = ((1u32 << cols.min(16)) - 1) as __mmask16;
