@@ -500,7 +500,8 @@ fn attention_head(
 /// `step(a_rows, b_rows)` on matching chunks of whole rows (`width` values each) of `a` and
 /// `b` (or of `a` alone where `b` is empty), one chunk per rayon thread natively for steps of
 /// 64K values or more: the norms, residual sums and activation between the GEMMs had run on
-/// one thread, ~8% of a 2-thread q8 pass. Below that (the text tower) one chunk.
+/// one thread (6.6% of a 1-thread q8 pass with AMX, so twice that share of a 2-thread one).
+/// Below that (the text tower) one chunk.
 fn rows_parallel(
     a: &mut [f32],
     b: &[f32],
