@@ -120,7 +120,7 @@ fn pairs_for(k: usize, tiles: bool) -> usize {
 /// 32-row blocks (rows past m are read, and their products thrown away).
 pub fn readable_rows(m: usize) -> usize {
     if super::amx::available_bf16() {
-        m.next_multiple_of(32)
+        m.next_multiple_of(AMX.mr)
     } else {
         m
     }
@@ -275,8 +275,8 @@ unsafe fn interleave_rows(
 
 /// The softmax of `rows` score rows (`seq` wide, row `first_row + i` of the sequence) without
 /// its normalisation, as [`super::softmax_rows`] computes it, written as bf16 pairs (`ldd`
-/// apart, zero past seq) for the product with V; 1 / sum into `inv_sums`. One pass fewer over the block than
-/// the f32 softmax followed by [`to_pairs`].
+/// apart, zero past seq) for the product with V; 1 / sum into `inv_sums`. One pass fewer over
+/// the block than the f32 softmax followed by [`to_pairs`].
 #[allow(clippy::too_many_arguments)]
 pub fn softmax_pairs(
     scores: &[f32],

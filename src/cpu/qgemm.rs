@@ -46,12 +46,13 @@ impl Layout {
         }
     }
 
-    /// K is zero-padded to a multiple of this: a group, or a whole tile row (64) for AMX.
-    const fn k_multiple(self) -> usize {
-        match self {
+    /// K zero-padded to a whole group, or to a whole tile row (64) for AMX.
+    const fn padded_k(self, k: usize) -> usize {
+        let multiple = match self {
             Layout::Tiles => 64,
             _ => self.group(),
-        }
+        };
+        k.div_ceil(multiple) * multiple
     }
 
     /// Added to every quantized activation, removed again through the weights' column sums.
@@ -223,8 +224,8 @@ impl QuantMatrix {
 
     fn pack_for(kernel: QKernel, w: &[f32], k: usize, n: usize, bias: Option<&[f32]>) -> Self {
         assert_eq!(w.len(), k * n, "weight is not {k}x{n}");
-        let (nr, g, km) = (kernel.nr, kernel.layout.group(), kernel.layout.k_multiple());
-        let (kp, np) = (k.div_ceil(km) * km, n.div_ceil(nr) * nr);
+        let (nr, g) = (kernel.nr, kernel.layout.group());
+        let (kp, np) = (kernel.layout.padded_k(k), n.div_ceil(nr) * nr);
         let mut w_scale = vec![0.0f32; np];
         for row in w.chunks_exact(n.max(1)).take(k) {
             for (s, v) in w_scale.iter_mut().zip(row) {
@@ -283,7 +284,7 @@ impl QuantMatrix {
         }
         let QKernel { mr, nr, layout, .. } = self.kernel;
         let g = layout.group();
-        let groups = k.div_ceil(layout.k_multiple()) * layout.k_multiple() / g;
+        let groups = layout.padded_k(k) / g;
         let strips = m.div_ceil(mr);
         // Quantized A, strip by strip ([groups][MR][group] elements of 1 or 2 bytes), and the
         // scale of every row (0 past m).
