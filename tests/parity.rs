@@ -12,8 +12,8 @@ use common::*;
 
 /// Token ids, conditional embeddings, logits and image-size masks of one case on `device`;
 /// `packed`: loaded for inference (`Load::Inference`: position embeddings resampled once), so
-/// through the packed CPU path on flex, through clipseg's GPU kernels on wgpu (not the `odd`
-/// model, whose erf GELU they lack).
+/// through the packed CPU path on flex (the decoder's head too), through clipseg's GPU kernels
+/// on wgpu (not the `odd` model, whose erf GELU they lack).
 fn check_case(case: &Case, device: &Device, packed: bool) {
     let dir = fixtures().join("models").join(&case.model);
     let load = if packed {
@@ -37,6 +37,9 @@ fn check_case(case: &Case, device: &Device, packed: bool) {
         assert_eq!(reduces, if on_wgpu { depth } else { 0 }, "{}", case.model);
         let head = &segmenter.model.decoder.gpu_head;
         assert_eq!(head.is_some(), on_wgpu, "{}", case.model);
+        // On flex the whole decoder runs on the packed path, its head included.
+        let head = &segmenter.model.decoder.cpu_head;
+        assert_eq!(head.is_some(), !on_wgpu, "{}", case.model);
     }
     assert_eq!(
         segmenter.tokenize(&case.prompts).unwrap(),

@@ -294,11 +294,14 @@ impl PackedMatrix {
         let Kernel { mr, nr, .. } = self.kernel;
         let panels_n = n.div_ceil(nr);
         let out_ptr = SendPtr(out.as_mut_ptr());
-        let direct = mode == Mode::DirectA;
-        // The whole product for a range of column panels: K blocks, then MC-row blocks of A
-        // (packed here, so threads share nothing but the read-only inputs), then panels, then
-        // MR-row strips. A B micro-panel is reused across a block's strips from L1.
-        let run_panels = |panels: std::ops::Range<usize>| {
+        // A used for at most two panels is read in place in parallel runs too: packing it
+        // costs more than it saves (the decoder's 2048 x 64 fc2: 20% faster).
+        let direct = mode == Mode::DirectA || (mode == Mode::Parallel && panels_n <= 2);
+        // The product for a range of column panels and of rows (whole MR strips but for the
+        // last range): K blocks, then MC-row blocks of A (packed here, so threads share
+        // nothing but the read-only inputs), then panels, then MR-row strips. A B micro-panel
+        // is reused across a block's strips from L1.
+        let run = |panels: std::ops::Range<usize>, row_range: std::ops::Range<usize>| {
             let ptr = out_ptr;
             // Direct: at most one (partial) strip is packed per block.
             let packed_rows = if direct { mr } else { MC };
@@ -306,8 +309,8 @@ impl PackedMatrix {
             for k0 in (0..k).step_by(KC) {
                 let kc = KC.min(k - k0);
                 let first = k0 == 0;
-                for i0 in (0..m).step_by(MC) {
-                    let rows = MC.min(m - i0);
+                for i0 in row_range.clone().step_by(MC) {
+                    let rows = MC.min(row_range.end - i0);
                     // Direct: whole strips are read in place; only a last partial one is
                     // packed (the kernel would read past row m).
                     let in_place = if direct { rows / mr } else { 0 };
@@ -361,16 +364,27 @@ impl PackedMatrix {
         };
         #[cfg(feature = "native")]
         {
-            let threads = rayon::current_num_threads().min(panels_n);
+            let threads = rayon::current_num_threads();
             if mode == Mode::Parallel && threads > 1 && m * n * k >= 1 << 21 {
-                let per = panels_n.div_ceil(threads);
-                (0..threads)
-                    .into_par_iter()
-                    .for_each(|t| run_panels(t * per..((t + 1) * per).min(panels_n)));
+                // Each thread packs the A rows it multiplies: split by panels, every thread
+                // packs all of A, which for a few panels (the decoder's 64-wide outputs: two)
+                // costs about as much as its share of the product. There, split the rows.
+                if panels_n < 4 * threads && m >= 2 * MC {
+                    let per = m.div_ceil(mr).div_ceil(threads) * mr;
+                    (0..m.div_ceil(per))
+                        .into_par_iter()
+                        .for_each(|t| run(0..panels_n, t * per..((t + 1) * per).min(m)));
+                } else {
+                    let threads = threads.min(panels_n);
+                    let per = panels_n.div_ceil(threads);
+                    (0..threads)
+                        .into_par_iter()
+                        .for_each(|t| run(t * per..((t + 1) * per).min(panels_n), 0..m));
+                }
                 return;
             }
         }
-        run_panels(0..panels_n);
+        run(0..panels_n, 0..m);
     }
 
     /// One MR x NR tile of `out` at (i, j); tiles past the edges go through a scratch tile.
@@ -444,7 +458,8 @@ impl PackedMatrix {
 /// How [`PackedMatrix::matmul_strided`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// Over every rayon thread (natively, for products big enough).
+    /// Over every rayon thread (natively, for products big enough), by column panels or, for
+    /// a few panels, by rows; A read in place where it serves at most two panels.
     Parallel,
     /// On the calling thread (callers that split work themselves), A packed per block.
     Serial,
@@ -455,7 +470,7 @@ pub enum Mode {
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
-// SAFETY: threads write disjoint tiles (whole column panels) of the output.
+// SAFETY: threads write disjoint tiles (whole column panels or whole row strips) of the output.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
@@ -796,7 +811,7 @@ mod tests {
 
     /// Every kernel this CPU has (SIMD ones and the scalar reference), packed and reading A in
     /// place, on shapes that hit every edge: rows and columns past the tile, K past one KC
-    /// block, K = 0, strides.
+    /// block, K = 0, strides, and (with more than one thread) both parallel splits.
     #[test]
     fn matches_f64_reference_on_edge_shapes() {
         for kern in kernels() {
@@ -808,6 +823,8 @@ mod tests {
                 (97, 300, 65, true),
                 (12, 0, 32, true),
                 (485, 64, 96, true),
+                // Parallel: rows split over threads, A packed (a few panels).
+                (485, 64, 160, false),
             ] {
                 let a = values(m * k, 1);
                 let w = values(k * n, 2);

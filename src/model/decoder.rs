@@ -13,6 +13,7 @@ use super::transformer::{EncoderLayer, LayerSpec};
 use crate::Error;
 use crate::config::{Activation, ClipSegConfig};
 use crate::cpu::Precision;
+use crate::cpu::gemm::PackedMatrix;
 use crate::gpu::{Gpu, GpuLinear};
 
 /// HF's `nn.Sequential(Conv2d, ReLU, ConvTranspose2d, ReLU, ConvTranspose2d)`; the field names
@@ -34,16 +35,16 @@ pub enum TransposedConvolution {
 }
 
 impl TransposedConvolution {
-    /// On [`crate::gpu`]'s matmul kernel, if its convolutions fit (read synchronously: flex,
-    /// or any native device).
-    fn upload(&self, gpu: &Gpu) -> Result<Option<GpuHead>, Error> {
+    /// Its convolutions as matrices ([`HeadMatrices`]), if each is of a shape that maps to one
+    /// and `fits(k, n)` takes it; the weights read synchronously (flex, or any native device).
+    fn matrices(&self, fits: impl Fn(usize, usize) -> bool) -> Result<Option<HeadMatrices>, Error> {
         let (conv, transposed) = match self {
             Self::Plain(t) => (None, vec![t]),
             Self::Refined(h) => (Some(&h.layer0), vec![&h.layer2, &h.layer4]),
         };
         let conv = match conv {
-            Some(conv) => match conv3x3_matrix(conv)? {
-                Some((w, k, n, bias)) => Some(GpuLinear::new(gpu, &w, k, n, bias)?),
+            Some(conv) => match conv3x3_matrix(conv, &fits)? {
+                Some(m) => Some(m),
                 None => return Ok(None),
             },
             None => None,
@@ -54,14 +55,42 @@ impl TransposedConvolution {
         }
         let mut steps = Vec::with_capacity(transposed.len());
         for t in transposed {
-            let Some((w, k, n, bias, kernel)) = transposed_matrix(t)? else {
+            let Some(step) = transposed_matrix(t, &fits)? else {
                 return Ok(None);
             };
-            steps.push((GpuLinear::new(gpu, &w, k, n, bias)?, kernel));
+            steps.push(step);
         }
-        Ok(Some(GpuHead {
+        Ok(Some(HeadMatrices {
             conv,
             transposed: steps,
+        }))
+    }
+
+    /// On [`crate::gpu`]'s matmul kernel, if its convolutions fit.
+    fn upload(&self, gpu: &Gpu) -> Result<Option<GpuHead>, Error> {
+        let Some(m) = self.matrices(GpuLinear::supports)? else {
+            return Ok(None);
+        };
+        let linear = |(w, k, n, bias): Matrix| GpuLinear::new(gpu, &w, k, n, bias);
+        Ok(Some(GpuHead {
+            conv: m.conv.map(linear).transpose()?,
+            transposed: (m.transposed.into_iter())
+                .map(|(w, kernel)| Ok((linear(w)?, kernel)))
+                .collect::<Result<_, Error>>()?,
+        }))
+    }
+
+    /// On [`crate::cpu`]'s packed f32 GEMM, if its convolutions map to matrices.
+    fn pack_for_cpu(&self) -> Result<Option<CpuHead>, Error> {
+        let Some(m) = self.matrices(|_, _| true)? else {
+            return Ok(None);
+        };
+        let pack = |(w, k, n, bias): Matrix| PackedMatrix::pack(&w, k, n, bias.as_deref());
+        Ok(Some(CpuHead {
+            conv: m.conv.map(pack),
+            transposed: (m.transposed.into_iter())
+                .map(|(w, kernel)| (pack(w), kernel))
+                .collect(),
         }))
     }
 
@@ -77,16 +106,12 @@ impl TransposedConvolution {
     }
 }
 
-/// [`TransposedConvolution`] on [`crate::gpu`], in one submission: every convolution in it is
-/// a matmul (the 3x3 conv over im2col rows built on the host; a transposed conv whose stride is
-/// its kernel maps each input pixel to its own k x k block). On SwiftShader burn-wgpu's
-/// convolutions took ~0.26 s a prompt.
+/// [`TransposedConvolution`] on [`crate::gpu`]: its [`HeadMatrices`] in one submission (the
+/// im2col rows built on the host). On SwiftShader burn-wgpu's convolutions took ~0.26 s a
+/// prompt.
 #[derive(Debug)]
 pub struct GpuHead {
-    /// The refined head's 3x3 conv: [9 * channels, channels] over im2col rows (c, ky, kx).
     conv: Option<GpuLinear>,
-    /// Each transposed conv as [c_in, k * k * c_out], columns (ky, kx, o), and its k; the last
-    /// one has one output channel.
     transposed: Vec<(GpuLinear, usize)>,
 }
 
@@ -111,36 +136,96 @@ impl GpuHead {
             steps.push((t, refined && i < last));
         }
         let out = crate::gpu::chain(gpu, &steps, &input).await?;
-        // Values came out as (b, y, x, ky1, kx1, ky2, kx2, ...): each level's block goes to
-        // (y * k + ky, x * k + kx) of the next.
         let kernels: Vec<usize> = self.transposed.iter().map(|(_, k)| *k).collect();
-        let side = grid * kernels.iter().product::<usize>();
-        let mut logits = vec![0.0; batch * side * side];
-        for (i, &v) in out.iter().enumerate() {
-            let (mut rest, mut y, mut x, mut scale) = (i, 0, 0, 1);
+        Ok(place_blocks(&out, &kernels, batch, grid))
+    }
+}
+
+/// [`TransposedConvolution`] on [`crate::cpu`]: its [`HeadMatrices`] on the packed f32 GEMM (on flex burn's convolutions, with their im2col and copies, were about a third
+/// of a re-prompt's decoder).
+#[derive(Debug)]
+pub struct CpuHead {
+    conv: Option<PackedMatrix>,
+    transposed: Vec<(PackedMatrix, usize)>,
+}
+
+impl CpuHead {
+    /// Tokens [batch, grid * grid, channels] (row-major y, x) to logits [batch, H, W] and H.
+    pub fn forward(&self, tokens: &[f32], batch: usize, grid: usize) -> (Vec<f32>, usize) {
+        let product = |m: &PackedMatrix, x: &[f32], relu: bool| {
+            let rows = x.len() / m.k();
+            let mut out = vec![0.0; rows * m.n()];
+            m.matmul(x, rows, &mut out);
+            if relu {
+                crate::cpu::relu(&mut out);
+            }
+            out
+        };
+        let mut x = match &self.conv {
+            Some(conv) => product(conv, &im2col3x3(tokens, batch, grid), true),
+            None => tokens.to_vec(),
+        };
+        // The refined head has a ReLU after each convolution but the last.
+        let (refined, last) = (self.conv.is_some(), self.transposed.len() - 1);
+        for (i, (t, _)) in self.transposed.iter().enumerate() {
+            x = product(t, &x, refined && i < last);
+        }
+        let kernels: Vec<usize> = self.transposed.iter().map(|(_, k)| *k).collect();
+        place_blocks(&x, &kernels, batch, grid)
+    }
+}
+
+/// A weight matrix: row-major [k, n], k, n and the bias [n].
+type Matrix = (Vec<f32>, usize, usize, Option<Vec<f32>>);
+
+/// [`TransposedConvolution`] as matrix products: every convolution in it is one (the 3x3 conv
+/// over im2col rows; a transposed conv whose stride is its kernel maps each input pixel to
+/// its own k x k block).
+struct HeadMatrices {
+    /// The refined head's 3x3 conv: [9 * channels, channels] over im2col rows (c, ky, kx).
+    conv: Option<Matrix>,
+    /// Each transposed conv as [c_in, k * k * c_out], columns (ky, kx, o), and its k; the last
+    /// one has one output channel. Each product reads the one before as rows of its own k.
+    transposed: Vec<(Matrix, usize)>,
+}
+
+/// The head's last product `out` to logits [batch, side, side] and side: values come out as
+/// (b, y, x, ky1, kx1, ky2, kx2, ...), and each level's block goes to (y * k + ky, x * k + kx)
+/// of the next. Each pixel's block of values goes through one table of offsets (per value
+/// divisions were 12% of a re-prompt's CPU decoder).
+fn place_blocks(out: &[f32], kernels: &[usize], batch: usize, grid: usize) -> (Vec<f32>, usize) {
+    let block = kernels.iter().product::<usize>();
+    let side = grid * block;
+    let offsets: Vec<usize> = (0..block * block)
+        .map(|j| {
+            let (mut rest, mut y, mut x, mut scale) = (j, 0, 0, 1);
             for &k in kernels.iter().rev() {
                 x += rest % k * scale;
                 y += rest / k % k * scale;
                 rest /= k * k;
                 scale *= k;
             }
-            let (b, y0, x0) = (rest / (grid * grid), rest / grid % grid, rest % grid);
-            logits[(b * side + y0 * scale + y) * side + x0 * scale + x] = v;
+            y * side + x
+        })
+        .collect();
+    let mut logits = vec![0.0; batch * side * side];
+    for (pixel, values) in out.chunks_exact(block * block).enumerate() {
+        let (b, y0, x0) = (pixel / (grid * grid), pixel / grid % grid, pixel % grid);
+        let at = &mut logits[(b * side + y0 * block) * side + x0 * block..];
+        for (&offset, &v) in offsets.iter().zip(values) {
+            at[offset] = v;
         }
-        Ok((logits, side))
     }
+    (logits, side)
 }
 
 /// A 3x3, stride-1, padding-1 conv as [9 * c_in, c_out] (rows c, ky, kx) and its bias; `None`
-/// for any other conv.
-#[allow(clippy::type_complexity)]
-fn conv3x3_matrix(
-    conv: &Conv2d,
-) -> Result<Option<(Vec<f32>, usize, usize, Option<Vec<f32>>)>, Error> {
+/// for any other conv, or one `fits` refuses.
+fn conv3x3_matrix(conv: &Conv2d, fits: impl Fn(usize, usize) -> bool) -> Result<Option<Matrix>, Error> {
     let [c_out, c_in, kh, kw] = conv.weight.dims();
     let padded = matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1));
     let plain = conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1;
-    if [kh, kw] != [3, 3] || !padded || !plain || !GpuLinear::supports(9 * c_in, c_out) {
+    if [kh, kw] != [3, 3] || !padded || !plain || !fits(9 * c_in, c_out) {
         return Ok(None);
     }
     let w = crate::cpu::values(conv.weight.val())?;
@@ -159,21 +244,22 @@ fn conv3x3_matrix(
 }
 
 /// A transposed conv whose stride equals its (square) kernel, unpadded, as [c_in, k * k *
-/// c_out] (columns ky, kx, o), its bias per column, and k; `None` for any other.
-#[allow(clippy::type_complexity)]
+/// c_out] (columns ky, kx, o) with its bias per column, and k; `None` for any other, or one
+/// `fits` refuses.
 fn transposed_matrix(
     t: &ConvTranspose2d,
-) -> Result<Option<(Vec<f32>, usize, usize, Option<Vec<f32>>, usize)>, Error> {
+    fits: impl Fn(usize, usize) -> bool,
+) -> Result<Option<(Matrix, usize)>, Error> {
     let [c_in, c_out, kh, kw] = t.weight.dims();
     let k = kh;
-    let fits = kw == k
+    let fits_shape = kw == k
         && t.stride == [k, k]
         && t.padding == [0, 0]
         && t.padding_out == [0, 0]
         && t.dilation == [1, 1]
         && t.groups == 1;
     let n = k * k * c_out;
-    if !fits || !GpuLinear::supports(c_in, n) {
+    if !fits_shape || !fits(c_in, n) {
         return Ok(None);
     }
     // weight [c_in, c_out, ky, kx]
@@ -190,7 +276,7 @@ fn transposed_matrix(
         }
         None => None,
     };
-    Ok(Some((m, c_in, n, bias, k)))
+    Ok(Some(((m, c_in, n, bias), k)))
 }
 
 /// [batch, grid * grid, c] to im2col rows [batch * grid * grid, c * 9] (columns c, ky, kx) of a
@@ -231,6 +317,10 @@ pub struct Decoder {
     /// `transposed_convolution` on [`crate::gpu`], set with the reduces where it fits.
     #[module(skip)]
     pub gpu_head: Option<Arc<GpuHead>>,
+    /// `transposed_convolution` on [`crate::cpu`], set with the layers by
+    /// [`Self::pack_for_cpu`] where it maps to matrices.
+    #[module(skip)]
+    pub cpu_head: Option<Arc<CpuHead>>,
     pub layers: Vec<EncoderLayer>,
     #[module(skip)]
     pub conditional_layer: usize,
@@ -270,6 +360,7 @@ impl Decoder {
                 .collect(),
             gpu_reduces: Vec::new(),
             gpu_head: None,
+            cpu_head: None,
             layers: (0..depth)
                 .map(|_| EncoderLayer::new(spec, device))
                 .collect(),
@@ -277,10 +368,14 @@ impl Decoder {
         }
     }
 
-    /// The decoder layers on the packed CPU path too, in f32, keeping their burn weights.
+    /// The decoder layers and head on the packed CPU path too, in f32, keeping their burn
+    /// weights.
     pub fn pack_for_cpu(&mut self, spec: LayerSpec) -> Result<(), Error> {
         for layer in &mut self.layers {
             layer.pack_for_cpu_keeping_weights(spec, Precision::F32)?;
+        }
+        if self.cpu_head.is_none() {
+            self.cpu_head = self.transposed_convolution.pack_for_cpu()?.map(Arc::new);
         }
         Ok(())
     }
@@ -368,6 +463,9 @@ impl Decoder {
             unreachable!("config validation guarantees at least one extract layer")
         };
         let device = conditional.device();
+        if let Some(logits) = self.forward_cpu(reduced, conditional.clone())? {
+            return Ok(logits);
+        }
         let gpu_head = self.gpu_head.as_ref().zip(crate::gpu::for_device(&device));
         let mut output: Option<Tensor<3>> = None;
         for (i, (r, layer)) in reduced.iter().zip(&self.layers).enumerate() {
@@ -411,6 +509,69 @@ impl Decoder {
         Ok(logits.reshape([batch, h, w]))
     }
 
+    /// [`Self::forward`] on [`crate::cpu`] from the reduced activations to the logits, the
+    /// hidden states in one buffer and the layers' buffers shared (per layer through burn
+    /// tensors, the copies and fresh buffers were ~40% of a re-prompt's decoder); `None` unless
+    /// the layers and head are packed for it ([`Self::pack_for_cpu`]).
+    fn forward_cpu(
+        &self,
+        reduced: &[Tensor<3>],
+        conditional: Tensor<2>,
+    ) -> Result<Option<Tensor<3>>, Error> {
+        let layers: Option<Vec<&crate::cpu::PackedLayer>> =
+            self.layers.iter().map(|l| l.cpu.as_deref()).collect();
+        let (Some(layers), Some(head)) = (layers, &self.cpu_head) else {
+            return Ok(None);
+        };
+        let device = conditional.device();
+        let [prompts, _] = conditional.dims();
+        let mul = crate::cpu::values(self.film_mul.forward(conditional.clone()))?;
+        let add = crate::cpu::values(self.film_add.forward(conditional))?;
+        let (mut x, mut seq, mut rd) = (Vec::new(), 0, 0);
+        let scratch = &mut crate::cpu::Scratch::default();
+        for (i, (r, layer)) in reduced.iter().zip(layers).enumerate() {
+            let [batch, r_seq, r_rd] = r.dims();
+            if (batch != 1 && batch != prompts) || (i > 0 && [r_seq, r_rd] != [seq, rd]) {
+                return Err(Error::Input(format!(
+                    "reduced activations [{batch}, {r_seq}, {r_rd}] do not match {prompts} \
+                     prompts and the other layers"
+                )));
+            }
+            (seq, rd) = (r_seq, r_rd);
+            // Batch 1 (one image for every prompt) is added to each prompt's states.
+            let r = crate::cpu::values(r.clone())?;
+            let per_prompt = |p: usize| &r[(p % batch) * seq * rd..][..seq * rd];
+            if i == 0 {
+                x = (0..prompts).flat_map(per_prompt).copied().collect();
+            } else {
+                for (p, states) in x.chunks_exact_mut(seq * rd).enumerate() {
+                    states.iter_mut().zip(per_prompt(p)).for_each(|(v, r)| *v += r);
+                }
+            }
+            if i == self.conditional_layer {
+                // FiLM: each prompt's states scaled and shifted by its embedding's.
+                for (p, states) in x.chunks_exact_mut(seq * rd).enumerate() {
+                    let (mul, add) = (&mul[p * rd..][..rd], &add[p * rd..][..rd]);
+                    for row in states.chunks_exact_mut(rd) {
+                        for ((v, m), a) in row.iter_mut().zip(mul).zip(add) {
+                            *v = m * *v + a;
+                        }
+                    }
+                }
+            }
+            layer.forward_post_norm(&mut x, prompts, seq, scratch);
+        }
+        let grid = ((seq - 1) as f64).sqrt() as usize;
+        // Without each prompt's class token.
+        let tokens: Vec<f32> = (x.chunks_exact(seq * rd))
+            .flat_map(|prompt| &prompt[rd..])
+            .copied()
+            .collect();
+        let (logits, side) = head.forward(&tokens, prompts, grid);
+        let data = TensorData::new(logits, [prompts, side, side]);
+        Ok(Some(Tensor::from_data(data, &device)))
+    }
+
     /// The last layer's output `values` [batch, seq, rd] through the GPU head.
     async fn head_on_gpu(
         head: &GpuHead,
@@ -439,10 +600,10 @@ mod tests {
     use burn::module::Param;
     use burn::tensor::Distribution;
 
-    /// The head on the GPU kernel against burn's convolutions: refined (3x3 conv, two
-    /// transposed convs) and plain, two prompts, random weights and biases.
+    /// The head on the GPU kernel and on the CPU GEMM against burn's convolutions: refined
+    /// (3x3 conv, two transposed convs) and plain, two prompts, random weights and biases.
     #[test]
-    fn gpu_head_matches_burn() {
+    fn gpu_and_cpu_heads_match_burn() {
         let host = Device::flex();
         let gpu = crate::gpu::tests::gpu();
         let random = |shape: [usize; 4]| {
@@ -479,13 +640,17 @@ mod tests {
                 .unwrap()
                 .expect("the head fits the kernel");
             let values = crate::cpu::values(tokens).unwrap();
-            let got = uploaded.forward(&gpu, &values, batch, grid);
-            let (got, side) = crate::gpu::block_on(got).unwrap();
-            assert_eq!([side, side], [h, w]);
-            let diff = (got.iter().zip(&want))
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            assert!(diff < 1e-4, "complex {complex}: max |diff| {diff}");
+            let on_gpu = uploaded.forward(&gpu, &values, batch, grid);
+            let on_gpu = crate::gpu::block_on(on_gpu).unwrap();
+            let packed = head.pack_for_cpu().unwrap().expect("the head maps to matrices");
+            let on_cpu = packed.forward(&values, batch, grid);
+            for (name, (got, side)) in [("gpu", on_gpu), ("cpu", on_cpu)] {
+                assert_eq!([side, side], [h, w], "{name}");
+                let diff = (got.iter().zip(&want))
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(diff < 1e-4, "{name}, complex {complex}: max |diff| {diff}");
+            }
         }
     }
 }
