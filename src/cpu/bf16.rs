@@ -18,6 +18,8 @@
 
 use std::arch::x86_64::*;
 
+use super::avx512::{exp16, lanes};
+
 /// Whether this CPU has the instructions (checked at run time: one binary for every x86-64).
 pub fn available() -> bool {
     is_x86_feature_detected!("avx512f")
@@ -303,12 +305,6 @@ pub fn softmax_pairs(
     }
 }
 
-/// The mask of lanes `from..from + 16` that exist in a row `len` long (every masked load and
-/// store here).
-fn lanes(len: usize, from: usize) -> __mmask16 {
-    ((1u32 << len.saturating_sub(from).min(16)) - 1) as __mmask16
-}
-
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn softmax_row(row: &[f32], valid: usize, scale: f32, out: &mut [u32]) -> f32 {
     unsafe {
@@ -335,26 +331,6 @@ unsafe fn softmax_row(row: &[f32], valid: usize, scale: f32, out: &mut [u32]) ->
         }
         1.0 / _mm512_reduce_add_ps(sum)
     }
-}
-
-/// [`super::exp`]'s arithmetic on 16 lanes of x <= 0 (the same range reduction and
-/// polynomial; 2^n applied by `vscalefps`).
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn exp16(x: __m512) -> __m512 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = _mm512_max_ps(x, _mm512_set1_ps(-87.5));
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-    );
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-    let mut p = _mm512_set1_ps(1.0 / 720.0);
-    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-    }
-    _mm512_scalef_ps(p, n)
 }
 
 /// MR rows x 16*NV columns: MR*NV zmm accumulators, NV panel loads and MR broadcast pairs per

@@ -17,6 +17,8 @@ pub mod aligned;
 #[cfg(target_arch = "x86_64")]
 mod amx;
 #[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
 pub mod bf16;
 pub mod gemm;
 pub mod qgemm;
@@ -659,9 +661,36 @@ vectorized!(layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &m
     }
 });
 
-// Softmax of each row without its normalisation: e^(scale (x - max)) in place, 1 / sum into
-// `inv_sums` (the caller scales the product with V instead: one pass fewer over the scores).
-vectorized!(softmax_rows(scores: &mut [f32], seq: usize, first_row: usize, scale: f32, causal: bool, inv_sums: &mut [f32]) {
+/// Softmax of each row without its normalisation: e^(scale (x - max)) in place, 1 / sum into
+/// `inv_sums` (the caller scales the product with V instead: one pass fewer over the scores).
+/// Hand-vectorised with AVX-512 ([`avx512::softmax_row`]), else [`softmax_rows_auto`].
+pub fn softmax_rows(
+    scores: &mut [f32],
+    seq: usize,
+    first_row: usize,
+    scale: f32,
+    causal: bool,
+    inv_sums: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        for ((i, row), inv) in scores.chunks_exact_mut(seq).enumerate().zip(inv_sums) {
+            // Causal: position i sees 0..=i; the rest gets probability 0, as with HF's mask.
+            let valid = if causal {
+                (first_row + i + 1).min(seq)
+            } else {
+                seq
+            };
+            // SAFETY: the feature was just detected.
+            *inv = unsafe { avx512::softmax_row(row, valid, scale) };
+        }
+        return;
+    }
+    softmax_rows_auto(scores, seq, first_row, scale, causal, inv_sums)
+}
+
+// [`softmax_rows`] in plain loops for LLVM to vectorise (wasm, AVX2).
+vectorized!(softmax_rows_auto(scores: &mut [f32], seq: usize, first_row: usize, scale: f32, causal: bool, inv_sums: &mut [f32]) {
     for ((i, row), inv) in scores.chunks_exact_mut(seq).enumerate().zip(inv_sums) {
         // Causal: position i sees 0..=i; the rest gets probability 0, as with HF's mask.
         let valid = if causal { first_row + i + 1 } else { seq };
@@ -736,6 +765,56 @@ mod tests {
         assert_eq!(exp(-1000.0), exp(-87.5));
         assert!(exp(-1000.0) < 1e-37);
         assert!(exp(f32::NEG_INFINITY) < 1e-37);
+    }
+
+    /// The softmax this CPU runs (AVX-512's where it has it) and the plain loops (wasm's)
+    /// against one in f64: odd widths, a row longer than the unrolled loop, causal rows past a
+    /// block's first row, the masked tail zero.
+    #[test]
+    fn softmax_rows_match_f64() {
+        type Softmax = fn(&mut [f32], usize, usize, f32, bool, &mut [f32]);
+        let cases = [
+            (3, 5, 0, false),
+            (4, 37, 0, true),
+            (6, 485, 90, true),
+            (2, 485, 0, false),
+        ];
+        let softmaxes: [Softmax; 2] = [softmax_rows, softmax_rows_auto];
+        for (softmax, (rows, seq, first_row, causal)) in
+            softmaxes.into_iter().flat_map(|f| cases.map(|c| (f, c)))
+        {
+            let scores: Vec<f32> = (0..rows * seq)
+                .map(|i| ((i * 7919) % 1999) as f32 / 100.0 - 10.0)
+                .collect();
+            let (scale, mut got, mut inv) = (0.3, scores.clone(), vec![0.0; rows]);
+            softmax(&mut got, seq, first_row, scale, causal, &mut inv);
+            for i in 0..rows {
+                let valid = if causal {
+                    (first_row + i + 1).min(seq)
+                } else {
+                    seq
+                };
+                let row = &scores[i * seq..][..valid];
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+                let e: Vec<f64> = row
+                    .iter()
+                    .map(|&v| ((v as f64 - max) * scale as f64).exp())
+                    .collect();
+                let want_inv = 1.0 / e.iter().sum::<f64>();
+                assert!(
+                    ((inv[i] as f64 - want_inv) / want_inv).abs() < 1e-5,
+                    "row {i} sum"
+                );
+                for j in 0..seq {
+                    let g = got[i * seq + j] as f64;
+                    let w = e.get(j).copied().unwrap_or(0.0);
+                    assert!(
+                        (g - w).abs() <= 1e-6 * w.max(1e-30),
+                        "({i}, {j}): {g} vs {w}"
+                    );
+                }
+            }
+        }
     }
 
     /// The packed layer against burn's `EncoderLayer` on random weights, both towers' masks.

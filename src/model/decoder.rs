@@ -221,7 +221,10 @@ fn place_blocks(out: &[f32], kernels: &[usize], batch: usize, grid: usize) -> (V
 
 /// A 3x3, stride-1, padding-1 conv as [9 * c_in, c_out] (rows c, ky, kx) and its bias; `None`
 /// for any other conv, or one `fits` refuses.
-fn conv3x3_matrix(conv: &Conv2d, fits: impl Fn(usize, usize) -> bool) -> Result<Option<Matrix>, Error> {
+fn conv3x3_matrix(
+    conv: &Conv2d,
+    fits: impl Fn(usize, usize) -> bool,
+) -> Result<Option<Matrix>, Error> {
     let [c_out, c_in, kh, kw] = conv.weight.dims();
     let padded = matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1));
     let plain = conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1;
@@ -545,7 +548,10 @@ impl Decoder {
                 x = (0..prompts).flat_map(per_prompt).copied().collect();
             } else {
                 for (p, states) in x.chunks_exact_mut(seq * rd).enumerate() {
-                    states.iter_mut().zip(per_prompt(p)).for_each(|(v, r)| *v += r);
+                    states
+                        .iter_mut()
+                        .zip(per_prompt(p))
+                        .for_each(|(v, r)| *v += r);
                 }
             }
             if i == self.conditional_layer {
@@ -642,7 +648,10 @@ mod tests {
             let values = crate::cpu::values(tokens).unwrap();
             let on_gpu = uploaded.forward(&gpu, &values, batch, grid);
             let on_gpu = crate::gpu::block_on(on_gpu).unwrap();
-            let packed = head.pack_for_cpu().unwrap().expect("the head maps to matrices");
+            let packed = head
+                .pack_for_cpu()
+                .unwrap()
+                .expect("the head maps to matrices");
             let on_cpu = packed.forward(&values, batch, grid);
             for (name, (got, side)) in [("gpu", on_gpu), ("cpu", on_cpu)] {
                 assert_eq!([side, side], [h, w], "{name}");
