@@ -336,7 +336,21 @@ pub struct Scratch {
     inner: Aligned<f32>,
 }
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = Default::default();
+}
+
 impl Scratch {
+    /// `f` with this thread's kept scratch (the decoder's, from prompt to prompt: ~5 MB zeroed
+    /// and faulted in afresh per re-prompt otherwise), or a fresh one where that is in use
+    /// (a rayon job run while the caller waits, say).
+    pub fn with_kept<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+        SCRATCH.with(|kept| match kept.try_borrow_mut() {
+            Ok(mut scratch) => f(&mut scratch),
+            Err(_) => f(&mut Scratch::default()),
+        })
+    }
+
     fn resize(&mut self, rows: usize, hidden: usize, intermediate: usize) {
         self.normed.resize(rows * hidden);
         self.qkv.resize(rows * 3 * hidden);

@@ -531,42 +531,44 @@ impl Decoder {
         let mul = crate::cpu::values(self.film_mul.forward(conditional.clone()))?;
         let add = crate::cpu::values(self.film_add.forward(conditional))?;
         let (mut x, mut seq, mut rd) = (Vec::new(), 0, 0);
-        let scratch = &mut crate::cpu::Scratch::default();
-        for (i, (r, layer)) in reduced.iter().zip(layers).enumerate() {
-            let [batch, r_seq, r_rd] = r.dims();
-            if (batch != 1 && batch != prompts) || (i > 0 && [r_seq, r_rd] != [seq, rd]) {
-                return Err(Error::Input(format!(
-                    "reduced activations [{batch}, {r_seq}, {r_rd}] do not match {prompts} \
+        crate::cpu::Scratch::with_kept(|scratch| -> Result<(), Error> {
+            for (i, (r, layer)) in reduced.iter().zip(layers).enumerate() {
+                let [batch, r_seq, r_rd] = r.dims();
+                if (batch != 1 && batch != prompts) || (i > 0 && [r_seq, r_rd] != [seq, rd]) {
+                    return Err(Error::Input(format!(
+                        "reduced activations [{batch}, {r_seq}, {r_rd}] do not match {prompts} \
                      prompts and the other layers"
-                )));
-            }
-            (seq, rd) = (r_seq, r_rd);
-            // Batch 1 (one image for every prompt) is added to each prompt's states.
-            let r = crate::cpu::values(r.clone())?;
-            let per_prompt = |p: usize| &r[(p % batch) * seq * rd..][..seq * rd];
-            if i == 0 {
-                x = (0..prompts).flat_map(per_prompt).copied().collect();
-            } else {
-                for (p, states) in x.chunks_exact_mut(seq * rd).enumerate() {
-                    states
-                        .iter_mut()
-                        .zip(per_prompt(p))
-                        .for_each(|(v, r)| *v += r);
+                    )));
                 }
-            }
-            if i == self.conditional_layer {
-                // FiLM: each prompt's states scaled and shifted by its embedding's.
-                for (p, states) in x.chunks_exact_mut(seq * rd).enumerate() {
-                    let (mul, add) = (&mul[p * rd..][..rd], &add[p * rd..][..rd]);
-                    for row in states.chunks_exact_mut(rd) {
-                        for ((v, m), a) in row.iter_mut().zip(mul).zip(add) {
-                            *v = m * *v + a;
+                (seq, rd) = (r_seq, r_rd);
+                // Batch 1 (one image for every prompt) is added to each prompt's states.
+                let r = crate::cpu::values(r.clone())?;
+                let per_prompt = |p: usize| &r[(p % batch) * seq * rd..][..seq * rd];
+                if i == 0 {
+                    x = (0..prompts).flat_map(per_prompt).copied().collect();
+                } else {
+                    for (p, states) in x.chunks_exact_mut(seq * rd).enumerate() {
+                        states
+                            .iter_mut()
+                            .zip(per_prompt(p))
+                            .for_each(|(v, r)| *v += r);
+                    }
+                }
+                if i == self.conditional_layer {
+                    // FiLM: each prompt's states scaled and shifted by its embedding's.
+                    for (p, states) in x.chunks_exact_mut(seq * rd).enumerate() {
+                        let (mul, add) = (&mul[p * rd..][..rd], &add[p * rd..][..rd]);
+                        for row in states.chunks_exact_mut(rd) {
+                            for ((v, m), a) in row.iter_mut().zip(mul).zip(add) {
+                                *v = m * *v + a;
+                            }
                         }
                     }
                 }
+                layer.forward_post_norm(&mut x, prompts, seq, scratch);
             }
-            layer.forward_post_norm(&mut x, prompts, seq, scratch);
-        }
+            Ok(())
+        })?;
         let grid = ((seq - 1) as f64).sqrt() as usize;
         // Without each prompt's class token.
         let tokens: Vec<f32> = (x.chunks_exact(seq * rd))
