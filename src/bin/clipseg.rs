@@ -771,6 +771,10 @@ fn bench(
             .filter(|_| matches!(precision, Some(Precision::Int8 | Precision::Int8Bf16)));
         let bf16 = precision.is_some_and(Precision::bf16_attention);
         line["attention"] = if bf16 { "bf16" } else { "f32" }.into();
+        // The decoder's projections, as packed beside the towers (bf16 for a quantized pack
+        // on AMX).
+        let decoder_bf16 = precision.map(Precision::decoder) == Some(Precision::Bf16);
+        line["decoder_projections"] = if decoder_bf16 { "bf16" } else { "f32" }.into();
         #[cfg(target_arch = "x86_64")]
         if bf16 {
             line["attention_kernel"] = clipseg::cpu::bf16::kernel_name().into();

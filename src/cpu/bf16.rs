@@ -213,6 +213,77 @@ impl Panels {
     }
 }
 
+/// A Linear layer's weight in bf16 panels on AMX tiles and its f32 bias: the decoder's
+/// projections for a quantized pack ([`super::Precision::Bf16`]). The activations are rounded
+/// to bf16 per call; the sums stay f32.
+pub struct Linear {
+    k: usize,
+    panels: Panels,
+    bias: Vec<f32>,
+}
+
+impl std::fmt::Debug for Linear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bf16::Linear({}x{})", self.k, self.panels.n)
+    }
+}
+
+thread_local! {
+    /// The bf16 pairs of one thread's rows of A, kept from call to call.
+    static A_PAIRS: std::cell::RefCell<super::aligned::Aligned<u32>> = Default::default();
+}
+
+impl Linear {
+    /// Row-major `w` `[k, n]` and bias `[n]`; only where [`super::amx::available_bf16`].
+    pub fn pack(w: &[f32], k: usize, n: usize, bias: Option<&[f32]>) -> Self {
+        assert_eq!(w.len(), k * n, "weight is not {k}x{n}");
+        let bias = bias.map_or_else(|| vec![0.0; n], <[f32]>::to_vec);
+        assert_eq!(bias.len(), n, "bias is not {n} long");
+        Self {
+            k,
+            panels: Panels::rows_for(AMX, w, k, n, n),
+            bias,
+        }
+    }
+
+    pub fn n(&self) -> usize {
+        self.panels.n
+    }
+
+    /// `out[m, n] = a[m, k] · W + bias`, all row-major; natively rows split over the rayon
+    /// threads in whole AMX blocks.
+    pub fn matmul(&self, a: &[f32], m: usize, out: &mut [f32]) {
+        let (k, n, pairs) = (self.k, self.n(), self.panels.pairs);
+        assert!(a.len() >= m * k, "input is not {m}x{k}");
+        assert!(out.len() >= m * n, "output is not {m}x{n}");
+        if m == 0 || n == 0 {
+            return;
+        }
+        let run = |(i, out): (usize, &mut [f32]), block: usize| {
+            let rows = out.len() / n;
+            let a = &a[i * block * k..][..rows * k];
+            A_PAIRS.with_borrow_mut(|a16| {
+                a16.resize(readable_rows(rows) * pairs);
+                to_pairs(a, rows, k, k, a16, pairs);
+                self.panels.matmul(a16, rows, pairs, out, n);
+            });
+            for row in out.chunks_exact_mut(n) {
+                row.iter_mut().zip(&self.bias).for_each(|(v, b)| *v += b);
+            }
+        };
+        let out = &mut out[..m * n];
+        #[cfg(feature = "native")]
+        {
+            use rayon::prelude::*;
+            let threads = rayon::current_num_threads();
+            let block = m.div_ceil(AMX.mr).div_ceil(threads) * AMX.mr;
+            (out.par_chunks_mut(block * n).enumerate()).for_each(|job| run(job, block));
+        }
+        #[cfg(not(feature = "native"))]
+        run((0, out), m);
+    }
+}
+
 /// `rows` rows of `cols` f32 (`lds` apart) to bf16 in order, `ldd` u32 (pairs) apart, the odd
 /// last value paired with a zero and zeros after it to `ldd`. Round to nearest even.
 pub fn to_pairs(src: &[f32], rows: usize, cols: usize, lds: usize, dst: &mut [u32], ldd: usize) {
@@ -415,6 +486,35 @@ mod tests {
             ] {
                 products_match(kernel, m, k, n);
             }
+        }
+    }
+
+    /// [`Linear`] (AMX) against f64 products of the bf16-rounded inputs plus the bias: the
+    /// decoder's shapes (rows split over threads, a partial last block) and odd ones.
+    #[test]
+    fn linear_matches_rounded_reference() {
+        if !super::super::amx::available_bf16() {
+            eprintln!("skipped: this CPU has no AMX-BF16");
+            return;
+        }
+        for (m, k, n) in [(485, 64, 2048), (485, 2048, 64), (5, 33, 17), (70, 64, 192)] {
+            let (a, w, bias) = (random(m * k, 4), random(k * n, 5), random(n, 6));
+            let linear = Linear::pack(&w, k, n, Some(&bias));
+            let mut out = vec![f32::NAN; m * n + 1];
+            linear.matmul(&a, m, &mut out);
+            for (at, &got) in out[..m * n].iter().enumerate() {
+                let (i, j) = (at / n, at % n);
+                let want: f64 = (0..k)
+                    .map(|kk| round(a[i * k + kk]) as f64 * round(w[kk * n + j]) as f64)
+                    .sum::<f64>()
+                    + bias[j] as f64;
+                let tolerance = 1e-5 * (k as f64).sqrt() * (1.0 + want.abs());
+                assert!(
+                    (got as f64 - want).abs() <= tolerance,
+                    "{m}x{k}x{n} ({i}, {j}): {got} vs {want}"
+                );
+            }
+            assert!(out[m * n].is_nan(), "{m}x{k}x{n}: wrote past the output");
         }
     }
 

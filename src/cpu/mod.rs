@@ -64,6 +64,9 @@ pub enum Precision {
     /// [`Self::Int8`], and attention's two products in bf16 where the CPU has AVX-512 BF16
     /// ([`bf16`]; elsewhere the same as `Int8`): what a quantized pack runs natively.
     Int8Bf16,
+    /// The projections in bf16 on AMX tiles ([`bf16::Linear`]) where the CPU has them, else
+    /// f32; attention f32: the decoder's layers beside `Int8Bf16` towers ([`Self::decoder`]).
+    Bf16,
 }
 
 impl Precision {
@@ -71,13 +74,33 @@ impl Precision {
     pub fn bf16_attention(self) -> bool {
         self == Self::Int8Bf16 && bf16_available()
     }
+
+    /// What the decoder's layers run in beside towers at this precision: f32, or for a
+    /// quantized pack's `Int8Bf16` on AMX, bf16 projections (its f32 MLP was a third of a
+    /// re-prompt; the decoder's weights come as f16 in a pack, the towers' as 8-bit).
+    pub fn decoder(self) -> Self {
+        if self == Self::Int8Bf16 && bf16_projections() {
+            return Self::Bf16;
+        }
+        Self::F32
+    }
 }
 
-/// A Linear layer's weight and bias, packed for one of the two GEMMs.
+/// Whether [`Precision::Bf16`] projections run in bf16 here (on AMX), not f32.
+pub fn bf16_projections() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return amx::available_bf16();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// A Linear layer's weight and bias, packed for one of the GEMMs.
 #[derive(Debug)]
 pub enum Projection {
     F32(PackedMatrix),
     Int8(QuantMatrix),
+    #[cfg(target_arch = "x86_64")]
+    Bf16(bf16::Linear),
 }
 
 impl Projection {
@@ -85,8 +108,12 @@ impl Projection {
     pub fn pack(w: &[f32], k: usize, n: usize, bias: Option<&[f32]>, precision: Precision) -> Self {
         let int8 = match precision {
             Precision::Int8 | Precision::Int8Bf16 => QuantMatrix::pack(w, k, n, bias),
-            Precision::F32 => None,
+            Precision::F32 | Precision::Bf16 => None,
         };
+        #[cfg(target_arch = "x86_64")]
+        if precision == Precision::Bf16 && bf16_projections() {
+            return Projection::Bf16(bf16::Linear::pack(w, k, n, bias));
+        }
         match int8 {
             Some(q) => Projection::Int8(q),
             None => Projection::F32(PackedMatrix::pack(w, k, n, bias)),
@@ -97,6 +124,8 @@ impl Projection {
         match self {
             Projection::F32(p) => p.n(),
             Projection::Int8(q) => q.n(),
+            #[cfg(target_arch = "x86_64")]
+            Projection::Bf16(l) => l.n(),
         }
     }
 
@@ -105,6 +134,8 @@ impl Projection {
         match self {
             Projection::F32(p) => p.matmul(a, m, out),
             Projection::Int8(q) => q.matmul(a, m, out),
+            #[cfg(target_arch = "x86_64")]
+            Projection::Bf16(l) => l.matmul(a, m, out),
         }
     }
 }

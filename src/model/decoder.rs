@@ -371,11 +371,11 @@ impl Decoder {
         }
     }
 
-    /// The decoder layers and head on the packed CPU path too, in f32, keeping their burn
-    /// weights.
-    pub fn pack_for_cpu(&mut self, spec: LayerSpec) -> Result<(), Error> {
+    /// The decoder layers and head on the packed CPU path too, keeping their burn weights:
+    /// the head in f32, the layers in `precision` ([`Precision::decoder`] of the towers').
+    pub fn pack_for_cpu(&mut self, spec: LayerSpec, precision: Precision) -> Result<(), Error> {
         for layer in &mut self.layers {
-            layer.pack_for_cpu_keeping_weights(spec, Precision::F32)?;
+            layer.pack_for_cpu_keeping_weights(spec, precision)?;
         }
         if self.cpu_head.is_none() {
             self.cpu_head = self.transposed_convolution.pack_for_cpu()?.map(Arc::new);

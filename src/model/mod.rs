@@ -96,8 +96,8 @@ impl ClipSeg {
         }
         self.clip.text_model.pack_for_cpu(precision)?;
         self.clip.vision_model.pack_for_cpu(precision)?;
-        self.decoder
-            .pack_for_cpu(decoder::Decoder::spec(&self.config))
+        let spec = decoder::Decoder::spec(&self.config);
+        self.decoder.pack_for_cpu(spec, precision.decoder())
     }
 
     /// Whether packing for the CPU ([`Self::pack_for_cpu`], a pack loaded for inference)
