@@ -141,8 +141,8 @@ impl GpuHead {
     }
 }
 
-/// [`TransposedConvolution`] on [`crate::cpu`]: its [`HeadMatrices`] on the packed f32 GEMM (on flex burn's convolutions, with their im2col and copies, were about a third
-/// of a re-prompt's decoder).
+/// [`TransposedConvolution`] on [`crate::cpu`]: its [`HeadMatrices`] on the packed f32 GEMM
+/// (flex's convolutions were ~7% of a re-prompt's decoder).
 #[derive(Debug)]
 pub struct CpuHead {
     conv: Option<PackedMatrix>,
@@ -513,9 +513,10 @@ impl Decoder {
     }
 
     /// [`Self::forward`] on [`crate::cpu`] from the reduced activations to the logits, the
-    /// hidden states in one buffer and the layers' buffers shared (per layer through burn
-    /// tensors, the copies and fresh buffers were ~40% of a re-prompt's decoder); `None` unless
-    /// the layers and head are packed for it ([`Self::pack_for_cpu`]).
+    /// hidden states in one buffer and the layers' buffers kept (through burn tensors, layer by
+    /// layer, each layer copied its states out and back and zeroed a fresh 4.6 MB scratch: the
+    /// memset alone was 8% of the decoder); `None` unless the layers and head are packed for it
+    /// ([`Self::pack_for_cpu`]).
     fn forward_cpu(
         &self,
         reduced: &[Tensor<3>],
