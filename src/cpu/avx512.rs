@@ -31,8 +31,9 @@ pub fn exp16(x: __m512) -> __m512 {
 
 /// One row of [`super::softmax_rows`] in place: e^(scale (x - max)) over `row[..valid]`, zeros
 /// after, and 1 / sum returned. Four max and two sum accumulators: the auto-vectorised
-/// loops ran their reductions as one 8-lane dependency chain each (NaN-aware `f32::max`),
-/// 1.1 ns a score, most of the decoder's attention.
+/// loops ran their reductions as one 8-lane dependency chain each (NaN-aware `f32::max`):
+/// 1.1 ns a score against 0.44, where the decoder's 16-wide heads make the softmax a large
+/// share of attention.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn softmax_row(row: &mut [f32], valid: usize, scale: f32) -> f32 {
     assert!(valid <= row.len(), "softmax row shorter than its live part");

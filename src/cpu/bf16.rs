@@ -363,12 +363,7 @@ pub fn softmax_pairs(
 ) {
     assert!(ldd >= seq.div_ceil(2), "destination rows are too short");
     for (i, (row, inv)) in scores.chunks_exact(seq).zip(inv_sums).enumerate() {
-        // Causal: position i sees 0..=i; the rest gets probability 0, as with HF's mask.
-        let valid = if causal {
-            (first_row + i + 1).min(seq)
-        } else {
-            seq
-        };
+        let valid = super::live_keys(seq, first_row + i, causal);
         let (out, padding) = dst[i * ldd..][..ldd].split_at_mut(seq.div_ceil(2));
         // SAFETY: the slices bound every access; the caller checked `available()`.
         *inv = unsafe { softmax_row(row, valid, scale, out) };

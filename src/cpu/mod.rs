@@ -706,6 +706,12 @@ vectorized!(layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &m
     }
 });
 
+/// The keys query `row` of a `seq`-long sequence attends to: all, or causal, 0..=row (the
+/// rest get probability 0, as with HF's mask).
+pub(crate) fn live_keys(seq: usize, row: usize, causal: bool) -> usize {
+    if causal { (row + 1).min(seq) } else { seq }
+}
+
 /// Softmax of each row without its normalisation: e^(scale (x - max)) in place, 1 / sum into
 /// `inv_sums` (the caller scales the product with V instead: one pass fewer over the scores).
 /// Hand-vectorised with AVX-512 ([`avx512::softmax_row`]), else [`softmax_rows_auto`].
@@ -720,12 +726,7 @@ pub fn softmax_rows(
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         for ((i, row), inv) in scores.chunks_exact_mut(seq).enumerate().zip(inv_sums) {
-            // Causal: position i sees 0..=i; the rest gets probability 0, as with HF's mask.
-            let valid = if causal {
-                (first_row + i + 1).min(seq)
-            } else {
-                seq
-            };
+            let valid = live_keys(seq, first_row + i, causal);
             // SAFETY: the feature was just detected.
             *inv = unsafe { avx512::softmax_row(row, valid, scale) };
         }
@@ -737,8 +738,7 @@ pub fn softmax_rows(
 // [`softmax_rows`] in plain loops for LLVM to vectorise (wasm, AVX2).
 vectorized!(softmax_rows_auto(scores: &mut [f32], seq: usize, first_row: usize, scale: f32, causal: bool, inv_sums: &mut [f32]) {
     for ((i, row), inv) in scores.chunks_exact_mut(seq).enumerate().zip(inv_sums) {
-        // Causal: position i sees 0..=i; the rest gets probability 0, as with HF's mask.
-        let valid = if causal { first_row + i + 1 } else { seq };
+        let valid = live_keys(seq, first_row + i, causal);
         let (live, masked) = row.split_at_mut(valid);
         masked.fill(0.0);
         let max = lanes_max(live);

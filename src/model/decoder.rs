@@ -175,6 +175,17 @@ impl CpuHead {
     }
 }
 
+/// The last layer's states [prompts, seq, rd] without each prompt's class token, for a head,
+/// and the side of the patch grid they form.
+fn patch_tokens(states: &[f32], seq: usize, rd: usize) -> (Vec<f32>, usize) {
+    let grid = ((seq - 1) as f64).sqrt() as usize;
+    let tokens = (states.chunks_exact(seq * rd))
+        .flat_map(|prompt| &prompt[rd..])
+        .copied()
+        .collect();
+    (tokens, grid)
+}
+
 /// A weight matrix: row-major [k, n], k, n and the bias [n].
 type Matrix = (Vec<f32>, usize, usize, Option<Vec<f32>>);
 
@@ -570,12 +581,7 @@ impl Decoder {
             }
             Ok(())
         })?;
-        let grid = ((seq - 1) as f64).sqrt() as usize;
-        // Without each prompt's class token.
-        let tokens: Vec<f32> = (x.chunks_exact(seq * rd))
-            .flat_map(|prompt| &prompt[rd..])
-            .copied()
-            .collect();
+        let (tokens, grid) = patch_tokens(&x, seq, rd);
         let (logits, side) = head.forward(&tokens, prompts, grid);
         let data = TensorData::new(logits, [prompts, side, side]);
         Ok(Some(Tensor::from_data(data, &device)))
@@ -589,12 +595,7 @@ impl Decoder {
         [batch, seq, rd]: [usize; 3],
         device: &Device,
     ) -> Result<Tensor<3>, Error> {
-        let grid = ((seq - 1) as f64).sqrt() as usize;
-        // Without each prompt's class token.
-        let tokens: Vec<f32> = (values.chunks_exact(seq * rd))
-            .flat_map(|prompt| &prompt[rd..])
-            .copied()
-            .collect();
+        let (tokens, grid) = patch_tokens(values, seq, rd);
         let (logits, side) = head.forward(gpu, &tokens, batch, grid).await?;
         Ok(Tensor::from_data(
             TensorData::new(logits, [batch, side, side]),
