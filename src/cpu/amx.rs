@@ -112,6 +112,31 @@ impl Tiles {
     }
 }
 
+impl Tiles {
+    /// The tile shapes of [`kernel_short`]: C (tmm0, tmm1) and A (tmm2, tmm3) `rows` rows,
+    /// B (tmm4-7) 16. A tile multiply takes time by its rows: configured to the 7 rows of a
+    /// prompt, it does not spend a 16-row tile's.
+    pub fn configure_short(rows: usize) -> Self {
+        assert!(
+            (1..=16).contains(&rows),
+            "a short tile has 1 to 16 rows, not {rows}"
+        );
+        let mut config = Config {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            bytes_per_row: [0; 16],
+            rows: [0; 16],
+        };
+        config.bytes_per_row[..8].fill(64);
+        config.rows[..4].fill(rows as u8);
+        config.rows[4..8].fill(16);
+        // SAFETY: AMX is available (the caller's contract) and the config is valid palette 1.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
+        Tiles(())
+    }
+}
+
 impl Drop for Tiles {
     fn drop(&mut self) {
         // SAFETY: tiles were configured by `configure`.
@@ -219,11 +244,89 @@ pub unsafe fn kernel(
                 out_stride: 128,
             }
         );
+        epilogue(sums, 32, c, ldc, e);
+    }
+}
+
+/// [`kernel`] for at most 16 rows (a prompt's tokens), with tiles configured by
+/// [`Tiles::configure_short`]: `rows` x 32 of `c` from the first `rows` rows of the same
+/// packed A strip. Each step's weights (2 KB, read once per prompt: the text tower streams
+/// 38 MB of them) load into the other pair of B tiles than the last step's, so the loads
+/// overlap the multiplies instead of waiting for them (tile registers are not renamed).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn kernel_short(
+    groups: usize,
+    a: *const u8,
+    b: *const i8,
+    c: *mut f32,
+    ldc: usize,
+    e: Epilogue,
+    rows: usize,
+) {
+    #[repr(align(64))]
+    struct Sums([std::mem::MaybeUninit<i32>; 16 * 32]);
+    let mut sums = Sums([std::mem::MaybeUninit::uninit(); 16 * 32]);
+    let sums = sums.0.as_mut_ptr().cast::<i32>();
+    let steps = groups / 16;
+    // SAFETY: a holds steps * 2048 bytes (rows 64 bytes apart), b as many; sums holds
+    // `rows` x 32 i32 (row stride 128 bytes); the caller configured the tiles.
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "test {pairs}, {pairs}",
+            "jz 3f",
+            "2:",
+            "tileloadd tmm2, [{a} + {s64}]",
+            "tileloadd tmm4, [{b} + {s128}]",
+            "tileloadd tmm5, [{b} + {s128} + 64]",
+            "tdpbusd tmm0, tmm2, tmm4",
+            "tdpbusd tmm1, tmm2, tmm5",
+            "tileloadd tmm3, [{a} + {s64} + 2048]",
+            "tileloadd tmm6, [{b} + {s128} + 2048]",
+            "tileloadd tmm7, [{b} + {s128} + 2112]",
+            "tdpbusd tmm0, tmm3, tmm6",
+            "tdpbusd tmm1, tmm3, tmm7",
+            "add {a}, 4096",
+            "add {b}, 4096",
+            "dec {pairs}",
+            "jnz 2b",
+            "3:",
+            "test {odd}, {odd}",
+            "jz 4f",
+            "tileloadd tmm2, [{a} + {s64}]",
+            "tileloadd tmm4, [{b} + {s128}]",
+            "tileloadd tmm5, [{b} + {s128} + 64]",
+            "tdpbusd tmm0, tmm2, tmm4",
+            "tdpbusd tmm1, tmm2, tmm5",
+            "4:",
+            "tilestored [{o} + {s128}], tmm0",
+            "tilestored [{o} + {s128} + 64], tmm1",
+            a = inout(reg) a => _,
+            b = inout(reg) b => _,
+            pairs = inout(reg) steps / 2 => _,
+            odd = in(reg) steps % 2,
+            s64 = in(reg) 64usize,
+            s128 = in(reg) 128usize,
+            o = in(reg) sums,
+            options(nostack),
+        );
+        epilogue(sums, rows, c, ldc, e);
+    }
+}
+
+/// `c[r][0..32] = a_scale[r] * w_scale * (sums[r] - correction) + bias` for `rows` rows of
+/// 32 i32 sums.
+#[target_feature(enable = "avx512f")]
+unsafe fn epilogue(sums: *const i32, rows: usize, c: *mut f32, ldc: usize, e: Epilogue) {
+    // SAFETY: the caller's: sums holds rows x 32 values, c rows x 32 at stride ldc, the
+    // epilogue's vectors 32 values each.
+    unsafe {
         let corr: [__m512i; 2] =
             std::array::from_fn(|v| _mm512_loadu_si512(e.correction.add(16 * v) as *const _));
         let ws: [__m512; 2] = std::array::from_fn(|v| _mm512_loadu_ps(e.w_scale.add(16 * v)));
         let bias: [__m512; 2] = std::array::from_fn(|v| _mm512_loadu_ps(e.bias.add(16 * v)));
-        for r in 0..32 {
+        for r in 0..rows {
             let sa = _mm512_set1_ps(*e.a_scale.add(r));
             for v in 0..2 {
                 let x = _mm512_load_si512(sums.add(r * 32 + 16 * v) as *const _);

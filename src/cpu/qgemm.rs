@@ -8,7 +8,8 @@
 //! exact; scales and bias are applied in the kernel's epilogue.
 //!
 //! Kernels: AMX 32x32 (Sapphire Rapids and later: `tdpbusd` is a 16x16x64 block of u8 x i8
-//! multiply-adds, 16x a VNNI instruction's; the same offset scheme, A in 64-byte rows per tile),
+//! multiply-adds, 16x a VNNI instruction's; the same offset scheme, A in 64-byte rows per tile;
+//! a GEMM of at most 16 rows, a prompt's, runs tiles of just its rows instead),
 //! AVX-512 VNNI 8x48 (`vpdpbusd`: 64 multiply-adds of u8 x i8 per instruction, 4x an
 //! f32 FMA; activations are offset by 128 into u8 and the offset is taken out again with the
 //! weights' column sums), wasm simd128 4x8 (`i32x4.dot_i16x8_s` on sign-extended pairs: 8
@@ -326,7 +327,10 @@ impl QuantMatrix {
             let ptr = out_ptr;
             // AMX's tile shapes are per-thread state, set for this thread's whole share.
             #[cfg(target_arch = "x86_64")]
-            let _tiles = (layout == Layout::Tiles).then(amx::Tiles::configure);
+            let _tiles = (layout == Layout::Tiles).then(|| match self.short_tiles(m) {
+                true => amx::Tiles::configure_short(m),
+                false => amx::Tiles::configure(),
+            });
             for p in panels {
                 let b = &self.panels[p * groups * g * nr..];
                 for s in 0..strips {
@@ -361,6 +365,13 @@ impl QuantMatrix {
         A_BUFFER.with(|b| b.set(packed_a));
     }
 
+    /// Whether a GEMM of `m` rows runs AMX's short tiles (`amx::kernel_short`): a prompt's
+    /// few rows.
+    #[cfg(target_arch = "x86_64")]
+    fn short_tiles(&self, m: usize) -> bool {
+        self.kernel.layout == Layout::Tiles && m <= 16
+    }
+
     /// One MR x NR tile at (i, j) of `out` [m, n]; edge tiles go through a scratch tile.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
@@ -377,6 +388,33 @@ impl QuantMatrix {
         let QKernel { mr, nr, run, .. } = self.kernel;
         let n = self.n;
         let (rows, cols) = (mr.min(m - i), nr.min(n - j));
+        #[cfg(target_arch = "x86_64")]
+        if self.short_tiles(m) {
+            // Writes exactly `rows` rows: straight into `out` but for a last partial panel.
+            let mut scratch = [std::mem::MaybeUninit::<f32>::uninit(); 16 * 32];
+            let scratch = scratch.as_mut_ptr().cast::<f32>();
+            let (c, ldc) = match cols == nr {
+                // SAFETY: rows x 32 at (i, j) lie inside out[m, n].
+                true => (unsafe { out.add(i * n + j) }, n),
+                false => (scratch, nr),
+            };
+            // SAFETY: the short tiles are configured on this thread (`matmul`), rows <= 16,
+            // a and b hold `groups` full groups.
+            unsafe { amx::kernel_short(groups, a.as_ptr(), b.as_ptr(), c, ldc, e, rows) };
+            if cols < nr {
+                for r in 0..rows {
+                    // SAFETY: (i + r, j..j + cols) is inside out[m, n]; scratch's row written.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            scratch.add(r * nr),
+                            out.add((i + r) * n + j),
+                            cols,
+                        )
+                    };
+                }
+            }
+            return;
+        }
         if rows == mr && cols == nr {
             // SAFETY: the tile lies inside out[m, n]; a and b hold `groups` full groups.
             unsafe { run(groups, a.as_ptr(), b.as_ptr(), out.add(i * n + j), n, e) };
@@ -759,6 +797,9 @@ mod tests {
                 (97, 301, 65, true),
                 (12, 0, 48, true),
                 (9, 768, 96, true),
+                // AMX's short tiles up to 16 rows (3 steps: the odd tail), and past them.
+                (16, 130, 64, true),
+                (17, 64, 32, false),
             ] {
                 let mut a = values(m * k, 1);
                 if m > 2 {
