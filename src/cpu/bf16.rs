@@ -253,6 +253,16 @@ impl Linear {
     /// `out[m, n] = a[m, k] · W + bias`, all row-major; natively rows split over the rayon
     /// threads in whole AMX blocks.
     pub fn matmul(&self, a: &[f32], m: usize, out: &mut [f32]) {
+        self.matmul_then(a, m, out, false);
+    }
+
+    /// `max(0, a · W + bias)`: the ReLU in the bias pass, not a pass of its own over the
+    /// output (the decoder's 485 x 2048 intermediate).
+    pub fn matmul_relu(&self, a: &[f32], m: usize, out: &mut [f32]) {
+        self.matmul_then(a, m, out, true);
+    }
+
+    fn matmul_then(&self, a: &[f32], m: usize, out: &mut [f32], relu: bool) {
         let (k, n, pairs) = (self.k, self.n(), self.panels.pairs);
         assert!(a.len() >= m * k, "input is not {m}x{k}");
         assert!(out.len() >= m * n, "output is not {m}x{n}");
@@ -263,12 +273,17 @@ impl Linear {
             let rows = out.len() / n;
             let a = &a[i * block * k..][..rows * k];
             A_PAIRS.with_borrow_mut(|a16| {
-                a16.resize(readable_rows(rows) * pairs);
+                // Every row is written; the rows past `rows` only feed outputs not stored.
+                a16.resize_stale(readable_rows(rows) * pairs);
                 to_pairs(a, rows, k, k, a16, pairs);
                 self.panels.matmul(a16, rows, pairs, out, n);
             });
             for row in out.chunks_exact_mut(n) {
-                row.iter_mut().zip(&self.bias).for_each(|(v, b)| *v += b);
+                let add = row.iter_mut().zip(&self.bias);
+                match relu {
+                    true => add.for_each(|(v, b)| *v = (*v + b).max(0.0)),
+                    false => add.for_each(|(v, b)| *v += b),
+                }
             }
         };
         let out = &mut out[..m * n];
@@ -492,21 +507,26 @@ mod tests {
             eprintln!("skipped: this CPU has no AMX-BF16");
             return;
         }
-        for (m, k, n) in [(485, 64, 2048), (485, 2048, 64), (5, 33, 17), (70, 64, 192)] {
+        let shapes = [(485, 64, 2048), (485, 2048, 64), (5, 33, 17), (70, 64, 192)];
+        for ((m, k, n), relu) in shapes.into_iter().flat_map(|s| [(s, false), (s, true)]) {
             let (a, w, bias) = (random(m * k, 4), random(k * n, 5), random(n, 6));
             let linear = Linear::pack(&w, k, n, Some(&bias));
             let mut out = vec![f32::NAN; m * n + 1];
-            linear.matmul(&a, m, &mut out);
+            match relu {
+                true => linear.matmul_relu(&a, m, &mut out),
+                false => linear.matmul(&a, m, &mut out),
+            }
             for (at, &got) in out[..m * n].iter().enumerate() {
                 let (i, j) = (at / n, at % n);
-                let want: f64 = (0..k)
+                let sum: f64 = (0..k)
                     .map(|kk| round(a[i * k + kk]) as f64 * round(w[kk * n + j]) as f64)
                     .sum::<f64>()
                     + bias[j] as f64;
+                let want = if relu { sum.max(0.0) } else { sum };
                 let tolerance = 1e-5 * (k as f64).sqrt() * (1.0 + want.abs());
                 assert!(
                     (got as f64 - want).abs() <= tolerance,
-                    "{m}x{k}x{n} ({i}, {j}): {got} vs {want}"
+                    "{m}x{k}x{n} relu {relu} ({i}, {j}): {got} vs {want}"
                 );
             }
             assert!(out[m * n].is_nan(), "{m}x{k}x{n}: wrote past the output");

@@ -3,7 +3,7 @@
 //! A Linear layer's weight never changes, so it is laid out once in the order the register
 //! kernel reads it (BLIS-style column panels) instead of being re-packed on every call as
 //! flex's matmul (the `gemm` crate) does, and the register tile is picked for the machine at
-//! run time: 8x48 or 12x32 with AVX-512, 6x16 with AVX2+FMA, 4x8 with wasm simd128 (6x8's 12
+//! run time: 8x48 or 12x32 with AVX-512 (16x16 for outputs at most 16 wide), 6x16 with AVX2+FMA, 4x8 with wasm simd128 (6x8's 12
 //! accumulators spilled in V8 on x64; 4x8 ran the browser pass 8% faster), 4x8 scalar.
 //! Bias is added in the kernel's epilogue. On the CLIP shapes this runs as fast as the `gemm`
 //! crate does (~100 GFLOP/s on one Zen 4 core, 85-89% of its FMA peak); the gain of the CPU
@@ -18,7 +18,7 @@ use rayon::prelude::*;
 const KC: usize = 256;
 /// Rows of A per block (a multiple of every MR below).
 const MC: usize = 96;
-const _: () = assert!(MC.is_multiple_of(12) && MC.is_multiple_of(8));
+const _: () = assert!(MC.is_multiple_of(16) && MC.is_multiple_of(12));
 
 /// A register micro-kernel: `c[0..MR][0..NR] (row stride ldc) = (accumulate ? c : init) +
 /// a_strip · b_panel`, with `b` packed as [kc][NR] and `a` packed as [kc][MR] (`lda` unused),
@@ -69,6 +69,13 @@ fn kernels() -> Vec<Kernel> {
                 direct: x86::kernel_avx512::<12, 2, true>,
                 name: "avx512 12x32",
             });
+            found.push(Kernel {
+                mr: 16,
+                nr: 16,
+                run: x86::kernel_avx512::<16, 1, false>,
+                direct: x86::kernel_avx512::<16, 1, true>,
+                name: "avx512 16x16",
+            });
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
@@ -105,14 +112,20 @@ fn kernel() -> Kernel {
 }
 
 /// The kernel for a matrix `n` columns wide: the best one, unless it is AVX-512 8x48 and
-/// 12x32 pads `n` less (attention's 64-wide V: 33% padding at 48, none at 32).
+/// 12x32 pads `n` less (attention's 64-wide V: 33% padding at 48, none at 32), or `n` is at
+/// most 16 (the decoder's 16-wide V): 16x16, which does 16 useful multiply-adds per 17 loads
+/// where 12x32 would do 12 of its 24 on padding.
 fn kernel_for(n: usize) -> Kernel {
-    static ALT: std::sync::OnceLock<Option<Kernel>> = std::sync::OnceLock::new();
+    static ALT: std::sync::OnceLock<[Option<Kernel>; 2]> = std::sync::OnceLock::new();
     let best = kernel();
     let padding = |nr: usize| n.div_ceil(nr) * nr - n;
-    let alt = ALT.get_or_init(|| kernels().into_iter().find(|k| k.mr == 12 && k.nr == 32));
-    match alt {
-        Some(alt) if best.nr == 48 && padding(alt.nr) < padding(best.nr) => *alt,
+    let [alt, narrow] = ALT.get_or_init(|| {
+        let find = |mr, nr| kernels().into_iter().find(|k| k.mr == mr && k.nr == nr);
+        [find(12, 32), find(16, 16)]
+    });
+    match (alt, narrow) {
+        (_, Some(narrow)) if best.nr == 48 && n <= 16 => *narrow,
+        (Some(alt), _) if best.nr == 48 && padding(alt.nr) < padding(best.nr) => *alt,
         _ => best,
     }
 }
@@ -478,6 +491,7 @@ unsafe impl Sync for SendPtr {}
 /// `[kc][mr]`, zero-padded.
 fn pack_a(a: &[f32], m: usize, lda: usize, k0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
     match mr {
+        16 => pack_a_mr::<16>(a, m, lda, k0, kc, dst),
         12 => pack_a_mr::<12>(a, m, lda, k0, kc, dst),
         8 => pack_a_mr::<8>(a, m, lda, k0, kc, dst),
         6 => pack_a_mr::<6>(a, m, lda, k0, kc, dst),

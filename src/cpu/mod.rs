@@ -258,8 +258,14 @@ impl PackedLayer {
 
     /// `out = fc2(act(fc1(input)))` for `rows` rows, through `inner`.
     fn mlp(&self, input: &[f32], rows: usize, inner: &mut [f32], out: &mut [f32]) {
-        self.fc1.matmul(input, rows, inner);
         let act = self.activation;
+        #[cfg(target_arch = "x86_64")]
+        if let (Projection::Bf16(fc1), Activation::Relu) = (&self.fc1, act) {
+            fc1.matmul_relu(input, rows, inner);
+            self.fc2.matmul(inner, rows, out);
+            return;
+        }
+        self.fc1.matmul(input, rows, inner);
         rows_parallel(inner, &[], self.fc1.n(), |x, _| activate(act, x));
         self.fc2.matmul(inner, rows, out);
     }

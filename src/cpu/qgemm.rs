@@ -293,7 +293,7 @@ impl QuantMatrix {
         // Reused from call to call (a fresh zeroed buffer per GEMM cost page faults and a
         // memset). Rows past m keep stale bytes: their outputs are never written back.
         let mut packed_a = A_BUFFER.with(std::cell::Cell::take);
-        packed_a.resize(strips * strip_bytes);
+        packed_a.resize_stale(strips * strip_bytes);
         let mut a_scale = vec![0.0f32; strips * mr];
         // `row_q` is one row's quantized values, zero past k (the last group's padding).
         let quantize =
