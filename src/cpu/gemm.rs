@@ -3,8 +3,9 @@
 //! A Linear layer's weight never changes, so it is laid out once in the order the register
 //! kernel reads it (BLIS-style column panels) instead of being re-packed on every call as
 //! flex's matmul (the `gemm` crate) does, and the register tile is picked for the machine at
-//! run time: 8x48 or 12x32 with AVX-512 (16x16 for outputs at most 16 wide), 6x16 with AVX2+FMA, 4x8 with wasm simd128 (6x8's 12
-//! accumulators spilled in V8 on x64; 4x8 ran the browser pass 8% faster), 4x8 scalar.
+//! run time: 8x48 or 12x32 with AVX-512 (16x16 for outputs at most 16 wide), 6x16 with
+//! AVX2+FMA, 4x8 with wasm simd128 (6x8's 12 accumulators spilled in V8 on x64; 4x8 ran the
+//! browser pass 8% faster), 4x8 scalar.
 //! Bias is added in the kernel's epilogue. On the CLIP shapes this runs as fast as the `gemm`
 //! crate does (~100 GFLOP/s on one Zen 4 core, 85-89% of its FMA peak); the gain of the CPU
 //! path is around the GEMM (see `crate::cpu`). `clipseg bench` prints GFLOP/s against the
