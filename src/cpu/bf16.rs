@@ -18,6 +18,7 @@
 
 use std::arch::x86_64::*;
 
+use super::aligned::Aligned;
 use super::avx512::{exp16, lanes};
 
 /// Whether this CPU has the instructions (checked at run time: one binary for every x86-64).
@@ -33,7 +34,7 @@ pub struct Panels {
     pairs: usize,
     n: usize,
     kernel: Kernel,
-    data: super::aligned::Aligned<u32>,
+    data: Aligned<u32>,
 }
 
 /// The register kernels: 8 rows x 48 columns, and 6 x 64 for widths that 48 pads more
@@ -138,7 +139,7 @@ impl Panels {
     fn transposed_for(kernel: Kernel, m: &[f32], k: usize, n: usize, ld: usize) -> Self {
         let pairs = pairs_for(k, kernel.tiles);
         let nr = kernel.nr;
-        let mut data = super::aligned::Aligned::zeroed(n.div_ceil(nr) * pairs * nr);
+        let mut data = Aligned::zeroed(n.div_ceil(nr) * pairs * nr);
         let mut row = vec![0u32; pairs];
         for j in 0..n {
             to_pairs(&m[j * ld..], 1, k, ld, &mut row, pairs);
@@ -164,7 +165,7 @@ impl Panels {
     fn rows_for(kernel: Kernel, b: &[f32], k: usize, n: usize, ld: usize) -> Self {
         let pairs = pairs_for(k, kernel.tiles);
         let nr = kernel.nr;
-        let mut data = super::aligned::Aligned::zeroed(n.div_ceil(nr) * pairs * nr);
+        let mut data = Aligned::zeroed(n.div_ceil(nr) * pairs * nr);
         // SAFETY: `available()` is checked by the caller before any bf16 work; rows and
         // columns stay inside `b` and `data` (see `interleave_rows`).
         unsafe { interleave_rows(b, k, n, ld, nr, pairs, &mut data) };
@@ -230,7 +231,7 @@ impl std::fmt::Debug for Linear {
 
 thread_local! {
     /// The bf16 pairs of one thread's rows of A, kept from call to call.
-    static A_PAIRS: std::cell::RefCell<super::aligned::Aligned<u32>> = Default::default();
+    static A_PAIRS: std::cell::RefCell<Aligned<u32>> = Default::default();
 }
 
 impl Linear {
@@ -253,50 +254,94 @@ impl Linear {
     /// `out[m, n] = a[m, k] · W + bias`, all row-major; natively rows split over the rayon
     /// threads in whole AMX blocks.
     pub fn matmul(&self, a: &[f32], m: usize, out: &mut [f32]) {
-        self.matmul_then(a, m, out, false);
-    }
-
-    /// `max(0, a · W + bias)`: the ReLU in the bias pass, not a pass of its own over the
-    /// output (the decoder's 485 x 2048 intermediate).
-    pub fn matmul_relu(&self, a: &[f32], m: usize, out: &mut [f32]) {
-        self.matmul_then(a, m, out, true);
-    }
-
-    fn matmul_then(&self, a: &[f32], m: usize, out: &mut [f32], relu: bool) {
-        let (k, n, pairs) = (self.k, self.n(), self.panels.pairs);
+        let (k, n) = (self.k, self.n());
         assert!(a.len() >= m * k, "input is not {m}x{k}");
         assert!(out.len() >= m * n, "output is not {m}x{n}");
         if m == 0 || n == 0 {
             return;
         }
-        let run = |(i, out): (usize, &mut [f32]), block: usize| {
+        let block = row_block(m);
+        let run = |(i, out): (usize, &mut [f32])| {
             let rows = out.len() / n;
             let a = &a[i * block * k..][..rows * k];
-            A_PAIRS.with_borrow_mut(|a16| {
-                // Every row is written; the rows past `rows` only feed outputs not stored.
-                a16.resize_stale(readable_rows(rows) * pairs);
-                to_pairs(a, rows, k, k, a16, pairs);
-                self.panels.matmul(a16, rows, pairs, out, n);
-            });
+            A_PAIRS.with_borrow_mut(|a16| self.product(a, rows, a16, out));
             for row in out.chunks_exact_mut(n) {
-                let add = row.iter_mut().zip(&self.bias);
-                match relu {
-                    true => add.for_each(|(v, b)| *v = (*v + b).max(0.0)),
-                    false => add.for_each(|(v, b)| *v += b),
-                }
+                row.iter_mut().zip(&self.bias).for_each(|(v, b)| *v += b);
             }
         };
         let out = &mut out[..m * n];
         #[cfg(feature = "native")]
         {
             use rayon::prelude::*;
-            let threads = rayon::current_num_threads();
-            let block = m.div_ceil(AMX.mr).div_ceil(threads) * AMX.mr;
-            (out.par_chunks_mut(block * n).enumerate()).for_each(|job| run(job, block));
+            out.par_chunks_mut(block * n).enumerate().for_each(run);
         }
         #[cfg(not(feature = "native"))]
-        run((0, out), m);
+        run((0, out));
     }
+
+    /// `out = fc2(max(0, self(a)))` (the decoder's MLP), `inner` [m, self.n()] the f32
+    /// intermediate: each thread takes its rows through both products, the bias, ReLU and
+    /// bf16 rounding of a row of `inner` in one pass while it is in L1 (as separate steps
+    /// they were two passes over 485 x 2048 values and a second dispatch to the threads).
+    pub fn mlp_relu(&self, fc2: &Linear, a: &[f32], m: usize, inner: &mut [f32], out: &mut [f32]) {
+        let (k, n1, n2) = (self.k, self.n(), fc2.n());
+        assert_eq!(fc2.k, n1, "fc2 does not take fc1's {n1} outputs");
+        assert!(a.len() >= m * k, "input is not {m}x{k}");
+        assert!(inner.len() >= m * n1, "intermediate is not {m}x{n1}");
+        assert!(out.len() >= m * n2, "output is not {m}x{n2}");
+        if m == 0 || n1 == 0 || n2 == 0 {
+            return;
+        }
+        let (block, pairs) = (row_block(m), fc2.panels.pairs);
+        let run = |(i, (inner, out)): (usize, (&mut [f32], &mut [f32]))| {
+            let rows = out.len() / n2;
+            let a = &a[i * block * k..][..rows * k];
+            A_PAIRS.with_borrow_mut(|a16| {
+                self.product(a, rows, a16, inner);
+                // fc1's input pairs are spent: the buffer takes fc2's.
+                a16.resize_stale(readable_rows(rows) * pairs);
+                for (row, row16) in inner.chunks_exact_mut(n1).zip(a16.chunks_exact_mut(pairs)) {
+                    let add = row.iter_mut().zip(&self.bias);
+                    add.for_each(|(v, b)| *v = (*v + b).max(0.0));
+                    to_pairs(row, 1, n1, n1, row16, pairs);
+                }
+                fc2.panels.matmul(a16, rows, pairs, out, n2);
+            });
+            for row in out.chunks_exact_mut(n2) {
+                row.iter_mut().zip(&fc2.bias).for_each(|(v, b)| *v += b);
+            }
+        };
+        let (inner, out) = (&mut inner[..m * n1], &mut out[..m * n2]);
+        #[cfg(feature = "native")]
+        {
+            use rayon::prelude::*;
+            let jobs = inner
+                .par_chunks_mut(block * n1)
+                .zip(out.par_chunks_mut(block * n2));
+            jobs.enumerate().for_each(run);
+        }
+        #[cfg(not(feature = "native"))]
+        run((0, (inner, out)));
+    }
+
+    /// `out = a · W` (no bias) for `rows` rows, through `a16` (their bf16 pairs).
+    fn product(&self, a: &[f32], rows: usize, a16: &mut Aligned<u32>, out: &mut [f32]) {
+        let pairs = self.panels.pairs;
+        // Every row is written; the rows past `rows` only feed outputs not stored.
+        a16.resize_stale(readable_rows(rows) * pairs);
+        to_pairs(a, rows, self.k, self.k, a16, pairs);
+        self.panels.matmul(a16, rows, pairs, out, self.n());
+    }
+}
+
+/// Rows per thread of a [`Linear`] product: natively split over the rayon threads in whole
+/// AMX blocks.
+fn row_block(m: usize) -> usize {
+    #[cfg(feature = "native")]
+    let threads = rayon::current_num_threads();
+    #[cfg(not(feature = "native"))]
+    let threads = 1;
+    m.div_ceil(AMX.mr).div_ceil(threads) * AMX.mr
 }
 
 /// `rows` rows of `cols` f32 (`lds` apart) to bf16 in order, `ldd` u32 (pairs) apart, the odd
@@ -507,30 +552,90 @@ mod tests {
             eprintln!("skipped: this CPU has no AMX-BF16");
             return;
         }
-        let shapes = [(485, 64, 2048), (485, 2048, 64), (5, 33, 17), (70, 64, 192)];
-        for ((m, k, n), relu) in shapes.into_iter().flat_map(|s| [(s, false), (s, true)]) {
+        for (m, k, n) in [(485, 64, 2048), (485, 2048, 64), (5, 33, 17), (70, 64, 192)] {
             let (a, w, bias) = (random(m * k, 4), random(k * n, 5), random(n, 6));
             let linear = Linear::pack(&w, k, n, Some(&bias));
             let mut out = vec![f32::NAN; m * n + 1];
-            match relu {
-                true => linear.matmul_relu(&a, m, &mut out),
-                false => linear.matmul(&a, m, &mut out),
-            }
-            for (at, &got) in out[..m * n].iter().enumerate() {
-                let (i, j) = (at / n, at % n);
-                let sum: f64 = (0..k)
-                    .map(|kk| round(a[i * k + kk]) as f64 * round(w[kk * n + j]) as f64)
-                    .sum::<f64>()
-                    + bias[j] as f64;
-                let want = if relu { sum.max(0.0) } else { sum };
+            linear.matmul(&a, m, &mut out);
+            let want = rounded_linear(&a, &w, &bias, m, k, n);
+            for (at, (&got, &want)) in out.iter().zip(&want).enumerate() {
                 let tolerance = 1e-5 * (k as f64).sqrt() * (1.0 + want.abs());
                 assert!(
                     (got as f64 - want).abs() <= tolerance,
-                    "{m}x{k}x{n} relu {relu} ({i}, {j}): {got} vs {want}"
+                    "{m}x{k}x{n} ({}, {}): {got} vs {want}",
+                    at / n,
+                    at % n
                 );
             }
             assert!(out[m * n].is_nan(), "{m}x{k}x{n}: wrote past the output");
         }
+    }
+
+    /// The fused MLP against the two rounded products with ReLU between, on the decoder's
+    /// shape and an odd one: the f32 intermediate it leaves against max(0, fc1), and the
+    /// output against fc2 of that intermediate rounded to bf16 (from the reference's own
+    /// intermediate, a value near a rounding boundary may round the other way: one bf16 step
+    /// of a value near 50 is 0.25).
+    #[test]
+    fn mlp_matches_rounded_reference() {
+        if !super::super::amx::available_bf16() {
+            eprintln!("skipped: this CPU has no AMX-BF16");
+            return;
+        }
+        for (m, k, inner, n) in [(485, 64, 2048, 64), (37, 33, 45, 17)] {
+            let (a, w1, b1) = (random(m * k, 7), random(k * inner, 8), random(inner, 9));
+            let (w2, b2) = (random(inner * n, 10), random(n, 11));
+            let fc1 = Linear::pack(&w1, k, inner, Some(&b1));
+            let fc2 = Linear::pack(&w2, inner, n, Some(&b2));
+            let mut hidden = vec![f32::NAN; m * inner];
+            let mut out = vec![f32::NAN; m * n + 1];
+            fc1.mlp_relu(&fc2, &a, m, &mut hidden, &mut out);
+            let relu = rounded_linear(&a, &w1, &b1, m, k, inner);
+            for (at, (&got, &want)) in hidden.iter().zip(&relu).enumerate() {
+                let want = want.max(0.0);
+                let tolerance = 1e-5 * (k as f64).sqrt() * (1.0 + want.abs());
+                assert!(
+                    (got as f64 - want).abs() <= tolerance,
+                    "{m}x{k}x{inner} hidden ({}, {}): {got} vs {want}",
+                    at / inner,
+                    at % inner
+                );
+            }
+            let want = rounded_linear(&hidden, &w2, &b2, m, inner, n);
+            for (at, (&got, &want)) in out.iter().zip(&want).enumerate() {
+                let tolerance = 1e-5 * (inner as f64).sqrt() * (1.0 + want.abs());
+                assert!(
+                    (got as f64 - want).abs() <= tolerance,
+                    "{m}x{k}x{inner}x{n} ({}, {}): {got} vs {want}",
+                    at / n,
+                    at % n
+                );
+            }
+            assert!(
+                out[m * n].is_nan(),
+                "{m}x{k}x{inner}x{n}: wrote past the output"
+            );
+        }
+    }
+
+    /// `a · w + bias` in f64 from bf16-rounded `a` and `w`.
+    fn rounded_linear(
+        a: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Vec<f64> {
+        (0..m * n)
+            .map(|at| {
+                let (i, j) = (at / n, at % n);
+                (0..k)
+                    .map(|kk| round(a[i * k + kk]) as f64 * round(w[kk * n + j]) as f64)
+                    .sum::<f64>()
+                    + bias[j] as f64
+            })
+            .collect()
     }
 
     fn products_match(kernel: Kernel, m: usize, k: usize, n: usize) {

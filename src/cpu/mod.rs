@@ -260,10 +260,10 @@ impl PackedLayer {
     fn mlp(&self, input: &[f32], rows: usize, inner: &mut [f32], out: &mut [f32]) {
         let act = self.activation;
         #[cfg(target_arch = "x86_64")]
-        if let (Projection::Bf16(fc1), Activation::Relu) = (&self.fc1, act) {
-            fc1.matmul_relu(input, rows, inner);
-            self.fc2.matmul(inner, rows, out);
-            return;
+        if let (Projection::Bf16(fc1), Projection::Bf16(fc2), Activation::Relu) =
+            (&self.fc1, &self.fc2, act)
+        {
+            return fc1.mlp_relu(fc2, input, rows, inner, out);
         }
         self.fc1.matmul(input, rows, inner);
         rows_parallel(inner, &[], self.fc1.n(), |x, _| activate(act, x));
