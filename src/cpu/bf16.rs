@@ -19,7 +19,7 @@
 use std::arch::x86_64::*;
 
 use super::aligned::Aligned;
-use super::avx512::{exp16, lanes};
+use super::avx512::{exp_scaled16, lanes};
 
 /// Whether this CPU has the instructions (checked at run time: one binary for every x86-64).
 pub fn available() -> bool {
@@ -441,12 +441,12 @@ unsafe fn softmax_row(row: &[f32], valid: usize, scale: f32, out: &mut [u32]) ->
             max = _mm512_max_ps(max, x);
         }
         let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
-        let scale = _mm512_set1_ps(scale);
+        let scale = _mm512_set1_ps(scale * std::f32::consts::LOG2_E);
         // e^(scale (x - max)) for the live lanes, 0 for the rest.
         let exp = |j: usize| {
             let live = lanes(valid, j);
             let x = _mm512_maskz_loadu_ps(live, p.add(j.min(row.len())));
-            _mm512_maskz_mov_ps(live, exp16(_mm512_mul_ps(_mm512_sub_ps(x, max), scale)))
+            _mm512_maskz_mov_ps(live, exp_scaled16(x, max, scale))
         };
         let mut sum = _mm512_setzero_ps();
         for (c, o) in out.chunks_mut(16).enumerate() {
