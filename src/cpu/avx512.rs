@@ -26,8 +26,8 @@ pub fn exp_scaled16(x: __m512, max: __m512, log2e_scale: __m512) -> __m512 {
         0.240_226_5,
         std::f32::consts::LN_2,
     ];
-    // Below -127 the result is 0 in f32 either way; the clamp keeps -inf scores from
-    // making NaN (inf - inf) below.
+    // Clamped at 2^-127 (~6e-39, nothing next to the row's largest term, 1): keeps -inf
+    // scores from making NaN (inf - inf) below.
     let t = _mm512_max_ps(
         _mm512_mul_ps(_mm512_sub_ps(x, max), log2e_scale),
         _mm512_set1_ps(-127.0),
