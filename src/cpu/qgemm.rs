@@ -388,44 +388,34 @@ impl QuantMatrix {
         let QKernel { mr, nr, run, .. } = self.kernel;
         let n = self.n;
         let (rows, cols) = (mr.min(m - i), nr.min(n - j));
+        // AMX's short kernel writes exactly its `rows` rows, every other kernel a whole MR x NR
+        // tile (reading none of it).
         #[cfg(target_arch = "x86_64")]
-        if self.short_tiles(m) {
-            // Writes exactly `rows` rows: straight into `out` but for a last partial panel.
-            let mut scratch = [std::mem::MaybeUninit::<f32>::uninit(); 16 * 32];
-            let scratch = scratch.as_mut_ptr().cast::<f32>();
-            let (c, ldc) = match cols == nr {
-                // SAFETY: rows x 32 at (i, j) lie inside out[m, n].
-                true => (unsafe { out.add(i * n + j) }, n),
-                false => (scratch, nr),
-            };
-            // SAFETY: the short tiles are configured on this thread (`matmul`), rows <= 16,
-            // a and b hold `groups` full groups.
-            unsafe { amx::kernel_short(groups, a.as_ptr(), b.as_ptr(), c, ldc, e, rows) };
-            if cols < nr {
-                for r in 0..rows {
-                    // SAFETY: (i + r, j..j + cols) is inside out[m, n]; scratch's row written.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            scratch.add(r * nr),
-                            out.add((i + r) * n + j),
-                            cols,
-                        )
-                    };
-                }
+        let short = self.short_tiles(m);
+        #[cfg(not(target_arch = "x86_64"))]
+        let short = false;
+        let kernel = |c: *mut f32, ldc: usize| {
+            #[cfg(target_arch = "x86_64")]
+            if short {
+                // SAFETY: the short tiles are configured on this thread (`matmul`), rows <= 16,
+                // a and b hold `groups` full groups, c takes rows x NR at stride ldc.
+                return unsafe {
+                    amx::kernel_short(groups, a.as_ptr(), b.as_ptr(), c, ldc, e, rows)
+                };
             }
-            return;
+            // SAFETY: a and b hold `groups` full groups; c takes MR x NR at stride ldc.
+            unsafe { run(groups, a.as_ptr(), b.as_ptr(), c, ldc, e) }
+        };
+        if cols == nr && (rows == mr || short) {
+            // SAFETY: the tile (rows x NR) lies inside out[m, n].
+            return kernel(unsafe { out.add(i * n + j) }, n);
         }
-        if rows == mr && cols == nr {
-            // SAFETY: the tile lies inside out[m, n]; a and b hold `groups` full groups.
-            unsafe { run(groups, a.as_ptr(), b.as_ptr(), out.add(i * n + j), n, e) };
-            return;
-        }
-        // Every kernel writes its whole tile and reads none of it: no zeroing (4 KB for AMX's
-        // tile, per edge tile of every GEMM).
+        // Edge tiles through a scratch tile, not zeroed (4 KB for AMX's, per edge tile of every
+        // GEMM): the kernel writes all of it that is copied out.
         let mut scratch = [std::mem::MaybeUninit::<f32>::uninit(); 1024];
         let scratch = scratch.as_mut_ptr().cast::<f32>();
-        // SAFETY: scratch holds mr*nr values (at most 1024 for every kernel).
-        unsafe { run(groups, a.as_ptr(), b.as_ptr(), scratch, nr, e) };
+        // Scratch holds mr*nr values (at most 1024 for every kernel).
+        kernel(scratch, nr);
         for r in 0..rows {
             for c in 0..cols {
                 // SAFETY: (i + r, j + c) is inside out[m, n]; the kernel wrote scratch's tile.
