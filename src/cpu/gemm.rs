@@ -14,12 +14,13 @@
 #[cfg(feature = "native")]
 use rayon::prelude::*;
 
-/// K is cut into blocks of this many so that one packed B micro-panel (KC x NR) stays in L1
-/// while the MC x KC block of A it multiplies stays in L2.
+/// K is cut into blocks of this many so that one packed B micro-panel (KC x NR) is reused from
+/// L1 or L2 across every strip of A while a group of panels' outputs stays in L2.
 const KC: usize = 256;
-/// Rows of A per block (a multiple of every MR below).
-const MC: usize = 96;
-const _: () = assert!(MC.is_multiple_of(16) && MC.is_multiple_of(12));
+/// Products with fewer panels than 4 per thread are split by rows when A has at least this
+/// many (the decoder's 64-wide outputs: two panels).
+#[cfg(feature = "native")]
+const SPLIT_ROWS: usize = 192;
 
 /// A register micro-kernel: `c[0..MR][0..NR] (row stride ldc) = (accumulate ? c : init) +
 /// a_strip · b_panel`, with `b` packed as [kc][NR] and `a` packed as [kc][MR] (`lda` unused),
@@ -311,94 +312,183 @@ impl PackedMatrix {
         // A used for at most two panels is read in place in parallel runs too: packing it
         // costs more than it saves (the decoder's 2048 x 64 fc2: 20% faster).
         let direct = mode == Mode::DirectA || (mode == Mode::Parallel && panels_n <= 2);
-        // The product for a range of column panels and of rows (whole MR strips but for the
-        // last range): K blocks, then MC-row blocks of A (packed here, so threads share
-        // nothing but the read-only inputs), then panels, then MR-row strips. A B micro-panel
-        // is reused across a block's strips from L1.
-        let run = |panels: std::ops::Range<usize>, row_range: std::ops::Range<usize>| {
-            let ptr = out_ptr;
-            // Direct: at most one (partial) strip is packed per block.
-            let packed_rows = if direct { mr } else { MC };
-            let mut packed_a = vec![0.0f32; packed_rows * KC.min(k)];
+        let strips = m.div_ceil(mr);
+        let threads = if mode == Mode::Parallel {
+            threads_for(m, n, k)
+        } else {
+            1
+        };
+        if direct {
+            let run = |panels: std::ops::Range<usize>, strips: std::ops::Range<usize>| {
+                let rows = strips.start * mr..(strips.end * mr).min(m);
+                self.run_direct(a, lda, out_ptr, ldo, m, panels, rows)
+            };
+            over_threads(threads, panels_n, strips, m, run);
+            return;
+        }
+        // All of A packed once, shared by the threads: strips of MR rows, K block by K block.
+        let mut packed = PACKED_A.with(std::cell::Cell::take);
+        packed.resize_stale(strips * mr * k);
+        let pack = |strips_range: std::ops::Range<usize>, dst: SendPtr| {
+            let rows = (strips_range.end * mr).min(m) - strips_range.start * mr;
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                let at = strips * mr * k0 + strips_range.start * mr * kc;
+                // SAFETY: strips `strips_range` of this K block: a part of the buffer no other
+                // thread writes, inside it (strips * mr * k values).
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(dst.0.add(at), strips_range.len() * mr * kc)
+                };
+                pack_a(
+                    &a[strips_range.start * mr * lda..],
+                    rows,
+                    lda,
+                    k0,
+                    kc,
+                    mr,
+                    dst,
+                );
+            }
+        };
+        let dst = SendPtr(packed.as_mut_ptr());
+        #[cfg(feature = "native")]
+        if threads > 1 {
+            let per = strips.div_ceil(threads);
+            (0..strips.div_ceil(per))
+                .into_par_iter()
+                .for_each(|t| pack(t * per..((t + 1) * per).min(strips), dst));
+        }
+        if threads == 1 {
+            pack(0..strips, dst);
+        }
+        let packed_a: &[f32] = &packed;
+        over_threads(threads, panels_n, strips, m, |panels, strips_range| {
+            self.run_packed(packed_a, strips, out_ptr, ldo, m, panels, strips_range)
+        });
+        PACKED_A.with(|cell| cell.set(packed));
+    }
+
+    /// The product for column panels `panels` and strips `strips_range` of A packed by
+    /// `matmul_strided` (`strips` strips in all), in groups of panels: a group's K blocks, then
+    /// its panels, then every strip. A panel's K x NR weights stream in once, each KC block of
+    /// them reused from L1 across all the strips, and the group's M x NR outputs stay in L2
+    /// across its K blocks (MLAS's order, N outermost; K first cycled C through L3 per block).
+    #[allow(clippy::too_many_arguments)]
+    fn run_packed(
+        &self,
+        packed_a: &[f32],
+        strips: usize,
+        out: SendPtr,
+        ldo: usize,
+        m: usize,
+        panels: std::ops::Range<usize>,
+        strips_range: std::ops::Range<usize>,
+    ) {
+        let Kernel { mr, nr, .. } = self.kernel;
+        let k = self.k;
+        // Panels a group: outputs of at most 256 KB, so a block of A is read from L2 (not L3)
+        // once per group rather than per panel.
+        let group = ((256 << 10) / (strips_range.len() * mr * nr * 4).max(1)).max(1);
+        for g0 in panels.clone().step_by(group) {
+            let group = g0..(g0 + group).min(panels.end);
             for k0 in (0..k).step_by(KC) {
                 let kc = KC.min(k - k0);
                 let first = k0 == 0;
-                for i0 in row_range.clone().step_by(MC) {
-                    let rows = MC.min(row_range.end - i0);
-                    // Direct: whole strips are read in place; only a last partial one is
-                    // packed (the kernel would read past row m).
-                    let in_place = if direct { rows / mr } else { 0 };
-                    if rows > in_place * mr {
-                        let first_packed = i0 + in_place * mr;
-                        let left = rows - in_place * mr;
-                        pack_a(
-                            &a[first_packed * lda..],
-                            left,
-                            lda,
-                            k0,
-                            kc,
-                            mr,
-                            &mut packed_a,
-                        );
-                    }
-                    for p in panels.clone() {
-                        let b = &self.panels[p * k * nr + k0 * nr..];
-                        let bias = match (&self.bias, first) {
-                            (Some(bias), true) => bias[p * nr..].as_ptr(),
-                            _ => std::ptr::null(),
+                let block = &packed_a[strips * mr * k0..];
+                for p in group.clone() {
+                    let b = &self.panels[p * k * nr + k0 * nr..];
+                    let bias = match (&self.bias, first) {
+                        (Some(bias), true) => bias[p * nr..].as_ptr(),
+                        _ => std::ptr::null(),
+                    };
+                    for s in strips_range.clone() {
+                        // SAFETY: panel p and strip s address a tile of `out` no other thread
+                        // writes, inside its bounds (checked in `tile`).
+                        unsafe {
+                            self.tile(
+                                out.0,
+                                ldo,
+                                m,
+                                s * mr,
+                                p * nr,
+                                kc,
+                                (&block[s * mr * kc..], 0),
+                                b,
+                                !first,
+                                bias,
+                            )
                         };
-                        for s in 0..rows.div_ceil(mr) {
-                            // A packed strip (row stride 0 for the kernel) or MR whole rows.
-                            let (a_strip, a_ld) = if s < in_place {
-                                (&a[(i0 + s * mr) * lda + k0..], lda)
-                            } else {
-                                (&packed_a[(s - in_place) * mr * kc..], 0)
-                            };
-                            // SAFETY: panel p and rows i0 + s*mr.. address a tile of `out`
-                            // no other thread writes, inside its bounds (checked in `tile`);
-                            // rows read in place are whole rows of `a`, k0 + kc <= k <= lda.
-                            unsafe {
-                                self.tile(
-                                    ptr.0,
-                                    ldo,
-                                    m,
-                                    i0 + s * mr,
-                                    p * nr,
-                                    kc,
-                                    (a_strip, a_ld),
-                                    b,
-                                    !first,
-                                    bias,
-                                )
-                            };
-                        }
                     }
                 }
-            }
-        };
-        #[cfg(feature = "native")]
-        {
-            let threads = rayon::current_num_threads();
-            if mode == Mode::Parallel && threads > 1 && m * n * k >= 1 << 21 {
-                // Each thread packs the A rows it multiplies: split by panels, every thread
-                // packs all of A, which for a few panels (the decoder's 64-wide outputs: two)
-                // costs about as much as its share of the product. There, split the rows.
-                if panels_n < 4 * threads && m >= 2 * MC {
-                    let per = m.div_ceil(mr).div_ceil(threads) * mr;
-                    (0..m.div_ceil(per))
-                        .into_par_iter()
-                        .for_each(|t| run(0..panels_n, t * per..((t + 1) * per).min(m)));
-                } else {
-                    let threads = threads.min(panels_n);
-                    let per = panels_n.div_ceil(threads);
-                    (0..threads)
-                        .into_par_iter()
-                        .for_each(|t| run(t * per..((t + 1) * per).min(panels_n), 0..m));
-                }
-                return;
             }
         }
-        run(0..panels_n, 0..m);
+    }
+
+    /// The product for column panels `panels` and rows `row_range`, A's whole strips read in
+    /// place (a last partial strip packed: the kernel would read past row m).
+    #[allow(clippy::too_many_arguments)]
+    fn run_direct(
+        &self,
+        a: &[f32],
+        lda: usize,
+        out: SendPtr,
+        ldo: usize,
+        m: usize,
+        panels: std::ops::Range<usize>,
+        row_range: std::ops::Range<usize>,
+    ) {
+        let Kernel { mr, nr, .. } = self.kernel;
+        let k = self.k;
+        let rows = row_range.len();
+        let in_place = rows / mr;
+        let mut packed_a = vec![0.0f32; mr * KC.min(k)];
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            let first = k0 == 0;
+            if rows > in_place * mr {
+                let first_packed = row_range.start + in_place * mr;
+                pack_a(
+                    &a[first_packed * lda..],
+                    rows - in_place * mr,
+                    lda,
+                    k0,
+                    kc,
+                    mr,
+                    &mut packed_a,
+                );
+            }
+            for p in panels.clone() {
+                let b = &self.panels[p * k * nr + k0 * nr..];
+                let bias = match (&self.bias, first) {
+                    (Some(bias), true) => bias[p * nr..].as_ptr(),
+                    _ => std::ptr::null(),
+                };
+                for s in 0..rows.div_ceil(mr) {
+                    let i = row_range.start + s * mr;
+                    let (a_strip, a_ld) = if s < in_place {
+                        (&a[i * lda + k0..], lda)
+                    } else {
+                        (&packed_a[..], 0)
+                    };
+                    // SAFETY: as in `run_packed`; rows read in place are whole rows of `a`,
+                    // k0 + kc <= k <= lda.
+                    unsafe {
+                        self.tile(
+                            out.0,
+                            ldo,
+                            m,
+                            i,
+                            p * nr,
+                            kc,
+                            (a_strip, a_ld),
+                            b,
+                            !first,
+                            bias,
+                        )
+                    };
+                }
+            }
+        }
     }
 
     /// One MR x NR tile of `out` at (i, j); tiles past the edges go through a scratch tile.
@@ -480,6 +570,53 @@ pub enum Mode {
     /// On the calling thread, A's whole strips read in place: for A used for few columns
     /// (attention's P·V, 64 wide), where packing it costs about as much as the product.
     DirectA,
+}
+
+thread_local! {
+    /// Packed A of the last product on this thread, kept for the next (A of a full pass is
+    /// up to 6 MB: allocating and faulting it in per product cost more than packing).
+    static PACKED_A: std::cell::Cell<super::aligned::Aligned<f32>> =
+        const { std::cell::Cell::new(super::aligned::Aligned::new()) };
+}
+
+/// Threads for a product of this size natively (1 below 2 Mi multiply-adds: the dispatch
+/// costs more than it saves); 1 on wasm.
+fn threads_for(m: usize, n: usize, k: usize) -> usize {
+    #[cfg(feature = "native")]
+    if m * n * k >= 1 << 21 {
+        return rayon::current_num_threads();
+    }
+    let _ = (m, n, k);
+    1
+}
+
+/// Runs `run(panels, strips)` over the product's `panels` column panels and `strips` row strips
+/// on `threads` threads: split by panels, or by rows where there are few panels (the
+/// decoder's 64-wide outputs: two) and A has at least `SPLIT_ROWS` rows.
+fn over_threads(
+    threads: usize,
+    panels: usize,
+    strips: usize,
+    m: usize,
+    run: impl Fn(std::ops::Range<usize>, std::ops::Range<usize>) + Sync,
+) {
+    #[cfg(feature = "native")]
+    if threads > 1 {
+        let chunks = |len: usize, parts: usize| {
+            let per = len.div_ceil(parts);
+            (0..len.div_ceil(per)).map(move |t| t * per..((t + 1) * per).min(len))
+        };
+        if panels < 4 * threads && m >= SPLIT_ROWS {
+            let parts: Vec<_> = chunks(strips, threads).collect();
+            parts.into_par_iter().for_each(|s| run(0..panels, s));
+        } else {
+            let parts: Vec<_> = chunks(panels, threads).collect();
+            parts.into_par_iter().for_each(|p| run(p, 0..strips));
+        }
+        return;
+    }
+    let _ = (threads, m);
+    run(0..panels, 0..strips);
 }
 
 #[derive(Clone, Copy)]
@@ -826,9 +963,14 @@ mod tests {
 
     /// Every kernel this CPU has (SIMD ones and the scalar reference), packed and reading A in
     /// place, on shapes that hit every edge: rows and columns past the tile, K past one KC
-    /// block, K = 0, strides, and (with more than one thread) both parallel splits.
+    /// block, K = 0, strides, and both parallel splits over 3 threads (uneven shares).
     #[test]
     fn matches_f64_reference_on_edge_shapes() {
+        #[cfg(feature = "native")]
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
         for kern in kernels() {
             for &(m, k, n, with_bias) in &[
                 (1, 1, 1, false),
@@ -840,6 +982,10 @@ mod tests {
                 (485, 64, 96, true),
                 // Parallel: rows split over threads, A packed (a few panels).
                 (485, 64, 160, false),
+                // Parallel: panels split over threads, in groups (the last one short), two
+                // K blocks; and more, narrower groups.
+                (485, 300, 400, true),
+                (250, 520, 1000, false),
             ] {
                 let a = values(m * k, 1);
                 let w = values(k * n, 2);
@@ -848,7 +994,11 @@ mod tests {
                 let want = reference(&a, &w, bias.as_deref(), m, k, n);
                 for mode in [Mode::Parallel, Mode::Serial, Mode::DirectA] {
                     let mut out = vec![f32::NAN; m * n];
-                    packed.matmul_strided(&a, m, k, &mut out, n, mode);
+                    let run = || packed.matmul_strided(&a, m, k, &mut out, n, mode);
+                    #[cfg(feature = "native")]
+                    pool.install(run);
+                    #[cfg(not(feature = "native"))]
+                    run();
                     for (i, (got, want)) in out.iter().zip(&want).enumerate() {
                         assert!(
                             (got - want).abs()
