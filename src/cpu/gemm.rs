@@ -19,7 +19,6 @@ use rayon::prelude::*;
 const KC: usize = 256;
 /// Products with fewer panels than 4 per thread are split by rows when A has at least this
 /// many (the decoder's 64-wide outputs: two panels).
-#[cfg(feature = "native")]
 const SPLIT_ROWS: usize = 192;
 
 /// A register micro-kernel: `c[0..MR][0..NR] (row stride ldc) = (accumulate ? c : init) +
@@ -351,16 +350,7 @@ impl PackedMatrix {
             }
         };
         let dst = SendPtr(packed.as_mut_ptr());
-        #[cfg(feature = "native")]
-        if threads > 1 {
-            let per = strips.div_ceil(threads);
-            (0..strips.div_ceil(per))
-                .into_par_iter()
-                .for_each(|t| pack(t * per..((t + 1) * per).min(strips), dst));
-        }
-        if threads == 1 {
-            pack(0..strips, dst);
-        }
+        over_parts(threads, strips, |s| pack(s, dst));
         let packed_a: &[f32] = &packed;
         over_threads(threads, panels_n, strips, m, |panels, strips_range| {
             self.run_packed(packed_a, strips, out_ptr, ldo, m, panels, strips_range)
@@ -397,10 +387,7 @@ impl PackedMatrix {
                 let block = &packed_a[strips * mr * k0..];
                 for p in group.clone() {
                     let b = &self.panels[p * k * nr + k0 * nr..];
-                    let bias = match (&self.bias, first) {
-                        (Some(bias), true) => bias[p * nr..].as_ptr(),
-                        _ => std::ptr::null(),
-                    };
+                    let bias = self.bias_for(p, first);
                     for s in strips_range.clone() {
                         // SAFETY: panel p and strip s address a tile of `out` no other thread
                         // writes, inside its bounds (checked in `tile`).
@@ -441,7 +428,12 @@ impl PackedMatrix {
         let k = self.k;
         let rows = row_range.len();
         let in_place = rows / mr;
-        let mut packed_a = vec![0.0f32; mr * KC.min(k)];
+        // Only a last partial strip is packed (P·V of every head runs here: no buffer per call
+        // where there is none).
+        let mut packed_a = match rows > in_place * mr {
+            true => vec![0.0f32; mr * KC.min(k)],
+            false => Vec::new(),
+        };
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             let first = k0 == 0;
@@ -459,10 +451,7 @@ impl PackedMatrix {
             }
             for p in panels.clone() {
                 let b = &self.panels[p * k * nr + k0 * nr..];
-                let bias = match (&self.bias, first) {
-                    (Some(bias), true) => bias[p * nr..].as_ptr(),
-                    _ => std::ptr::null(),
-                };
+                let bias = self.bias_for(p, first);
                 for s in 0..rows.div_ceil(mr) {
                     let i = row_range.start + s * mr;
                     let (a_strip, a_ld) = if s < in_place {
@@ -488,6 +477,15 @@ impl PackedMatrix {
                     };
                 }
             }
+        }
+    }
+
+    /// The kernel's initial row for panel `p`: its bias in the first K block, else none (the
+    /// kernel accumulates onto the output).
+    fn bias_for(&self, p: usize, first: bool) -> *const f32 {
+        match (&self.bias, first) {
+            (Some(bias), true) => bias[p * self.kernel.nr..].as_ptr(),
+            _ => std::ptr::null(),
         }
     }
 
@@ -600,28 +598,31 @@ fn over_threads(
     m: usize,
     run: impl Fn(std::ops::Range<usize>, std::ops::Range<usize>) + Sync,
 ) {
+    match panels < 4 * threads && m >= SPLIT_ROWS {
+        true => over_parts(threads, strips, |s| run(0..panels, s)),
+        false => over_parts(threads, panels, |p| run(p, 0..strips)),
+    }
+}
+
+/// Runs `run(part)` for `threads` near-equal consecutive parts of `0..len`, one per thread.
+fn over_parts(threads: usize, len: usize, run: impl Fn(std::ops::Range<usize>) + Sync) {
     #[cfg(feature = "native")]
     if threads > 1 {
-        let chunks = |len: usize, parts: usize| {
-            let per = len.div_ceil(parts);
-            (0..len.div_ceil(per)).map(move |t| t * per..((t + 1) * per).min(len))
-        };
-        if panels < 4 * threads && m >= SPLIT_ROWS {
-            let parts: Vec<_> = chunks(strips, threads).collect();
-            parts.into_par_iter().for_each(|s| run(0..panels, s));
-        } else {
-            let parts: Vec<_> = chunks(panels, threads).collect();
-            parts.into_par_iter().for_each(|p| run(p, 0..strips));
-        }
+        let per = len.div_ceil(threads).max(1);
+        let parts: Vec<_> = (0..len.div_ceil(per))
+            .map(|t| t * per..((t + 1) * per).min(len))
+            .collect();
+        parts.into_par_iter().for_each(&run);
         return;
     }
-    let _ = (threads, m);
-    run(0..panels, 0..strips);
+    let _ = threads;
+    run(0..len);
 }
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
-// SAFETY: threads write disjoint tiles (whole column panels or whole row strips) of the output.
+// SAFETY: threads write disjoint parts through it: tiles (whole column panels or whole row
+// strips) of the output, or strips of the packed A.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
