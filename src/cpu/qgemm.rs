@@ -189,6 +189,15 @@ pub fn peak_gops() -> Option<f64> {
         // 16 chains x 16 lanes x 4 multiply-adds per instruction.
         return Some((iters * 16 * 16 * 4 * 2) as f64 / best / 1e9);
     }
+    #[cfg(target_arch = "x86_64")]
+    if kernel()?.layout == Layout::I16 {
+        let iters = 200_000;
+        // SAFETY: `kernel()` found AVX2.
+        let best = super::gemm::best_of_10(|| unsafe { x86::madd_loop(iters) });
+        // Chains x 8 lanes x 2 multiply-adds per `vpmaddwd` (and its `vpaddd`).
+        let chains = super::gemm::AVX2_CHAINS;
+        return Some((iters * chains * 8 * 2 * 2) as f64 / best / 1e9);
+    }
     None
 }
 
@@ -351,16 +360,9 @@ impl QuantMatrix {
         let threads = rayon::current_num_threads().min(panels_n);
         #[cfg(not(feature = "native"))]
         let threads = 1;
-        if threads > 1 && m * n * k >= 1 << 21 {
-            #[cfg(feature = "native")]
-            {
-                let per = panels_n.div_ceil(threads);
-                (0..threads)
-                    .into_par_iter()
-                    .for_each(|t| run_panels(t * per..((t + 1) * per).min(panels_n)));
-            }
-        } else {
-            run_panels(0..panels_n);
+        match m * n * k >= 1 << 21 {
+            true => super::gemm::over_parts(threads, panels_n, run_panels),
+            false => run_panels(0..panels_n),
         }
         A_BUFFER.with(|b| b.set(packed_a));
     }
@@ -446,13 +448,16 @@ fn quantize_row(row: &[f32], q: &mut [i8]) -> f32 {
     scale
 }
 
+// 32 running maxima by comparison, as `crate::cpu`'s `lanes_max` (one chain of 8 `f32::max`
+// was a fifth of a q8 product's A quantization).
 super::vectorized!(max_abs_into(row: &[f32], peak: &mut f32) {
-    let mut acc = [0.0f32; 8];
-    let chunks = row.chunks_exact(8);
+    let mut acc = [0.0f32; 32];
+    let chunks = row.chunks_exact(32);
     let tail = chunks.remainder().iter().fold(0.0f32, |m, v| m.max(v.abs()));
     for c in chunks {
         for (a, v) in acc.iter_mut().zip(c) {
-            *a = a.max(v.abs());
+            let v = v.abs();
+            *a = if v > *a { v } else { *a };
         }
     }
     *peak = acc.iter().fold(tail, |m, &v| m.max(v));
@@ -501,12 +506,13 @@ fn scatter_row(layout: Layout, q: &[i8], r: usize, mr: usize, strip: &mut [u8]) 
                 }
             }
         }
+        // One little-endian i16 pair per group, the group's MR pairs apart.
         Layout::I16 => {
-            for (gi, pair) in q.chunks_exact(g).enumerate() {
-                let at = (gi * mr + r) * g * 2;
-                let (lo, hi) = (i16::from(pair[0]), i16::from(pair[1]));
-                let word = (u32::from(hi as u16) << 16) | u32::from(lo as u16);
-                strip[at..at + 4].copy_from_slice(&word.to_le_bytes());
+            let groups = strip.chunks_exact_mut(mr * g * 2);
+            for (pair, group) in q.chunks_exact(g).zip(groups) {
+                let (lo, hi) = (i16::from(pair[0]) as u16, i16::from(pair[1]) as u16);
+                let word = (u32::from(hi) << 16) | u32::from(lo);
+                group[r * 4..r * 4 + 4].copy_from_slice(&word.to_le_bytes());
             }
         }
     }
@@ -598,6 +604,28 @@ mod x86 {
                 }
             }
         }
+    }
+
+    /// Independent `vpmaddwd` + `vpaddd` chains: the AVX2 kernel's pair of instructions
+    /// (wrapping: only the rate counts).
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn madd_loop(iters: usize) -> i32 {
+        const CHAINS: usize = crate::cpu::gemm::AVX2_CHAINS;
+        let mut acc = [_mm256_setzero_si256(); CHAINS];
+        let y = _mm256_set1_epi16(-2);
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                // Through the accumulator, or the product would be hoisted out of the loop.
+                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(*a, y));
+            }
+        }
+        let sum = acc
+            .iter()
+            .fold(_mm256_setzero_si256(), |s, &a| _mm256_add_epi32(s, a));
+        let mut out = [0i32; 8];
+        // SAFETY: out holds 8 i32.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), sum) };
+        out.iter().fold(0, |s, &v| s.wrapping_add(v))
     }
 
     /// 16 independent `vpdpbusd` chains.
