@@ -448,8 +448,8 @@ fn quantize_row(row: &[f32], q: &mut [i8]) -> f32 {
     scale
 }
 
-// 32 running maxima by comparison, as `crate::cpu`'s `lanes_max` (one chain of 8 `f32::max`
-// was a fifth of a q8 product's A quantization).
+// 32 running maxima by comparison: one chain of 8 `f32::max` (a compare and a blend after each
+// max, for its NaN rule) was a fifth of a q8 product's A quantization. NaNs are skipped alike.
 super::vectorized!(max_abs_into(row: &[f32], peak: &mut f32) {
     let mut acc = [0.0f32; 32];
     let chunks = row.chunks_exact(32);
