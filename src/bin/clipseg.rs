@@ -240,7 +240,8 @@ enum PrecisionArg {
     /// int8 weights and activations, also for an f32 model (dynamic quantization), attention
     /// in f32: the browser's CPU engine's arithmetic.
     Int8,
-    /// int8, and attention in bf16 where the CPU has AVX-512 BF16 (else as int8).
+    /// int8, and attention in bf16 where that is faster here (AMX, or AVX-512 BF16 at twice
+    /// the f32 rate; else as int8).
     Int8Bf16,
 }
 
@@ -778,6 +779,11 @@ fn bench(
         #[cfg(target_arch = "x86_64")]
         if bf16 {
             line["attention_kernel"] = clipseg::cpu::bf16::kernel_name().into();
+        }
+        // What decided it without AMX: `vdpbf16ps`'s rate over the f32 FMA's.
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(Precision::Int8Bf16), Some(x)) = (precision, clipseg::cpu::bf16::speedup()) {
+            line["bf16_speedup"] = x.into();
         }
         if let Some(peak) = clipseg::cpu::gemm::peak_gflops() {
             line["peak_gflops_per_thread"] = peak.into();

@@ -1,6 +1,6 @@
-//! Attention's two products (Q·Kᵀ and P·V) in bf16 for the int8 path, on CPUs with AVX-512
-//! BF16 (`vdpbf16ps`: 32 multiply-adds of bf16 pairs into f32 lanes per instruction, twice an
-//! f32 FMA's rate; Zen 4, Sapphire Rapids and later).
+//! Attention's two products (Q·Kᵀ and P·V) in bf16 for the int8 path, on CPUs where that is
+//! faster than f32 ([`pays`]): AVX-512 BF16 (`vdpbf16ps`: 32 multiply-adds of bf16 pairs into
+//! f32 lanes per instruction, twice an f32 FMA's rate on Zen 4) or AMX-BF16.
 //!
 //! Why: with the projections in int8 ([`super::qgemm`]), these f32 products (onnxruntime's q8
 //! keeps them in f32 too) were a quarter of a q8 pass, the softmax another 6%. bf16 keeps f32's
@@ -26,6 +26,47 @@ pub fn available() -> bool {
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512bf16")
+}
+
+/// Whether attention's products run faster in bf16 than in f32 here: on AMX tiles, yes; with
+/// `vdpbf16ps` only where it issues as often as an f32 FMA, so that its two multiply-adds a
+/// lane double the rate (Zen 4: [`speedup`] 2.0). An Intel core without AMX exposed issues it
+/// half as often (1.0): there bf16 adds only its conversions, and the q8 pass ran 1.1-1.3x
+/// slower with it (run S in docs/benchmarks.md).
+pub fn pays() -> bool {
+    super::amx::available_bf16() || speedup().is_some_and(|x| x >= 1.5)
+}
+
+/// `vdpbf16ps`'s multiply-adds a second over the f32 FMA's on one core, measured once (~2 ms):
+/// None without AVX-512 BF16.
+pub fn speedup() -> Option<f64> {
+    static SPEEDUP: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+    *SPEEDUP.get_or_init(|| {
+        if !available() {
+            return None;
+        }
+        let iters = 20_000;
+        // SAFETY: `available()` checked AVX-512F and AVX-512 BF16.
+        let bf16 = super::gemm::best_of_10(|| unsafe { dpbf16_loop(iters) });
+        let fma = super::gemm::best_of_10(|| unsafe { super::gemm::x86::fma_loop_avx512(iters) });
+        // The same number of instructions; 32 multiply-adds each against 16.
+        Some(2.0 * fma / bf16)
+    })
+}
+
+/// 16 independent `vdpbf16ps` chains, as `gemm`'s FMA peak loop.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn dpbf16_loop(iters: usize) -> f32 {
+    let mut acc = [_mm512_setzero_ps(); 16];
+    // bf16 1/64 in both halves of each lane: sums stay small and exact.
+    // SAFETY: __m512bh and __m512i are both 64 bytes.
+    let x: __m512bh = unsafe { std::mem::transmute(_mm512_set1_epi32(0x3c80_3c80)) };
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm512_dpbf16_ps(*a, x, x);
+        }
+    }
+    acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
 }
 
 /// A `[k, n]` matrix in bf16 pairs along k, in column panels `[pairs][nr]` (`pairs`:

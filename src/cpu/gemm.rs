@@ -733,7 +733,7 @@ unsafe fn kernel_scalar<const MR: usize, const NR: usize, const DIRECT: bool>(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     /// MR rows x 16*NV columns: MR*NV zmm accumulators, NV for B, broadcasts of A from
