@@ -31,13 +31,13 @@ pub fn available() -> bool {
 /// Whether attention's products run faster in bf16 than in f32 here: on AMX tiles, yes; with
 /// `vdpbf16ps` only where it issues as often as an f32 FMA, so that its two multiply-adds a
 /// lane double the rate (Zen 4: [`speedup`] 2.0). An Intel core without AMX exposed issues it
-/// half as often (1.0): there bf16 adds only its conversions, and the q8 pass ran 1.1-1.3x
-/// slower with it (run S in docs/benchmarks.md).
+/// a quarter as often (0.49): there the q8 pass ran 1.1-1.3x slower with bf16 attention (run
+/// S in docs/benchmarks.md).
 pub fn pays() -> bool {
     super::amx::available_bf16() || speedup().is_some_and(|x| x >= 1.5)
 }
 
-/// `vdpbf16ps`'s multiply-adds a second over the f32 FMA's on one core, measured once (~2 ms):
+/// `vdpbf16ps`'s multiply-adds a second over the f32 FMA's on one core, measured once (2-3 ms):
 /// None without AVX-512 BF16.
 pub fn speedup() -> Option<f64> {
     static SPEEDUP: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
