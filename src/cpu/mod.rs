@@ -1,8 +1,8 @@
 //! The CPU inference path of the frozen CLIP encoder layers (and the decoder's layers and the
 //! patch embedding): the same `CLIPSegEncoderLayer` math as [`crate::model::transformer`], on
 //! plain `f32` slices with weights packed once, the projections in f32 ([`gemm`]) or, for a
-//! quantized pack, int8 ([`qgemm`]), and then natively attention's products in bf16 where the
-//! CPU has AVX-512 BF16 ([`bf16`]).
+//! quantized pack, int8 ([`qgemm`]), and then natively attention's products in bf16 where that
+//! is faster than f32 on this CPU ([`bf16::pays`]).
 //!
 //! Why: on flex the layer was ~45% outside its matmuls (per-op tensor allocation, copies for
 //! head split/merge, scalar `expf` in softmax and QuickGELU) and its matmuls re-packed the
@@ -61,8 +61,8 @@ pub enum Precision {
     /// else f32: for weights that were 8-bit (or coarser) already. Attention stays f32, so every
     /// int8 kernel computes the same values, the browser's included.
     Int8,
-    /// [`Self::Int8`], and attention's two products in bf16 where the CPU has AVX-512 BF16
-    /// ([`bf16`]; elsewhere the same as `Int8`): what a quantized pack runs natively.
+    /// [`Self::Int8`], and attention's two products in bf16 where that is faster than f32 here
+    /// ([`bf16::pays`]; elsewhere the same as `Int8`): what a quantized pack runs natively.
     Int8Bf16,
     /// The projections in bf16 on AMX tiles ([`bf16::Linear`]) where the CPU has them, else
     /// f32; attention f32: the decoder's layers beside `Int8Bf16` towers ([`Self::decoder`]).
