@@ -6,7 +6,6 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::Error;
-use crate::model::unet::UNetConfig;
 
 /// Activation functions HF's `ACT2FN` maps the config strings we accept to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +20,51 @@ pub enum Activation {
     Relu,
     #[serde(rename = "silu", alias = "swish")]
     Silu,
+}
+
+/// Hyper-parameters of one transformer layer: the towers' from their configs, the decoder's
+/// derived from the vision config as HF does ([`ClipSegConfig::decoder_spec`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerSpec {
+    pub hidden: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub activation: Activation,
+    pub eps: f64,
+}
+
+/// `unet_decoder` in `config.json` (our key; transformers ignores it and keeps the HF decoder).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UNetConfig {
+    /// Channels at every scale.
+    pub width: usize,
+}
+
+impl Default for UNetConfig {
+    fn default() -> Self {
+        Self { width: 64 }
+    }
+}
+
+impl UNetConfig {
+    /// Each extracted layer beyond the deepest doubles the resolution, so the patch size must
+    /// be divisible by 2^(layers - 1) for the head to land exactly on the image size.
+    pub fn validate(&self, c: &ClipSegConfig) -> Result<(), Error> {
+        let doublings = c.extract_layers.len().saturating_sub(1);
+        let patch = c.vision_config.patch_size;
+        if self.width == 0 {
+            return Err(Error::Config("unet_decoder.width must be positive".into()));
+        }
+        if doublings >= usize::BITS as usize || !patch.is_multiple_of(1 << doublings) {
+            return Err(Error::Config(format!(
+                "the unet decoder doubles the resolution once per extract layer after the first \
+                 ({doublings} times), so patch_size {patch} must be divisible by {}",
+                1u64.checked_shl(doublings as u32).unwrap_or(0)
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// `CLIPSegTextConfig`.
@@ -40,6 +84,18 @@ pub struct TextConfig {
     /// argmax of the ids instead of at the first EOS. Both are reproduced.
     #[serde(deserialize_with = "single_id")]
     pub eos_token_id: i64,
+}
+
+impl TextConfig {
+    pub fn layer_spec(&self) -> LayerSpec {
+        LayerSpec {
+            hidden: self.hidden_size,
+            heads: self.num_attention_heads,
+            intermediate: self.intermediate_size,
+            activation: self.hidden_act,
+            eps: self.layer_norm_eps,
+        }
+    }
 }
 
 impl Default for TextConfig {
@@ -74,6 +130,18 @@ pub struct VisionConfig {
     #[serde(deserialize_with = "activation")]
     pub hidden_act: Activation,
     pub layer_norm_eps: f64,
+}
+
+impl VisionConfig {
+    pub fn layer_spec(&self) -> LayerSpec {
+        LayerSpec {
+            hidden: self.hidden_size,
+            heads: self.num_attention_heads,
+            intermediate: self.intermediate_size,
+            activation: self.hidden_act,
+            eps: self.layer_norm_eps,
+        }
+    }
 }
 
 impl Default for VisionConfig {
@@ -135,6 +203,38 @@ impl ClipSegConfig {
             serde_json::from_str(text).map_err(|e| Error::Config(format!("config.json: {e}")))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The decoder layers': HF copies the vision config and overrides size, heads,
+    /// intermediate size and activation.
+    pub fn decoder_spec(&self) -> LayerSpec {
+        LayerSpec {
+            hidden: self.reduce_dim,
+            heads: self.decoder_num_attention_heads,
+            intermediate: self.decoder_intermediate_size,
+            activation: Activation::Relu,
+            eps: self.vision_config.layer_norm_eps,
+        }
+    }
+
+    /// GFLOPs (2 per multiply-add) of one full pass's matrix products at `image` px and
+    /// `tokens` prompt tokens: the vision layers run, the text layers, the decoder's reduces
+    /// and layers. Convolutions, norms and softmax are left out (under 2% of the total for
+    /// rd64 at 352 px).
+    pub fn pass_gflop(&self, image: usize, tokens: usize) -> f64 {
+        let layer = |seq: usize, hidden: usize, inter: usize| {
+            let (s, h, i) = (seq as f64, hidden as f64, inter as f64);
+            2.0 * s * (4.0 * h * h + 2.0 * h * i) + 4.0 * s * s * h
+        };
+        let (t, v) = (&self.text_config, &self.vision_config);
+        let seq = (image / v.patch_size).pow(2) + 1;
+        let depth = self.extract_layers.len() as f64;
+        let vision =
+            self.vision_layers_used() as f64 * layer(seq, v.hidden_size, v.intermediate_size);
+        let text = t.num_hidden_layers as f64 * layer(tokens, t.hidden_size, t.intermediate_size);
+        let reduces = depth * 2.0 * (seq * v.hidden_size * self.reduce_dim) as f64;
+        let decoder = depth * layer(seq, self.reduce_dim, self.decoder_intermediate_size);
+        (vision + text + reduces + decoder) / 1e9
     }
 
     /// Vision layers the segmenter runs: the deepest extracted layer and those before it.

@@ -1,33 +1,29 @@
 //! CLIPSeg (Lüddecke & Ecker, CVPR 2022) on burn: text-prompted segmentation that runs the same
 //! model code natively (CLI, training) and in the browser (wasm + WebGPU).
 //!
-//! Layout: [`config`] (HF `config.json`), [`model`] (the network), [`weights`] (loading),
-//! [`tokenizer`] and [`preprocess`] (inputs), [`segmenter`] (all of it behind one call),
-//! [`cpu`] and [`gpu`] (the CPU and WebGPU inference paths of the encoder layers),
-//! [`metrics`] (the seed's, CLIPSeg's and PhraseCut's evaluation numbers), `data` (PhraseCut
-//! reader and synthetic generator; native only), `web` (the wasm-bindgen engine; wasm only).
+//! Layout, in the order a prompt travels: [`config`] (HF `config.json`), [`tokenizer`] and
+//! [`preprocess`] (inputs), [`model`] (the network in burn, HF's math: trainable, the
+//! reference), [`engine`] (inference on the CPU and WebGPU kernels), [`postprocess`] (logits to
+//! masks), [`segmenter`] (all of it behind one call), [`weights`] (HF folders and packs),
+//! [`metrics`] (the seed's, CLIPSeg's and PhraseCut's evaluation numbers). Native only
+//! ([`native`]): data, evaluation, training, reports, downloads. Wasm only: `web` (the
+//! wasm-bindgen engine).
 
 pub mod config;
-pub mod cpu;
-#[cfg(feature = "native")]
-pub mod data;
-#[cfg(feature = "native")]
-pub mod eval;
-pub mod gpu;
+pub mod engine;
 pub mod metrics;
 pub mod model;
 pub mod npy;
+pub mod postprocess;
 pub mod preprocess;
-#[cfg(feature = "native")]
-pub mod report;
 pub mod segmenter;
 pub mod tokenizer;
-#[cfg(feature = "native")]
-pub mod train;
 pub mod weights;
 
 #[cfg(feature = "native")]
-pub mod hub;
+pub mod native;
+#[cfg(feature = "native")]
+pub use native::{data, eval, hub, report, train};
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
@@ -35,7 +31,7 @@ pub mod web;
 pub use burn;
 pub use config::ClipSegConfig;
 pub use model::ClipSeg;
-pub use segmenter::Segmenter;
+pub use segmenter::{Checkpoint, Segmenter};
 
 /// Every failure a user can cause, as one line of text.
 #[derive(Debug, thiserror::Error)]

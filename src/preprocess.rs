@@ -13,8 +13,6 @@
 //! (`libImaging/Resample.c`) with the same fixed-point arithmetic, so its
 //! output equals `Image.resize` byte for byte for BILINEAR and BICUBIC, and in
 //! all cases tested (x86-64 and wasm32) for BOX, HAMMING and LANCZOS too.
-//! [`resize_bilinear_f32`] is `torch.nn.functional.interpolate(mode="bilinear",
-//! align_corners=False)`, used to bring the 352x352 logits back to image size.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -639,64 +637,6 @@ pub fn pixel_values(cfg: &PreprocessConfig, rgb: &[u8], w: usize, h: usize) -> R
     Ok(out)
 }
 
-/// torch's `area_pixel_compute_source_index` + `guard_index_and_lambda` for
-/// `align_corners=False`, in f32 as torch computes for float tensors: for
-/// each output index, the two source indices and their weights.
-fn linear_taps(in_size: usize, out_size: usize) -> Vec<(usize, usize, f32, f32)> {
-    let scale = in_size as f32 / out_size as f32;
-    (0..out_size)
-        .map(|i| {
-            if in_size == out_size {
-                return (i, i, 1.0, 0.0);
-            }
-            let src = (scale * (i as f32 + 0.5) - 0.5).max(0.0);
-            let i0 = (src.floor() as usize).min(in_size - 1);
-            let l1 = (src - i0 as f32).clamp(0.0, 1.0);
-            let i1 = if i0 < in_size - 1 { i0 + 1 } else { i0 };
-            (i0, i1, 1.0 - l1, l1)
-        })
-        .collect()
-}
-
-/// `a * b + c` rounded once, emulated in f64 (the product is exact there, and
-/// f64 arithmetic is fast on every target, unlike a software `f32::mul_add`).
-/// torch's x86-64 CPU kernels are compiled with FMA contraction, so its
-/// `t0 * w0 + t1 * w1` is really `fma(t0, w0, t1 * w1)`; doing the same makes
-/// [`resize_bilinear_f32`] bit-exact with torch there instead of ~1 ulp off.
-fn fma(a: f32, b: f32, c: f32) -> f32 {
-    (a as f64 * b as f64 + c as f64) as f32
-}
-
-/// One channel, row-major `in_h x in_w` -> `out_h x out_w`: the same result
-/// as `torch.nn.functional.interpolate(x, size=(out_h, out_w),
-/// mode="bilinear", align_corners=False)` (no antialias: downscaling only
-/// samples 2x2 neighbourhoods, unlike PIL). Used to bring logits back to the
-/// original image size.
-///
-/// Returns an empty `Vec` if `src.len() != in_h * in_w` or a dimension is 0.
-pub fn resize_bilinear_f32(
-    src: &[f32],
-    in_h: usize,
-    in_w: usize,
-    out_h: usize,
-    out_w: usize,
-) -> Vec<f32> {
-    if validate_dims(src.len(), in_w, in_h, 1).is_err() || buffer_len(out_w, out_h, 1).is_none() {
-        return Vec::new();
-    }
-    let (ty, tx) = (linear_taps(in_h, out_h), linear_taps(in_w, out_w));
-    let mut out = Vec::with_capacity(out_h * out_w);
-    for &(y0, y1, wy0, wy1) in &ty {
-        let (r0, r1) = (&src[y0 * in_w..][..in_w], &src[y1 * in_w..][..in_w]);
-        out.extend(tx.iter().map(|&(x0, x1, wx0, wx1)| {
-            let t0 = fma(r0[x0], wx0, r0[x1] * wx1);
-            let t1 = fma(r1[x0], wx0, r1[x1] * wx1);
-            fma(t0, wy0, t1 * wy1)
-        }));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -816,39 +756,6 @@ mod tests {
     }
 
     #[test]
-    fn bilinear_f32_matches_torch() {
-        let grid = |h: usize, w: usize| -> Vec<f32> {
-            (0..h * w)
-                .map(|i| ((i * 37 % 101) as f64 / 7.0 - 7.0) as f32)
-                .collect()
-        };
-        // Tiny outputs (out_h + out_w <= 128) go through another torch kernel
-        // whose rounding differs by ~1 ulp, so compare with a tolerance.
-        #[rustfmt::skip]
-        let want = [-7.0, -4.885714, -1.7142857, 1.4571435, 3.5714285, -6.285714, -4.171428, -1.0, 2.171429,
-            4.285714, -5.571429, -3.4571428, -0.2857143, 2.8857148, 5.0];
-        let got = resize_bilinear_f32(&grid(2, 3), 2, 3, 3, 5);
-        assert!(
-            got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-5),
-            "{got:?}"
-        );
-        // Larger outputs use torch's generic kernel: bit-exact.
-        for (ih, iw, oh, ow, hash) in [
-            (4, 5, 70, 90, 0x015c_e38e_311d_a8b9),
-            (30, 20, 7, 130, 0x34a2_f73b_ff41_d21f),
-        ] {
-            let out = resize_bilinear_f32(&grid(ih, iw), ih, iw, oh, ow);
-            assert_eq!(
-                fnv1a(out.iter().flat_map(|v| v.to_le_bytes())),
-                hash,
-                "{ih}x{iw} -> {oh}x{ow}"
-            );
-        }
-        let same = grid(3, 4);
-        assert_eq!(resize_bilinear_f32(&same, 3, 4, 3, 4), same);
-    }
-
-    #[test]
     fn config_defaults_and_errors() {
         let c = PreprocessConfig::from_json("{}").unwrap();
         assert_eq!(c, PreprocessConfig::default());
@@ -910,7 +817,6 @@ mod tests {
         assert!(rgba_to_rgb(&[1, 2, 3], 1, 1).is_err());
         assert!(resize_rgb8(&[0; 5], 1, 2, 3, 3, Filter::Bilinear).is_empty());
         assert!(resize_rgb8(&[], 0, 0, 3, 3, Filter::Bilinear).is_empty());
-        assert!(resize_bilinear_f32(&[0.0; 3], 2, 2, 3, 3).is_empty());
         let cfg = PreprocessConfig::clipseg_default();
         assert!(pixel_values(&cfg, &[0; 3], 0, 1).is_err());
         assert!(pixel_values(&cfg, &[0; 4], 1, 1).is_err());

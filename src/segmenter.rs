@@ -1,18 +1,18 @@
-//! One object that owns model, tokenizer and preprocessing: image + prompts in, logits out.
-//! The CLI and the wasm API are thin shells over it.
+//! A checkpoint's parts behind one call: image and prompts in, logits out. [`Checkpoint`] is
+//! a model as stored (trainable, convertible, burn's ops); [`Segmenter`] is one ready for
+//! inference on the engine. The CLI and the wasm API are thin shells over them.
 
 use std::sync::Arc;
 
 use burn::store::SafetensorsStore;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::cpu::Precision;
+use crate::engine::{Engine, Kernels, read_values};
 use crate::model::{ClipSeg, ImageFeatures};
+use crate::postprocess::Maps;
 use crate::preprocess::{self, PreprocessConfig};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::hf;
-#[cfg(feature = "native")]
-use crate::weights::pack::FileSource;
 use crate::weights::pack::{Pack, Source};
 use crate::{ClipSegConfig, Error};
 
@@ -23,32 +23,19 @@ pub const MAX_PIXELS: usize = 50_000_000;
 /// Most prompts per call: each costs a text-encoder and decoder pass and a 352x352 map.
 pub const MAX_PROMPTS: usize = 32;
 
-/// Model, tokenizer and preprocessing of one checkpoint on one device.
-pub struct Segmenter {
+/// A checkpoint as stored: the model on burn's ops with every weight (what training,
+/// `convert` and the parity reference use), its tokenizer and preprocessing.
+#[derive(Clone)]
+pub struct Checkpoint {
     pub model: ClipSeg,
     pub tokenizer: ClipTokenizer,
     pub preprocess: PreprocessConfig,
-    /// The towers' matrices came 8-bit (or coarser) from a q8/q4 pack: packing for the CPU
-    /// then runs them in int8 unless told otherwise.
+    /// The towers' matrices came 8-bit (or coarser) from a q8/q4 pack: the CPU kernels then
+    /// run them in int8 unless told otherwise.
     pub quantized: bool,
-    /// What the encoder projections run in once packed for the CPU ([`Load::Inference`],
-    /// [`Self::pack_for_cpu`]); `None` while they run on burn's ops.
-    pub cpu_precision: Option<Precision>,
 }
 
-/// How a model is made ready while it loads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Load {
-    /// As stored: burn's ops, every weight kept (`convert`, `train`).
-    AsStored,
-    /// Packed for the CPU path on flex, or for [`crate::gpu`] on a wgpu device registered
-    /// there (elsewhere as stored), a pack's encoder layers one at a time as they load, so the
-    /// peak memory is near the packed model's. The precision is the CPU path's (`None`: int8
-    /// for a q8/q4 pack, f32 otherwise); the GPU path runs f32.
-    Inference(Option<Precision>),
-}
-
-impl Segmenter {
+impl Checkpoint {
     /// Builds from the contents of an HF folder's files. `safetensors` is the whole
     /// `model.safetensors`; `preprocessor_config` defaults to CLIPSeg's when absent.
     pub fn from_hf_bytes(
@@ -59,7 +46,7 @@ impl Segmenter {
         device: &Device,
     ) -> Result<Self, Error> {
         let tokenizer = ClipTokenizer::from_bytes(tokenizer_json)?;
-        let (mut model, preprocess) = Self::parts(config_json, preprocessor_config, device)?;
+        let (mut model, preprocess) = parts(config_json, preprocessor_config, device)?;
         let header = hf::read_header(&safetensors, safetensors.len() as u64)?;
         hf::check_header(&model, &header)?;
         hf::apply(&mut model, SafetensorsStore::from_bytes(Some(safetensors)))?;
@@ -68,207 +55,36 @@ impl Segmenter {
             tokenizer,
             preprocess,
             quantized: false,
-            cpu_precision: None,
         })
     }
 
-    /// Builds from a model pack (see [`crate::weights::pack`]): everything in one file.
+    /// From a model pack (see [`crate::weights::pack`]), every weight decoded to f32.
     pub fn from_pack(bytes: Vec<u8>, device: &Device) -> Result<Self, Error> {
-        Self::from_source(Arc::new(bytes), device, Load::AsStored)
+        Self::from_source(Arc::new(bytes), device)
     }
 
-    /// [`Self::from_pack`] ready for inference ([`Load::Inference`]).
-    pub fn from_pack_for_inference(bytes: Vec<u8>, device: &Device) -> Result<Self, Error> {
-        Self::from_source(Arc::new(bytes), device, Load::Inference(None))
-    }
-
-    /// A pack read in ranges from `source` (a file, the page's buffer), so it is never copied
-    /// whole.
-    pub fn from_source(
-        source: Arc<dyn Source>,
-        device: &Device,
-        load: Load,
-    ) -> Result<Self, Error> {
+    /// A pack read in ranges from `source` (a file, the page's buffer).
+    pub fn from_source(source: Arc<dyn Source>, device: &Device) -> Result<Self, Error> {
         let pack = Pack::read(source)?;
-        let header = &pack.header;
-        let tokenizer = ClipTokenizer::from_bytes(header.tokenizer.as_bytes())?;
-        let config =
-            serde_json::to_string(&header.config).map_err(|e| Error::Config(e.to_string()))?;
-        let (mut model, preprocess) = Self::parts(&config, Some(&header.preprocessor), device)?;
-        let quantized = pack.is_quantized();
-        let mut cpu_precision = None;
-        match load {
-            Load::Inference(precision) if *device == Device::flex() => {
-                let precision = Self::resolve(precision, quantized);
-                pack.apply_packed_for_cpu(&mut model, precision)?;
-                cpu_precision = model.is_packed_for_cpu().then_some(precision);
-            }
-            Load::Inference(_) => match crate::gpu::for_device(device) {
-                Some(gpu) => pack.apply_packed_for_gpu(&mut model, &gpu)?,
-                None => pack.apply(&mut model)?,
-            },
-            Load::AsStored => pack.apply(&mut model)?,
-        }
-        let mut segmenter = Self {
-            model,
-            tokenizer,
-            preprocess,
-            quantized,
-            cpu_precision,
-        };
-        if let Load::Inference(_) = load {
-            segmenter.keep_positions();
-        }
-        Ok(segmenter)
-    }
-
-    /// The vision tower's position embeddings resampled once for the preprocessor's size
-    /// (inference only: the weights are final then).
-    fn keep_positions(&mut self) {
-        let grid = self.preprocess.height / self.config().vision_config.patch_size;
-        self.model.clip.vision_model.keep_positions_for(grid);
-    }
-
-    /// A pack file or an HF model folder.
-    #[cfg(feature = "native")]
-    pub fn open(path: &std::path::Path, device: &Device) -> Result<Self, Error> {
-        Self::open_with(path, device, Load::AsStored)
-    }
-
-    /// [`Self::open`] ready for inference ([`Load::Inference`]; an HF folder loads whole, then
-    /// is packed).
-    #[cfg(feature = "native")]
-    pub fn open_with(path: &std::path::Path, device: &Device, load: Load) -> Result<Self, Error> {
-        if path.is_file() {
-            let source = Arc::new(FileSource::open(path)?);
-            return Self::from_source(source, device, load)
-                .map_err(|e| Error::Weights(format!("{}: {e}", path.display())));
-        }
-        let mut segmenter = Self::from_hf_dir(path, device)?;
-        if let Load::Inference(precision) = load {
-            segmenter.pack_for_cpu(precision)?;
-            segmenter.model.pack_for_gpu()?;
-            segmenter.keep_positions();
-        }
-        Ok(segmenter)
-    }
-
-    /// Loads an HF model folder: `config.json`, `model.safetensors` (or `pytorch_model.bin`),
-    /// `tokenizer.json` (or `vocab.json` + `merges.txt`), optional `preprocessor_config.json`.
-    #[cfg(feature = "native")]
-    pub fn from_hf_dir(dir: &std::path::Path, device: &Device) -> Result<Self, Error> {
-        use std::io::Read;
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read(&path).map_err(|source| Error::Io {
-                path: path.display().to_string(),
-                source,
-            })
-        };
-        if !dir.is_dir() {
-            return Err(Error::Input(format!(
-                "{}: no such model folder",
-                dir.display()
-            )));
-        }
-        let config = String::from_utf8(read("config.json")?)
-            .map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
-        let preprocessor = match read("preprocessor_config.json") {
-            Ok(bytes) => Some(
-                String::from_utf8(bytes)
-                    .map_err(|_| Error::Config("preprocessor_config.json is not UTF-8".into()))?,
-            ),
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
-        let tokenizer = if dir.join("tokenizer.json").exists() || !dir.join("vocab.json").exists() {
-            ClipTokenizer::from_bytes(&read("tokenizer.json")?)?
-        } else {
-            let merges = String::from_utf8(read("merges.txt")?)
-                .map_err(|_| Error::Tokenizer("merges.txt is not UTF-8".into()))?;
-            ClipTokenizer::from_vocab_merges(&read("vocab.json")?, &merges)?
-        };
-        let (mut model, preprocess) = Self::parts(&config, preprocessor.as_deref(), device)?;
-
-        let safetensors = dir.join("model.safetensors");
-        let pytorch = dir.join("pytorch_model.bin");
-        if !safetensors.exists() && pytorch.exists() {
-            hf::load_pytorch(&mut model, &pytorch)?;
-            return Ok(Self {
-                model,
-                tokenizer,
-                preprocess,
-                quantized: false,
-                cpu_precision: None,
-            });
-        }
-        let path = safetensors;
-        let io = |source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut file = std::fs::File::open(&path).map_err(io)?;
-        let file_len = file.metadata().map_err(io)?.len();
-        let mut prefix = [0u8; 8];
-        file.read_exact(&mut prefix).map_err(|_| {
-            Error::Weights(format!(
-                "{}: file of {file_len} bytes is too short to be safetensors",
-                path.display()
-            ))
-        })?;
-        let header_len = u64::from_le_bytes(prefix).min(file_len);
-        let mut head = prefix.to_vec();
-        file.take(header_len).read_to_end(&mut head).map_err(io)?;
-        hf::check_header(&model, &hf::read_header(&head, file_len)?)?;
-        hf::apply(&mut model, SafetensorsStore::from_file(&path))?;
+        let (tokenizer, preprocess) = pack_inputs(&pack)?;
+        let mut model = ClipSeg::new(&pack.header.config, device)?;
+        pack.apply(&mut model, "", |_| false)?;
+        pack.check_all_used()?;
         Ok(Self {
             model,
             tokenizer,
             preprocess,
-            quantized: false,
-            cpu_precision: None,
-        })
-    }
-
-    fn parts(
-        config_json: &str,
-        preprocessor_config: Option<&str>,
-        device: &Device,
-    ) -> Result<(ClipSeg, PreprocessConfig), Error> {
-        let config = ClipSegConfig::from_json(config_json)?;
-        let preprocess = match preprocessor_config {
-            Some(text) => PreprocessConfig::from_json(text)?,
-            None => PreprocessConfig::clipseg_default(),
-        };
-        let (h, w) = (preprocess.height, preprocess.width);
-        let patch = config.vision_config.patch_size;
-        if h != w || h % patch != 0 {
-            return Err(Error::Config(format!(
-                "preprocessor size {h}x{w} must be square and a multiple of the patch size {patch}"
-            )));
-        }
-        Ok((ClipSeg::new(&config, device)?, preprocess))
-    }
-
-    /// For inference on flex: see [`ClipSeg::pack_for_cpu`] (~2x faster; `precision` as in
-    /// [`Load::Inference`]). The segmenter can then no longer be converted to a pack.
-    pub fn pack_for_cpu(&mut self, precision: Option<Precision>) -> Result<(), Error> {
-        let precision = Self::resolve(precision, self.quantized);
-        self.model.pack_for_cpu(precision)?;
-        self.cpu_precision = self.model.is_packed_for_cpu().then_some(precision);
-        Ok(())
-    }
-
-    fn resolve(precision: Option<Precision>, quantized: bool) -> Precision {
-        precision.unwrap_or(if quantized {
-            Precision::Int8Bf16
-        } else {
-            Precision::F32
+            quantized: pack.is_quantized(),
         })
     }
 
     pub fn config(&self) -> &ClipSegConfig {
         &self.model.config
+    }
+
+    /// Token ids per prompt, truncated to the text model's length.
+    pub fn tokenize<S: AsRef<str>>(&self, prompts: &[S]) -> Result<Vec<Vec<u32>>, Error> {
+        tokenize(&self.tokenizer, self.config(), prompts)
     }
 
     /// Interleaved RGB8 pixels to the model input [1, 3, S, S], as the HF processor makes it.
@@ -278,77 +94,99 @@ impl Segmenter {
         width: usize,
         height: usize,
     ) -> Result<Tensor<4>, Error> {
-        let values = preprocess::pixel_values(&self.preprocess, rgb, width, height)?;
-        let (w, h) = self.preprocess.output_size(width, height);
-        Ok(Tensor::from_data(
-            TensorData::new(values, [1, 3, h, w]),
-            &self.device(),
-        ))
+        let device = self.model.clip.text_projection.weight.device();
+        pixel_values(&self.preprocess, rgb, width, height, &device)
+    }
+}
+
+/// A checkpoint ready for inference on one device: its weights on the engine.
+pub struct Segmenter {
+    pub engine: Engine,
+    pub tokenizer: ClipTokenizer,
+    pub preprocess: PreprocessConfig,
+    /// See [`Checkpoint::quantized`].
+    pub quantized: bool,
+    device: Device,
+}
+
+impl Segmenter {
+    /// `checkpoint`'s model on the engine (its weights read where the kernels need them,
+    /// synchronously: native, or flex in wasm).
+    pub fn new(checkpoint: Checkpoint, kernels: Kernels) -> Result<Self, Error> {
+        let Checkpoint {
+            model,
+            tokenizer,
+            preprocess,
+            quantized,
+        } = checkpoint;
+        let device = model.clip.text_projection.weight.device();
+        Ok(Self {
+            engine: Engine::from_model(model, kernels, quantized)?,
+            tokenizer,
+            preprocess,
+            quantized,
+            device,
+        })
+    }
+
+    /// A pack read in ranges from `source` (a file, the page's buffer), so it is never copied
+    /// whole; each part of the model is read as the engine takes it.
+    pub fn from_source(
+        source: Arc<dyn Source>,
+        device: &Device,
+        kernels: Kernels,
+    ) -> Result<Self, Error> {
+        let pack = Pack::read(source)?;
+        let (tokenizer, preprocess) = pack_inputs(&pack)?;
+        Ok(Self {
+            engine: Engine::from_pack(&pack, device, kernels)?,
+            tokenizer,
+            preprocess,
+            quantized: pack.is_quantized(),
+            device: device.clone(),
+        })
+    }
+
+    /// [`Self::from_source`] on a pack in memory.
+    pub fn from_pack(bytes: Vec<u8>, device: &Device, kernels: Kernels) -> Result<Self, Error> {
+        Self::from_source(Arc::new(bytes), device, kernels)
+    }
+
+    pub fn config(&self) -> &ClipSegConfig {
+        self.engine.config()
+    }
+
+    /// Token ids per prompt, truncated to the text model's length.
+    pub fn tokenize<S: AsRef<str>>(&self, prompts: &[S]) -> Result<Vec<Vec<u32>>, Error> {
+        tokenize(&self.tokenizer, self.config(), prompts)
     }
 
     /// Runs the vision tower once; the result serves any number of prompts.
-    pub fn encode_image(
-        &self,
-        rgb: &[u8],
-        width: usize,
-        height: usize,
-    ) -> Result<ImageFeatures, Error> {
-        crate::gpu::block_on(self.encode_image_async(rgb, width, height))
-    }
-
-    /// [`Self::encode_image`], awaiting the GPU where layers run on [`crate::gpu`] (the
-    /// browser: the sync version refuses to wait there).
-    pub async fn encode_image_async(
+    pub async fn encode_image(
         &self,
         rgb: &[u8],
         width: usize,
         height: usize,
     ) -> Result<ImageFeatures, Error> {
         check_image_size(width, height)?;
-        let pixels = self.pixel_values(rgb, width, height)?;
-        self.model.encode_image_async(pixels).await
+        let pixels = pixel_values(&self.preprocess, rgb, width, height, &self.device)?;
+        self.engine.encode_image(pixels).await
     }
 
-    /// Token ids per prompt, truncated to the text model's length.
-    pub fn tokenize<S: AsRef<str>>(&self, prompts: &[S]) -> Result<Vec<Vec<u32>>, Error> {
-        let max_len = self.config().text_config.max_position_embeddings;
-        if prompts.len() > MAX_PROMPTS {
-            return Err(Error::Input(format!(
-                "{} prompts at once; the limit is {MAX_PROMPTS} per call",
-                prompts.len()
-            )));
-        }
-        prompts
-            .iter()
-            .map(|p| self.tokenizer.encode(p.as_ref(), max_len))
-            .collect()
-    }
-
-    /// Logits [prompts, S, S] (sigmoid gives probabilities) for an encoded image.
-    pub fn segment<S: AsRef<str>>(
+    /// The logit maps [prompts, S, S] (read back to the host) for an encoded image.
+    pub async fn segment<S: AsRef<str>>(
         &self,
         image: &ImageFeatures,
         prompts: &[S],
-    ) -> Result<Tensor<3>, Error> {
-        crate::gpu::block_on(self.segment_async(image, prompts))
-    }
-
-    /// [`Self::segment`], awaiting the GPU where layers run on [`crate::gpu`].
-    pub async fn segment_async<S: AsRef<str>>(
-        &self,
-        image: &ImageFeatures,
-        prompts: &[S],
-    ) -> Result<Tensor<3>, Error> {
+    ) -> Result<Maps, Error> {
         if prompts.is_empty() {
             return Err(Error::Input("give at least one prompt".into()));
         }
         let ids = self.tokenize(prompts)?;
-        let conditional = self.model.encode_text_async(&ids).await?;
-        self.model.decode_async(image, conditional).await
-    }
-
-    fn device(&self) -> Device {
-        self.model.clip.text_projection.weight.device()
+        let conditional = self.engine.encode_text(&ids).await?;
+        let logits = self.engine.decode(image, conditional).await?;
+        let [count, side, _] = logits.dims();
+        Maps::new(read_values(logits).await?, count, side)
     }
 }
 
@@ -368,15 +206,194 @@ pub fn check_image_size(width: usize, height: usize) -> Result<(), Error> {
     Ok(())
 }
 
-/// A logit's probability.
-pub fn sigmoid(logit: f32) -> f32 {
-    1.0 / (1.0 + (-logit).exp())
+fn tokenize<S: AsRef<str>>(
+    tokenizer: &ClipTokenizer,
+    config: &ClipSegConfig,
+    prompts: &[S],
+) -> Result<Vec<Vec<u32>>, Error> {
+    let max_len = config.text_config.max_position_embeddings;
+    if prompts.len() > MAX_PROMPTS {
+        return Err(Error::Input(format!(
+            "{} prompts at once; the limit is {MAX_PROMPTS} per call",
+            prompts.len()
+        )));
+    }
+    prompts
+        .iter()
+        .map(|p| tokenizer.encode(p.as_ref(), max_len))
+        .collect()
 }
 
-/// Reads a tensor back as f32 values. Synchronous: native only (in wasm every readback is async).
+fn pixel_values(
+    preprocess: &PreprocessConfig,
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    device: &Device,
+) -> Result<Tensor<4>, Error> {
+    let values = preprocess::pixel_values(preprocess, rgb, width, height)?;
+    let (w, h) = preprocess.output_size(width, height);
+    Ok(Tensor::from_data(
+        TensorData::new(values, [1, 3, h, w]),
+        device,
+    ))
+}
+
+fn pack_inputs(pack: &Pack) -> Result<(ClipTokenizer, PreprocessConfig), Error> {
+    let header = &pack.header;
+    let tokenizer = ClipTokenizer::from_bytes(header.tokenizer.as_bytes())?;
+    Ok((
+        tokenizer,
+        preprocess_config(Some(&header.preprocessor), &header.config)?,
+    ))
+}
+
+fn parts(
+    config_json: &str,
+    preprocessor_config: Option<&str>,
+    device: &Device,
+) -> Result<(ClipSeg, PreprocessConfig), Error> {
+    let config = ClipSegConfig::from_json(config_json)?;
+    let preprocess = preprocess_config(preprocessor_config, &config)?;
+    Ok((ClipSeg::new(&config, device)?, preprocess))
+}
+
+/// The preprocessor config (CLIPSeg's when absent), checked against the model's patches.
+fn preprocess_config(
+    text: Option<&str>,
+    config: &ClipSegConfig,
+) -> Result<PreprocessConfig, Error> {
+    let preprocess = match text {
+        Some(text) => PreprocessConfig::from_json(text)?,
+        None => PreprocessConfig::clipseg_default(),
+    };
+    let (h, w) = (preprocess.height, preprocess.width);
+    let patch = config.vision_config.patch_size;
+    if h != w || h % patch != 0 {
+        return Err(Error::Config(format!(
+            "preprocessor size {h}x{w} must be square and a multiple of the patch size {patch}"
+        )));
+    }
+    Ok(preprocess)
+}
+
+/// Opening checkpoints from files and writing packs: native only.
 #[cfg(feature = "native")]
-pub fn read_f32<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, Error> {
-    tensor
-        .try_into_vec_as::<f32>()
-        .map_err(|e| Error::Input(format!("reading a tensor back: {e:?}")))
+mod files {
+    use std::sync::Arc;
+
+    use burn::store::SafetensorsStore;
+    use burn::tensor::Device;
+
+    use super::{Checkpoint, Segmenter, parts};
+    use crate::Error;
+    use crate::engine::Kernels;
+    use crate::tokenizer::ClipTokenizer;
+    use crate::weights::hf;
+    use crate::weights::pack::{self, FileSource, Quant};
+
+    impl Checkpoint {
+        /// A pack file or an HF model folder.
+        pub fn open(path: &std::path::Path, device: &Device) -> Result<Self, Error> {
+            if path.is_file() {
+                return Self::from_source(Arc::new(FileSource::open(path)?), device)
+                    .map_err(|e| Error::Weights(format!("{}: {e}", path.display())));
+            }
+            Self::from_hf_dir(path, device)
+        }
+
+        /// Loads an HF model folder: `config.json`, `model.safetensors` (or `pytorch_model.bin`),
+        /// `tokenizer.json` (or `vocab.json` + `merges.txt`), optional `preprocessor_config.json`.
+        pub fn from_hf_dir(dir: &std::path::Path, device: &Device) -> Result<Self, Error> {
+            use std::io::Read;
+            let read = |name: &str| {
+                let path = dir.join(name);
+                std::fs::read(&path).map_err(|source| Error::Io {
+                    path: path.display().to_string(),
+                    source,
+                })
+            };
+            if !dir.is_dir() {
+                return Err(Error::Input(format!(
+                    "{}: no such model folder",
+                    dir.display()
+                )));
+            }
+            let config = String::from_utf8(read("config.json")?)
+                .map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
+            let preprocessor = match read("preprocessor_config.json") {
+                Ok(bytes) => {
+                    Some(String::from_utf8(bytes).map_err(|_| {
+                        Error::Config("preprocessor_config.json is not UTF-8".into())
+                    })?)
+                }
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let tokenizer =
+                if dir.join("tokenizer.json").exists() || !dir.join("vocab.json").exists() {
+                    ClipTokenizer::from_bytes(&read("tokenizer.json")?)?
+                } else {
+                    let merges = String::from_utf8(read("merges.txt")?)
+                        .map_err(|_| Error::Tokenizer("merges.txt is not UTF-8".into()))?;
+                    ClipTokenizer::from_vocab_merges(&read("vocab.json")?, &merges)?
+                };
+            let (mut model, preprocess) = parts(&config, preprocessor.as_deref(), device)?;
+            let checkpoint = |model| Self {
+                model,
+                tokenizer,
+                preprocess,
+                quantized: false,
+            };
+            let safetensors = dir.join("model.safetensors");
+            let pytorch = dir.join("pytorch_model.bin");
+            if !safetensors.exists() && pytorch.exists() {
+                hf::load_pytorch(&mut model, &pytorch)?;
+                return Ok(checkpoint(model));
+            }
+            let path = safetensors;
+            let io = |source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            };
+            let mut file = std::fs::File::open(&path).map_err(io)?;
+            let file_len = file.metadata().map_err(io)?.len();
+            let mut prefix = [0u8; 8];
+            file.read_exact(&mut prefix).map_err(|_| {
+                Error::Weights(format!(
+                    "{}: file of {file_len} bytes is too short to be safetensors",
+                    path.display()
+                ))
+            })?;
+            let header_len = u64::from_le_bytes(prefix).min(file_len);
+            let mut head = prefix.to_vec();
+            file.take(header_len).read_to_end(&mut head).map_err(io)?;
+            hf::check_header(&model, &hf::read_header(&head, file_len)?)?;
+            hf::apply(&mut model, SafetensorsStore::from_file(&path))?;
+            Ok(checkpoint(model))
+        }
+
+        /// This checkpoint as a pack (see [`crate::weights::pack`]).
+        pub fn to_pack(&self, quant: Quant) -> Result<Vec<u8>, Error> {
+            pack::write(&self.model, &self.tokenizer, &self.preprocess, quant)
+        }
+    }
+
+    impl Segmenter {
+        /// A pack file (read a part at a time) or an HF model folder (loaded whole first).
+        pub fn open(
+            path: &std::path::Path,
+            device: &Device,
+            kernels: Kernels,
+        ) -> Result<Self, Error> {
+            if path.is_file() {
+                let source = Arc::new(FileSource::open(path)?);
+                return Self::from_source(source, device, kernels)
+                    .map_err(|e| Error::Weights(format!("{}: {e}", path.display())));
+            }
+            Self::new(Checkpoint::from_hf_dir(path, device)?, kernels)
+        }
+    }
 }

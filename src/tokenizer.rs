@@ -10,6 +10,7 @@ const CLIP_PATTERN: &str =
     r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 /// Token ids for prompts, as CLIPSeg's processor makes them (BOS ... EOS).
+#[derive(Clone)]
 pub struct ClipTokenizer {
     inner: Tokenizer,
     eos: u32,

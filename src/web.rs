@@ -1,18 +1,21 @@
-//! The browser engine: a thin wasm-bindgen shell over [`Segmenter`], run inside a Web Worker
-//! (`www/worker.js`). Every GPU readback is awaited, never blocked on; every error reaches
-//! JavaScript as a rejected promise with a one-line message.
+//! The browser engine: a thin wasm-bindgen shell over [`Segmenter`] and [`Maps`], run inside
+//! a Web Worker (`www/worker.js`). It hands the page finished masks, label maps and
+//! probabilities at the image's size (the page only draws them). Every GPU readback is
+//! awaited, never blocked on; every error reaches JavaScript as a rejected promise with a
+//! one-line message.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use burn::tensor::Device;
-use burn::tensor::activation::sigmoid;
 use wasm_bindgen::prelude::*;
 
+use crate::engine::{Kernels, register_gpu};
 use crate::model::ImageFeatures;
+use crate::postprocess::Maps;
 use crate::preprocess::rgba_to_rgb;
-use crate::segmenter::{Load, MAX_PROMPTS, Segmenter, check_image_size};
+use crate::segmenter::{MAX_PIXELS, MAX_PROMPTS, MAX_SIDE, Segmenter, check_image_size};
 use crate::weights::pack::Source;
 
 /// The page's pack, read a tensor at a time: it stays in JS memory instead of being copied
@@ -86,11 +89,36 @@ fn check_device() -> Result<(), JsError> {
     }
 }
 
-/// One loaded model on one device, and the activations of the last encoded image.
+/// The engine's input limits, `{max_side, max_pixels, max_prompts}`: the page checks an image
+/// against them before extracting its pixels.
+#[wasm_bindgen]
+pub fn limits() -> Result<JsValue, JsError> {
+    let limits = js_sys::Object::new();
+    for (key, value) in [
+        ("max_side", MAX_SIDE),
+        ("max_pixels", MAX_PIXELS),
+        ("max_prompts", MAX_PROMPTS),
+    ] {
+        js_sys::Reflect::set(&limits, &key.into(), &(value as f64).into())
+            .map_err(|_| js_error("setting a limit"))?;
+    }
+    Ok(limits.into())
+}
+
+/// The last encoded image: its activations and size.
+#[derive(Clone)]
+struct Image {
+    features: ImageFeatures,
+    width: usize,
+    height: usize,
+}
+
+/// One loaded model on one device, the last encoded image and the last segmentation's maps.
 #[wasm_bindgen]
 pub struct Engine {
     segmenter: Rc<Segmenter>,
-    image: Rc<RefCell<Option<ImageFeatures>>>,
+    image: Rc<RefCell<Option<Image>>>,
+    maps: Rc<RefCell<Option<Maps>>>,
     backend: String,
 }
 
@@ -107,12 +135,13 @@ impl Engine {
                 )));
             }
         };
+        let source = Arc::new(JsSource(pack));
         let segmenter =
-            Segmenter::from_source(Arc::new(JsSource(pack)), &device, Load::Inference(None))
-                .map_err(js_error)?;
+            Segmenter::from_source(source, &device, Kernels::Packed(None)).map_err(js_error)?;
         Ok(Engine {
             segmenter: Rc::new(segmenter),
-            image: Rc::new(RefCell::new(None)),
+            image: Rc::default(),
+            maps: Rc::default(),
             backend,
         })
     }
@@ -120,17 +149,6 @@ impl Engine {
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
         self.backend.clone()
-    }
-
-    /// Side of the probability maps `segment` returns (352 for CLIPSeg).
-    #[wasm_bindgen(getter)]
-    pub fn size(&self) -> usize {
-        self.segmenter.preprocess.height
-    }
-
-    #[wasm_bindgen(getter)]
-    pub fn max_prompts(&self) -> usize {
-        MAX_PROMPTS
     }
 
     /// Runs the vision tower on an RGBA image (canvas `getImageData` layout) and keeps its
@@ -148,22 +166,29 @@ impl Engine {
         drop(rgba);
         // A failed encode must not leave the previous image's activations looking current.
         self.image.borrow_mut().take();
+        self.maps.borrow_mut().take();
         let features = self
             .segmenter
-            .encode_image_async(&rgb, width, height)
+            .encode_image(&rgb, width, height)
             .await
             .map_err(js_error)?;
         let done = features.probe();
-        self.image.replace(Some(features));
+        self.image.replace(Some(Image {
+            features,
+            width,
+            height,
+        }));
         done.into_data_async()
             .await
             .map_err(|e| js_error(format!("{e:?}")))?;
         Ok(())
     }
 
-    /// One `size` x `size` probability map per prompt, concatenated: [prompt][y][x].
-    /// An empty prompt is refused: CLIPSeg would answer it, but never with anything meant.
-    pub async fn segment(&self, prompts: Vec<String>) -> Result<Vec<f32>, JsError> {
+    /// Segments the encoded image with `prompts` and keeps the maps for [`Self::labels`],
+    /// [`Self::mask`], [`Self::probabilities`] and [`Self::probabilities_at`] (a failed call
+    /// keeps the previous ones). An empty prompt is refused: CLIPSeg would answer it, but never
+    /// with anything meant.
+    pub async fn segment(&self, prompts: Vec<String>) -> Result<(), JsError> {
         check_device()?;
         if let Some(i) = prompts.iter().position(|p| p.trim().is_empty()) {
             return Err(js_error(format!("prompt {} is empty", i + 1)));
@@ -172,14 +197,92 @@ impl Engine {
         let Some(image) = self.image.borrow().clone() else {
             return Err(js_error("no image encoded yet: call encode_image first"));
         };
-        let logits = self
+        let maps = self
             .segmenter
-            .segment_async(&image, &prompts)
+            .segment(&image.features, &prompts)
             .await
             .map_err(js_error)?;
-        crate::gpu::values_async(sigmoid(logits))
-            .await
-            .map_err(js_error)
+        self.maps.replace(Some(maps));
+        Ok(())
+    }
+
+    /// The last segmentation's logits, [prompts, size, size] as the CLI's `--logits` writes
+    /// them (tests and benchmarks compare them with the CLI's).
+    pub fn logits(&self) -> Result<Vec<f32>, JsError> {
+        self.with_maps(|maps, _, _| Ok(maps.logits().to_vec()))
+    }
+
+    /// Side of the model's logit maps (352 for CLIPSeg).
+    #[wasm_bindgen(getter)]
+    pub fn size(&self) -> usize {
+        self.segmenter.preprocess.height
+    }
+
+    /// Width of the encoded image, the size of everything below.
+    #[wasm_bindgen(getter)]
+    pub fn width(&self) -> usize {
+        self.image.borrow().as_ref().map_or(0, |i| i.width)
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn height(&self) -> usize {
+        self.image.borrow().as_ref().map_or(0, |i| i.height)
+    }
+
+    /// Per pixel the index of the prompt whose mask holds it with the highest logit, 255 where
+    /// none does ([`Maps::labels`]): the page's overlay. Re-thresholding never re-runs the
+    /// model.
+    pub fn labels(&self, threshold: f32) -> Result<Vec<u8>, JsError> {
+        let threshold = check_threshold(threshold)?;
+        self.with_maps(|maps, w, h| Ok(maps.labels(w, h, threshold)))
+    }
+
+    /// Prompt `index`'s mask, 255 inside and 0 outside, as the CLI writes it.
+    pub fn mask(&self, index: usize, threshold: f32) -> Result<Vec<u8>, JsError> {
+        let threshold = check_threshold(threshold)?;
+        self.with_maps(|maps, w, h| Ok(maps.mask(check_index(maps, index)?, w, h, threshold)))
+    }
+
+    /// Prompt `index`'s probabilities scaled to 0..=255: the heat map.
+    pub fn probabilities(&self, index: usize) -> Result<Vec<u8>, JsError> {
+        self.with_maps(|maps, w, h| Ok(maps.probabilities(check_index(maps, index)?, w, h)))
+    }
+
+    /// Every prompt's probability at pixel (`x`, `y`); empty outside the image.
+    pub fn probabilities_at(&self, x: usize, y: usize) -> Result<Vec<f32>, JsError> {
+        self.with_maps(|maps, w, h| Ok(maps.probabilities_at(w, h, x, y)))
+    }
+
+    fn with_maps<T>(
+        &self,
+        f: impl FnOnce(&Maps, usize, usize) -> Result<T, JsError>,
+    ) -> Result<T, JsError> {
+        let (image, maps) = (self.image.borrow(), self.maps.borrow());
+        match (image.as_ref(), maps.as_ref()) {
+            (Some(image), Some(maps)) => f(maps, image.width, image.height),
+            _ => Err(js_error("nothing segmented yet: call segment first")),
+        }
+    }
+}
+
+fn check_threshold(threshold: f32) -> Result<f32, JsError> {
+    if (0.0..=1.0).contains(&threshold) {
+        Ok(threshold)
+    } else {
+        Err(js_error(format!(
+            "the threshold must be within 0..=1, got {threshold}"
+        )))
+    }
+}
+
+fn check_index(maps: &Maps, index: usize) -> Result<usize, JsError> {
+    if index < maps.count() {
+        Ok(index)
+    } else {
+        Err(js_error(format!(
+            "there is no prompt {index} (of {})",
+            maps.count()
+        )))
     }
 }
 
@@ -196,8 +299,8 @@ async fn webgpu_device() -> Result<Device, JsError> {
     setup.device.set_device_lost_callback(|reason, message| {
         DEVICE_LOST.with(|l| *l.borrow_mut() = Some(format!("{reason:?}: {message}")));
     });
-    // The encoder layers run on clipseg's own kernels ([`crate::gpu`]).
-    crate::gpu::register(&device, &setup);
+    // The layers run on clipseg's own kernels (`engine::gpu`).
+    register_gpu(&device, &setup);
     WEBGPU.with(|w| *w.borrow_mut() = Some(device.clone()));
     Ok(device)
 }

@@ -297,7 +297,7 @@ fn eval_on_synthetic_phrasecut_is_reproducible_from_saved_logits() {
         let sig = |l: f32| 1.0 / (1.0 + (-l).exp());
         let probs: Vec<f32> = map.iter().map(|&l| sig(l)).collect();
         let probs_full: Vec<f32> =
-            clipseg::preprocess::resize_bilinear_f32(&map, side_h, side_w, h, w)
+            clipseg::postprocess::resize_bilinear_f32(&map, side_h, side_w, h, w)
                 .into_iter()
                 .map(sig)
                 .collect();
@@ -506,13 +506,13 @@ fn convert_writes_a_pack_that_predict_reads() {
         diff < 0.2 * scale.max(1.0),
         "f32 vs int8: {diff} (max |logit| {scale})"
     );
-    if clipseg::cpu::qgemm::kernel_name().is_some() {
+    if clipseg::engine::cpu::qgemm::kernel_name().is_some() {
         assert!(diff > 0.0, "--precision int8 ran in f32");
     }
     let bf16 = max_abs_diff(&logits[1], &logits[2]);
     assert!(bf16 < 0.05 * scale.max(1.0), "int8 vs int8-bf16: {bf16}");
     // bf16 attention only where the CPU has it; elsewhere the very same values.
-    let bf16_here = clipseg::cpu::Precision::Int8Bf16.bf16_attention();
+    let bf16_here = clipseg::engine::cpu::Precision::Int8Bf16.bf16_attention();
     assert_eq!(bf16 > 0.0, bf16_here, "int8 vs int8-bf16: {bf16}");
     let mut args = predict_args(
         pack.to_str().unwrap(),

@@ -4,68 +4,70 @@
 
 mod common;
 
-use clipseg::Segmenter;
 use clipseg::burn::tensor::Device;
+use clipseg::engine::{Kernels, Place, block_on};
+use clipseg::postprocess::resize_bilinear_f32;
 use clipseg::preprocess::{self, Filter};
-use clipseg::segmenter::Load;
+use clipseg::{Checkpoint, Segmenter};
 use common::*;
 
-/// Token ids, conditional embeddings, logits and image-size masks of one case on `device`;
-/// `packed`: loaded for inference (`Load::Inference`: position embeddings resampled once), so
-/// through the packed CPU path on flex (the decoder's head too), through clipseg's GPU kernels
-/// on wgpu (not the `odd` model, whose erf GELU they lack).
-fn check_case(case: &Case, device: &Device, packed: bool) {
+/// Token ids, conditional embeddings, logits and image-size masks of one case on `device`:
+/// the model as stored (burn's ops), or (`kernels`) the engine built with its kernels: the
+/// packed CPU kernels on flex, the GPU kernels on wgpu (not the `odd` model's towers, whose erf
+/// GELU they lack).
+fn check_case(case: &Case, device: &Device, kernels: bool) {
     let dir = fixtures().join("models").join(&case.model);
-    let load = if packed {
-        Load::Inference(None)
-    } else {
-        Load::AsStored
-    };
-    let segmenter =
-        Segmenter::open_with(&dir, device, load).unwrap_or_else(|e| panic!("{}: {e}", case.model));
-    if packed {
-        let vision = &segmenter.model.clip.vision_model;
-        let kept = &vision.embeddings.resampled_positions;
-        assert!(kept.is_some(), "{}", case.model);
-        let on_wgpu = *device != Device::flex();
-        let on_gpu = segmenter.model.is_packed_for_gpu();
-        assert_eq!(on_gpu, on_wgpu && case.model != "odd");
-        let patch = &vision.embeddings.gpu_patch_embedding;
-        assert_eq!(patch.is_some(), on_wgpu, "{}", case.model);
-        let depth = segmenter.config().extract_layers.len();
-        let reduces = segmenter.model.decoder.gpu_reduces.len();
-        assert_eq!(reduces, if on_wgpu { depth } else { 0 }, "{}", case.model);
-        let head = &segmenter.model.decoder.gpu_head;
-        assert_eq!(head.is_some(), on_wgpu, "{}", case.model);
-        // On flex the whole decoder runs on the packed path, its head included.
-        let head = &segmenter.model.decoder.cpu_head;
-        assert_eq!(head.is_some(), !on_wgpu, "{}", case.model);
-    }
+    let checkpoint =
+        Checkpoint::open(&dir, device).unwrap_or_else(|e| panic!("{}: {e}", case.model));
+    let (rgb, w, h) = read_rgb(&case.image);
+    assert_eq!([h, w], case.orig_size);
     assert_eq!(
-        segmenter.tokenize(&case.prompts).unwrap(),
+        checkpoint.tokenize(&case.prompts).unwrap(),
         case.input_ids,
         "{}",
         case.model
     );
-
-    let (rgb, w, h) = read_rgb(&case.image);
-    assert_eq!([h, w], case.orig_size);
-    let image = segmenter.encode_image(&rgb, w, h).unwrap();
-
+    let (cond, logits, dims) = if kernels {
+        let segmenter = Segmenter::new(checkpoint, Kernels::Packed(None)).unwrap();
+        let placed = segmenter.engine.placement();
+        let on_wgpu = *device != Device::flex();
+        let ours = if on_wgpu { Place::Gpu } else { Place::Cpu };
+        let towers = if case.model == "odd" {
+            Place::Burn
+        } else {
+            ours
+        };
+        assert_eq!(placed.text_layers, towers, "{}", case.model);
+        assert_eq!(placed.vision_layers, towers, "{}", case.model);
+        assert_eq!(placed.patch_embedding, ours, "{}", case.model);
+        assert_eq!(placed.decoder_layers, Some(ours), "{}", case.model);
+        assert_eq!(placed.head, Some(ours), "{}", case.model);
+        // On flex the reduces stay on burn's ops (a product burn runs well there).
+        let reduces = if on_wgpu { Place::Gpu } else { Place::Burn };
+        assert_eq!(placed.reduces, Some(reduces), "{}", case.model);
+        let cond = block_on(segmenter.engine.encode_text(&case.input_ids)).unwrap();
+        let image = block_on(segmenter.encode_image(&rgb, w, h)).unwrap();
+        let maps = block_on(segmenter.segment(&image, &case.prompts)).unwrap();
+        let dims = vec![maps.count(), maps.side(), maps.side()];
+        (cond, maps.logits().to_vec(), dims)
+    } else {
+        let model = &checkpoint.model;
+        let cond = model.encode_text(&case.input_ids).unwrap();
+        let pixels = checkpoint.pixel_values(&rgb, w, h).unwrap();
+        let logits = model.forward(pixels, &case.input_ids).unwrap();
+        let dims = logits.dims().to_vec();
+        (cond, logits.try_into_vec_as::<f32>().unwrap(), dims)
+    };
     let (cond_ref, _) = read_npy(&case.cond);
-    let cond = segmenter.model.encode_text(&case.input_ids).unwrap();
     let cond = cond.try_into_vec_as::<f32>().unwrap();
     let cond_err = max_abs_diff(&cond, &cond_ref);
 
-    let logits = segmenter.segment(&image, &case.prompts).unwrap();
-    let dims = logits.dims();
-    let logits = logits.try_into_vec_as::<f32>().unwrap();
     let (reference, ref_shape) = read_npy(&case.logits);
-    assert_eq!(dims.to_vec(), ref_shape, "{} {}", case.model, case.image);
+    assert_eq!(dims, ref_shape, "{} {}", case.model, case.image);
     let err = max_abs_diff(&logits, &reference);
     let limit = bound(case);
     eprintln!(
-        "{:>8} {:<22} {device:?} packed={packed}: max|err| {err:.2e} (bound {limit:.2e}, max|ref| {:.2}), cond {cond_err:.2e}",
+        "{:>8} {:<22} {device:?} kernels={kernels}: max|err| {err:.2e} (bound {limit:.2e}, max|ref| {:.2}), cond {cond_err:.2e}",
         case.model, case.image, case.max_abs_logit
     );
     assert!(
@@ -75,11 +77,11 @@ fn check_case(case: &Case, device: &Device, packed: bool) {
         case.image
     );
 
-    let [s, _, _] = dims;
+    let s = dims[0];
     let side = ref_shape[1];
     for (k, mask_rel) in case.masks.iter().enumerate() {
         let map = &logits[k * side * side..(k + 1) * side * side];
-        let ours: Vec<bool> = preprocess::resize_bilinear_f32(map, side, side, h, w)
+        let ours: Vec<bool> = resize_bilinear_f32(map, side, side, h, w)
             .iter()
             .map(|&l| l > 0.0)
             .collect();
@@ -94,7 +96,7 @@ fn check_case(case: &Case, device: &Device, packed: bool) {
     }
 }
 
-/// burn's flex ops, then the packed CPU path the CLI and the browser's CPU fallback use.
+/// burn's flex ops, then the packed CPU kernels the CLI and the browser's CPU fallback use.
 #[test]
 fn logits_and_masks_match_transformers_on_cpu() {
     let device = Device::flex();
@@ -105,7 +107,7 @@ fn logits_and_masks_match_transformers_on_cpu() {
 }
 
 /// The same checkpoints on burn-wgpu (lavapipe in CI, so CPU Vulkan): burn's ops, then the
-/// GPU kernels the browser's WebGPU engine runs the encoder layers on.
+/// GPU kernels the browser's WebGPU engine runs the layers on.
 #[test]
 fn logits_and_masks_match_transformers_on_wgpu() {
     let device = wgpu();
@@ -207,20 +209,20 @@ fn pytorch_bin_and_vocab_merges_folders_match_transformers() {
     }
     std::fs::write(dir.join("merges.txt"), merges).unwrap();
 
-    let segmenter = Segmenter::from_hf_dir(&dir, &Device::flex()).unwrap();
+    let checkpoint = Checkpoint::from_hf_dir(&dir, &Device::flex()).unwrap();
     let tokens: Vec<Tokens> =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("tokens.json")).unwrap())
             .unwrap();
     for t in &tokens {
         assert_eq!(
-            segmenter.tokenize(&[&t.prompt]).unwrap()[0],
+            checkpoint.tokenize(&[&t.prompt]).unwrap()[0],
             t.ids_truncated,
             "{:?}",
             t.prompt
         );
     }
     for case in cases().iter().filter(|c| c.model == "refined") {
-        let (_, err) = case_logits(&segmenter, case);
+        let (_, err) = reference_logits(&checkpoint, case);
         assert!(err <= bound(case), "{}: {err}", case.image);
     }
     std::fs::remove_dir_all(dir).unwrap();
@@ -233,7 +235,7 @@ fn loading_from_bytes_matches_transformers() {
     let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
     let config = String::from_utf8(read("config.json")).unwrap();
     let preprocessor = String::from_utf8(read("preprocessor_config.json")).unwrap();
-    let segmenter = Segmenter::from_hf_bytes(
+    let checkpoint = Checkpoint::from_hf_bytes(
         &config,
         read("model.safetensors"),
         &read("tokenizer.json"),
@@ -242,12 +244,12 @@ fn loading_from_bytes_matches_transformers() {
     )
     .unwrap();
     let case = cases().into_iter().find(|c| c.model == "plain").unwrap();
-    let (_, err) = case_logits(&segmenter, &case);
+    let (_, err) = reference_logits(&checkpoint, &case);
     assert!(err <= bound(&case), "{err}");
 
     let mut truncated = read("model.safetensors");
     truncated.truncate(truncated.len() - 100);
-    let err = Segmenter::from_hf_bytes(
+    let err = Checkpoint::from_hf_bytes(
         &config,
         truncated,
         &read("tokenizer.json"),

@@ -7,13 +7,13 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clipseg::Segmenter;
+use clipseg::Checkpoint;
 use clipseg::burn::tensor::{Device, DeviceKind};
 use clipseg::data::{PhraseCut, PromptSet, SyntheticSpec, generate};
 use clipseg::train::{
     DecoderKind, Event, Loss, RunFile, RunInfo, Session, StepLog, Summary, TrainConfig, train,
 };
-use clipseg::weights::pack::{self, Quant};
+use clipseg::weights::pack::Quant;
 use common::*;
 
 fn temp(name: &str) -> PathBuf {
@@ -31,7 +31,7 @@ fn run_file(config: TrainConfig) -> RunFile {
     }
 }
 
-fn start(segmenter: &mut Segmenter, data: &PhraseCut, run: &RunFile, out: &Path) -> Summary {
+fn start(checkpoint: &mut Checkpoint, data: &PhraseCut, run: &RunFile, out: &Path) -> Summary {
     let stop = AtomicBool::new(false);
     let session = Session {
         out,
@@ -39,7 +39,7 @@ fn start(segmenter: &mut Segmenter, data: &PhraseCut, run: &RunFile, out: &Path)
         checkpoint_every: 1000,
         stop: &stop,
     };
-    train(segmenter, data, run, &session, |_| {}).unwrap()
+    train(checkpoint, data, run, &session, |_| {}).unwrap()
 }
 
 /// One image with one object and no negative: the decoder alone must learn its mask.
@@ -58,23 +58,23 @@ fn one_sample(dir: &Path) -> PhraseCut {
     data
 }
 
-fn logits(segmenter: &Segmenter, data: &PhraseCut) -> Vec<f32> {
+/// The model's own logits (burn's ops) for the first task.
+fn logits(checkpoint: &Checkpoint, data: &PhraseCut) -> Vec<f32> {
     let task = data.get(0).unwrap();
     let image = task.load_image().unwrap();
     let (w, h) = (image.width() as usize, image.height() as usize);
-    let features = segmenter.encode_image(image.as_raw(), w, h).unwrap();
-    segmenter
-        .segment(&features, &[task.phrase()])
-        .unwrap()
-        .try_into_vec_as::<f32>()
-        .unwrap()
+    let pixels = checkpoint.pixel_values(image.as_raw(), w, h).unwrap();
+    let ids = checkpoint.tokenize(&[task.phrase()]).unwrap();
+    let logits = checkpoint.model.forward(pixels, &ids).unwrap();
+    logits.try_into_vec_as::<f32>().unwrap()
 }
 
 fn overfit(decoder: DecoderKind, lr: f64) {
     let dir = temp(&format!("overfit-{decoder:?}"));
     let data = one_sample(&dir);
     let device = Device::flex();
-    let mut segmenter = Segmenter::from_hf_dir(&fixtures().join("models/plain"), &device).unwrap();
+    let mut checkpoint =
+        Checkpoint::from_hf_dir(&fixtures().join("models/plain"), &device).unwrap();
     let run = run_file(TrainConfig {
         decoder,
         steps: 300,
@@ -87,7 +87,7 @@ fn overfit(decoder: DecoderKind, lr: f64) {
         ..TrainConfig::default()
     });
     let out = dir.join("run");
-    let logs = start(&mut segmenter, &data, &run, &out).logs;
+    let logs = start(&mut checkpoint, &data, &run, &out).logs;
     let mean =
         |s: &[StepLog], f: fn(&StepLog) -> f32| s.iter().map(f).sum::<f32>() / s.len() as f32;
     let (first, last) = (&logs[..10], &logs[logs.len() - 10..]);
@@ -98,11 +98,10 @@ fn overfit(decoder: DecoderKind, lr: f64) {
     assert!(iou1 >= 0.8, "train IoU only {iou1}");
 
     // The run folder is an HF checkpoint carrying the trained decoder, and so is its pack.
-    let trained = logits(&segmenter, &data);
-    let reloaded = Segmenter::from_hf_dir(&out, &device).unwrap();
+    let trained = logits(&checkpoint, &data);
+    let reloaded = Checkpoint::from_hf_dir(&out, &device).unwrap();
     assert!(max_abs_diff(&trained, &logits(&reloaded, &data)) < 1e-5);
-    let packed =
-        Segmenter::from_pack(pack::write(&reloaded, Quant::F32).unwrap(), &device).unwrap();
+    let packed = Checkpoint::from_pack(reloaded.to_pack(Quant::F32).unwrap(), &device).unwrap();
     assert!(max_abs_diff(&trained, &logits(&packed, &data)) < 1e-5);
     let csv = std::fs::read_to_string(out.join("log.csv")).unwrap();
     assert_eq!(csv.lines().count(), run.config.steps + 1);
@@ -152,11 +151,12 @@ fn training_is_deterministic_and_resumes_exactly() {
             flip: 0.5,
             ..TrainConfig::default()
         });
-        let segmenter =
-            || Segmenter::from_hf_dir(&fixtures().join("models/refined"), &Device::flex()).unwrap();
+        let checkpoint = || {
+            Checkpoint::from_hf_dir(&fixtures().join("models/refined"), &Device::flex()).unwrap()
+        };
         let straight = |name: &str| {
             let out = dir.join(format!("{decoder:?}-{name}"));
-            start(&mut segmenter(), &data, &run, &out);
+            start(&mut checkpoint(), &data, &run, &out);
             std::fs::read_to_string(out.join("log.csv")).unwrap()
         };
         let (a, b) = (straight("a"), straight("b"));
@@ -171,7 +171,7 @@ fn training_is_deterministic_and_resumes_exactly() {
             checkpoint_every: 2,
             stop: &stop,
         };
-        let first = train(&mut segmenter(), &data, &run, &session, |event| {
+        let first = train(&mut checkpoint(), &data, &run, &session, |event| {
             if let Event::Step(log) = event
                 && log.step == 2
             {
@@ -185,22 +185,22 @@ fn training_is_deterministic_and_resumes_exactly() {
         session.resume = true;
         let no_stop = AtomicBool::new(false);
         session.stop = &no_stop;
-        let mut resumed_segmenter = segmenter();
-        let second = train(&mut resumed_segmenter, &data, &run, &session, |_| {}).unwrap();
+        let mut resumed_checkpoint = checkpoint();
+        let second = train(&mut resumed_checkpoint, &data, &run, &session, |_| {}).unwrap();
         assert_eq!(second.logs.first().map(|l| l.step), Some(3));
         assert_eq!(std::fs::read_to_string(out.join("log.csv")).unwrap(), a);
-        let finished = Segmenter::from_hf_dir(&out, &Device::flex()).unwrap();
+        let finished = Checkpoint::from_hf_dir(&out, &Device::flex()).unwrap();
         let straight_run =
-            Segmenter::from_hf_dir(&dir.join(format!("{decoder:?}-a")), &Device::flex()).unwrap();
+            Checkpoint::from_hf_dir(&dir.join(format!("{decoder:?}-a")), &Device::flex()).unwrap();
         assert_eq!(logits(&finished, &data), logits(&straight_run, &data));
 
         // Resuming with other settings, or starting over an existing run, is refused.
         let mut other = run.clone();
         other.config.lr *= 2.0;
-        let err = train(&mut segmenter(), &data, &other, &session, |_| {}).unwrap_err();
+        let err = train(&mut checkpoint(), &data, &other, &session, |_| {}).unwrap_err();
         assert!(err.to_string().contains("other settings"), "{err}");
         session.resume = false;
-        let err = train(&mut segmenter(), &data, &run, &session, |_| {}).unwrap_err();
+        let err = train(&mut checkpoint(), &data, &run, &session, |_| {}).unwrap_err();
         assert!(err.to_string().contains("--resume"), "{err}");
     }
     std::fs::remove_dir_all(dir).unwrap();
@@ -242,9 +242,9 @@ fn unusable_samples_are_skipped_by_name() {
         random_init: true,
         ..TrainConfig::default()
     });
-    let mut segmenter =
-        Segmenter::from_hf_dir(&fixtures().join("models/plain"), &Device::flex()).unwrap();
-    let summary = start(&mut segmenter, &data, &run, &dir.join("run"));
+    let mut checkpoint =
+        Checkpoint::from_hf_dir(&fixtures().join("models/plain"), &Device::flex()).unwrap();
+    let summary = start(&mut checkpoint, &data, &run, &dir.join("run"));
     let skipped: Vec<&str> = summary.skipped.iter().map(|(id, _)| id.as_str()).collect();
     assert!(skipped.contains(&outside.as_str()), "{skipped:?}");
     let image_tasks: Vec<&str> = tasks
@@ -279,9 +279,9 @@ fn training_on_wgpu_matches_the_cpu() {
         ..TrainConfig::default()
     });
     let losses = |device: Device, name: &str| {
-        let mut segmenter =
-            Segmenter::from_hf_dir(&fixtures().join("models/refined"), &device).unwrap();
-        let logs = start(&mut segmenter, &data, &run, &dir.join(name)).logs;
+        let mut checkpoint =
+            Checkpoint::from_hf_dir(&fixtures().join("models/refined"), &device).unwrap();
+        let logs = start(&mut checkpoint, &data, &run, &dir.join(name)).logs;
         logs.iter().map(|l| l.loss).collect::<Vec<_>>()
     };
     let cpu = losses(Device::flex(), "cpu");

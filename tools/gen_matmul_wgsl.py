@@ -1,20 +1,17 @@
-"""Writes src/gpu/matmul.wgsl: a register-blocked matmul unrolled by hand, rows x cols vec4
+"""Writes src/engine/gpu/matmul.wgsl: a register-blocked matmul unrolled by hand, rows x cols vec4
 outputs per invocation, one entry point per block shape in BLOCKS. WGSL has no macros, and
 SwiftShader (a CPU WebGPU) runs the unrolled form with named accumulators and `a.x / a.y / ...`
-1.6x faster than loops over arrays, so the kernel is written out; change BLOCKS here and rerun
+faster than loops over arrays, so the kernel is written out; change BLOCKS here and rerun
 `python3 tools/gen_matmul_wgsl.py`.
 
-Block shape measured in one page on SwiftShader on the ViT shapes (485 rows; 768x3072,
-3072x768, 768x2304), rows x vec4 columns: 8x4 3.8-5.2 GFLOP/s, 16x6 6.6-7.0, 16x8 5.0-6.5,
-24x6 5.8-7.1, 16x5 3.7-6.3; the committed kernel's ratio: bench/swiftshader/run.mjs. For a
-7-token prompt (7 rows; 512x1536, 512x2048, 2048x512, 512x512, one text layer's matmuls) 16x6
-takes 24.8 ms a layer, 8x2 12.7-13.1, 4x4 14.8-15.2, 8x6 15.1-15.2, 8x4 15.9-16.5: few rows
-leave the 16-row block two thirds empty and the grid a workgroup or two."""
+The block shapes were chosen by timing candidates on SwiftShader on the ViT's and a short
+prompt's shapes (docs/benchmarks-history.md, runs H to K): few rows leave a 16-row block mostly
+empty, hence the second, small entry point."""
 
 from pathlib import Path
 
 # Entry point: (rows, vec4 columns). `main` for most shapes, `small` for at most 8 rows
-# (src/gpu/mod.rs picks).
+# (`Gpu::matmul` in src/engine/gpu/device.rs picks).
 BLOCKS = {"main": (16, 6), "small": (8, 2)}
 
 HEADER = f"""\
@@ -23,9 +20,9 @@ HEADER = f"""\
 // out[m, n] = act(a[m, k] · w[k, n] + bias[n]) (+ out[m, n] with RESIDUAL), all row-major.
 // Each invocation computes a block of outputs in registers: {", ".join(f"`{e}` {r} x {4 * c}" for e, (r, c) in BLOCKS.items())}.
 // No workgroup memory, no barriers, and the inner loop is unrolled with named vector
-// components: on a CPU implementation of WebGPU (SwiftShader) a shared-memory tiled kernel ran
-// 14x slower (barriers are coroutine switches there), and `a[j]` with a loop index j 1.6x
-// slower than `a.x`.
+// components: on a CPU implementation of WebGPU (SwiftShader) a shared-memory tiled kernel is
+// an order of magnitude slower (barriers are coroutine switches there), and `a[j]` with a loop
+// index j slower than `a.x` (a dynamic vector index becomes selects).
 // Needs k % 4 == 0 and n % 4 == 0; rows and columns past the end read the last one again, and
 // their results are not stored.
 
@@ -109,7 +106,7 @@ def kernel(entry: str, ROWS: int, COLS: int) -> str:
 
 
 if __name__ == "__main__":
-    out = Path(__file__).resolve().parent.parent / "src/gpu/matmul.wgsl"
+    out = Path(__file__).resolve().parent.parent / "src/engine/gpu/matmul.wgsl"
     stores = "".join(store(c) for c in sorted({c for _, c in BLOCKS.values()}))
     kernels = "\n".join(kernel(e, r, c) for e, (r, c) in BLOCKS.items())
     out.write_text(HEADER + stores + SIGNATURE + kernels)

@@ -1,5 +1,12 @@
-//! CLIPSeg (`CLIPSegForImageSegmentation`) in burn. Module and field names follow HF's
-//! `modeling_clipseg.py`, so HF weight names map onto fields one to one.
+//! CLIPSeg (`CLIPSegForImageSegmentation`) in burn: HF's math and names, trainable, the
+//! reference every faster path is tested against. Module and field names follow HF's
+//! `modeling_clipseg.py`, so HF weight names map onto fields one to one. It runs on burn's ops
+//! only; the inference engine (`src/engine`) runs the same weights on faster kernels.
+//!
+//! A prompt becomes a mask in three steps, as in `modeling_clipseg.py`: the text tower turns
+//! the prompt into a conditional embedding ([`ClipSeg::encode_text`]), the vision tower turns
+//! the image into activations of a few layers ([`ClipSeg::encode_image`]), and the decoder
+//! turns both into logits ([`ClipSeg::decode`]).
 
 pub mod decoder;
 pub mod text;
@@ -18,7 +25,6 @@ pub use vision::VisionModel;
 
 use crate::Error;
 use crate::config::ClipSegConfig;
-use crate::cpu::Precision;
 
 /// `CLIPSegModel`: the frozen CLIP towers (`clip.*` weights).
 #[derive(Module, Debug)]
@@ -60,8 +66,14 @@ impl ImageFeatures {
     }
 }
 
+/// Features encoded by a model with the other decoder.
+pub(crate) fn other_decoder() -> Error {
+    Error::Input("these image features were encoded by a model with the other decoder".into())
+}
+
 impl ClipSeg {
-    /// A model of `config`'s shape with freshly initialised weights.
+    /// A model of `config`'s shape with freshly initialised weights (initialised lazily: a
+    /// parameter that is loaded before it is read never allocates its random values).
     pub fn new(config: &ClipSegConfig, device: &Device) -> Result<Self, Error> {
         config.validate()?;
         let t = &config.text_config;
@@ -86,109 +98,31 @@ impl ClipSeg {
         })
     }
 
-    /// On flex, moves the frozen CLIP towers' encoder layers to the packed CPU path
-    /// ([`crate::cpu`]): ~2x faster inference. Their projection weights then exist only in
-    /// packed form, so a packed model cannot be written out again (see [`Self::is_packed_for_cpu`]).
-    /// Elsewhere (wgpu) a no-op.
-    pub fn pack_for_cpu(&mut self, precision: Precision) -> Result<(), Error> {
-        if self.clip.text_projection.weight.device() != Device::flex() {
-            return Ok(());
-        }
-        self.clip.text_model.pack_for_cpu(precision)?;
-        self.clip.vision_model.pack_for_cpu(precision)?;
-        let spec = decoder::Decoder::spec(&self.config);
-        self.decoder.pack_for_cpu(spec, precision.decoder())
-    }
-
-    /// Whether packing for the CPU ([`Self::pack_for_cpu`], a pack loaded for inference)
-    /// released any burn weights.
-    pub fn is_packed_for_cpu(&self) -> bool {
-        let layers = self.clip.text_model.encoder.layers.iter();
-        self.clip.text_model.embeddings.cpu_tokens.is_some()
-            || layers
-                .chain(&self.clip.vision_model.encoder.layers)
-                .any(|l| l.cpu.is_some())
-    }
-
-    /// Whether [`Self::pack_for_gpu`] (or a pack loaded for inference on the GPU) released
-    /// any burn weights.
-    pub fn is_packed_for_gpu(&self) -> bool {
-        let layers = self.clip.text_model.encoder.layers.iter();
-        layers
-            .chain(&self.clip.vision_model.encoder.layers)
-            .any(|l| l.gpu.is_some())
-    }
-
-    /// `pixel_values` [1, 3, S, S] to the decoder's cached view of the image.
-    pub fn encode_image(&self, pixel_values: Tensor<4>) -> Result<ImageFeatures, Error> {
-        crate::gpu::block_on(self.encode_image_async(pixel_values))
-    }
-
-    /// [`Self::encode_image`], awaiting the GPU where layers run on [`crate::gpu`].
-    pub async fn encode_image_async(
-        &self,
-        pixel_values: Tensor<4>,
-    ) -> Result<ImageFeatures, Error> {
-        let activations = self
-            .clip
-            .vision_model
-            .forward_async(pixel_values, &self.config.extract_layers)
-            .await?;
-        self.image_features(&activations).await
-    }
-
-    /// [`Self::encode_text`], awaiting the GPU where layers run on [`crate::gpu`].
-    pub async fn encode_text_async(&self, ids: &[Vec<u32>]) -> Result<Tensor<2>, Error> {
-        let pooled = self.clip.text_model.forward_async(ids).await?;
+    /// Step 1: token ids (one list per prompt, with BOS/EOS) to conditional embeddings
+    /// [prompts, projection_dim].
+    pub fn encode_text(&self, ids: &[Vec<u32>]) -> Result<Tensor<2>, Error> {
+        let pooled = self.clip.text_model.forward(ids)?;
         Ok(self.clip.text_projection.forward(pooled))
     }
 
-    /// On a wgpu device with [`crate::gpu`] registered, moves the CLIP towers' encoder layers
-    /// there, and uploads the vision patch embedding (as a GEMM) and the decoder's layers,
-    /// reduces and head, which keep their burn weights. Reads the weights synchronously: native only;
-    /// the browser loads a pack layer by layer instead. Elsewhere a no-op.
-    pub fn pack_for_gpu(&mut self) -> Result<(), Error> {
-        let device = self.clip.text_projection.weight.device();
-        let Some(gpu) = crate::gpu::for_device(&device) else {
-            return Ok(());
-        };
-        let clip = &mut self.clip;
-        let text = TextModel::spec(&clip.text_model.config);
-        let vision = VisionModel::spec(&clip.vision_model.config);
-        clip.text_model.encoder.pack_for_gpu(&gpu, text)?;
-        clip.vision_model.encoder.pack_for_gpu(&gpu, vision)?;
-        let patch = &clip.vision_model.embeddings.patch_embedding;
-        let weight = crate::cpu::values(patch.weight.val())?;
-        clip.vision_model
-            .pack_patch_embedding_for_gpu(&gpu, &weight)?;
-        self.decoder
-            .pack_for_gpu(&gpu, decoder::Decoder::spec(&self.config))
-    }
-
-    /// Token ids (one list per prompt, with BOS/EOS) to conditional embeddings [prompts, projection_dim].
-    pub fn encode_text(&self, ids: &[Vec<u32>]) -> Result<Tensor<2>, Error> {
-        crate::gpu::block_on(self.encode_text_async(ids))
+    /// Step 2: `pixel_values` [1, 3, S, S] to the decoder's cached view of the image.
+    pub fn encode_image(&self, pixel_values: Tensor<4>) -> Result<ImageFeatures, Error> {
+        let extract = &self.config.extract_layers;
+        let activations = self.clip.vision_model.forward(pixel_values, extract)?;
+        Ok(self.image_features(&activations))
     }
 
     /// Raw vision activations (in `extract_layers` order) to what the active decoder caches.
-    pub async fn image_features(&self, activations: &[Tensor<3>]) -> Result<ImageFeatures, Error> {
-        Ok(match &self.unet {
+    pub fn image_features(&self, activations: &[Tensor<3>]) -> ImageFeatures {
+        match &self.unet {
             Some(unet) => ImageFeatures::UNet(unet.reduce(activations)),
-            None => ImageFeatures::Transformer(self.decoder.reduce_async(activations).await?),
-        })
+            None => ImageFeatures::Transformer(self.decoder.reduce(activations)),
+        }
     }
 
-    /// Logits [prompts, S, S] for one encoded image and the prompts' conditional embeddings.
+    /// Step 3: logits [prompts, S, S] for one encoded image and the prompts' conditional
+    /// embeddings.
     pub fn decode(
-        &self,
-        image: &ImageFeatures,
-        conditional: Tensor<2>,
-    ) -> Result<Tensor<3>, Error> {
-        crate::gpu::block_on(self.decode_async(image, conditional))
-    }
-
-    /// [`Self::decode`], awaiting the GPU where layers run on [`crate::gpu`].
-    pub async fn decode_async(
         &self,
         image: &ImageFeatures,
         conditional: Tensor<2>,
@@ -196,11 +130,9 @@ impl ClipSeg {
         match (image, &self.unet) {
             (ImageFeatures::UNet(skips), Some(unet)) => Ok(unet.forward(skips, conditional)),
             (ImageFeatures::Transformer(reduced), None) => {
-                self.decoder.forward_async(reduced, conditional).await
+                Ok(self.decoder.forward(reduced, conditional))
             }
-            _ => Err(Error::Input(
-                "these image features were encoded by a model with the other decoder".into(),
-            )),
+            _ => Err(other_decoder()),
         }
     }
 

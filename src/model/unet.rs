@@ -10,49 +10,12 @@
 //! Weight names: `unet.reduces.{i}`, `unet.skip_ups.{i}`, `unet.film_mul.{i}`,
 //! `unet.film_add.{i}`, `unet.convs.{i}`, `unet.ups.{i}`, `unet.head` (i = 0 deepest).
 
+use crate::config::{ClipSegConfig, UNetConfig};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
-use serde::{Deserialize, Serialize};
-
-use crate::Error;
-use crate::config::ClipSegConfig;
-
-/// `unet_decoder` in `config.json` (our key; transformers ignores it and keeps the HF decoder).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct UNetConfig {
-    /// Channels at every scale.
-    pub width: usize,
-}
-
-impl Default for UNetConfig {
-    fn default() -> Self {
-        Self { width: 64 }
-    }
-}
-
-impl UNetConfig {
-    /// Each extracted layer beyond the deepest doubles the resolution, so the patch size must
-    /// be divisible by 2^(layers - 1) for the head to land exactly on the image size.
-    pub fn validate(&self, c: &ClipSegConfig) -> Result<(), Error> {
-        let doublings = c.extract_layers.len().saturating_sub(1);
-        let patch = c.vision_config.patch_size;
-        if self.width == 0 {
-            return Err(Error::Config("unet_decoder.width must be positive".into()));
-        }
-        if doublings >= usize::BITS as usize || !patch.is_multiple_of(1 << doublings) {
-            return Err(Error::Config(format!(
-                "the unet decoder doubles the resolution once per extract layer after the first \
-                 ({doublings} times), so patch_size {patch} must be divisible by {}",
-                1u64.checked_shl(doublings as u32).unwrap_or(0)
-            )));
-        }
-        Ok(())
-    }
-}
 
 #[derive(Module, Debug)]
 pub struct UNetDecoder {

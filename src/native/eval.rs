@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::data::{PhraseCut, TaskRef, resize_nearest};
+use crate::engine::block_on;
 use crate::metrics::{Evaluation, Report};
-use crate::segmenter::{read_f32, sigmoid};
-use crate::{Error, Segmenter, npy, preprocess};
+use crate::postprocess::sigmoid;
+use crate::{Error, Segmenter, npy};
 
 /// What `evaluate` writes beside the scores.
 pub struct EvalOptions<'a> {
@@ -47,12 +48,12 @@ pub fn evaluate(
             continue;
         };
         let (width, height) = (image.width() as usize, image.height() as usize);
-        let features = segmenter.encode_image(image.as_raw(), width, height)?;
+        let features = block_on(segmenter.encode_image(image.as_raw(), width, height))?;
         let phrases: Vec<&str> = tasks.iter().map(|t| t.phrase()).collect();
-        let logits = segmenter.segment(&features, &phrases)?;
-        let [_, side_h, side_w] = logits.dims();
-        let logits = read_f32(logits)?;
-        for (task, map) in tasks.iter().zip(logits.chunks_exact(side_h * side_w)) {
+        let maps = block_on(segmenter.segment(&features, &phrases))?;
+        let (side_h, side_w) = (maps.side(), maps.side());
+        for (k, task) in tasks.iter().enumerate() {
+            let map = maps.map(k);
             if let Some(dir) = options.save_logits {
                 let path = dir.join(format!("{}.npy", task.task.task_id));
                 std::fs::write(&path, npy::to_bytes(map, &[side_h, side_w])).map_err(|source| {
@@ -70,10 +71,7 @@ pub fn evaluate(
                 .collect();
             let gt_full: Vec<bool> = gt.data.iter().map(|&v| v != 0).collect();
             let probs: Vec<f32> = map.iter().map(|&l| sigmoid(l)).collect();
-            let probs_full: Vec<f32> = preprocess::resize_bilinear_f32(map, side_h, side_w, gh, gw)
-                .into_iter()
-                .map(sigmoid)
-                .collect();
+            let probs_full: Vec<f32> = (maps.resized(k, gw, gh).into_iter()).map(sigmoid).collect();
             // A sample that can't be scored (e.g. NaN logits) is counted as skipped by `add`.
             let _ = scores.add(&probs, &gt_small, &probs_full, &gt_full);
         }

@@ -24,7 +24,7 @@ pub struct Case {
 }
 
 /// burn-wgpu on this machine's adapter (lavapipe in CI) with clipseg's GPU kernels registered,
-/// so models loaded for inference on it run their encoder layers there. Initialised once per
+/// so engines built on it run their layers there. Initialised once per
 /// test binary: burn's runtime can be set up only once.
 pub fn wgpu() -> clipseg::burn::tensor::Device {
     static DEVICE: std::sync::OnceLock<clipseg::burn::tensor::Device> = std::sync::OnceLock::new();
@@ -33,7 +33,7 @@ pub fn wgpu() -> clipseg::burn::tensor::Device {
             let (device, setup) = clipseg::burn::tensor::Device::wgpu_options()
                 .init_with_setup()
                 .expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)");
-            clipseg::gpu::register(&device, &setup);
+            clipseg::engine::register_gpu(&device, &setup);
             device
         })
         .clone()
@@ -67,13 +67,22 @@ pub fn read_mask(path: &std::path::Path) -> Vec<bool> {
 
 /// Our logits for a case's image and prompts, and their max abs error against the reference.
 pub fn case_logits(segmenter: &clipseg::Segmenter, case: &Case) -> (Vec<f32>, f32) {
+    use clipseg::engine::block_on;
     let (rgb, w, h) = read_rgb(&case.image);
-    let image = segmenter.encode_image(&rgb, w, h).unwrap();
-    let logits = segmenter
-        .segment(&image, &case.prompts)
-        .unwrap()
-        .try_into_vec_as::<f32>()
-        .unwrap();
+    let image = block_on(segmenter.encode_image(&rgb, w, h)).unwrap();
+    let maps = block_on(segmenter.segment(&image, &case.prompts)).unwrap();
+    let logits = maps.logits().to_vec();
+    let err = max_abs_diff(&logits, &read_npy(&case.logits).0);
+    (logits, err)
+}
+
+/// The model's own logits (burn's ops, as stored) for a case, and their max abs error.
+pub fn reference_logits(checkpoint: &clipseg::Checkpoint, case: &Case) -> (Vec<f32>, f32) {
+    let (rgb, w, h) = read_rgb(&case.image);
+    let pixels = checkpoint.pixel_values(&rgb, w, h).unwrap();
+    let ids = checkpoint.tokenize(&case.prompts).unwrap();
+    let logits = checkpoint.model.forward(pixels, &ids).unwrap();
+    let logits = logits.try_into_vec_as::<f32>().unwrap();
     let err = max_abs_diff(&logits, &read_npy(&case.logits).0);
     (logits, err)
 }

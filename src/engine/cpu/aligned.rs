@@ -2,9 +2,9 @@
 //!
 //! The kernels read packed weights and activations 64 bytes at a time (a zmm load, a row of an
 //! AMX tile). A `Vec` is only aligned to its element (glibc's malloc gives 16 bytes), so every
-//! such load straddled two cache lines: the AMX int8 kernel ran 3x slower for it (608 vs 1838
-//! GOP/s on the same data, offset by 16 bytes or not), and the AVX-512 kernels' panel loads
-//! split too.
+//! such load would straddle two cache lines, which slows the AMX int8 kernel several times
+//! over and splits the AVX-512 kernels' panel loads too (measured:
+//! docs/benchmarks-history.md).
 
 use std::marker::PhantomData;
 
@@ -61,7 +61,7 @@ impl<T: Pod> Aligned<T> {
     /// [`Self::resize`] without clearing: values past the old length are whatever the buffer
     /// last held there (zeros where it never held any). For per-call buffers that every use
     /// writes before reading: the decoder's bf16 projections alternate a 64-wide and a
-    /// 2048-wide input, and re-zeroing the wide one per layer was 3% of the decoder.
+    /// 2048-wide input, and re-zeroing the wide one per layer showed in the decoder's time.
     pub fn resize_stale(&mut self, len: usize) {
         let lines = (len * std::mem::size_of::<T>()).div_ceil(64);
         if lines > self.lines.len() {

@@ -3,9 +3,9 @@
 //!
 //! AMX has eight tile registers of up to 16 rows x 64 bytes and a tile multiply, `tdpbusd`,
 //! of a 16x64 u8 tile by a 64x16 i8 tile (stored as 16 rows of 16 columns x 4 k) into 16x16
-//! i32: 16384 multiply-adds, 16x one AVX-512 VNNI instruction, at about 4x VNNI's rate on one
-//! core here (`clipseg bench` prints both peaks). onnxruntime's q8 runs on it where the CPU has
-//! it; without it our q8 pass was 1.5x onnxruntime's on such a machine.
+//! i32: 16384 multiply-adds, 16x one AVX-512 VNNI instruction, at several times VNNI's rate
+//! per core (`clipseg bench` prints both peaks). onnxruntime's q8 runs on it where the CPU has
+//! it, and on such a machine our q8 pass trailed it by far until it did too.
 //!
 //! Rust has no stable AMX intrinsics (nor `is_x86_feature_detected!` for it), so the
 //! instructions are inline assembly on fixed tile registers (nothing else in the program uses
@@ -17,7 +17,7 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
-use super::qgemm::Epilogue;
+use super::common::Epilogue;
 
 /// Whether this CPU and OS run AMX int8 tiles.
 pub fn available() -> bool {
@@ -35,8 +35,8 @@ struct Support {
     bf16: bool,
 }
 
-/// Asked once: `cpuid` traps to the hypervisor in a VM (1% of a q8 pass when it was asked per
-/// attention head).
+/// Asked once: `cpuid` traps to the hypervisor in a VM, so asking it per attention head showed
+/// in a q8 pass.
 fn support() -> Support {
     static SUPPORT: std::sync::OnceLock<Support> = std::sync::OnceLock::new();
     *SUPPORT.get_or_init(|| {
@@ -53,7 +53,7 @@ fn support() -> Support {
             && request_permission();
         Support {
             int8: tiles && edx & (1 << 25) != 0,
-            bf16: tiles && edx & (1 << 22) != 0 && super::bf16::available(),
+            bf16: tiles && edx & (1 << 22) != 0 && super::common::avx512_bf16(),
         }
     })
 }
@@ -222,7 +222,7 @@ pub unsafe fn kernel(
     ldc: usize,
     e: Epilogue,
 ) {
-    // Every value is written by the tile stores (zeroing 4 KB per call cost 1.5% of a pass).
+    // Every value is written by the tile stores, so the 4 KB are not zeroed per call.
     #[repr(align(64))]
     struct Sums([std::mem::MaybeUninit<i32>; 32 * 32]);
     let mut sums = Sums([std::mem::MaybeUninit::uninit(); 32 * 32]);

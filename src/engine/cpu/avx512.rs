@@ -1,4 +1,4 @@
-//! AVX-512 pieces shared by the f32 softmax ([`super::softmax_rows`]) and the bf16 one
+//! AVX-512 pieces shared by the f32 softmax ([`super::common::softmax_rows`]) and the bf16 one
 //! ([`super::bf16`]).
 
 use std::arch::x86_64::*;
@@ -13,7 +13,7 @@ pub fn lanes(len: usize, from: usize) -> __mmask16 {
 /// 2^(log2(e) scale (x - max)) = 2^n 2^f with n the nearest integer, |f| <= 1/2 and 2^f a
 /// degree-6 polynomial (relative error within 3e-7; 2^n by `vscalefps`). `log2e_scale` is
 /// log2(e) scale, broadcast. Three operations fewer a vector than e^x's range reduction by
-/// ln 2 in two parts after its own multiply (the softmax at best 0.37 -> 0.33 ns a score).
+/// ln 2 in two parts after its own multiply.
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub fn exp_scaled16(x: __m512, max: __m512, log2e_scale: __m512) -> __m512 {
@@ -42,11 +42,11 @@ pub fn exp_scaled16(x: __m512, max: __m512, log2e_scale: __m512) -> __m512 {
     _mm512_scalef_ps(p, n)
 }
 
-/// One row of [`super::softmax_rows`] in place: e^(scale (x - max)) over `row[..valid]`, zeros
-/// after, and 1 / sum returned. Four max and two sum accumulators: the auto-vectorised
-/// loops ran their reductions as one 8-lane dependency chain each (NaN-aware `f32::max`):
-/// 1.1 ns a score against 0.44, where the decoder's 16-wide heads make the softmax a large
-/// share of attention.
+/// One row of [`super::common::softmax_rows`] in place: e^(scale (x - max)) over
+/// `row[..valid]`, zeros after, and 1 / sum returned. Four max and two sum accumulators: the
+/// auto-vectorised loops ran their reductions as one 8-lane dependency chain each (NaN-aware
+/// `f32::max`), much slower, where the decoder's 16-wide heads make the softmax a large share
+/// of attention.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn softmax_row(row: &mut [f32], valid: usize, scale: f32) -> f32 {
     assert!(valid <= row.len(), "softmax row shorter than its live part");

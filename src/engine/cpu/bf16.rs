@@ -1,14 +1,15 @@
 //! Attention's two products (Q·Kᵀ and P·V) in bf16 for the int8 path, on CPUs where that is
 //! faster than f32 ([`pays`]): AVX-512 BF16 (`vdpbf16ps`: 32 multiply-adds of bf16 pairs into
-//! f32 lanes per instruction, twice an f32 FMA's rate on Zen 4) or AMX-BF16.
+//! f32 lanes per instruction, twice an f32 FMA's where it issues as often, as on Zen 4) or
+//! AMX-BF16.
 //!
 //! Why: with the projections in int8 ([`super::qgemm`]), these f32 products (onnxruntime's q8
-//! keeps them in f32 too) were a quarter of a q8 pass, the softmax another 6%. bf16 keeps f32's
-//! range with an 8-bit mantissa, the same order of rounding as the int8 projections that made
-//! Q, K and V, and the sums stay in f32. The f32 path (`--precision f32`) is untouched.
+//! keeps them in f32 too) became a large share of a q8 pass. bf16 keeps f32's range with an
+//! 8-bit mantissa, the same order of rounding as the int8 projections that made Q, K and V,
+//! and the sums stay in f32. The f32 path (`--precision f32`) is untouched.
 //!
 //! With AMX-BF16 (Sapphire Rapids and later) the products run on tiles instead
-//! ([`super::amx::kernel_bf16`]): 4x the rate of `vdpbf16ps` on one core here, and the same
+//! ([`super::amx::kernel_bf16`]): several times the rate of `vdpbf16ps` per core, and the same
 //! sums up to the order of f32 additions.
 //!
 //! Layout: the kernel's unit is two consecutive k values in one 32-bit lane. An A row converted
@@ -20,33 +21,27 @@ use std::arch::x86_64::*;
 
 use super::aligned::Aligned;
 use super::avx512::{exp_scaled16, lanes};
-
-/// Whether this CPU has the instructions (checked at run time: one binary for every x86-64).
-pub fn available() -> bool {
-    is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512bf16")
-}
+use super::common::avx512_bf16;
 
 /// Whether attention's products run faster in bf16 than in f32 here: on AMX tiles, yes; with
 /// `vdpbf16ps` only where it issues as often as an f32 FMA, so that its two multiply-adds a
-/// lane double the rate (Zen 4: [`speedup`] 2.0). An Intel core without AMX exposed issues it
-/// a quarter as often (0.49): there the q8 pass ran 1.1-1.3x slower with bf16 attention (run
-/// S in docs/benchmarks.md).
+/// lane double the rate ([`speedup`] near 2, as on Zen 4). Some Intel cores without AMX issue
+/// it far less often, and there bf16 attention slowed the q8 pass (measured:
+/// docs/benchmarks-history.md).
 pub fn pays() -> bool {
     super::amx::available_bf16() || speedup().is_some_and(|x| x >= 1.5)
 }
 
-/// `vdpbf16ps`'s multiply-adds a second over the f32 FMA's on one core, measured once (2-3 ms):
-/// None without AVX-512 BF16.
+/// `vdpbf16ps`'s multiply-adds a second over the f32 FMA's on one core, measured once (a few
+/// ms): None without AVX-512 BF16.
 pub fn speedup() -> Option<f64> {
     static SPEEDUP: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
     *SPEEDUP.get_or_init(|| {
-        if !available() {
+        if !avx512_bf16() {
             return None;
         }
         let iters = 20_000;
-        // SAFETY: `available()` checked AVX-512F and AVX-512 BF16.
+        // SAFETY: `avx512_bf16()` checked AVX-512F and AVX-512 BF16.
         let bf16 = super::gemm::best_of_10(|| unsafe { dpbf16_loop(iters) });
         let fma = super::gemm::best_of_10(|| unsafe { super::gemm::x86::fma_loop_avx512(iters) });
         // The same number of instructions; 32 multiply-adds each against 16.
@@ -207,7 +202,7 @@ impl Panels {
         let pairs = pairs_for(k, kernel.tiles);
         let nr = kernel.nr;
         let mut data = Aligned::zeroed(n.div_ceil(nr) * pairs * nr);
-        // SAFETY: `available()` is checked by the caller before any bf16 work; rows and
+        // SAFETY: `avx512_bf16()` is checked by the caller before any bf16 work; rows and
         // columns stay inside `b` and `data` (see `interleave_rows`).
         unsafe { interleave_rows(b, k, n, ld, nr, pairs, &mut data) };
         Self {
@@ -237,7 +232,7 @@ impl Panels {
             let cols = nr.min(self.n - j);
             for i in (0..m).step_by(mr) {
                 // SAFETY: the asserts above bound every row read and written; `b` is one
-                // whole panel; `available()` was checked by whoever built `self`.
+                // whole panel; `avx512_bf16()` was checked by whoever built `self`.
                 unsafe {
                     run(
                         self.pairs,
@@ -393,7 +388,7 @@ pub fn to_pairs(src: &[f32], rows: usize, cols: usize, lds: usize, dst: &mut [u3
     for r in 0..rows {
         let (s, d) = (&src[r * lds..][..cols], &mut dst[r * ldd..][..ldd]);
         let (d, padding) = d.split_at_mut(pairs);
-        // SAFETY: the slices bound every access; the caller checked `available()`.
+        // SAFETY: the slices bound every access; the caller checked `avx512_bf16()`.
         unsafe { row_to_pairs(s, d) };
         padding.fill(0);
     }
@@ -448,7 +443,7 @@ unsafe fn interleave_rows(
 }
 
 /// The softmax of `rows` score rows (`seq` wide, row `first_row + i` of the sequence) without
-/// its normalisation, as [`super::softmax_rows`] computes it, written as bf16 pairs (`ldd`
+/// its normalisation, as [`super::common::softmax_rows`] computes it, written as bf16 pairs (`ldd`
 /// apart, zero past seq) for the product with V; 1 / sum into `inv_sums`. One pass fewer over
 /// the block than the f32 softmax followed by [`to_pairs`].
 #[allow(clippy::too_many_arguments)]
@@ -464,9 +459,9 @@ pub fn softmax_pairs(
 ) {
     assert!(ldd >= seq.div_ceil(2), "destination rows are too short");
     for (i, (row, inv)) in scores.chunks_exact(seq).zip(inv_sums).enumerate() {
-        let valid = super::live_keys(seq, first_row + i, causal);
+        let valid = super::common::live_keys(seq, first_row + i, causal);
         let (out, padding) = dst[i * ldd..][..ldd].split_at_mut(seq.div_ceil(2));
-        // SAFETY: the slices bound every access; the caller checked `available()`.
+        // SAFETY: the slices bound every access; the caller checked `avx512_bf16()`.
         *inv = unsafe { softmax_row(row, valid, scale, out) };
         padding.fill(0);
     }
@@ -566,7 +561,7 @@ mod tests {
     /// partial row blocks and partial panels, each kernel's width.
     #[test]
     fn products_match_rounded_reference() {
-        if !available() {
+        if !avx512_bf16() {
             eprintln!("skipped: this CPU has no AVX-512 BF16");
             return;
         }
@@ -735,11 +730,11 @@ mod tests {
         }
     }
 
-    /// The fused softmax against the f32 one ([`super::super::softmax_rows`]) rounded to bf16:
-    /// causal rows across a block boundary, an odd width, the masked tail zero.
+    /// The fused softmax against the f32 one ([`super::super::common::softmax_rows`]) rounded to
+    /// bf16: causal rows across a block boundary, an odd width, the masked tail zero.
     #[test]
     fn softmax_pairs_matches_f32_softmax() {
-        if !available() {
+        if !avx512_bf16() {
             eprintln!("skipped: this CPU has no AVX-512 BF16");
             return;
         }
@@ -749,7 +744,14 @@ mod tests {
             let scores: Vec<f32> = random(rows * seq, 5).iter().map(|x| 4.0 * x).collect();
             let mut want = scores.clone();
             let mut want_inv = vec![0.0; rows];
-            super::super::softmax_rows(&mut want, seq, first_row, 0.125, causal, &mut want_inv);
+            super::super::common::softmax_rows(
+                &mut want,
+                seq,
+                first_row,
+                0.125,
+                causal,
+                &mut want_inv,
+            );
             let ldd = seq.div_ceil(2) + 1;
             let mut pairs = vec![u32::MAX; rows * ldd + 1];
             let mut inv = vec![0.0; rows];
@@ -779,7 +781,7 @@ mod tests {
 
     #[test]
     fn conversion_rounds_to_nearest_even() {
-        if !available() {
+        if !avx512_bf16() {
             eprintln!("skipped: this CPU has no AVX-512 BF16");
             return;
         }

@@ -4,11 +4,11 @@
 //! kernel reads it (BLIS-style column panels) instead of being re-packed on every call as
 //! flex's matmul (the `gemm` crate) does, and the register tile is picked for the machine at
 //! run time: 8x48 or 12x32 with AVX-512 (16x16 for outputs at most 16 wide), 6x16 with
-//! AVX2+FMA, 4x8 with wasm simd128 (6x8's 12 accumulators spilled in V8 on x64; 4x8 ran the
-//! browser pass 8% faster), 4x8 scalar.
+//! AVX2+FMA, 4x8 with wasm simd128 (6x8's 12 accumulators spilled in V8 on x64, which made the
+//! browser pass slower), 4x8 scalar.
 //! Bias is added in the kernel's epilogue. On the CLIP shapes this runs as fast as the `gemm`
-//! crate does (~100 GFLOP/s on one Zen 4 core, 85-89% of its FMA peak); the gain of the CPU
-//! path is around the GEMM (see `crate::cpu`). `clipseg bench` prints GFLOP/s against the
+//! crate does, near the core's FMA peak (measured: docs/benchmarks-history.md); the gain of the
+//! CPU path is around the GEMM (see `super::layer`). `clipseg bench` prints GFLOP/s against the
 //! measured peak.
 
 #[cfg(feature = "native")]
@@ -164,8 +164,8 @@ pub fn peak_gflops() -> Option<f64> {
 }
 
 /// Independent chains of the AVX2 peak loops: 12 accumulators and their operands fit the 16
-/// ymm registers (16 spilled to the stack, and the f32 peak read 35-52 GFLOP/s where the 6x16
-/// kernel alone ran 92).
+/// ymm registers (16 spilled to the stack, and the f32 peak read far below what the 6x16
+/// kernel itself reaches).
 #[cfg(target_arch = "x86_64")]
 pub(super) const AVX2_CHAINS: usize = 12;
 
@@ -318,7 +318,7 @@ impl PackedMatrix {
         let panels_n = n.div_ceil(nr);
         let out_ptr = SendPtr(out.as_mut_ptr());
         // A used for at most two panels is read in place in parallel runs too: packing it
-        // costs more than it saves (the decoder's 2048 x 64 fc2: 20% faster).
+        // costs more than it saves (the decoder's 2048 x 64 fc2 is faster read in place).
         let direct = mode == Mode::DirectA || (mode == Mode::Parallel && panels_n <= 2);
         let strips = m.div_ceil(mr);
         let threads = if mode == Mode::Parallel {
@@ -649,8 +649,8 @@ fn pack_a(a: &[f32], m: usize, lda: usize, k0: usize, kc: usize, mr: usize, dst:
 }
 
 /// Writes each strip sequentially, reading its MR rows side by side (MR sequential read
-/// streams): the other order, one row at a time, scatters stores MR floats apart and cost
-/// 6% of a full pass.
+/// streams): the other order, one row at a time, scatters stores MR floats apart, which
+/// showed in a full pass.
 fn pack_a_mr<const MR: usize>(
     a: &[f32],
     m: usize,
@@ -738,7 +738,7 @@ pub(super) mod x86 {
 
     /// MR rows x 16*NV columns: MR*NV zmm accumulators, NV for B, broadcasts of A from
     /// memory. 8x48 (24 accumulators, 3 B loads and 8 broadcasts per 24 FMAs) ran the CLIP
-    /// shapes at 97-104 GFLOP/s on one Zen 4 core, 12x32 at 92-103, 14x32 at 93-101.
+    /// shapes a little faster than 12x32 and 14x32 (measured: docs/benchmarks-history.md).
     #[allow(clippy::too_many_arguments)] // the BLIS micro-kernel interface
     #[target_feature(enable = "avx512f")]
     pub unsafe fn kernel_avx512<const MR: usize, const NV: usize, const DIRECT: bool>(

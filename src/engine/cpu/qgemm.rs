@@ -1,5 +1,5 @@
 //! int8 GEMM for the encoder projections of a quantized (q8/q4) pack: what onnxruntime's
-//! dynamic q8 does, and why its q8 ran 2.5x faster than its f32 here.
+//! dynamic q8 does, and why its q8 runs well ahead of its f32.
 //!
 //! Weights are 8-bit integers with one scale per output column (so the scale factors out of
 //! every dot product), packed once into column panels in the order the kernel reads them: a
@@ -24,6 +24,7 @@ use rayon::prelude::*;
 use super::aligned::Aligned;
 #[cfg(target_arch = "x86_64")]
 use super::amx;
+use super::common::Epilogue;
 
 /// How a kernel wants A: `U8Offset` packs 4 consecutive k of a row as u8 (q + 128) for one
 /// 32-bit broadcast, `I16` packs 2 as i16, `Tiles` keeps each row's u8 in 64-byte pieces (one
@@ -63,16 +64,6 @@ impl Layout {
             Layout::I16 => 0,
         }
     }
-}
-
-/// Per-tile scales and sums the kernel applies after its integer loop: for row r and column
-/// c, `out = a_scale[r] * w_scale[c] * (acc - correction[c]) + bias[c]`.
-#[derive(Clone, Copy)]
-pub(crate) struct Epilogue {
-    pub(crate) a_scale: *const f32,
-    pub(crate) w_scale: *const f32,
-    pub(crate) correction: *const i32,
-    pub(crate) bias: *const f32,
 }
 
 /// `c[0..MR][0..NR]` (row stride `ldc`) from `groups` k-groups of a packed A strip
@@ -449,8 +440,9 @@ fn quantize_row(row: &[f32], q: &mut [i8]) -> f32 {
 }
 
 // 32 running maxima by comparison: one chain of 8 `f32::max` (a compare and a blend after each
-// max, for its NaN rule) was a fifth of a q8 product's A quantization. NaNs are skipped alike.
-super::vectorized!(max_abs_into(row: &[f32], peak: &mut f32) {
+// max, for its NaN rule) was a large part of a q8 product's A quantization. NaNs are skipped
+// alike.
+super::common::vectorized!(max_abs_into(row: &[f32], peak: &mut f32) {
     let mut acc = [0.0f32; 32];
     let chunks = row.chunks_exact(32);
     let tail = chunks.remainder().iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -469,15 +461,15 @@ fn max_abs(row: &[f32]) -> f32 {
     peak
 }
 
-super::vectorized!(round_row(row: &[f32], inv: f32, q: &mut [i8]) {
+super::common::vectorized!(round_row(row: &[f32], inv: f32, q: &mut [i8]) {
     for (q, &v) in q.iter_mut().zip(row) {
         *q = round_i8(v * inv);
     }
 });
 
 /// `x.round_ties_even()` clamped to ±127, as i8, in arithmetic that vectorises (the std call
-/// became a libm `rintf` per value: 7% of a q8 pass): adding 1.5 * 2^23 leaves the rounded
-/// integer in the low mantissa bits.
+/// became a libm `rintf` per value, which dominated the quantization): adding 1.5 * 2^23 leaves
+/// the rounded integer in the low mantissa bits.
 #[inline(always)]
 fn round_i8(x: f32) -> i8 {
     let shifted = x.clamp(-127.0, 127.0) + 12_582_912.0;
@@ -610,7 +602,7 @@ mod x86 {
     /// (wrapping: only the rate counts).
     #[target_feature(enable = "avx2")]
     pub unsafe fn madd_loop(iters: usize) -> i32 {
-        const CHAINS: usize = crate::cpu::gemm::AVX2_CHAINS;
+        const CHAINS: usize = crate::engine::cpu::gemm::AVX2_CHAINS;
         let mut acc = [_mm256_setzero_si256(); CHAINS];
         let y = _mm256_set1_epi16(-2);
         for _ in 0..iters {
@@ -694,7 +686,7 @@ mod wasm {
     /// MR rows x 8 columns, 2 k per step: one 16-byte load of B (8 columns x 2 k) sign-extended
     /// to two i16x8, a 32-bit splat of A's i16 pair per row, `i32x4.dot_i16x8_s` (pmaddwd on
     /// x86) into 2 * MR i32x4 accumulators. 4 rows: with 6 (12 accumulators) V8 spilled on x64
-    /// and the browser pass took 9% longer; 5 was no faster than 4.
+    /// and the browser pass slowed; 5 was no faster than 4.
     pub unsafe fn kernel_dot_i16<const MR: usize>(
         groups: usize,
         a: *const u8,

@@ -3,9 +3,9 @@
 // out[m, n] = act(a[m, k] · w[k, n] + bias[n]) (+ out[m, n] with RESIDUAL), all row-major.
 // Each invocation computes a block of outputs in registers: `main` 16 x 24, `small` 8 x 8.
 // No workgroup memory, no barriers, and the inner loop is unrolled with named vector
-// components: on a CPU implementation of WebGPU (SwiftShader) a shared-memory tiled kernel ran
-// 14x slower (barriers are coroutine switches there), and `a[j]` with a loop index j 1.6x
-// slower than `a.x`.
+// components: on a CPU implementation of WebGPU (SwiftShader) a shared-memory tiled kernel is
+// an order of magnitude slower (barriers are coroutine switches there), and `a[j]` with a loop
+// index j slower than `a.x` (a dynamic vector index becomes selects).
 // Needs k % 4 == 0 and n % 4 == 0; rows and columns past the end read the last one again, and
 // their results are not stored.
 

@@ -30,13 +30,13 @@ use serde::{Deserialize, Serialize};
 
 pub use loss::Loss;
 
+use crate::config::UNetConfig;
 use crate::data::{
     PhraseCut, PromptSet, SplitMix64, TaskRef, hflip_sample, resize_nearest, sample_negative_phrase,
 };
-use crate::model::unet::UNetConfig;
+use crate::engine::host_values as read_f32;
 use crate::model::{Decoder, UNetDecoder};
-use crate::segmenter::read_f32;
-use crate::{Error, Segmenter};
+use crate::{Checkpoint, Error};
 
 /// Which decoder a run trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,7 +233,7 @@ impl Trainable {
         conditional: Tensor<2>,
     ) -> Result<Tensor<3>, Error> {
         match self {
-            Self::Transformer(d) => d.forward(&d.reduce(activations)?, conditional),
+            Self::Transformer(d) => Ok(d.forward(&d.reduce(activations), conditional)),
             Self::Unet(u) => Ok(u.forward(&u.reduce(activations), conditional)),
         }
     }
@@ -263,7 +263,7 @@ pub struct Session<'a> {
 /// Trains a decoder on `data` into `session.out`, or continues the run there from its
 /// checkpoint (same settings required; on CPU the losses are those of an uninterrupted run).
 pub fn train(
-    segmenter: &mut Segmenter,
+    checkpoint: &mut Checkpoint,
     data: &PhraseCut,
     run: &RunFile,
     session: &Session,
@@ -298,7 +298,7 @@ pub fn train(
         run.write(out)?;
     }
 
-    let base = segmenter
+    let base = checkpoint
         .model
         .decoder
         .devices()
@@ -307,10 +307,10 @@ pub fn train(
         .unwrap_or_else(Device::flex);
     base.seed(config.seed);
     let autodiff = base.clone().autodiff();
-    let model_config = segmenter.config().clone();
-    let init = match (config.decoder, &segmenter.model.unet) {
+    let model_config = checkpoint.config().clone();
+    let init = match (config.decoder, &checkpoint.model.unet) {
         (DecoderKind::Transformer, _) if !config.random_init => {
-            Trainable::Transformer(segmenter.model.decoder.clone())
+            Trainable::Transformer(checkpoint.model.decoder.clone())
         }
         (DecoderKind::Transformer, _) => Trainable::Transformer(Decoder::new(&model_config, &base)),
         (DecoderKind::Unet, Some(unet))
@@ -363,7 +363,7 @@ pub fn train(
         let mut accumulator = GradientsAccumulator::new();
         let (mut loss_sum, mut iou_sum) = (0.0f32, 0.0f32);
         for _ in 0..config.accum {
-            let batch = sampler.batch(segmenter, config, &mut |task_id, reason| {
+            let batch = sampler.batch(checkpoint, config, &mut |task_id, reason| {
                 skipped.push((task_id.to_string(), reason.to_string()));
                 on_event(Event::Skipped { task_id, reason });
             })?;
@@ -431,16 +431,16 @@ pub fn train(
         let trained = module.valid().to_device(&base);
         match trained {
             Trainable::Transformer(decoder) => {
-                segmenter.model.decoder = decoder;
-                segmenter.model.unet = None;
-                segmenter.model.config.unet_decoder = None;
+                checkpoint.model.decoder = decoder;
+                checkpoint.model.unet = None;
+                checkpoint.model.config.unet_decoder = None;
             }
             Trainable::Unet(unet) => {
-                segmenter.model.unet = Some(unet);
-                segmenter.model.config.unet_decoder = Some(config.unet.clone());
+                checkpoint.model.unet = Some(unet);
+                checkpoint.model.config.unet_decoder = Some(config.unet.clone());
             }
         }
-        save_run(segmenter, out)?;
+        save_run(checkpoint, out)?;
         RunFile {
             seconds: Some(seconds),
             images_per_s: Some(images_per_s),
@@ -570,11 +570,11 @@ impl Sampler<'_> {
     /// targets (ground truth nearest-resized to the model's output size, as CLIPSeg's loader does).
     fn batch(
         &mut self,
-        segmenter: &Segmenter,
+        checkpoint: &Checkpoint,
         config: &TrainConfig,
         on_skip: &mut dyn FnMut(&str, &str),
     ) -> Result<Batch, Error> {
-        let model = &segmenter.model;
+        let model = &checkpoint.model;
         let extract = &model.config.extract_layers;
         let mut per_layer: Vec<Vec<Tensor<3>>> = vec![Vec::new(); extract.len()];
         let mut prompts = Vec::with_capacity(config.batch);
@@ -614,7 +614,7 @@ impl Sampler<'_> {
                 phrase = other.to_string();
                 gt = crate::data::Mask::new(gt.width, gt.height);
             }
-            let pixel_values = segmenter.pixel_values(&pixels, w, h)?;
+            let pixel_values = checkpoint.pixel_values(&pixels, w, h)?;
             side = (pixel_values.dims()[2], pixel_values.dims()[3]);
             for (layer, activation) in per_layer
                 .iter_mut()
@@ -634,7 +634,7 @@ impl Sampler<'_> {
         let device = model.decoder.film_mul.weight.device();
         Ok(Batch {
             activations: per_layer.into_iter().map(|l| Tensor::cat(l, 0)).collect(),
-            conditional: model.encode_text(&segmenter.tokenize(&prompts)?)?,
+            conditional: model.encode_text(&checkpoint.tokenize(&prompts)?)?,
             target: Tensor::from_data(TensorData::new(targets, [count, side.0, side.1]), &device),
             task_ids,
         })
@@ -692,19 +692,19 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     })
 }
 
-/// Writes `segmenter` as an HF folder: its config (with `unet_decoder` when it has one),
+/// Writes `checkpoint` as an HF folder: its config (with `unet_decoder` when it has one),
 /// tokenizer and preprocessing, and all weights under HF's names (`unet.*` for ours).
-pub fn save_run(segmenter: &Segmenter, out: &Path) -> Result<(), Error> {
-    let config = serde_json::to_string_pretty(segmenter.config())
+pub fn save_run(checkpoint: &Checkpoint, out: &Path) -> Result<(), Error> {
+    let config = serde_json::to_string_pretty(checkpoint.config())
         .map_err(|e| Error::Config(e.to_string()))?;
     write_file(&out.join("config.json"), config.as_bytes())?;
     write_file(
         &out.join("tokenizer.json"),
-        segmenter.tokenizer.to_json()?.as_bytes(),
+        checkpoint.tokenizer.to_json()?.as_bytes(),
     )?;
     write_file(
         &out.join("preprocessor_config.json"),
-        segmenter.preprocess.to_json().as_bytes(),
+        checkpoint.preprocess.to_json().as_bytes(),
     )?;
     let remap = KeyRemapper::new()
         .add_pattern(
@@ -718,7 +718,7 @@ pub fn save_run(segmenter: &Segmenter, out: &Path) -> Result<(), Error> {
         .remap(remap)
         .skip_enum_variants(true)
         .overwrite(true);
-    segmenter
+    checkpoint
         .model
         .save_into(&mut store)
         .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))

@@ -10,13 +10,13 @@
 //! Quantization is weight-only and symmetric (CLIP's matrices are zero-centred): the matrices
 //! of both towers become 8- or 4-bit integers with one scale per block. The decoder (1% of the
 //! weights, but the part whose errors show most in the mask), position embeddings (added to
-//! every token), norms and biases are stored as f16. [`Pack::apply`] dequantizes every weight to
-//! f32 as it loads (the float model every backend runs, WebGPU included);
-//! [`Pack::apply_packed_for_cpu`] hands the encoder layers to the CPU path one at a time, where
-//! a quantized pack runs in int8, and keeps the q8 token table 8-bit. The pack is what the
-//! browser downloads and caches; it is read in ranges ([`Source`]), never held whole.
+//! every token), norms and biases are stored as f16. [`Pack::apply`] fills a module (the whole
+//! model or one part of it) and decodes each weight to f32 only when the module takes it;
+//! [`Pack::q8_rows`] hands out a q8 table as stored. The pack is what the browser downloads and
+//! caches; it is read in ranges ([`Source`]), never held whole.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::{DType, Shape, TensorData, bf16};
@@ -24,15 +24,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::Error;
-use crate::model::ClipSeg;
 
 const MAGIC: &[u8; 8] = b"CLIPSEGP";
 /// Bumped whenever a reader of the previous format would misread a new pack.
 pub const FORMAT_VERSION: u32 = 1;
-/// Values per scale in 4-bit blocks: 4 bits need small blocks to keep outliers from flattening
-/// their neighbours; 8 bits are fine with one scale per row.
-#[cfg(feature = "native")]
-const Q4_BLOCK: usize = 32;
 /// Bytes hashed per read while checking a pack.
 const CHECKSUM_CHUNK: usize = 4 << 20;
 /// Largest inflated header accepted: a real one is ~2 MB; this bounds a hostile file.
@@ -114,25 +109,6 @@ pub enum Storage {
 }
 
 impl Storage {
-    /// The storage `quant` gives to parameter `name` of `shape`.
-    #[cfg(feature = "native")]
-    fn choose(quant: Quant, name: &str, shape: &[usize]) -> Self {
-        let matrix = shape.len() >= 2
-            && name.starts_with("clip.")
-            && name.ends_with(".weight")
-            && !name.contains("position_embedding");
-        let row = shape.iter().product::<usize>() / shape.first().copied().unwrap_or(1).max(1);
-        match quant {
-            Quant::F32 => Storage::F32,
-            Quant::F16 => Storage::F16,
-            Quant::Q8 if matrix => Storage::Q8 { block: row },
-            Quant::Q4 if matrix => Storage::Q4 {
-                block: Q4_BLOCK.min(row),
-            },
-            Quant::Q8 | Quant::Q4 => Storage::F16,
-        }
-    }
-
     /// Bits per value, values per scale, bytes per scale.
     fn bits(self) -> Option<(u32, usize, usize)> {
         match self {
@@ -164,52 +140,6 @@ impl Storage {
                     numel.div_ceil(2)
                 };
                 scales.checked_add(values)
-            }
-        }
-    }
-
-    #[cfg(feature = "native")]
-    fn encode(self, values: &[f32], shape: &[usize], out: &mut Vec<u8>) {
-        match self {
-            Storage::F32 => out.extend(values.iter().flat_map(|v| v.to_le_bytes())),
-            Storage::F16 => out.extend(
-                values
-                    .iter()
-                    .flat_map(|&v| burn::tensor::f16::from_f32(v).to_le_bytes()),
-            ),
-            Storage::Q8 { .. } | Storage::Q4 { .. } => {
-                let (bits, block, _) = self.bits().unwrap_or((8, 1, 4));
-                let qmax = ((1i32 << (bits - 1)) - 1) as f32;
-                let row = values.len() / shape.first().copied().unwrap_or(1).max(1);
-                let mut ints = Vec::with_capacity(values.len());
-                for row_values in values.chunks(row.max(1)) {
-                    for chunk in row_values.chunks(block) {
-                        let peak = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-                        // Quantize against the scale as stored, so decoding inverts it exactly.
-                        let scale = if bits == 8 {
-                            out.extend((peak / qmax).to_le_bytes());
-                            peak / qmax
-                        } else {
-                            let stored = bf16::from_f32(peak / qmax);
-                            out.extend(stored.to_le_bytes());
-                            stored.to_f32()
-                        };
-                        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-                        ints.extend(
-                            chunk
-                                .iter()
-                                .map(|v| (v * inv).round().clamp(-qmax, qmax) as i8),
-                        );
-                    }
-                }
-                if bits == 8 {
-                    out.extend(ints.iter().map(|&q| q as u8));
-                } else {
-                    out.extend(ints.chunks(2).map(|pair| {
-                        let nibble = |q: i8| (q + 8) as u8;
-                        nibble(pair[0]) | (pair.get(1).map_or(0, |&q| nibble(q)) << 4)
-                    }));
-                }
             }
         }
     }
@@ -255,7 +185,7 @@ impl Storage {
                 let int = |i: usize| -> f32 {
                     (((ints[i / 2] >> (4 * (i % 2))) & 0xf) as i32 - 8) as f32
                 };
-                // Block by block (a per-value index split made this 16% of loading a pack).
+                // Block by block (a per-value index split was a large share of loading a pack).
                 let mut out = Vec::with_capacity(numel);
                 for r in 0..rows {
                     for b in 0..blocks_per_row {
@@ -273,59 +203,6 @@ impl Storage {
             }
         }
     }
-}
-
-/// Writes `model` with `config`, tokenizer and preprocessing as one pack. Native: reads every
-/// parameter back synchronously.
-#[cfg(feature = "native")]
-pub fn write(segmenter: &crate::Segmenter, quant: Quant) -> Result<Vec<u8>, Error> {
-    if segmenter.model.is_packed_for_cpu() || segmenter.model.is_packed_for_gpu() {
-        return Err(Error::Weights(
-            "this model was packed for inference and no longer holds its projection weights; load it again to convert it".into(),
-        ));
-    }
-    let mut data = Vec::new();
-    let mut tensors = Vec::new();
-    for tensor in segmenter.model.collect(None, None, false) {
-        let name = tensor.name.clone();
-        let shape = tensor.shape.to_vec();
-        let values = bridge::into_data(tensor)
-            .and_then(|d| {
-                d.convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .map_err(|e| burn::store::burn_pack::Error::ValidationError(format!("{e:?}")))
-            })
-            .map_err(|e| Error::Weights(format!("reading {name}: {e}")))?;
-        let storage = Storage::choose(quant, &name, &shape);
-        let offset = data.len() as u64;
-        storage.encode(&values, &shape, &mut data);
-        tensors.push(Entry {
-            name,
-            shape,
-            storage,
-            offset,
-            len: data.len() as u64 - offset,
-        });
-    }
-    let header = Header {
-        producer: format!("clipseg {}", env!("CARGO_PKG_VERSION")),
-        quant: quant.name().into(),
-        config: segmenter.config().clone(),
-        preprocessor: segmenter.preprocess.to_json(),
-        tokenizer: segmenter.tokenizer.to_json()?,
-        data_len: data.len() as u64,
-        data_sha256: hex(&Sha256::digest(&data)),
-        tensors,
-    };
-    let header = serde_json::to_vec(&header).map_err(|e| Error::Weights(e.to_string()))?;
-    let header = miniz_oxide::deflate::compress_to_vec(&header, 9);
-    let mut out = Vec::with_capacity(20 + header.len() + data.len());
-    out.extend(MAGIC);
-    out.extend(FORMAT_VERSION.to_le_bytes());
-    out.extend((header.len() as u64).to_le_bytes());
-    out.extend(header);
-    out.extend(data);
-    Ok(out)
 }
 
 /// Where a pack's bytes are read from: a buffer, a file (natively) or the page's
@@ -348,55 +225,17 @@ impl Source for Vec<u8> {
     }
 }
 
-/// A pack file read in ranges. If it changes while loading, a tensor may differ from what the
-/// checksum saw: the shapes stay checked, the values are what the file then holds.
-#[cfg(feature = "native")]
-pub struct FileSource {
-    file: std::sync::Mutex<std::fs::File>,
-    len: u64,
-    path: String,
-}
-
-#[cfg(feature = "native")]
-impl FileSource {
-    pub fn open(path: &std::path::Path) -> Result<Self, Error> {
-        let io = |source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        Ok(Self {
-            file: std::sync::Mutex::new(file),
-            len,
-            path: path.display().to_string(),
-        })
-    }
-}
-
-#[cfg(feature = "native")]
-impl Source for FileSource {
-    fn size(&self) -> u64 {
-        self.len
-    }
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), Error> {
-        use std::io::{Read, Seek, SeekFrom};
-        let io = |source| Error::Io {
-            path: self.path.clone(),
-            source,
-        };
-        // A panic elsewhere while holding the lock leaves the file usable.
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.seek(SeekFrom::Start(offset)).map_err(io)?;
-        file.read_exact(out).map_err(io)
-    }
-}
-
 /// Bytes read from `source` at `offset`, as a fresh buffer.
 fn read_vec(source: &dyn Source, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
     let mut out = vec![0u8; len as usize];
     source.read(offset, &mut out)?;
     Ok(out)
+}
+
+/// A matrix as a q8 pack stores it: one scale per row [rows], the values [rows, width].
+pub struct Q8Rows {
+    pub scales: Vec<f32>,
+    pub ints: Vec<i8>,
 }
 
 /// A parsed pack whose data section matched its checksum.
@@ -405,6 +244,8 @@ pub struct Pack {
     /// Shared by the tensors' loaders.
     source: Arc<dyn Source>,
     data_start: u64,
+    /// Names of the tensors handed out so far ([`Self::check_all_used`]).
+    used: Mutex<HashSet<String>>,
 }
 
 impl Pack {
@@ -487,6 +328,7 @@ impl Pack {
             header,
             source,
             data_start,
+            used: Mutex::default(),
         })
     }
 
@@ -498,166 +340,43 @@ impl Pack {
             .any(|t| matches!(t.storage, Storage::Q8 { .. } | Storage::Q4 { .. }))
     }
 
-    /// Fills `model` (built from this pack's config) with the pack's weights, one tensor at a
-    /// time: each is decoded to f32 only when the model takes it.
-    pub fn apply(&self, model: &mut ClipSeg) -> Result<(), Error> {
-        let result = model.apply(
-            self.tensors(|name| Some(name.to_string())),
-            None,
-            None,
-            false,
-        );
-        check(&result, "", |_| false)
-    }
-
-    /// [`Self::apply`] for inference on flex: the towers' encoder layers are loaded and packed
-    /// for the CPU path ([`ClipSeg::pack_for_cpu`]) one at a time, so the f32 copy of all of
-    /// them (4x a q8 pack) never exists at once.
-    pub fn apply_packed_for_cpu(
+    /// Fills `module` with the tensors under `prefix` (their names relative to it, burn's
+    /// parameter paths), one at a time: each is decoded to f32 only when the module takes it.
+    /// Refuses a parameter the pack lacks (unless `skip` accepts its path: loaded otherwise)
+    /// and a tensor the module lacks.
+    pub fn apply<M: ModuleSnapshot>(
         &self,
-        model: &mut ClipSeg,
-        precision: crate::cpu::Precision,
+        module: &mut M,
+        prefix: &str,
+        skip: impl Fn(&str) -> bool,
     ) -> Result<(), Error> {
-        self.apply_layer_by_layer(model, true, |layer, tensors, spec, prefix| {
-            check(&layer.apply(tensors, None, None, false), prefix, |_| false)?;
-            layer.pack_for_cpu(spec, precision)
-        })?;
-        // The rest of the CPU path (the decoder's layers).
-        model.pack_for_cpu(precision)
-    }
-
-    /// [`Self::apply`] for inference on a wgpu device with [`crate::gpu`] kernels: each
-    /// encoder layer is read on the host (no synchronous GPU readback, which the browser lacks)
-    /// and uploaded to `gpu` in f32, its burn projections never filled; the vision patch
-    /// embedding (as a GEMM) and the decoder's reduces and layers are uploaded too, and keep
-    /// their burn weights.
-    pub fn apply_packed_for_gpu(
-        &self,
-        model: &mut ClipSeg,
-        gpu: &crate::gpu::Gpu,
-    ) -> Result<(), Error> {
-        self.apply_layer_by_layer(model, false, |layer, tensors, spec, prefix| {
-            if !crate::gpu::GpuLayer::supports(spec) {
-                return check(&layer.apply(tensors, None, None, false), prefix, |_| false);
-            }
-            layer.gpu = Some(Arc::new(stage_on_gpu(gpu, tensors, spec, prefix)?));
-            layer.release_projections();
-            Ok(())
-        })?;
-        // The patch embedding's conv weight, staged on the host the same way.
-        let vision = &mut model.clip.vision_model;
-        let prefix = "clip.vision_model.embeddings.patch_embedding.";
-        let tensors = self.tensors(|name| name.strip_prefix(prefix).map(str::to_string));
-        let host = burn::tensor::Device::flex();
-        let mut staged = crate::model::vision::VisionModel::new(&vision.config, 0, &host);
-        let conv = &mut staged.embeddings.patch_embedding;
-        check(&conv.apply(tensors, None, None, false), prefix, |_| false)?;
-        let weight = crate::cpu::values(conv.weight.val())?;
-        vision.pack_patch_embedding_for_gpu(gpu, &weight)?;
-        // The decoder's reduces and head, staged the same way (only they are read into
-        // `staged`).
-        use crate::model::decoder::Decoder;
-        let mut staged = Decoder::new(&model.config, &host);
-        let staged_part = |name: &str| {
-            name.starts_with("reduces.") || name.starts_with("transposed_convolution.")
-        };
         let tensors = self.tensors(|name| {
-            let name = name.strip_prefix("decoder.")?;
-            staged_part(name).then(|| name.to_string())
+            let name = name.strip_prefix(prefix)?;
+            (!skip(name)).then(|| name.to_string())
         });
-        let applied = staged.apply(tensors, None, None, false);
-        check(&applied, "decoder.", |path| !staged_part(path))?;
-        let decoder = &mut model.decoder;
-        (decoder.gpu_reduces, decoder.gpu_head) = Decoder::upload_reduces_and_head(gpu, &staged)?;
-        let spec = Decoder::spec(&model.config);
-        if crate::gpu::GpuLayer::supports(spec) {
-            for (i, layer) in model.decoder.layers.iter_mut().enumerate() {
-                let prefix = format!("decoder.layers.{i}.");
-                let tensors = self.tensors(|name| name.strip_prefix(&prefix).map(str::to_string));
-                layer.gpu = Some(Arc::new(stage_on_gpu(gpu, tensors, spec, &prefix)?));
-            }
+        let result = module.apply(tensors, None, None, false);
+        if let Some(err) = result.errors.first() {
+            return Err(Error::Weights(format!("model pack: {err}")));
+        }
+        if let Some((path, _)) = result.missing.iter().find(|(path, _)| !skip(path)) {
+            return Err(Error::Weights(format!(
+                "model pack: it has no tensor {prefix}{path}"
+            )));
+        }
+        if let Some(path) = result.unused.first() {
+            return Err(not_in_model(&format!("{prefix}{path}")));
         }
         Ok(())
     }
 
-    /// Loads everything but the towers' encoder layers (and, with `tokens_8bit`, a q8 token
-    /// table, kept 8-bit for the CPU path), then hands `load_layer` each layer with its
-    /// tensors, one at a time.
-    fn apply_layer_by_layer(
-        &self,
-        model: &mut ClipSeg,
-        tokens_8bit: bool,
-        mut load_layer: impl FnMut(
-            &mut crate::model::transformer::EncoderLayer,
-            Vec<burn::store::burn_pack::Tensor>,
-            crate::model::transformer::LayerSpec,
-            &str,
-        ) -> Result<(), Error>,
-    ) -> Result<(), Error> {
-        const TOWERS: [&str; 2] = [
-            "clip.text_model.encoder.layers.",
-            "clip.vision_model.encoder.layers.",
-        ];
-        const TOKENS: &str = "clip.text_model.embeddings.token_embedding.weight";
-        let text = &model.clip.text_model.config;
-        let tokens = match tokens_8bit {
-            true => self.quant_rows(TOKENS, [text.vocab_size, text.hidden_size])?,
-            false => None,
-        };
-        let later = |path: &str| {
-            TOWERS.iter().any(|t| path.starts_with(t)) || (tokens.is_some() && path == TOKENS)
-        };
-        let rest = self.tensors(|name| (!later(name)).then(|| name.to_string()));
-        check(&model.apply(rest, None, None, false), "", later)?;
-        if let Some(table) = tokens {
-            let embeddings = &mut model.clip.text_model.embeddings;
-            let device = embeddings.position_embedding.weight.device();
-            // Never initialised: released right away.
-            embeddings.token_embedding.weight =
-                burn::module::Param::from_tensor(burn::tensor::Tensor::zeros([0, 0], &device));
-            embeddings.cpu_tokens = Some(Arc::new(table));
-        }
-        let clip = &mut model.clip;
-        let text_spec = crate::model::text::TextModel::spec(&clip.text_model.config);
-        let vision_spec = crate::model::vision::VisionModel::spec(&clip.vision_model.config);
-        let towers = [
-            (&mut clip.text_model.encoder.layers, text_spec),
-            (&mut clip.vision_model.encoder.layers, vision_spec),
-        ];
-        for ((layers, spec), tower) in towers.into_iter().zip(TOWERS) {
-            // A layer index the config does not have.
-            if let Some(entry) = self.header.tensors.iter().find(|t| {
-                t.name
-                    .strip_prefix(tower)
-                    .and_then(|rest| rest.split('.').next()?.parse::<usize>().ok())
-                    .is_some_and(|i| i >= layers.len())
-            }) {
-                return Err(Error::Weights(format!(
-                    "model pack: tensor {} is not part of the model its config describes",
-                    entry.name
-                )));
-            }
-            for (i, layer) in layers.iter_mut().enumerate() {
-                let prefix = format!("{tower}{i}.");
-                let tensors = self.tensors(|name| name.strip_prefix(&prefix).map(str::to_string));
-                load_layer(layer, tensors, spec, &prefix)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Tensor `name` as 8-bit rows with one scale each, if it is stored so (q8) with the
-    /// `shape` the model expects (else the plain load reports the mismatch).
-    fn quant_rows(
-        &self,
-        name: &str,
-        shape: [usize; 2],
-    ) -> Result<Option<crate::cpu::QuantRows>, Error> {
+    /// Tensor `name` as stored, if it is q8 with one scale per row and of `shape`. `None` for
+    /// any other storage or shape (a plain [`Self::apply`] then loads it, or reports the
+    /// mismatch).
+    pub fn q8_rows(&self, name: &str, shape: [usize; 2]) -> Result<Option<Q8Rows>, Error> {
         let Some(entry) = self.header.tensors.iter().find(|t| t.name == name) else {
             return Ok(None);
         };
-        let width = shape[1];
-        if entry.shape != shape || entry.storage != (Storage::Q8 { block: width }) {
+        if entry.shape != shape || entry.storage != (Storage::Q8 { block: shape[1] }) {
             return Ok(None);
         }
         let raw = read_vec(
@@ -666,11 +385,24 @@ impl Pack {
             entry.len,
         )?;
         let (scales, ints) = entry.storage.split_quantized(&raw, &shape);
-        Ok(Some(crate::cpu::QuantRows {
-            width,
-            ints: ints.iter().map(|&b| b as i8).collect(),
-            scales,
-        }))
+        self.mark_used(name);
+        let ints = ints.iter().map(|&b| b as i8).collect();
+        Ok(Some(Q8Rows { scales, ints }))
+    }
+
+    /// Refuses a pack with a tensor no [`Self::apply`] or [`Self::q8_rows`] took: one the
+    /// model its config describes does not have.
+    pub fn check_all_used(&self) -> Result<(), Error> {
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        match self.header.tensors.iter().find(|t| !used.contains(&t.name)) {
+            Some(entry) => Err(not_in_model(&entry.name)),
+            None => Ok(()),
+        }
+    }
+
+    fn mark_used(&self, name: &str) {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        used.insert(name.to_string());
     }
 
     /// Deferred loaders of the tensors `rename` keeps, under the names it gives.
@@ -683,6 +415,7 @@ impl Pack {
             .iter()
             .filter_map(|entry| {
                 let name = rename(&entry.name)?;
+                self.mark_used(&entry.name);
                 let (source, start, entry) = (self.source.clone(), self.data_start, entry.clone());
                 Some(bridge::deferred(
                     name,
@@ -701,40 +434,10 @@ impl Pack {
     }
 }
 
-/// One layer's tensors loaded into a host (flex) copy of the layer, then uploaded.
-fn stage_on_gpu(
-    gpu: &crate::gpu::Gpu,
-    tensors: Vec<burn::store::burn_pack::Tensor>,
-    spec: crate::model::transformer::LayerSpec,
-    prefix: &str,
-) -> Result<crate::gpu::GpuLayer, Error> {
-    let host = burn::tensor::Device::flex();
-    let mut staged = crate::model::transformer::EncoderLayer::new(spec, &host);
-    check(&staged.apply(tensors, None, None, false), prefix, |_| false)?;
-    crate::gpu::GpuLayer::new(gpu, &staged, spec)
-}
-
-/// The first problem of an apply, with paths under `prefix`; missing paths `later` accepts are
-/// loaded by a later apply.
-fn check(
-    result: &burn::store::ApplyResult,
-    prefix: &str,
-    later: impl Fn(&str) -> bool,
-) -> Result<(), Error> {
-    if let Some(err) = result.errors.first() {
-        return Err(Error::Weights(format!("model pack: {err}")));
-    }
-    if let Some((path, _)) = result.missing.iter().find(|(path, _)| !later(path)) {
-        return Err(Error::Weights(format!(
-            "model pack: it has no tensor {prefix}{path}"
-        )));
-    }
-    if let Some(path) = result.unused.first() {
-        return Err(Error::Weights(format!(
-            "model pack: tensor {prefix}{path} is not part of the model its config describes"
-        )));
-    }
-    Ok(())
+fn not_in_model(name: &str) -> Error {
+    Error::Weights(format!(
+        "model pack: tensor {name} is not part of the model its config describes"
+    ))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -745,6 +448,11 @@ fn hex(bytes: &[u8]) -> String {
 pub fn sha256_line(pack: &[u8], file_name: &str) -> String {
     format!("{}  {file_name}\n", hex(&Sha256::digest(pack)))
 }
+
+#[cfg(feature = "native")]
+mod write;
+#[cfg(feature = "native")]
+pub use write::{FileSource, write};
 
 #[cfg(all(test, feature = "native"))]
 mod tests {

@@ -1,0 +1,308 @@
+//! The kernels on one wgpu device ([`Gpu`]): pipelines, buffers, dispatches and readback.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use burn::tensor::wgpu::wgpu;
+use wgpu::util::DeviceExt;
+
+use crate::Error;
+use crate::config::Activation;
+use crate::engine::layer::Matrix;
+
+/// Rows and vec4 columns one invocation of `matmul.wgsl`'s `main` and `small` computes
+/// (`tools/gen_matmul_wgsl.py`).
+pub(super) const MATMUL_BLOCK: [usize; 2] = [16, 6];
+pub(super) const MATMUL_SMALL_BLOCK: [usize; 2] = [8, 2];
+
+/// The kernels, built once per device.
+pub struct Gpu {
+    pub(super) device: wgpu::Device,
+    pub(super) queue: wgpu::Queue,
+    matmul: wgpu::ComputePipeline,
+    /// For at most 8 rows (a short prompt's text tower), which `matmul` leaves half empty.
+    matmul_small: wgpu::ComputePipeline,
+    pub(super) layer_norm: wgpu::ComputePipeline,
+    pub(super) softmax: wgpu::ComputePipeline,
+    /// The scores and P·V kernels by head_dim / 4, a constant of theirs.
+    attention: Mutex<HashMap<usize, [wgpu::ComputePipeline; 2]>>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gpu")
+    }
+}
+
+impl Gpu {
+    /// The kernels on `device`, compiled once (burn's own wgpu device and queue).
+    pub fn new(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let matmul_source = include_str!("matmul.wgsl");
+        let matmul = pipeline(&device, "matmul", matmul_source, "main");
+        let matmul_small = pipeline(&device, "matmul small", matmul_source, "small");
+        let layer_norm = pipeline(
+            &device,
+            "layer_norm",
+            include_str!("layer_norm.wgsl"),
+            "main",
+        );
+        let softmax = pipeline(&device, "softmax", include_str!("softmax.wgsl"), "main");
+        Self {
+            device,
+            queue,
+            matmul,
+            matmul_small,
+            layer_norm,
+            softmax,
+            attention: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The scores and P·V kernels for `head_dim`.
+    pub(super) fn attention(&self, head_dim: usize) -> [wgpu::ComputePipeline; 2] {
+        let mut cache = self.attention.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry(head_dim / 4)
+            .or_insert_with(|| {
+                let build = |label, source: &str| {
+                    let source = source.replace("{HD4}", &(head_dim / 4).to_string());
+                    pipeline(&self.device, label, &source, "main")
+                };
+                [
+                    build("scores", include_str!("scores.wgsl")),
+                    build("pv", include_str!("pv.wgsl")),
+                ]
+            })
+            .clone()
+    }
+
+    pub(super) fn storage(
+        &self,
+        label: &str,
+        values: &[f32],
+        usage: wgpu::BufferUsages,
+    ) -> wgpu::Buffer {
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &bytes(values),
+                usage: wgpu::BufferUsages::STORAGE | usage,
+            })
+    }
+
+    pub(super) fn scratch(
+        &self,
+        label: &str,
+        floats: usize,
+        usage: wgpu::BufferUsages,
+    ) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (floats.max(1) * 4) as u64,
+            usage,
+            mapped_at_creation: false,
+        })
+    }
+
+    pub(super) fn uniform(&self, words: &[u32]) -> wgpu::Buffer {
+        let contents: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: &contents,
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+    }
+
+    /// A dispatch of `pipeline` with `buffers` at bindings 0, 1, ..., to record into passes.
+    pub(super) fn bind(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[&wgpu::Buffer],
+        groups: [usize; 3],
+    ) -> Dispatch {
+        let entries: Vec<_> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        Dispatch {
+            pipeline: pipeline.clone(),
+            group,
+            groups: groups.map(|g| g as u32),
+        }
+    }
+
+    /// `out = act(a · w + bias)` (+ `out` when `residual`) for `m` rows.
+    pub(super) fn matmul(
+        &self,
+        params: &wgpu::Buffer,
+        a: &wgpu::Buffer,
+        p: &Projection,
+        out: &wgpu::Buffer,
+        m: usize,
+    ) -> Dispatch {
+        let (kernel, [rows, cols]) = if m <= MATMUL_SMALL_BLOCK[0] {
+            (&self.matmul_small, MATMUL_SMALL_BLOCK)
+        } else {
+            (&self.matmul, MATMUL_BLOCK)
+        };
+        let blocks = (p.n / 4).div_ceil(cols) * m.div_ceil(rows);
+        let groups = blocks.div_ceil(32);
+        let groups = [groups.min(65535), groups.div_ceil(65535), 1];
+        self.bind(kernel, &[params, a, &p.w, &p.bias, out], groups)
+    }
+
+    pub(super) fn matmul_params(
+        &self,
+        m: usize,
+        p: &Projection,
+        act: u32,
+        residual: bool,
+    ) -> wgpu::Buffer {
+        let flags = act | if residual { 16 } else { 0 };
+        self.uniform(&[m as u32, p.n as u32, p.k as u32, flags])
+    }
+
+    /// Copies of `buffer`'s first `floats` values, once the queue has run.
+    pub(super) async fn read(
+        &self,
+        buffer: &wgpu::Buffer,
+        floats: usize,
+    ) -> Result<Vec<f32>, Error> {
+        let slice = buffer.slice(..(floats * 4) as u64);
+        let mapped = Mapped::default();
+        let signal = mapped.0.clone();
+        slice.map_async(wgpu::MapMode::Read, move |result| {
+            let mut state = signal.lock().unwrap_or_else(|e| e.into_inner());
+            state.0 = Some(result);
+            if let Some(waker) = state.1.take() {
+                waker.wake();
+            }
+        });
+        // Natively callbacks only run inside `poll`; in the browser the event loop runs them.
+        #[cfg(not(target_family = "wasm"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Input(format!("GPU: {e}")))?;
+        mapped
+            .await
+            .map_err(|e| Error::Input(format!("GPU: reading results back: {e}")))?;
+        let values = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Input(format!("GPU: reading results back: {e}")))?;
+            view.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        };
+        buffer.unmap();
+        Ok(values)
+    }
+}
+
+fn pipeline(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    entry: &str,
+) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(label),
+        layout: None,
+        module: &module,
+        entry_point: Some(entry),
+        compilation_options: Default::default(),
+        cache: None,
+    })
+}
+
+/// A pipeline with its bind group and grid, recorded into a pass as often as needed.
+pub(super) struct Dispatch {
+    pipeline: wgpu::ComputePipeline,
+    group: wgpu::BindGroup,
+    groups: [u32; 3],
+}
+
+impl Dispatch {
+    pub(super) fn record(&self, pass: &mut wgpu::ComputePass) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.group, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+}
+
+pub(super) fn bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Resolves when a `map_async` callback has run.
+#[derive(Default)]
+#[allow(clippy::type_complexity)]
+struct Mapped(Arc<Mutex<(Option<Result<(), wgpu::BufferAsyncError>>, Option<Waker>)>>);
+
+impl Future for Mapped {
+    type Output = Result<(), wgpu::BufferAsyncError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match state.0.take() {
+            Some(result) => Poll::Ready(result),
+            None => {
+                state.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// A matrix's weight [k, n] and bias [n] on the GPU.
+#[derive(Debug)]
+pub(super) struct Projection {
+    pub(super) w: wgpu::Buffer,
+    pub(super) bias: wgpu::Buffer,
+    pub(super) k: usize,
+    pub(super) n: usize,
+}
+
+impl Projection {
+    pub(super) fn new(gpu: &Gpu, m: &Matrix) -> Self {
+        let (w, k, n, bias) = (&m.w, m.k, m.n, m.bias.clone());
+        Self {
+            w: gpu.storage("weight", w, wgpu::BufferUsages::empty()),
+            bias: gpu.storage(
+                "bias",
+                &bias.unwrap_or_else(|| vec![0.0; n]),
+                wgpu::BufferUsages::empty(),
+            ),
+            k,
+            n,
+        }
+    }
+}
+
+/// The activation's code in the kernels' epilogue; `None` where they lack it.
+pub(super) fn activation_code(activation: Activation) -> Option<u32> {
+    match activation {
+        Activation::QuickGelu => Some(1),
+        Activation::GeluTanh => Some(2),
+        Activation::Relu => Some(3),
+        Activation::Silu => Some(4),
+        Activation::Gelu => None,
+    }
+}

@@ -1,0 +1,425 @@
+//! A run of transformer layers on the kernels ([`forward`]): per layer 9 or 10 dispatches, the
+//! whole run in one submission, its buffers and bind groups kept per shape ([`Plan`]).
+
+use std::sync::Mutex;
+
+use burn::tensor::wgpu::wgpu;
+
+use super::device::{Dispatch, Gpu, Projection, activation_code, bytes};
+use crate::Error;
+use crate::config::LayerSpec;
+use crate::engine::layer::{LayerWeights, Norm, NormWeights};
+
+/// One encoder (or decoder) layer's weights on the GPU.
+#[derive(Debug)]
+pub struct GpuLayer {
+    /// Tells layers apart in [`PlanKey`]s.
+    id: u64,
+    /// The plans of the runs that start at this layer, most recent last.
+    plans: Mutex<Vec<Plan>>,
+    hidden: usize,
+    heads: usize,
+    activation: u32,
+    eps: f32,
+    ln1: (wgpu::Buffer, wgpu::Buffer),
+    /// `q_proj | k_proj | v_proj` side by side: [hidden, 3 * hidden].
+    qkv: Projection,
+    out_proj: Projection,
+    ln2: (wgpu::Buffer, wgpu::Buffer),
+    fc1: Projection,
+    fc2: Projection,
+}
+
+impl GpuLayer {
+    /// Whether the kernels fit this layer shape: `gelu` (erf) is left to burn, and every
+    /// kernel works on vectors of 4.
+    pub fn supports(spec: LayerSpec) -> bool {
+        let head_dim = spec.hidden / spec.heads.max(1);
+        let code = activation_code(spec.activation);
+        code.is_some()
+            && spec.heads > 0
+            && spec.hidden.is_multiple_of(spec.heads)
+            && spec.hidden.is_multiple_of(4)
+            && spec.intermediate.is_multiple_of(4)
+            && head_dim.is_multiple_of(4)
+    }
+
+    /// Uploads `w`.
+    pub fn new(gpu: &Gpu, w: &LayerWeights) -> Result<Self, Error> {
+        let spec = w.spec;
+        let activation = activation_code(spec.activation)
+            .filter(|_| Self::supports(spec))
+            .ok_or_else(|| Error::Config(format!("the GPU kernels do not fit layer {spec:?}")))?;
+        let norm = |n: &NormWeights| {
+            let upload = |label, values| gpu.storage(label, values, wgpu::BufferUsages::empty());
+            (upload("gamma", &n.gamma), upload("beta", &n.beta))
+        };
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Ok(Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            plans: Mutex::new(Vec::new()),
+            hidden: spec.hidden,
+            heads: spec.heads,
+            activation,
+            eps: spec.eps as f32,
+            ln1: norm(&w.layer_norm1),
+            qkv: Projection::new(gpu, &w.qkv),
+            out_proj: Projection::new(gpu, &w.out_proj),
+            ln2: norm(&w.layer_norm2),
+            fc1: Projection::new(gpu, &w.fc1),
+            fc2: Projection::new(gpu, &w.fc2),
+        })
+    }
+}
+
+/// `layers` on `x` [batch * seq, hidden]: the hidden states after each layer whose index is in
+/// `keep`, in `keep`'s order.
+#[allow(clippy::too_many_arguments)]
+pub async fn forward(
+    gpu: &Gpu,
+    layers: &[&GpuLayer],
+    x: &[f32],
+    batch: usize,
+    seq: usize,
+    norm_at: Norm,
+    keep: &[usize],
+) -> Result<Vec<Vec<f32>>, Error> {
+    let Some(first) = layers.first() else {
+        return Err(Error::Input("no layers to run".into()));
+    };
+    let (h, rows) = (first.hidden, batch * seq);
+    let same = |l: &&GpuLayer| l.hidden == h && l.fc1.n == first.fc1.n && l.heads == first.heads;
+    if x.len() != rows * h || !layers.iter().all(same) {
+        return Err(Error::Input(format!(
+            "hidden states are not [{rows}, {h}] or the layers differ in shape"
+        )));
+    }
+    if let Some(k) = keep.iter().find(|&&k| k >= layers.len()) {
+        return Err(Error::Input(format!("layer {k} was not loaded")));
+    }
+    let key = PlanKey {
+        layers: layers.iter().map(|l| l.id).collect(),
+        batch,
+        seq,
+        norm_at,
+        keep: keep.to_vec(),
+    };
+    // Taken out while it runs: a call that overlaps this one builds its own.
+    let plan = {
+        let mut plans = first.plans.lock().unwrap_or_else(|e| e.into_inner());
+        plans
+            .iter()
+            .position(|p| p.key == key)
+            .map(|i| plans.remove(i))
+    };
+    let plan = plan.unwrap_or_else(|| Plan::new(gpu, layers, key));
+    let states = plan.run(gpu, x).await;
+    if plan.size_bytes() > MAX_PLAN_BYTES {
+        plan.destroy();
+        return states;
+    }
+    let mut plans = first.plans.lock().unwrap_or_else(|e| e.into_inner());
+    plans.push(plan);
+    if plans.len() > MAX_PLANS {
+        plans.remove(0).destroy();
+    }
+    states
+}
+
+/// Shapes whose plans a layer keeps (prompts of different lengths, batches of prompts).
+const MAX_PLANS: usize = 4;
+
+/// The largest plan kept (its scratch buffers), so that a big batch of prompts does not hold
+/// GPU memory after it ran: the vision tower's plan is ~25 MB, a decoder layer's ~9 MB a prompt
+/// (32 prompts: ~280 MB).
+const MAX_PLAN_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, PartialEq)]
+struct PlanKey {
+    /// [`GpuLayer::id`]s, in order.
+    layers: Vec<u64>,
+    batch: usize,
+    seq: usize,
+    norm_at: Norm,
+    keep: Vec<usize>,
+}
+
+/// One shape of [`forward`], built once and replayed: its buffers, and every dispatch with its
+/// bind group. In Chromium (WebGPU from a worker, SwiftShader) creating a bind group is so
+/// slow that doing it per run cost a text tower more than its kernels (measured:
+/// docs/benchmarks-history.md).
+struct Plan {
+    key: PlanKey,
+    /// The hidden states [rows, hidden], updated in place layer by layer.
+    state: wgpu::Buffer,
+    /// One slot per entry of `keep`, in its order.
+    staging: wgpu::Buffer,
+    /// Per layer: its dispatches (one compute pass), then the `staging` slots it fills.
+    steps: Vec<(Vec<Dispatch>, Vec<usize>)>,
+    /// The scratch and parameter buffers the bind groups use, owned here.
+    buffers: Vec<wgpu::Buffer>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan").field("key", &self.key).finish()
+    }
+}
+
+impl Plan {
+    fn new(gpu: &Gpu, layers: &[&GpuLayer], key: PlanKey) -> Self {
+        let (batch, seq, norm_at) = (key.batch, key.seq, key.norm_at);
+        let first = layers[0];
+        let causal = norm_at == Norm::Pre { causal: true };
+        let (h, rows) = (first.hidden, batch * seq);
+        use wgpu::BufferUsages as U;
+        let state = gpu.scratch(
+            "hidden states",
+            rows * h,
+            U::STORAGE | U::COPY_SRC | U::COPY_DST,
+        );
+        let normed = gpu.scratch("normed", rows * h, U::STORAGE);
+        let merged = gpu.scratch("attention", rows * h, U::STORAGE);
+        let qkv = gpu.scratch("qkv", rows * 3 * h, U::STORAGE);
+        // Each query's scores, padded to a multiple of 8 keys.
+        let cols = seq.next_multiple_of(8);
+        let score_rows = batch * first.heads * seq;
+        let scores = gpu.scratch("scores", score_rows * cols, U::STORAGE);
+        let inner = gpu.scratch("mlp", rows * first.fc1.n, U::STORAGE);
+        let staging = gpu.scratch(
+            "kept states",
+            key.keep.len() * rows * h,
+            U::MAP_READ | U::COPY_DST,
+        );
+
+        let norm_params = gpu.uniform(&[rows as u32, h as u32, first.eps.to_bits(), 0]);
+        let (heads, head_dim) = (first.heads, h / first.heads);
+        let scale = (head_dim as f32).powf(-0.5);
+        let attention_params = gpu.uniform(&[
+            seq as u32,
+            h as u32,
+            causal as u32,
+            scale.to_bits(),
+            cols as u32,
+            heads as u32,
+            0,
+            0,
+        ]);
+        let softmax_params = gpu.uniform(&[score_rows as u32, cols as u32, 0, 0]);
+        let [score_kernel, pv_kernel] = gpu.attention(head_dim);
+        let qkv_params = gpu.matmul_params(rows, &first.qkv, 0, false);
+        let out_params = gpu.matmul_params(rows, &first.out_proj, 0, true);
+        let fc1_params = gpu.matmul_params(rows, &first.fc1, first.activation, false);
+        let fc2_params = gpu.matmul_params(rows, &first.fc2, 0, true);
+
+        let norm = |(g, b): &(wgpu::Buffer, wgpu::Buffer), from, to| {
+            let buffers = [&norm_params, from, g, b, to];
+            gpu.bind(&gpu.layer_norm, &buffers, [rows.div_ceil(32), 1, 1])
+        };
+        let steps = layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let mut d = Vec::with_capacity(10);
+                // The attention block's input: ln1(state) before, state itself after.
+                let input = match norm_at {
+                    Norm::Pre { .. } => {
+                        d.push(norm(&layer.ln1, &state, &normed));
+                        &normed
+                    }
+                    Norm::Post => &state,
+                };
+                d.push(gpu.matmul(&qkv_params, input, &layer.qkv, &qkv, rows));
+                let groups = [(cols / 8).div_ceil(32), seq.div_ceil(4), batch * heads];
+                let buffers = [&attention_params, &qkv, &scores];
+                d.push(gpu.bind(&score_kernel, &buffers, groups));
+                let groups = [score_rows.div_ceil(32), 1, 1];
+                d.push(gpu.bind(&gpu.softmax, &[&softmax_params, &scores], groups));
+                let groups = [
+                    (seq.div_ceil(8) * head_dim / 4).div_ceil(32),
+                    1,
+                    batch * heads,
+                ];
+                let buffers = [&attention_params, &qkv, &scores, &merged];
+                d.push(gpu.bind(&pv_kernel, &buffers, groups));
+                d.push(gpu.matmul(&out_params, &merged, &layer.out_proj, &state, rows));
+                // The MLP's input x: ln2(state) before (pre-norm), ln1(state) after (post-norm).
+                let mid = match norm_at {
+                    Norm::Pre { .. } => &layer.ln2,
+                    Norm::Post => &layer.ln1,
+                };
+                d.push(norm(mid, &state, &normed));
+                d.push(gpu.matmul(&fc1_params, &normed, &layer.fc1, &inner, rows));
+                match norm_at {
+                    // state + mlp(x)
+                    Norm::Pre { .. } => {
+                        d.push(gpu.matmul(&fc2_params, &inner, &layer.fc2, &state, rows));
+                    }
+                    // ln2(x + mlp(x))
+                    Norm::Post => {
+                        d.push(gpu.matmul(&fc2_params, &inner, &layer.fc2, &normed, rows));
+                        d.push(norm(&layer.ln2, &normed, &state));
+                    }
+                }
+                let slots = (key.keep.iter().enumerate())
+                    .filter(|&(_, &k)| k == i)
+                    .map(|(slot, _)| slot)
+                    .collect();
+                (d, slots)
+            })
+            .collect();
+        let buffers = vec![
+            normed,
+            merged,
+            qkv,
+            scores,
+            inner,
+            norm_params,
+            attention_params,
+            softmax_params,
+            qkv_params,
+            out_params,
+            fc1_params,
+            fc2_params,
+        ];
+        Self {
+            key,
+            state,
+            staging,
+            steps,
+            buffers,
+        }
+    }
+
+    /// Every GPU buffer it owns.
+    fn all_buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> {
+        self.buffers.iter().chain([&self.state, &self.staging])
+    }
+
+    /// Bytes in all its buffers.
+    fn size_bytes(&self) -> u64 {
+        self.all_buffers().map(wgpu::Buffer::size).sum()
+    }
+
+    /// Frees its GPU memory now (the browser's WebGPU frees a dropped buffer only when it is
+    /// garbage-collected). Only for a plan no run uses.
+    fn destroy(self) {
+        self.all_buffers().for_each(wgpu::Buffer::destroy);
+    }
+
+    /// The plan on `x`, in one submission; the kept states read back once.
+    async fn run(&self, gpu: &Gpu, x: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
+        gpu.queue.write_buffer(&self.state, 0, &bytes(x));
+        let size = (x.len() * 4) as u64;
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        for (dispatches, slots) in &self.steps {
+            {
+                let pass = &mut encoder.begin_compute_pass(&Default::default());
+                for d in dispatches {
+                    d.record(pass);
+                }
+            }
+            for &slot in slots {
+                let at = slot as u64 * size;
+                encoder.copy_buffer_to_buffer(&self.state, 0, &self.staging, at, size);
+            }
+        }
+        gpu.queue.submit([encoder.finish()]);
+        let all = gpu
+            .read(&self.staging, self.key.keep.len() * x.len())
+            .await?;
+        Ok(all.chunks_exact(x.len()).map(<[f32]>::to_vec).collect())
+    }
+}
+
+#[cfg(all(test, feature = "native"))]
+mod tests {
+    use super::*;
+    use crate::config::Activation;
+    use crate::engine::block_on;
+
+    fn spec(hidden: usize, heads: usize, intermediate: usize, activation: Activation) -> LayerSpec {
+        LayerSpec {
+            hidden,
+            heads,
+            intermediate,
+            activation,
+            eps: 1e-5,
+        }
+    }
+
+    /// A plan is kept per shape and replayed on new inputs: each run gives that input's
+    /// states (those of a fresh plan), and a layer keeps at most `MAX_PLANS` of them, none over
+    /// `MAX_PLAN_BYTES`.
+    #[test]
+    fn plans_are_kept_per_shape_and_rerun_on_new_inputs() {
+        let (_, gpu) = super::super::test_device();
+        let spec = spec(32, 4, 72, Activation::QuickGelu);
+        let upload = || -> Vec<GpuLayer> {
+            (0..2)
+                .map(|seed| GpuLayer::new(&gpu, &LayerWeights::random(spec, seed)).unwrap())
+                .collect()
+        };
+        let kept = upload();
+        let refs: Vec<&GpuLayer> = kept.iter().collect();
+        let norm = Norm::Pre { causal: true };
+        let input = |seq: usize| -> Vec<f32> {
+            (0..seq * 32)
+                .map(|i| ((i * 7919 + seq) % 211) as f32 / 50.0 - 2.0)
+                .collect()
+        };
+        let run = |layers: &[&GpuLayer], seq: usize, x: &[f32]| {
+            block_on(forward(&gpu, layers, x, 1, seq, norm, &[1]))
+                .unwrap()
+                .remove(0)
+        };
+        let fresh = |seq: usize, x: &[f32]| {
+            let layers = upload();
+            run(&layers.iter().collect::<Vec<_>>(), seq, x)
+        };
+        let (a, b, c) = (
+            input(5),
+            input(5).iter().map(|v| -v).collect::<Vec<_>>(),
+            input(9),
+        );
+        let first = run(&refs, 5, &a);
+        assert_eq!(first, fresh(5, &a));
+        assert_eq!(
+            run(&refs, 5, &b),
+            fresh(5, &b),
+            "a replayed plan on a new input"
+        );
+        run(&refs, 9, &c);
+        assert_eq!(
+            run(&refs, 5, &a),
+            first,
+            "a replayed plan gives the same states"
+        );
+        assert_eq!(kept[0].plans.lock().unwrap().len(), 2, "one plan per shape");
+        for seq in 10..10 + MAX_PLANS {
+            run(&refs, seq, &input(seq));
+        }
+        let seqs = || -> Vec<usize> {
+            let plans = kept[0].plans.lock().unwrap();
+            plans.iter().map(|p| p.key.seq).collect()
+        };
+        assert_eq!(seqs(), (10..10 + MAX_PLANS).collect::<Vec<_>>());
+        // 4 heads' scores alone are 4 * 2100 * 2104 floats (71 MB): run, then not kept.
+        run(&refs, 2100, &input(2100));
+        assert_eq!(seqs(), (10..10 + MAX_PLANS).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn shapes_the_kernels_lack_are_refused() {
+        assert!(GpuLayer::supports(spec(24, 2, 48, Activation::QuickGelu)));
+        assert!(!GpuLayer::supports(spec(16, 2, 32, Activation::Gelu)));
+        assert!(!GpuLayer::supports(spec(20, 2, 40, Activation::QuickGelu)));
+        assert!(!GpuLayer::supports(spec(24, 4, 48, Activation::QuickGelu)));
+        assert!(!GpuLayer::supports(spec(24, 2, 42, Activation::QuickGelu)));
+        assert!(GpuLayer::supports(spec(24, 2, 44, Activation::QuickGelu)));
+        let (_, gpu) = super::super::test_device();
+        let gelu = LayerWeights::random(spec(16, 2, 32, Activation::Gelu), 0);
+        let err = GpuLayer::new(&gpu, &gelu).unwrap_err();
+        assert!(err.to_string().contains("do not fit"), "{err}");
+    }
+}

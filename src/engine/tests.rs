@@ -1,0 +1,301 @@
+//! Every executor against the model's own math (burn's ops on flex), in one table, in the
+//! spirit of llama.cpp's `test-backend-ops`: {burn, CPU f32, CPU int8, CPU int8 with bf16
+//! attention, WebGPU (lavapipe in CI)} x {pre-norm encoder layer, causal text layer, decoder
+//! layer, decoder head, whole model}, plus the shapes at the kernels' edges.
+
+use burn::module::Param;
+use burn::tensor::{Device, Distribution, Tensor};
+
+use super::build::Weights;
+use super::cpu::Precision;
+use super::gpu::test_device;
+use super::head::{CpuHead, GpuHead};
+use super::layer::Norm;
+use super::stack::Stack;
+use super::{Engine, Executor, Kernels, block_on, host_values};
+use crate::Checkpoint;
+use crate::config::{Activation, ClipSegConfig, LayerSpec};
+use crate::model::decoder::{Decoder, TransposedConvolution};
+use crate::model::transformer::EncoderLayer;
+
+struct Backend {
+    name: &'static str,
+    executor: Executor,
+    /// Largest |difference| from burn's ops a layer's output may show.
+    tolerance: f32,
+}
+
+fn backends() -> Vec<Backend> {
+    let (device, gpu) = test_device();
+    super::register(&device, gpu.clone());
+    let cpu = |name, precision, tolerance| Backend {
+        name,
+        executor: Executor::Cpu(precision),
+        tolerance,
+    };
+    vec![
+        Backend {
+            name: "burn",
+            executor: Executor::Burn,
+            tolerance: 0.0,
+        },
+        cpu("cpu f32", Precision::F32, 1e-4),
+        // 8-bit weights and activations: within quantization error of f32.
+        cpu("cpu int8", Precision::Int8, 0.05),
+        cpu("cpu int8-bf16", Precision::Int8Bf16, 0.05),
+        Backend {
+            name: "webgpu",
+            executor: Executor::Gpu(gpu),
+            tolerance: 1e-4,
+        },
+    ]
+}
+
+fn spec(hidden: usize, heads: usize, activation: Activation) -> LayerSpec {
+    LayerSpec {
+        hidden,
+        heads,
+        intermediate: 2 * hidden + 8,
+        activation,
+        eps: 1e-5,
+    }
+}
+
+/// Two random layers on flex, their norms away from burn's 1 and 0.
+fn random_layers(spec: LayerSpec) -> Vec<EncoderLayer> {
+    let host = Device::flex();
+    (0..2)
+        .map(|_| {
+            let mut layer = EncoderLayer::new(spec, &host);
+            let uniform = |lo, hi| {
+                Param::from_tensor(Tensor::random(
+                    [spec.hidden],
+                    Distribution::Uniform(lo, hi),
+                    &host,
+                ))
+            };
+            layer.layer_norm1.gamma = uniform(0.5, 1.5);
+            layer.layer_norm2.beta = Some(uniform(-0.5, 0.5));
+            layer
+        })
+        .collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Layers back to back on every executor against burn's: both kept states, asked for out of
+/// order. The named rows are the model's three kinds of layer; the rest are the kernels'
+/// edges: row counts not a multiple of the blocks or workgroups, widths ending in a partial
+/// block, at most 8 rows (the GPU's small kernel), causal attention across blocks of query
+/// rows, several workgroups a product, every activation the kernels have.
+#[test]
+fn layers_match_burn_on_every_executor() {
+    let pre = Norm::Pre { causal: false };
+    let causal = Norm::Pre { causal: true };
+    let q = Activation::QuickGelu;
+    let cases = [
+        ("pre-norm encoder layer", pre, 1, 37, spec(48, 4, q)),
+        ("causal text layer", causal, 3, 9, spec(48, 4, q)),
+        (
+            "decoder layer",
+            Norm::Post,
+            2,
+            11,
+            spec(20, 5, Activation::Relu),
+        ),
+        (
+            "causal across attention blocks",
+            causal,
+            1,
+            197,
+            spec(48, 4, q),
+        ),
+        ("gelu-tanh", pre, 2, 5, spec(32, 2, Activation::GeluTanh)),
+        (
+            "silu, one head",
+            Norm::Post,
+            1,
+            70,
+            spec(64, 1, Activation::Silu),
+        ),
+        (
+            "relu, one row",
+            causal,
+            1,
+            1,
+            spec(48, 12, Activation::Relu),
+        ),
+        ("at most 8 rows", causal, 1, 6, spec(20, 5, q)),
+        (
+            "partial column blocks",
+            Norm::Post,
+            2,
+            4,
+            spec(36, 3, Activation::GeluTanh),
+        ),
+        ("several workgroups", pre, 1, 300, spec(272, 4, q)),
+    ];
+    let host = Device::flex();
+    for (name, norm, batch, seq, spec) in cases {
+        let layers = random_layers(spec);
+        let x: Tensor<3> = Tensor::random(
+            [batch, seq, spec.hidden],
+            Distribution::Normal(0.0, 1.0),
+            &host,
+        );
+        let burn = |layer: &EncoderLayer, x| match norm {
+            Norm::Pre { causal } => layer.forward_pre_norm(x, causal),
+            Norm::Post => layer.forward_post_norm(x),
+        };
+        let first = burn(&layers[0], x.clone());
+        let want = [burn(&layers[1], first.clone()), first].map(|t| host_values(t).unwrap());
+        for backend in backends() {
+            let mut stack = Stack::build(
+                layers.clone(),
+                spec,
+                "",
+                &Weights::Loaded,
+                &backend.executor,
+                &host,
+            )
+            .unwrap();
+            if let Stack::Cpu(packed) = &mut stack {
+                let bf16 = matches!(backend.executor, Executor::Cpu(Precision::Int8Bf16));
+                for layer in packed {
+                    // Chosen where it is faster here; tested wherever the CPU has it.
+                    assert_eq!(
+                        layer.bf16_attention(),
+                        bf16 && Precision::Int8Bf16.bf16_attention()
+                    );
+                    if bf16 {
+                        layer.force_bf16_attention();
+                    }
+                }
+            }
+            let got = block_on(stack.forward(x.clone(), norm, &[1, 0])).unwrap();
+            assert_eq!(got.len(), 2, "{name} on {}", backend.name);
+            for (state, want) in got.into_iter().zip(&want) {
+                let diff = max_diff(&host_values(state).unwrap(), want);
+                assert!(
+                    diff <= backend.tolerance,
+                    "{name} [{batch}, {seq}, {}] on {}: max |diff| {diff}",
+                    spec.hidden,
+                    backend.name
+                );
+            }
+        }
+    }
+}
+
+/// The decoder's head (refined: 3x3 conv and two transposed convs; plain: one transposed
+/// conv) on the CPU GEMM and the GPU kernel against burn's convolutions, two prompts.
+#[test]
+fn heads_match_burn_on_every_executor() {
+    let host = Device::flex();
+    let random = |shape: [usize; 4]| {
+        Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, 0.3), &host))
+    };
+    let (rd, grid, batch) = (8, 5, 2);
+    for (complex, patch) in [(true, 8), (false, 4)] {
+        let mut c = ClipSegConfig::default();
+        (c.reduce_dim, c.use_complex_transposed_convolution) = (rd, complex);
+        c.vision_config.patch_size = patch;
+        let mut head = Decoder::new(&c, &host).transposed_convolution;
+        match &mut head {
+            TransposedConvolution::Refined(h) => {
+                h.layer0.weight = random(h.layer0.weight.dims());
+                h.layer2.weight = random(h.layer2.weight.dims());
+                h.layer4.weight = random(h.layer4.weight.dims());
+            }
+            TransposedConvolution::Plain(t) => t.weight = random(t.weight.dims()),
+        }
+        let states: Tensor<3> = Tensor::random(
+            [batch, 1 + grid * grid, rd],
+            Distribution::Normal(0.0, 1.0),
+            &host,
+        );
+        let want = head.logits(states.clone());
+        let side = want.dims()[1];
+        let want = host_values(want).unwrap();
+        let (tokens, g) =
+            super::head::patch_tokens(&host_values(states).unwrap(), 1 + grid * grid, rd);
+        assert_eq!(g, grid);
+        for backend in backends() {
+            let (got, got_side) = match &backend.executor {
+                Executor::Burn => continue,
+                Executor::Cpu(_) => {
+                    let cpu = CpuHead::new(&head)
+                        .unwrap()
+                        .expect("the head maps to matrices");
+                    cpu.forward(&tokens, batch, grid)
+                }
+                Executor::Gpu(gpu) => {
+                    let on_gpu = GpuHead::new(gpu, &head).unwrap().expect("the head fits");
+                    block_on(on_gpu.forward(gpu, &tokens, batch, grid)).unwrap()
+                }
+            };
+            assert_eq!(got_side, side, "{}", backend.name);
+            let diff = max_diff(&got, &want);
+            assert!(
+                diff < 1e-4,
+                "{}, complex {complex}: max |diff| {diff}",
+                backend.name
+            );
+        }
+    }
+}
+
+/// Whole fixture models (plain and refined heads) through the engine on every executor
+/// against the model's own forward: an image, two prompts, logits.
+#[test]
+fn whole_models_match_burn_on_every_executor() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let (rgb, w, h) = {
+        let image = image::open(fixtures.join("images/tiny.png"))
+            .unwrap()
+            .into_rgb8();
+        let (w, h) = image.dimensions();
+        (image.into_raw(), w as usize, h as usize)
+    };
+    for model in ["plain", "refined"] {
+        let dir = fixtures.join("models").join(model);
+        let reference = Checkpoint::from_hf_dir(&dir, &Device::flex()).unwrap();
+        let ids = reference
+            .tokenize(&["a cat", "the thing on the left"])
+            .unwrap();
+        let pixels = reference.pixel_values(&rgb, w, h).unwrap();
+        let want = reference.model.forward(pixels.clone(), &ids).unwrap();
+        let want = host_values(want).unwrap();
+        let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+        for backend in backends() {
+            let (kernels, device) = match &backend.executor {
+                Executor::Burn => (Kernels::Burn, Device::flex()),
+                Executor::Cpu(p) => (Kernels::Packed(Some(*p)), Device::flex()),
+                Executor::Gpu(_) => (Kernels::Packed(None), test_device().0),
+            };
+            let checkpoint = Checkpoint::from_hf_dir(&dir, &device).unwrap();
+            let pixels = checkpoint.pixel_values(&rgb, w, h).unwrap();
+            let engine = Engine::from_model(checkpoint.model, kernels, false).unwrap();
+            let logits = block_on(async {
+                let image = engine.encode_image(pixels).await?;
+                let conditional = engine.encode_text(&ids).await?;
+                engine.decode(&image, conditional).await
+            })
+            .unwrap();
+            let diff = max_diff(&host_values(logits).unwrap(), &want);
+            // f32 to the parity tests' bound; int8 within quantization error.
+            let bound = if backend.tolerance > 1e-3 { 0.2 } else { 1e-4 } * scale;
+            assert!(
+                diff <= bound,
+                "{model} on {}: max |diff| {diff} (bound {bound})",
+                backend.name
+            );
+        }
+    }
+}
