@@ -1,9 +1,11 @@
 // The demo page (index.html): load a model pack (cached, see pack-cache.js), take a photo,
-// segment it with one or more prompts and draw the masks at the photo's full resolution.
-// Prompts and file names only ever reach the page as textContent.
-import { ClipSegClient, decodeImage, MAX_SIDE, MAX_PIXELS } from './clipseg-client.js';
+// segment it with one or more prompts and draw the masks at the photo's full resolution. The
+// engine keeps the last segmentation and hands out label maps, heat maps, masks and
+// probabilities at the photo's size; this page only draws them. Prompts and file names only
+// ever reach the page as textContent.
+import { ClipSegClient, decodeImage, checkImageSize } from './clipseg-client.js';
 import { getPack, isCached, clearCache } from './pack-cache.js';
-import { toLogits, logitAt, sigmoid, paintMasks, paintHeat, forMask } from './masks.js';
+import { paintLabels, paintHeat, paintMask, cutOut } from './masks.js';
 
 // The packs `make demo` (tools/demo.sh) puts in models/; those the server lacks are listed
 // disabled. `?model=URL` adds (and picks) any other.
@@ -34,12 +36,15 @@ const state = {
   modelLoading: null, // promise of the load in progress
   image: null, // {bitmap, name}: what is shown
   encoded: null, // the state.image the engine holds (null after a model change or fatal error)
-  result: null, // {image, prompts, logits: Float32Array[] (size x size), size}
+  result: null, // {image, prompts, width, height}: the last segmentation shown
+  held: null, // the state.result whose maps the engine holds (null after a new encode, model or fatal error)
+  view: null, // what the overlay shows: {res, threshold, data: labels} or {res, heat: prompt index, data}
   selected: 0, // prompt index for heat map, hover emphasis and export
   overlay: null, // ImageData reused between renders while the image size stays
 };
-// Counters for tests (tests read window.clipsegDemo; nothing else uses it).
-const stats = (window.clipsegDemo = { loads: 0, encodes: 0, segments: 0, renders: 0, state });
+// Counters for tests (tests read window.clipsegDemo; nothing else uses it): engine requests
+// by kind and overlay repaints.
+const stats = (window.clipsegDemo = { loads: 0, encodes: 0, segments: 0, labels: 0, heats: 0, probes: 0, masks: 0, renders: 0, state });
 
 // Engine requests run one after another (a model load must not race an encode).
 let chain = Promise.resolve();
@@ -105,10 +110,21 @@ function loadModel() {
     });
     const how = pack.from === 'cache' ? 'from the cache' : 'downloaded';
     ui.progressText.textContent = `${mb(pack.bytes.length)} ${how}; starting the engine…`;
-    const r = await client.load(pack.bytes, { backend });
+    // View requests made during the load would reach the new engine, which holds no masks.
+    const held = state.held;
+    state.held = null;
+    let r;
+    try {
+      r = await client.load(pack.bytes, { backend });
+    } catch (e) {
+      // A failed load keeps the previous engine, its image and its masks.
+      if (!e.fatal) state.held = held;
+      render();
+      throw e;
+    }
     stats.loads++;
-    state.model = { url, backend, max_prompts: r.max_prompts };
-    state.encoded = null; // a new engine holds no image
+    state.model = { url, backend, max_prompts: r.limits.max_prompts };
+    state.encoded = state.held = null; // a new engine holds no image and no masks
     ui.progress.max = 1;
     ui.progress.value = 1;
     ui.progressText.textContent = `${mb(pack.bytes.length)} ${how}, ready in ${secs(performance.now() - t0)}${pack.notes.length ? `; ${pack.notes.join('; ')}` : ''}`;
@@ -118,13 +134,15 @@ function loadModel() {
     status('model ready');
   });
   state.modelLoading = p;
+  // The masks shown came from the previous model, which is gone with their maps: redo them.
+  p.then(() => state.result && readPrompts().length && segment(), () => {});
   p.catch((e) => {
     ui.progress.max = 1;
     ui.progress.value = 0;
     ui.progressText.textContent = 'loading failed';
     // A failed load keeps the previous engine and its image (clipseg-client.js), unless the
     // worker died: then the client restarts it with the last pack, without the image.
-    if (e.fatal) state.encoded = null;
+    lost(e);
     status(`Model: ${e.message}`, 'error');
   }).finally(() => state.modelLoading === p && (state.modelLoading = null));
   return p;
@@ -152,14 +170,16 @@ async function setImage(blob, name) {
     return status(`${name}: not an image this browser can decode`, 'error');
   }
   const { width: w, height: h } = bitmap;
-  // The engine refuses these too; checking here keeps the current image and its masks.
-  if (w > MAX_SIDE || h > MAX_SIDE || w * h > MAX_PIXELS) {
+  // The engine refuses these too; checking here keeps the current image and its masks. The
+  // limits are known once a model has loaded; before, the engine's refusal comes at encode.
+  const limits = client.limits;
+  if (limits && checkImageSize(w, h, limits)) {
     bitmap.close();
-    return status(`${name} is ${w}x${h} px; the limit is ${MAX_SIDE} px per side and ${MAX_PIXELS / 1e6} megapixels`, 'error');
+    return status(`${name} is ${w}x${h} px; the limit is ${limits.max_side} px per side and ${limits.max_pixels / 1e6} megapixels`, 'error');
   }
   state.image?.bitmap.close();
   state.image = { bitmap, name };
-  state.result = null;
+  state.result = state.view = null;
   state.overlay = null;
   for (const c of [ui.image, ui.overlay]) (c.width = w), (c.height = h);
   ui.image.getContext('2d').drawImage(bitmap, 0, 0);
@@ -216,7 +236,7 @@ function segment() {
     queued = null;
     await runSegment();
   }).catch((e) => {
-    if (e.fatal) state.encoded = null; // the engine restarted: the encoded image is gone
+    lost(e);
     status(`Segmenting: ${e.message}`, 'error'); // the prompts stay as typed
   });
   return queued;
@@ -235,22 +255,26 @@ async function runSegment() {
     // The engine keeps the encoded image: only a new image (or a new engine) needs encode().
     if (state.encoded !== image) {
       status(`encoding ${image.name}…`);
-      state.encoded = null;
+      state.encoded = state.held = null; // encoding drops the engine's masks
       encodeMs = (await client.encode(image.bitmap)).ms;
       stats.encodes++;
       state.encoded = image;
     }
     status(`segmenting ${prompts.length} prompt${prompts.length > 1 ? 's' : ''}…`);
-    const r = await client.segment(prompts);
+    const threshold = Number(ui.threshold.value);
+    const r = await client.segment(prompts, { threshold });
     stats.segments++;
-    if (state.image !== image) return; // replaced meanwhile; its own run is queued
-    const n = r.size * r.size;
-    state.result = { image, prompts, size: r.size, logits: prompts.map((_, k) => toLogits(r.probs.subarray(k * n, (k + 1) * n))) };
+    if (state.image !== image) return void (state.held = null); // replaced meanwhile; its own run is queued
+    const res = (state.result = state.held = { image, prompts, width: r.width, height: r.height });
     state.selected = Math.min(state.selected, prompts.length - 1);
     ui.timings.textContent = encodeMs === null
       ? `segment ${ms(r.ms)} (image already encoded, not encoded again)`
       : `encode ${ms(encodeMs)} + segment ${ms(r.ms)}`;
     showLegend();
+    // The segment answer carries the labels at the threshold it was sent with; the heat map
+    // (or a threshold moved meanwhile) is asked for by render().
+    state.view = null;
+    if (!ui.heatmap.checked) paint({ res, threshold, data: r.labels });
     render();
     status(`done: ${prompts.length} mask${prompts.length > 1 ? 's' : ''}`);
   } finally {
@@ -268,27 +292,68 @@ ui.prompts.addEventListener('keydown', (e) => {
 
 // ---------------------------------------------------------------- drawing
 
-// Repaints the overlay from the kept logits: threshold, heat map and selection changes never
-// call the model. Coalesced to one repaint per frame while a slider is dragged.
-let frame = 0;
-function render() {
-  if (!frame) frame = requestAnimationFrame(paint);
+// The overlay follows the controls: what it needs (the labels at the threshold, or the selected
+// prompt's heat map) is asked of the engine, which never re-runs the model for it. At most one
+// such request runs at a time; controls moved meanwhile are read when it ends, so a dragged
+// slider asks for its latest value only.
+let drawing = false;
+async function render() {
+  if (drawing) return;
+  drawing = true;
+  try {
+    for (let want = wanted(); want && !sameView(want, state.view); want = wanted()) {
+      // Masks the engine no longer holds are being redone (a new model) or lost (a restart,
+      // whose error is on the status line); whatever redoes them renders again.
+      if (state.held !== want.res) break;
+      let data;
+      if (want.heat === undefined) {
+        data = (await client.labels(want.threshold)).labels;
+        stats.labels++;
+      } else {
+        data = (await client.heat(want.heat)).heat;
+        stats.heats++;
+      }
+      // A segmentation that arrived meanwhile drew itself: this answer may be of its maps.
+      if (state.result === want.res) paint({ ...want, data });
+    }
+    if (!state.result) paint(null);
+  } catch (e) {
+    lost(e);
+    status(`Drawing: ${e.message}`, 'error');
+  } finally {
+    drawing = false;
+  }
 }
 
-function paint() {
-  frame = 0;
+// What the controls ask the overlay to show, without its data; null when there is nothing.
+function wanted() {
   const res = state.result;
+  if (!res) return null;
+  return ui.heatmap.checked ? { res, heat: state.selected } : { res, threshold: Number(ui.threshold.value) };
+}
+
+const sameView = (a, b) => !!b && a.res === b.res && a.heat === b.heat && a.threshold === b.threshold;
+
+// Draws `view` (see state.view), or clears the overlay for null.
+function paint(view) {
+  state.view = view;
   const ctx = ui.overlay.getContext('2d');
-  if (!res) return ctx.clearRect(0, 0, ui.overlay.width, ui.overlay.height);
+  if (!view) return ctx.clearRect(0, 0, ui.overlay.width, ui.overlay.height);
+  const { res, data } = view;
   const { width, height } = ui.overlay;
   if (state.overlay?.width !== width || state.overlay?.height !== height) state.overlay = ctx.createImageData(width, height);
-  const threshold = Number(ui.threshold.value);
-  if (ui.heatmap.checked) paintHeat(state.overlay, res.logits[state.selected], res.size);
-  else paintMasks(state.overlay, res.logits, res.size, threshold, res.prompts.map((_, k) => COLORS[k % COLORS.length]));
+  if (data.length !== width * height) throw new Error(`the engine answered ${data.length} pixels for a ${width}x${height} image`);
+  if (view.heat === undefined) paintLabels(state.overlay, data, res.prompts.map((_, k) => COLORS[k % COLORS.length]));
+  else paintHeat(state.overlay, data);
   ctx.putImageData(state.overlay, 0, 0);
   stats.renders++;
-  const what = ui.heatmap.checked ? `heat map of “${res.prompts[state.selected]}”` : `masks at threshold ${threshold.toFixed(2)}`;
+  const what = view.heat === undefined ? `masks at threshold ${view.threshold.toFixed(2)}` : `heat map of “${res.prompts[view.heat]}”`;
   ui.overlay.setAttribute('aria-label', `${res.image.name} with ${what}`);
+}
+
+// After a fatal error the worker restarts without the image and the masks.
+function lost(e) {
+  if (e.fatal) state.encoded = state.held = null;
 }
 
 function applyOpacity() {
@@ -330,7 +395,11 @@ function showLegend() {
   });
 }
 
-// Probability of every prompt under the pointer, in the legend.
+// Probability of every prompt under the pointer, in the legend: asked of the engine at most one
+// request at a time, the latest pointer position winning.
+let hover = null; // {res, x, y} under the pointer, null when it is elsewhere
+let probed = null; // the hover whose probabilities the legend shows
+let probing = false;
 ui.overlay.addEventListener('pointermove', (e) => {
   const res = state.result;
   if (!res) return;
@@ -341,19 +410,56 @@ ui.overlay.addEventListener('pointermove', (e) => {
   const x = Math.floor((e.clientX - rect.left - (rect.width - width * scale) / 2) / scale);
   const y = Math.floor((e.clientY - rect.top - (rect.height - height * scale) / 2) / scale);
   if (x < 0 || y < 0 || x >= width || y >= height) return;
-  ui.legend.querySelectorAll('.prob').forEach((el, k) => {
-    el.textContent = `${(100 * sigmoid(logitAt(res.logits[k], res.size, width, height, x, y))).toFixed(1)}%`;
-  });
+  hover = { res, x, y };
+  probe();
 });
-ui.overlay.addEventListener('pointerleave', () => ui.legend.querySelectorAll('.prob').forEach((el) => (el.textContent = '')));
+ui.overlay.addEventListener('pointerleave', () => {
+  hover = probed = null;
+  ui.legend.querySelectorAll('.prob').forEach((el) => (el.textContent = ''));
+});
+
+async function probe() {
+  if (probing) return;
+  probing = true;
+  try {
+    for (let at = hover; at && !samePoint(at, probed) && at.res === state.held; at = hover) {
+      const { probabilities } = await client.probe(at.x, at.y);
+      stats.probes++;
+      // The pointer may have left, or a new segmentation replaced the legend, meanwhile.
+      if (!hover || at.res !== state.result) continue;
+      probed = at;
+      ui.legend.querySelectorAll('.prob').forEach((el, k) => (el.textContent = `${(100 * probabilities[k]).toFixed(1)}%`));
+    }
+  } catch (e) {
+    lost(e);
+    status(`Probabilities under the cursor: ${e.message}`, 'error');
+  } finally {
+    probing = false;
+  }
+}
+
+const samePoint = (a, b) => !!b && a.res === b.res && a.x === b.x && a.y === b.y;
 
 // ---------------------------------------------------------------- export
 
-// kind 'mask': white on black; 'cutout': the photo, transparent outside the mask.
+// kind 'mask': white on black; 'cutout': the photo, transparent outside the mask. The mask is
+// the engine's, as the CLI's --mask writes it.
 async function exportPng(kind) {
   const res = state.result;
   if (!res) return;
-  const { width, height } = ui.overlay;
+  if (state.held !== res) return status('Export: the engine no longer holds these masks; segment again', 'error');
+  const index = state.selected;
+  let mask;
+  try {
+    mask = (await client.mask(index, Number(ui.threshold.value))).mask;
+    stats.masks++;
+  } catch (e) {
+    lost(e);
+    return status(`Export: ${e.message}`, 'error');
+  }
+  // A segmentation that arrived meanwhile may have answered instead.
+  if (state.result !== res) return status('Export: the masks changed meanwhile; export again', 'error');
+  const { width, height } = res;
   const canvas = document.createElement('canvas');
   canvas.width = width;
   canvas.height = height;
@@ -362,17 +468,15 @@ async function exportPng(kind) {
   if (kind === 'cutout') {
     ctx.drawImage(res.image.bitmap, 0, 0);
     img = ctx.getImageData(0, 0, width, height);
+    cutOut(img, mask);
   } else {
     img = ctx.createImageData(width, height);
+    paintMask(img, mask);
   }
-  const d = img.data;
-  forMask(width, height, res.logits[state.selected], res.size, Number(ui.threshold.value), kind === 'cutout'
-    ? (o, inside) => inside || (d[o + 3] = 0)
-    : (o, inside) => (d[o] = d[o + 1] = d[o + 2] = inside ? 255 : 0, d[o + 3] = 255));
   ctx.putImageData(img, 0, 0);
   const blob = await new Promise((resolve) => canvas.toBlob(resolve, 'image/png'));
   if (!blob) return status('the browser could not encode the PNG (image too large?)', 'error');
-  const prompt = res.prompts[state.selected].replace(/[^\p{L}\p{N}]+/gu, '-').replace(/^-|-$/g, '').slice(0, 40) || 'prompt';
+  const prompt = res.prompts[index].replace(/[^\p{L}\p{N}]+/gu, '-').replace(/^-|-$/g, '').slice(0, 40) || 'prompt';
   const a = Object.assign(document.createElement('a'), { href: URL.createObjectURL(blob), download: `${kind}-${prompt}.png` });
   document.body.append(a);
   a.click();

@@ -2,8 +2,9 @@
 // ClipSegClient: loads the pack, then one full pass (encode + segment one prompt; the first one
 // pays for shader compilation / warm-up), `iters` more full passes and `iters` re-prompts
 // (segment only, on the encoded image). Times are wall-clock on this page, around the client's
-// promises (so they include the worker round trip and, for encode, the pixel extraction from
-// the decoded image); the worker's own `ms` for each request is kept next to them.
+// promises (so they include the worker round trip, segment's label map at the image's size as
+// the demo page gets it and, for encode, the pixel extraction from the decoded image); the
+// worker's own `ms` for each request is kept next to them.
 // The outcome is window.__bench: `stage` says what is running, `done` turns true at the end,
 // `error` is set on failure. With `pause=1` the page waits after loading until the driver calls
 // window.__benchContinue() (the driver reads the worker's wasm memory meanwhile).
@@ -36,8 +37,8 @@ async function main() {
     onProgress: (loadedBytes, total) => (result.progress = { loaded: loadedBytes, total }),
   });
   result.load = { wall_ms: performance.now() - t, worker_ms: loaded.ms };
-  const { adapter, reason, size, max_prompts } = loaded;
-  Object.assign(result, { backend: loaded.backend, adapter, reason, size, max_prompts });
+  const { adapter, reason, size, limits } = loaded;
+  Object.assign(result, { backend: loaded.backend, adapter, reason, size, max_prompts: limits.max_prompts });
   log(`backend ${loaded.backend} ${adapter} ${reason}; load ${result.load.wall_ms.toFixed(0)} ms`);
 
   stage('decode image');
@@ -56,12 +57,14 @@ async function main() {
     const t0 = performance.now();
     const enc = await client.encode(bitmap);
     const seg = await client.segment([prompt]);
-    return { wall_ms: performance.now() - t0, encode_ms: enc.ms, segment_ms: seg.ms, ...summary(seg.probs) };
+    const wall_ms = performance.now() - t0;
+    return { wall_ms, encode_ms: enc.ms, segment_ms: seg.ms, ...(await summary(client)) };
   };
   const reprompt = async () => {
     const t0 = performance.now();
     const seg = await client.segment([prompt]);
-    return { wall_ms: performance.now() - t0, segment_ms: seg.ms, ...summary(seg.probs) };
+    const wall_ms = performance.now() - t0;
+    return { wall_ms, segment_ms: seg.ms, ...(await summary(client)) };
   };
 
   stage('first pass');
@@ -84,16 +87,17 @@ function stage(name) {
   document.title = `bench: ${name}`;
 }
 
-// A sanity figure for the output, computed outside the timed span: mean probability, and
-// whether every value is a finite probability.
-function summary(probs) {
+// A sanity figure for the last segmentation's output, asked for outside the timed span: mean
+// probability of its logits, and whether every logit is finite.
+async function summary(client) {
+  const { logits } = await client.logits();
   let sum = 0;
   let ok = true;
-  for (const p of probs) {
-    sum += p;
-    ok &&= p >= 0 && p <= 1;
+  for (const l of logits) {
+    sum += 1 / (1 + Math.exp(-l));
+    ok &&= Number.isFinite(l);
   }
-  return { mean_prob: sum / probs.length, valid: ok };
+  return { mean_prob: sum / logits.length, valid: ok };
 }
 
 function log(line) {

@@ -6,26 +6,29 @@
 // URL is downloaded (and sha256-checked, and kept in Cache Storage: pack-cache.js) once per
 // page, however many widgets use it.
 //
-// The worker holds one model and one encoded image at a time, so widget requests run one after
-// another, in the order they were made: a widget whose image (and model) is the one encoded
-// re-segments with the text encoder and decoder only; any other re-encodes (and reloads the
-// model first if it differs). A widget asks at most once at a time: attribute changes made
-// while its request waits are read when it runs.
+// The worker holds one model, one encoded image and one segmentation at a time, so widget
+// requests run one after another, in the order they were made: a widget whose image (and model)
+// is the one encoded re-segments with the text encoder and decoder only; any other re-encodes
+// (and reloads the model first if it differs). A widget asks at most once at a time: attribute
+// changes made while its request waits are read when it runs. The engine draws the mask at the
+// image's size (labels); the widget only paints it.
 //
 // Attributes (all reactive):
 //   src        the image (same rules as <img src>; cross-origin images need CORS)
 //   prompt     what to find
 //   model      the pack, relative to the page; default ../models/clipseg-q8.bpk next to www/
-//   threshold  mask threshold in (0, 1), default 0.5: changing it repaints, never re-runs
+//   threshold  mask threshold in (0, 1), default 0.5: changing it asks the engine for the mask
+//              at the new threshold; the model re-runs only if another widget's segmentation
+//              has replaced this one's in the engine meanwhile
 //   backend    auto (default) | webgpu | cpu; the engine is shared, so the last request wins
 //
 // Events: 'clipseg-done' (detail {prompt, encodeMs, segmentMs}), 'clipseg-error' (detail
 // {message}). No inline styles: the shadow root's styles are a constructed CSSStyleSheet
 // (adoptedStyleSheets), which a CSP of style-src 'self' allows; size it from outside with
 // `clip-seg { width: ... }`.
-import { ClipSegClient, decodeImage, MAX_SIDE, MAX_PIXELS } from './clipseg-client.js';
+import { ClipSegClient, decodeImage, checkImageSize } from './clipseg-client.js';
 import { getPack } from './pack-cache.js';
-import { toLogits, paintMasks } from './masks.js';
+import { paintLabels } from './masks.js';
 
 const DEFAULT_MODEL = new URL('../models/clipseg-q8.bpk', import.meta.url).href;
 const COLOR = [230, 159, 0]; // the page's first prompt colour (Okabe–Ito orange)
@@ -37,12 +40,13 @@ const shared = {
   packs: new Map(), // model URL → promise of {bytes, from}: one download per URL
   loaded: null, // `${url} ${backend}` the engine holds
   encoded: null, // `${url} ${backend} ${image URL}` the engine holds encoded
+  segmented: null, // `${url} ${backend} ${image URL} ${prompt}` whose maps the engine holds
   chain: Promise.resolve(), // requests, one at a time
   waiting: new Set(), // widgets with a request queued
   widgets: new Set(), // connected widgets, for load progress
 };
 // Counters for tests and curious pages: customElements.get('clip-seg').stats.
-const stats = { downloads: 0, loads: 0, encodes: 0, segments: 0 };
+const stats = { downloads: 0, loads: 0, encodes: 0, segments: 0, labels: 0 };
 
 function request(widget) {
   if (shared.waiting.has(widget)) return; // its queued request will read the new attributes
@@ -70,32 +74,47 @@ async function pack(url) {
   return p;
 }
 
+const keyOf = (url, backend, imageUrl, prompt) => `${url} ${backend} ${imageUrl} ${prompt}`;
+
 // Runs prompt on the widget's image: loads the model and encodes the image only when the
-// engine holds others. Resolves {probs, size, encodeMs (null when not encoded), segmentMs}.
-async function segmentOn(url, backend, image, prompt) {
+// engine holds others. Resolves {labels, encodeMs (null when not encoded), segmentMs}.
+async function segmentOn(url, backend, image, prompt, threshold) {
   shared.client ??= new ClipSegClient();
   const modelKey = `${url} ${backend}`, imageKey = `${modelKey} ${image.url}`;
   try {
     if (shared.loaded !== modelKey) {
       const { bytes } = await pack(url);
-      shared.loaded = shared.encoded = null;
+      shared.loaded = shared.encoded = shared.segmented = null;
       await shared.client.load(bytes, { backend });
       stats.loads++;
       shared.loaded = modelKey;
     }
     let encodeMs = null;
     if (shared.encoded !== imageKey) {
-      shared.encoded = null;
+      shared.encoded = shared.segmented = null;
       encodeMs = (await shared.client.encode(image.bitmap)).ms;
       stats.encodes++;
       shared.encoded = imageKey;
     }
-    const r = await shared.client.segment([prompt]);
+    const r = await shared.client.segment([prompt], { threshold });
     stats.segments++;
-    return { probs: r.probs, size: r.size, encodeMs, segmentMs: r.ms };
+    shared.segmented = keyOf(url, backend, image.url, prompt);
+    return { labels: r.labels, encodeMs, segmentMs: r.ms };
   } catch (e) {
     // A fatal error restarts the worker with the last pack it loaded, without the image.
-    if (e.fatal) shared.encoded = null;
+    if (e.fatal) shared.encoded = shared.segmented = null;
+    throw e;
+  }
+}
+
+// The widget's mask at `threshold` from the maps the engine holds for it. Resolves the labels.
+async function relabel(threshold) {
+  try {
+    const { labels } = await shared.client.labels(threshold);
+    stats.labels++;
+    return labels;
+  } catch (e) {
+    if (e.fatal) shared.encoded = shared.segmented = null;
     throw e;
   }
 }
@@ -120,7 +139,8 @@ export class ClipSeg extends HTMLElement {
   static stats = stats;
 
   #image = null; // {url, bitmap, promise}: the decoded src
-  #result = null; // {prompt, logits, size} of the last run, for repaints
+  #result = null; // see `result`
+  #key = null; // keyOf() of #result: whether the engine still holds its maps (shared.segmented)
   #ui;
   _busy = false;
 
@@ -146,7 +166,8 @@ export class ClipSeg extends HTMLElement {
     return m ? new URL(m, document.baseURI).href : DEFAULT_MODEL;
   }
 
-  // The last result: {prompt, size, logits} (logits: Float32Array size x size), or null.
+  // The last result, or null: {prompt, threshold, width, height, labels}, labels being the
+  // image's width x height pixels, 0 inside the prompt's mask and 255 outside.
   get result() {
     return this.#result;
   }
@@ -162,7 +183,8 @@ export class ClipSeg extends HTMLElement {
 
   attributeChangedCallback(name, old, value) {
     if (old === value || !this.isConnected) return; // connectedCallback covers the first time
-    if (name === 'threshold') return this.#paint();
+    // A new threshold is a request of its own (at most one waits): _run reads the attribute.
+    if (name === 'threshold') return this.#result && request(this);
     if (name === 'src') {
       this.#image = null;
       this.#result = null;
@@ -194,7 +216,9 @@ export class ClipSeg extends HTMLElement {
         throw new Error(`${url.split('/').pop()}: not an image this browser can decode`);
       }
       const { width: w, height: h } = bitmap;
-      if (w > MAX_SIDE || h > MAX_SIDE || w * h > MAX_PIXELS) throw new Error(`the image is ${w}x${h} px; the limit is ${MAX_SIDE} px per side and ${MAX_PIXELS / 1e6} megapixels`);
+      // Known once a model has loaded; before, the engine refuses at encode.
+      const refused = checkImageSize(w, h, shared.client?.limits);
+      if (refused) throw new Error(refused);
       if (this.#image !== image) return bitmap; // src changed meanwhile
       image.bitmap = bitmap;
       const { image: c, overlay } = this.#ui;
@@ -213,37 +237,63 @@ export class ClipSeg extends HTMLElement {
     const prompt = (this.getAttribute('prompt') ?? '').trim();
     if (!this.isConnected || !prompt || !this.getAttribute('src')) return (this._busy = false);
     const url = this._model, backend = this.getAttribute('backend') || 'auto';
+    const threshold = this.#threshold();
+    const res = this.#result;
+    // Only the threshold changed and the engine still holds this widget's maps: no model run.
+    if (res && this.#key === shared.segmented && this.#key === keyOf(url, backend, this.#image?.url, prompt)) {
+      if (res.threshold === threshold) return;
+      try {
+        const labels = await relabel(threshold);
+        if (this.#result !== res) return; // src changed meanwhile
+        this.#result = { ...res, threshold, labels };
+        this.#paint();
+      } catch (e) {
+        this.#fail(prompt, e);
+      }
+      return;
+    }
+    this._busy = true;
     try {
       // Until the decoded image is the current src's (src may change while one decodes).
       do await this.#loadImage();
       while (!this.#image?.bitmap);
       const image = this.#image;
       this._caption(`“${prompt}”: segmenting…`);
-      const r = await segmentOn(url, backend, image, prompt);
+      const r = await segmentOn(url, backend, image, prompt, threshold);
       if (this.#image !== image) return; // src changed meanwhile: its own request is queued
-      this.#result = { prompt, size: r.size, logits: toLogits(r.probs) };
+      const { width, height } = image.bitmap;
+      this.#result = { prompt, threshold, width, height, labels: r.labels };
+      this.#key = keyOf(url, backend, image.url, prompt);
       this._busy = false;
       this.#paint();
       const timing = r.encodeMs === null ? `segment ${ms(r.segmentMs)} (image already encoded)` : `encode ${ms(r.encodeMs)} + segment ${ms(r.segmentMs)}`;
       this.#captionPrompt(prompt, timing);
       this.dispatchEvent(new CustomEvent('clipseg-done', { detail: { prompt, encodeMs: r.encodeMs, segmentMs: r.segmentMs } }));
+      if (this.#threshold() !== threshold) request(this); // changed while this ran
     } catch (e) {
       this._busy = false;
-      this._caption(`“${prompt}”: ${e.message}`, true);
-      this.dispatchEvent(new CustomEvent('clipseg-error', { detail: { message: e.message } }));
+      this.#fail(prompt, e);
     }
+  }
+
+  #threshold() {
+    const t = Number(this.getAttribute('threshold') ?? 0.5);
+    return t > 0 && t < 1 ? t : 0.5;
+  }
+
+  #fail(prompt, e) {
+    this._caption(`“${prompt}”: ${e.message}`, true);
+    this.dispatchEvent(new CustomEvent('clipseg-error', { detail: { message: e.message } }));
   }
 
   #paint() {
     const res = this.#result, { overlay } = this.#ui;
     const ctx = overlay.getContext('2d');
     if (!res || !overlay.width) return ctx.clearRect(0, 0, overlay.width, overlay.height);
-    let t = Number(this.getAttribute('threshold') ?? 0.5);
-    if (!(t > 0 && t < 1)) t = 0.5;
     const img = ctx.createImageData(overlay.width, overlay.height);
-    paintMasks(img, [res.logits], res.size, t, [COLOR]);
+    paintLabels(img, res.labels, [COLOR]);
     ctx.putImageData(img, 0, 0);
-    overlay.setAttribute('aria-label', `${this.#image.url.split('/').pop()} with the mask of “${res.prompt}” at threshold ${t}`);
+    overlay.setAttribute('aria-label', `${this.#image.url.split('/').pop()} with the mask of “${res.prompt}” at threshold ${res.threshold}`);
   }
 
   _caption(text, error = false) {

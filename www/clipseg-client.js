@@ -1,11 +1,7 @@
 // Promise API over www/worker.js. A fatal error (a trap poisons the wasm instance) rejects what
 // is in flight with `error.fatal = true`; the next request starts a fresh worker, which first
-// reloads the last successfully loaded pack. The encoded image is lost with the old worker, so
-// encode again before the next segment().
-
-// The engine's limits (src/segmenter.rs), checked here before pixels are extracted.
-export const MAX_SIDE = 16384; // pixels per side
-export const MAX_PIXELS = 50_000_000;
+// reloads the last successfully loaded pack. The encoded image and the segmentation are lost
+// with the old worker, so encode and segment again before asking for labels, masks and the like.
 
 // Decodes an image file without colour management or premultiplication, so that pixels equal
 // the file's (as the native CLI reads them).
@@ -13,14 +9,27 @@ export function decodeImage(blob) {
   return createImageBitmap(blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
 }
 
+// Why the engine would refuse an image of this size, in its words; '' if it would not. Without
+// `limits` ({max_side, max_pixels}, see ClipSegClient.limits) only an empty image is refused.
+export function checkImageSize(width, height, limits) {
+  if (!(width >= 1 && height >= 1)) return `the image is ${width}x${height} px; both sides must be at least 1`;
+  if (limits && (width > limits.max_side || height > limits.max_side || width * height > limits.max_pixels))
+    return `the image is ${width}x${height} px; the limit is ${limits.max_side} px per side and ${limits.max_pixels / 1e6} megapixels`;
+  return '';
+}
+
 export class ClipSegClient {
   #worker = null; // null after a fatal error until the next request
   #pending = new Map(); // id → {resolve, reject, onProgress}
   #nextId = 1;
   #lastLoad = null; // {url} or {bytes}, backend: what a restart reloads
+  // The engine's {max_side, max_pixels, max_prompts}, from the first load that succeeded (they
+  // are the wasm build's, the same for every pack); null before.
+  limits = null;
 
   // source: URL string or Uint8Array/ArrayBuffer of a .bpk pack (copied, not transferred, so a
-  // restart can reload it). Resolves {backend, adapter, reason, size, max_prompts, ms}.
+  // restart can reload it). Resolves {backend, adapter, reason, size, limits, ms}; `size` is the
+  // side of the model's logit maps.
   async load(source, { backend = 'auto', onProgress } = {}) {
     const what =
       typeof source === 'string' ? { url: source }
@@ -28,16 +37,17 @@ export class ClipSegClient {
       : { bytes: new Uint8Array(source) };
     const reply = await this.#request({ type: 'load', ...what, backend }, [], onProgress);
     this.#lastLoad = { ...what, backend };
+    this.limits = reply.limits;
     return reply;
   }
 
   // image: ImageBitmap (see decodeImage), ImageData, or anything with width/height that can be
-  // drawn on a canvas. Size is checked before any pixel buffer is allocated. Resolves {ms}.
+  // drawn on a canvas. Once `limits` is known the size is checked before any pixel buffer is
+  // allocated (the engine refuses the same sizes anyway). Resolves {ms}.
   async encode(image) {
     const { width, height } = image;
-    if (!(width >= 1 && height >= 1)) throw new Error(`the image is ${width}x${height} px; both sides must be at least 1`);
-    if (width > MAX_SIDE || height > MAX_SIDE || width * height > MAX_PIXELS)
-      throw new Error(`the image is ${width}x${height} px; the limit is ${MAX_SIDE} px per side and ${MAX_PIXELS / 1e6} megapixels`);
+    const refused = checkImageSize(width, height, this.limits);
+    if (refused) throw new Error(refused);
     if (image instanceof ImageData) return this.encodeRgba(image.data.slice(), width, height);
     const ctx = new OffscreenCanvas(width, height).getContext('2d', { willReadFrequently: true });
     ctx.drawImage(image, 0, 0);
@@ -51,9 +61,40 @@ export class ClipSegClient {
     return this.#request({ type: 'encode', rgba: buf, width, height }, [buf]);
   }
 
-  // Resolves {probs: Float32Array [prompt][y][x] of probabilities, size, ms}.
-  segment(prompts) {
-    return this.#request({ type: 'segment', prompts });
+  // Segments the encoded image; the engine keeps the maps for the requests below. Resolves
+  // {count, width, height, labels, ms}: labels as labels(threshold) gives them.
+  segment(prompts, { threshold = 0.5 } = {}) {
+    return this.#request({ type: 'segment', prompts, threshold });
+  }
+
+  // The requests below read the last segmentation, at the encoded image's width x height,
+  // row-major. Resolves {labels: Uint8Array}: per pixel the index of the prompt whose mask holds it with
+  // the highest logit, 255 where no prompt's does.
+  labels(threshold) {
+    return this.#request({ type: 'labels', threshold });
+  }
+
+  // Resolves {mask: Uint8Array}: 255 inside prompt `index`'s mask (probability > threshold), 0
+  // outside; what the CLI's --mask PNG holds.
+  mask(index, threshold) {
+    return this.#request({ type: 'mask', index, threshold });
+  }
+
+  // Resolves {heat: Uint8Array}: prompt `index`'s probabilities, round(255 * p).
+  heat(index) {
+    return this.#request({ type: 'heat', index });
+  }
+
+  // Resolves {probabilities: Float32Array}: every prompt's probability at pixel (x, y); empty
+  // outside the image.
+  probe(x, y) {
+    return this.#request({ type: 'probe', x, y });
+  }
+
+  // Resolves {logits: Float32Array [prompt][y][x], size}: the raw size x size logits, as the
+  // CLI's --logits .npy holds them.
+  logits() {
+    return this.#request({ type: 'logits' });
   }
 
   terminate() {

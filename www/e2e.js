@@ -1,6 +1,7 @@
 // Test page for tests/e2e/run.mjs (see e2e.html). Loads a pack, encodes an image, segments all
-// prompts in one call and then each alone, then feeds the same worker bad inputs. The outcome
-// is window.__e2e; `done` turns true at the end, `error` is set if the normal path failed.
+// prompts in one call (keeping their logits and full-size masks at 0.5) and then each alone,
+// then feeds the same worker bad inputs. The outcome is window.__e2e; `done` turns true at the
+// end, `error` is set if the normal path failed.
 import { ClipSegClient, decodeImage } from './clipseg-client.js';
 
 const q = new URLSearchParams(location.search);
@@ -21,27 +22,36 @@ async function main() {
     backend: q.get('backend') ?? 'auto',
     onProgress: (loaded, total) => (document.title = `loading ${loaded}/${total}`),
   });
-  const { backend, adapter, reason, size, max_prompts } = loaded;
+  const { backend, adapter, reason, size, limits } = loaded;
   log(`backend ${backend} ${adapter} ${reason}`);
   const bitmap = await decodeImage(await (await fetchOk(q.get('image'))).blob());
   const encoded = await client.encode(bitmap);
   const all = await client.segment(prompts);
+  const { logits } = await client.logits();
+  const masks = [];
+  for (const k of prompts.keys()) masks.push((await client.mask(k, 0.5)).mask);
   const alone = [];
-  for (const p of prompts) alone.push(await client.segment([p]));
+  for (const p of prompts) {
+    const r = await client.segment([p]);
+    alone.push({ ...r, logits: (await client.logits()).logits });
+  }
 
   const n = size * size;
-  const first = alone[0].probs;
+  const first = alone[0].logits;
   Object.assign(result, {
-    backend, adapter, reason, size, max_prompts,
+    backend, adapter, reason, size, limits,
     timings: { load_ms: loaded.ms, encode_ms: encoded.ms, segment_ms: [all.ms, ...alone.map((a) => a.ms)] },
-    probs: base64(all.probs),
+    logits: base64(logits),
+    // The engine's masks at the image's size, for run.mjs to compare with the CLI's --mask.
+    masks: { width: all.width, height: all.height, data: masks.map(base64) },
     // One prompt alone must give what it gave in the batch.
-    reprompt_max_diff: Math.max(...alone.map((a, i) => maxAbsDiff(a.probs, all.probs.subarray(i * n, (i + 1) * n)))),
+    reprompt_max_diff: Math.max(...alone.map((a, i) => maxProbDiff(a.logits, logits.subarray(i * n, (i + 1) * n)))),
   });
   log(`timings ${JSON.stringify(result.timings)}`);
-  prompts.forEach((p, i) => show(bitmap, all.probs.subarray(i * n, (i + 1) * n), size, p));
+  prompts.forEach((p, i) => show(bitmap, logits.subarray(i * n, (i + 1) * n), size, p));
 
-  // Bad inputs on the same worker; after each, the first prompt must segment as before.
+  // Bad inputs on the same worker: each must leave the engine's maps as they were, and then the
+  // first prompt must segment as before.
   const pack = new Uint8Array(await (await fetchOk(q.get('pack'))).arrayBuffer());
   const corrupted = pack.slice();
   for (let i = corrupted.length >> 1, end = Math.min(i + 64, corrupted.length); i < end; i++) corrupted[i] ^= 0xff;
@@ -55,20 +65,31 @@ async function main() {
     // The engine must refuse on size before comparing the (tiny) buffer's length.
     huge_image: () => client.encodeRgba(new Uint8Array(4), 20000, 20000),
     huge_image_client: () => client.encode({ width: 20000, height: 20000 }),
-    too_many_prompts: () => client.segment(Array(Math.max(100, max_prompts + 1)).fill(prompts[0])),
+    too_many_prompts: () => client.segment(Array(Math.max(100, limits.max_prompts + 1)).fill(prompts[0])),
     empty_prompt: () => client.segment(['']),
+    threshold_2: () => client.labels(2),
+    // Another prompt than the maps': had it run, the maps would have changed.
+    segment_threshold_2: () => client.segment([prompts[1] ?? prompts[0]], { threshold: 2 }),
+    mask_index_out_of_range: () => client.mask(prompts.length, 0.5),
   };
   result.bad = {};
   for (const [name, check] of Object.entries(checks)) {
     const r = (result.bad[name] = { error: '' });
+    const before = await client.logits().catch((e) => e);
     try {
       await check();
     } catch (e) {
       Object.assign(r, { error: e.message, fatal: !!e.fatal });
     }
     try {
+      if (before instanceof Error) throw before;
+      r.kept_max_diff = maxProbDiff((await client.logits()).logits, before.logits);
+    } catch (e) {
+      r.kept_error = e.message;
+    }
+    try {
       const after = await client.segment([prompts[0]]);
-      Object.assign(r, { after_max_diff: maxAbsDiff(after.probs, first), after_ms: after.ms });
+      Object.assign(r, { after_max_diff: maxProbDiff((await client.logits()).logits, first), after_ms: after.ms });
     } catch (e) {
       r.after_error = e.message;
     }
@@ -86,28 +107,33 @@ function log(line) {
   document.getElementById('log').textContent += `${line}\n`;
 }
 
-function maxAbsDiff(a, b) {
+function sigmoid(l) {
+  return 1 / (1 + Math.exp(-l));
+}
+
+// Largest difference of the probabilities of two logit maps.
+function maxProbDiff(a, b) {
   let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(sigmoid(a[i]) - sigmoid(b[i])));
   return a.length === b.length ? m : Infinity;
 }
 
-function base64(f32) {
-  const bytes = new Uint8Array(f32.buffer, f32.byteOffset, f32.byteLength);
+function base64(array) {
+  const bytes = new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
   let s = '';
   for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
   return btoa(s);
 }
 
 // The image squeezed to size x size, as the model saw it, tinted red by the probability.
-function show(bitmap, probs, size, prompt) {
+function show(bitmap, logits, size, prompt) {
   const canvas = document.createElement('canvas');
   canvas.width = canvas.height = size;
   const ctx = canvas.getContext('2d');
   ctx.drawImage(bitmap, 0, 0, size, size);
   const img = ctx.getImageData(0, 0, size, size);
-  for (let i = 0; i < probs.length; i++) {
-    const a = probs[i] * 0.6;
+  for (let i = 0; i < logits.length; i++) {
+    const a = sigmoid(logits[i]) * 0.6;
     img.data[4 * i] = img.data[4 * i] * (1 - a) + 255 * a;
     img.data[4 * i + 1] *= 1 - a;
     img.data[4 * i + 2] *= 1 - a;

@@ -1,14 +1,21 @@
 // Module worker owning one wasm Engine; www/clipseg-client.js is its only intended user.
-// Protocol (every request carries an `id` that its answer repeats):
+// Protocol (every request carries an `id` that its answer repeats; arrays marked (t) are
+// transferred; every answer also carries the request's `ms`):
 //   {type:'load', url | bytes, backend:'auto'|'webgpu'|'cpu'}
 //       → {type:'progress', loaded, total} while fetching (total 0 when unknown)
-//       → {ok:true, backend, adapter, reason, size, max_prompts, ms}
-//   {type:'encode', rgba: ArrayBuffer, width, height}  → {ok:true, ms}
-//   {type:'segment', prompts: string[]}                → {ok:true, probs: Float32Array, size, ms}
+//       → {ok:true, backend, adapter, reason, size, limits: {max_side, max_pixels, max_prompts}}
+//   {type:'encode', rgba: ArrayBuffer, width, height}  → {ok:true}
+//   {type:'segment', prompts: string[], threshold}     → {ok:true, count, width, height, labels: Uint8Array (t)}
+//   The engine keeps the last segmentation's maps; these read them at the image's size:
+//   {type:'labels', threshold}    → {ok:true, labels: Uint8Array (t)}: per pixel the prompt index, 255 for none
+//   {type:'mask', index, threshold} → {ok:true, mask: Uint8Array (t)}: 255 inside, 0 outside
+//   {type:'heat', index}          → {ok:true, heat: Uint8Array (t)}: round(255 * probability)
+//   {type:'probe', x, y}          → {ok:true, probabilities: Float32Array (t)}: one per prompt, empty outside
+//   {type:'logits'}               → {ok:true, logits: Float32Array (t) [prompt][y][x], size}
 //   failure → {ok:false, error}; the worker stays usable and keeps its last good engine.
 //   A trap (Rust panic, wasm OOM) poisons the instance: → {ok:false, fatal:true, error}, and
 //   {type:'fatal', error} unsolicited; every later request is answered fatal too.
-import init, { Engine, last_panic, device_lost } from '../pkg/clipseg.js';
+import init, { Engine, last_panic, device_lost, limits } from '../pkg/clipseg.js';
 
 let ready = null; // init() promise, started by the first request
 let engine = null; // last successfully loaded Engine
@@ -59,20 +66,48 @@ const ops = {
     engine = loaded.engine;
     // wgpu cannot name a browser's adapter: use what WebGPU says.
     const adapter = loaded.adapter;
-    const { size, max_prompts } = engine;
-    return [{ backend: engine.backend, adapter, reason: loaded.reason, size, max_prompts }, []];
+    return [{ backend: engine.backend, adapter, reason: loaded.reason, size: engine.size, limits: limits() }, []];
   },
   async encode({ rgba, width, height }) {
     await needEngine().encode_image(new Uint8Array(rgba), width, height);
     return [{}, []];
   },
-  async segment({ prompts }) {
+  async segment({ prompts, threshold }) {
     const e = needEngine();
-    let probs = await e.segment(prompts);
-    if (probs.byteLength !== probs.buffer.byteLength) probs = probs.slice(); // a view into wasm memory
-    return [{ probs, size: e.size }, [probs.buffer]];
+    // Checked before segmenting: a refused request must leave the engine's maps as they were.
+    if (!(threshold >= 0 && threshold <= 1)) throw new Error(`the threshold must be within 0..=1, got ${threshold}`);
+    await e.segment(prompts);
+    const labels = own(e.labels(threshold));
+    return [{ count: prompts.length, width: e.width, height: e.height, labels }, [labels.buffer]];
+  },
+  async labels({ threshold }) {
+    const labels = own(needEngine().labels(threshold));
+    return [{ labels }, [labels.buffer]];
+  },
+  async mask({ index, threshold }) {
+    const mask = own(needEngine().mask(index, threshold));
+    return [{ mask }, [mask.buffer]];
+  },
+  async heat({ index }) {
+    const heat = own(needEngine().probabilities(index));
+    return [{ heat }, [heat.buffer]];
+  },
+  async probe({ x, y }) {
+    const probabilities = own(needEngine().probabilities_at(x, y));
+    return [{ probabilities }, [probabilities.buffer]];
+  },
+  async logits() {
+    const e = needEngine();
+    const logits = own(e.logits());
+    return [{ logits, size: e.size }, [logits.buffer]];
   },
 };
+
+// An array that owns its whole buffer, so transferring it moves nothing else (a view into wasm
+// memory is copied out).
+function own(a) {
+  return a.byteLength === a.buffer.byteLength ? a : a.slice();
+}
 
 function needEngine() {
   if (!engine) throw new Error('no model loaded');

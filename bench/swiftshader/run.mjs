@@ -1,7 +1,7 @@
-// `node bench/swiftshader/run.mjs`: times clipseg's WGSL matmul (src/gpu/matmul.wgsl) against a
+// `node bench/swiftshader/run.mjs`: times clipseg's WGSL matmul (src/engine/gpu/matmul.wgsl) against a
 // shared-memory tiled kernel in headless Chromium's WebGPU (SwiftShader on machines without a
-// GPU), same shape, same page, and prints GFLOP/s and the ratio. Why src/gpu's kernels use no
-// workgroup memory: see src/gpu/mod.rs.
+// GPU), same shape, same page, and prints GFLOP/s and the ratio. Why src/engine/gpu's kernels use no
+// workgroup memory: see src/engine/gpu/mod.rs.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launchChromium, serve } from '../../tests/e2e/harness.mjs';

@@ -3,9 +3,10 @@
 // fixture model to a tiny q8 pack and writes reference masks; the page then loads that pack
 // (?model=), takes tests/fixtures/images/landscape.png through its file input, segments two
 // prompts and must: show load progress, draw both prompts' colours, export masks equal to the
-// CLI's (IoU >= 0.99) at the image's size, repaint on a threshold change without asking the
-// worker again, and on reload take the pack from Cache Storage. The widget page must render
-// both widgets off one model download and one engine load. Backends: the page is asked for
+// CLI's (IoU >= 0.99) at the image's size, redraw on a threshold change with the engine's
+// labels alone (no encode, no segment), show the heat map and the probabilities under the
+// pointer, and on reload take the pack from Cache Storage. The widget page must render both
+// widgets off one model download and one engine load. Backends: the page is asked for
 // WebGPU (SwiftShader here; the test fails if it fell back), the widgets are pinned to the CPU (wasm),
 // which keeps their seven requests quick on machines without a GPU.
 // Screenshots: target/e2e/page-*.png. Exits 1 on a failed check, 2 on the hard timeout.
@@ -156,18 +157,38 @@ async function demoPage() {
     }
   }
 
-  // Threshold: a repaint from the kept logits, no new request to the worker.
+  // Threshold: the engine's labels at the new threshold; the model never re-runs.
   const before = await sent();
-  const renders = await page.evaluate(() => window.clipsegDemo.renders);
   await page.focus('#threshold');
   for (let i = 0; i < 10; i++) await page.keyboard.press('ArrowLeft'); // 0.50 → 0.40
-  await page.waitForFunction((n) => window.clipsegDemo.renders > n, renders);
-  await page.waitForTimeout(100); // the last key's frame
+  const shows = (t) => page.waitForFunction((t) => window.clipsegDemo.state.view?.threshold === t, t);
+  await shows(0.4);
   const o2 = await overlay();
   const after = await sent();
   const on = (o) => Object.values(o.colours).reduce((a, n) => a + n, 0);
   check('threshold 0.40: overlay changed, more pixels', o2.hash !== o1.hash && on(o2) > on(o1), `${on(o1)} → ${on(o2)} px`);
-  check('threshold change sent nothing to the worker', JSON.stringify(before) === JSON.stringify(after), `before ${JSON.stringify(before)}, after ${JSON.stringify(after)}`);
+  const asked = requestsBetween(before, after);
+  check('threshold change sends only labels requests: no encode and no segment', Object.keys(asked).join() === 'labels' && asked.labels <= 10, JSON.stringify(asked));
+
+  // Heat map of the selected prompt: opaque, many colours; then back to the masks.
+  await page.check('#heatmap');
+  await page.waitForFunction(() => window.clipsegDemo.state.view?.heat === window.clipsegDemo.state.selected);
+  const o3 = await overlay();
+  check('heat map: every pixel painted, a colour ramp', on(o3) === W * H && Object.keys(o3.colours).length > 8, `${on(o3)} px, ${Object.keys(o3.colours).length} colours`);
+  await page.uncheck('#heatmap');
+  await shows(0.4);
+  check('masks again after the heat map', (await overlay()).hash === o2.hash);
+
+  // Probabilities under the pointer, in the legend.
+  const box = await page.locator('#overlay').boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await page.waitForFunction(() => [...document.querySelectorAll('#legend .prob')].every((el) => /%$/.test(el.textContent)));
+  const shown = await page.$$eval('#legend .prob', (els) => els.map((el) => el.textContent));
+  check('hover: every prompt\'s probability shown', shown.length === prompts.length && shown.every((t) => parseFloat(t) >= 0 && parseFloat(t) <= 100), shown.join(', '));
+  await page.mouse.move(0, 0);
+  const after2 = await sent();
+  const viewing = requestsBetween(after, after2);
+  check('heat map and hover: heat and probe requests, no encode and no segment', viewing.heat >= 1 && viewing.probe >= 1 && !viewing.encode && !viewing.segment, JSON.stringify(viewing));
 
   // Re-segmenting the same image re-uses the encoded image.
   const segments = await page.evaluate(() => window.clipsegDemo.segments);
@@ -175,6 +196,8 @@ async function demoPage() {
   await page.waitForFunction((n) => window.clipsegDemo.segments > n, segments);
   const again = await sent();
   check('re-segment: one more segment, no new encode', again.segment === before.segment + 1 && again.encode === before.encode, JSON.stringify(again));
+  // The threshold stays 0.40: the segment's own labels are drawn.
+  await shows(0.4);
 
   const csp = await page.evaluate(() => window.__csp);
   check('no CSP violations', csp.length === 0, csp.join('; '));
@@ -224,7 +247,8 @@ async function widgetPage() {
   await page.screenshot({ path: `${outDir}/page-widgets.png`, fullPage: true });
 
   // A new prompt on the first widget: its image is not the one encoded (the second's is), so it
-  // is encoded again; a second new prompt then only segments. Threshold only repaints.
+  // is encoded again; a second new prompt then only segments. A new threshold only asks the
+  // engine for labels (the first widget's maps are the ones it holds).
   const first = page.locator('clip-seg').first();
   const done = () => first.evaluate((w) => new Promise((resolve) => w.addEventListener('clipseg-done', (e) => resolve(e.detail), { once: true })));
   let wait = done();
@@ -237,15 +261,22 @@ async function widgetPage() {
   check('prompt change on the other image re-encodes; the next does not', d1.encodeMs !== null && d2.encodeMs === null && sent.encode === 3 && sent.segment === 4, `${JSON.stringify(d1)} ${JSON.stringify(d2)} ${JSON.stringify(sent)}`);
   const on1 = (await widgets())[0].on;
   await first.evaluate((w) => w.setAttribute('threshold', '0.3'));
+  await page.waitForFunction(() => document.querySelector('clip-seg').result?.threshold === 0.3);
   const on2 = (await widgets())[0].on;
   const sent2 = await page.evaluate(() => ({ ...window.__sent }));
-  check('threshold attribute repaints without a request', on2 > on1 && JSON.stringify(sent2) === JSON.stringify(sent), `${on1} → ${on2} px`);
+  const asked = requestsBetween(sent, sent2);
+  check('threshold attribute redraws with one labels request, no encode, no segment', on2 > on1 && JSON.stringify(asked) === '{"labels":1}', `${on1} → ${on2} px, ${JSON.stringify(asked)}`);
   const csp = await page.evaluate(() => window.__csp);
   check('no CSP violations', csp.length === 0, csp.join('; '));
   await context.close();
 }
 
 // ------------------------------------------------------------------ helpers
+
+// Worker requests by type sent between two readings of window.__sent.
+function requestsBetween(before, after) {
+  return Object.fromEntries(Object.entries(after).filter(([type, n]) => n !== (before[type] ?? 0)).map(([type, n]) => [type, n - (before[type] ?? 0)]));
+}
 
 // IoU of two decoded masks (first channel > 127 is inside; 1 when both are empty).
 function maskIou(a, b) {

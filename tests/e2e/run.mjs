@@ -1,16 +1,16 @@
 // Browser end-to-end test (run by tools/e2e.sh): the native CLI converts the refined fixture
-// model to a q8 pack and predicts reference logits; headless Chromium then runs www/e2e.html
-// on the same pack and image with backend=webgpu, auto (WebGPU, or the CPU on a software
-// fallback adapter) and cpu, and the
-// probabilities are compared with sigmoid(native logits): WebGPU's with the native f32 run of
-// the dequantized weights (the same float model), CPU's with the native `--precision int8` run
-// (the same integers as the wasm int8 kernel, attention in f32 as in wasm; a q8 pack's native
-// default also runs attention in bf16 where the CPU can). Writes target/e2e/report.json and
-// target/e2e/e2e-<backend>.png; exits 1 on failure.
+// model to a q8 pack and predicts reference logits and masks; headless Chromium then runs
+// www/e2e.html on the same pack and image with backend=webgpu, auto (WebGPU, or the CPU on a
+// software fallback adapter) and cpu. The engine's logits are compared with the native ones as
+// probabilities, and its full-size masks at 0.5 with the CLI's --mask PNGs: WebGPU's with the
+// native f32 run of the dequantized weights (the same float model), CPU's with the native
+// `--precision int8` run (the same integers as the wasm int8 kernel, attention in f32 as in
+// wasm; a q8 pack's native default also runs attention in bf16 where the CPU can). Writes
+// target/e2e/report.json and target/e2e/e2e-<backend>.png; exits 1 on failure.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { chromiumArgs, cli, cliBinary, fail, launchChromium, readNpy as readNpyOrThrow, serve } from './harness.mjs';
+import { chromiumArgs, cli, cliBinary, decodePng, fail, launchChromium, readNpy as readNpyOrThrow, serve } from './harness.mjs';
 
 const root = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
 const bin = cliBinary(root);
@@ -30,6 +30,9 @@ const BAD_INPUTS = {
   huge_image_client: 'the limit is',
   too_many_prompts: 'the limit is',
   empty_prompt: 'is empty',
+  threshold_2: 'the threshold must be within 0..=1',
+  segment_threshold_2: 'the threshold must be within 0..=1',
+  mask_index_out_of_range: 'there is no prompt',
 };
 // Same backend, same inputs: batched vs alone and before vs after a bad input.
 const MAX_SELF_DIFF = 1e-4;
@@ -51,16 +54,19 @@ cli(bin, 'convert', '--model', 'tests/fixtures/models/refined', '--out', pack, '
 const digest = createHash('sha256').update(fs.readFileSync(pack)).digest('hex');
 const recorded = fs.readFileSync(`${pack}.sha256`, 'utf8').split(/\s+/)[0];
 if (recorded !== digest) fail(`${pack}.sha256 says ${recorded}, the file hashes to ${digest}`);
+// Per precision: {logits: .npy, masks: the PNGs at 0.5, one per prompt}.
 const references = {};
 for (const precision of ['f32', 'int8']) {
-  const out = `${outDir}/native-${precision}.npy`;
-  cli(bin, 'predict', '--model', pack, '--image', image, ...prompts.flatMap((p) => ['--prompt', p]), '--precision', precision, '--logits', out);
-  const native = readNpy(out);
-  if (native.shape.length !== 3 || native.shape[0] !== prompts.length || native.shape[1] !== native.shape[2])
-    fail(`native logits have shape [${native.shape}], expected [${prompts.length}, S, S]`);
-  references[precision] = native;
+  const out = `${outDir}/native-${precision}`;
+  cli(bin, 'predict', '--model', pack, '--image', image, ...prompts.flatMap((p) => ['--prompt', p]), '--precision', precision,
+    '--logits', `${out}.npy`, '--mask', `${out}.png`);
+  const logits = readNpy(`${out}.npy`);
+  if (logits.shape.length !== 3 || logits.shape[0] !== prompts.length || logits.shape[1] !== logits.shape[2])
+    fail(`native logits have shape [${logits.shape}], expected [${prompts.length}, S, S]`);
+  const masks = prompts.map((_, k) => decodePng(fs.readFileSync(`${out}-${k}.png`)));
+  references[precision] = { logits, masks };
 }
-const size = references.f32.shape[1];
+const size = references.f32.logits.shape[1];
 
 const server = await serve(root);
 const base = `http://127.0.0.1:${server.address().port}`;
@@ -98,7 +104,7 @@ for (const backend of ['webgpu', 'auto', 'cpu']) {
   await page.screenshot({ path: `${outDir}/e2e-${backend}.png`, fullPage: true }).catch(() => {});
   await page.close();
 
-  const { probs, ...rest } = r;
+  const { logits, masks, ...rest } = r;
   Object.assign(run, rest);
   check('page finished without error', !r.error, r.error ?? '');
   check(`backend is ${expected}`, r.backend === expected, `${r.backend} (adapter "${r.adapter ?? ''}", reason "${r.reason ?? ''}")`);
@@ -106,16 +112,23 @@ for (const backend of ['webgpu', 'auto', 'cpu']) {
   if (backend === 'auto' && fallbackAdapter) check('auto says why it left a fallback adapter', /software renderer/.test(r.reason ?? ''), r.reason ?? '');
   const csp = [...(r.csp ?? []), ...cspErrors];
   check('no CSP violations', csp.length === 0, csp.join('; '));
-  if (probs) {
-    const reference = references[expected === 'webgpu' ? 'f32' : 'int8'].data.map((l) => 1 / (1 + Math.exp(-l)));
-    const bytes = Buffer.from(probs, 'base64');
-    const got = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
-    check(`size ${size}, ${reference.length} probabilities`, r.size === size && got.length === reference.length, `size ${r.size}, ${got.length}`);
-    check('probabilities finite, in [0, 1]', got.every((p) => p >= 0 && p <= 1), '');
-    run.compare = prompts.map((prompt, i) => compare(prompt, got.subarray(i * size * size, (i + 1) * size * size), reference.subarray(i * size * size, (i + 1) * size * size)));
+  const reference = references[expected === 'webgpu' ? 'f32' : 'int8'];
+  if (logits) {
+    const raw = decodeBase64(logits, Float32Array);
+    const want = reference.logits.data.map(sigmoid), got = raw.map(sigmoid);
+    check(`size ${size}, ${want.length} logits`, r.size === size && got.length === want.length, `size ${r.size}, ${got.length}`);
+    check('logits finite', raw.every(Number.isFinite), '');
+    run.compare = prompts.map((prompt, i) => compare(prompt, got.subarray(i * size * size, (i + 1) * size * size), want.subarray(i * size * size, (i + 1) * size * size)));
     for (const c of run.compare)
       check(`IoU >= ${MIN_IOU} "${c.prompt}"`, c.iou >= MIN_IOU, `IoU ${c.iou.toFixed(5)}, |p - native| mean ${c.mean_abs.toExponential(2)} max ${c.max_abs.toExponential(2)}`);
     check('prompt alone = prompt in batch', r.reprompt_max_diff <= MAX_SELF_DIFF, `max diff ${r.reprompt_max_diff}`);
+  }
+  if (masks) {
+    const { width, height } = reference.masks[0];
+    check(`full-size masks are ${width}x${height}`, masks.width === width && masks.height === height, `${masks.width}x${masks.height}`);
+    run.mask_iou = masks.data.map((m, k) => maskIou(decodeBase64(m, Uint8Array), reference.masks[k]));
+    for (const [k, iou] of run.mask_iou.entries())
+      check(`mask(${k}, 0.5) = CLI's --mask "${prompts[k]}": IoU >= ${MIN_IOU}`, iou >= MIN_IOU, `IoU ${iou.toFixed(5)}`);
   }
   for (const [name, needle] of Object.entries(BAD_INPUTS)) {
     const b = r.bad?.[name];
@@ -124,6 +137,7 @@ for (const backend of ['webgpu', 'auto', 'cpu']) {
       continue;
     }
     check(`bad input ${name}: rejected, not fatal`, b.error?.includes(needle) && !b.fatal, b.error || 'NOT REJECTED');
+    check(`bad input ${name}: the engine's maps kept`, !b.kept_error && b.kept_max_diff === 0, b.kept_error ?? `max diff ${b.kept_max_diff}`);
     check(`bad input ${name}: worker usable after`, !b.after_error && b.after_max_diff <= MAX_SELF_DIFF, b.after_error ?? `max diff ${b.after_max_diff}`);
   }
   run.pass = run.checks.every((c) => c.pass);
@@ -153,6 +167,28 @@ function readNpy(file) {
   } catch (e) {
     fail(e.message);
   }
+}
+
+function sigmoid(l) {
+  return 1 / (1 + Math.exp(-l));
+}
+
+function decodeBase64(text, Type) {
+  const bytes = Buffer.from(text, 'base64');
+  return new Type(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+}
+
+// IoU of a mask (bytes, non-zero inside) and a decoded PNG (first channel > 127 inside); 1 when
+// both are empty, 0 when their sizes differ.
+function maskIou(got, png) {
+  if (got.length !== png.width * png.height) return 0;
+  let inter = 0, union = 0;
+  for (let i = 0; i < got.length; i++) {
+    const a = got[i] > 0, b = png.data[i * png.channels] > 127;
+    inter += a && b;
+    union += a || b;
+  }
+  return union ? inter / union : 1;
 }
 
 // IoU of the masks at 0.5 (1 when both are empty) and absolute probability differences.
