@@ -1,5 +1,7 @@
 //! Step 2, the vision tower: pixels to the activations of the layers the decoder reads.
 
+use std::sync::{Arc, Mutex};
+
 use burn::nn::LayerNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -23,7 +25,7 @@ const PREFIX: &str = "clip.vision_model.";
 enum Patches {
     Burn(Conv2d),
     Cpu(Projection),
-    Gpu(std::sync::Arc<Gpu>, GpuLinear),
+    Gpu(Arc<Gpu>, GpuLinear),
 }
 
 pub(super) struct VisionTower {
@@ -31,7 +33,7 @@ pub(super) struct VisionTower {
     patches: Patches,
     /// The learned position embeddings, and those resampled for the grid last asked for.
     position_embedding: Tensor<2>,
-    resampled: std::sync::Mutex<Option<(usize, Tensor<2>)>>,
+    resampled: Mutex<Option<(usize, Tensor<2>)>>,
     pre_layrnorm: LayerNorm,
     layers: Stack,
     config: VisionConfig,
