@@ -5,7 +5,7 @@ use burn::nn::{LayerNorm, Linear};
 use burn::store::ModuleSnapshot;
 use burn::tensor::Device;
 
-use super::host_values;
+use super::executor::host_values;
 use super::layer::{LayerWeights, Matrix, NormWeights};
 use crate::Error;
 use crate::config::LayerSpec;

@@ -7,11 +7,11 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::build::{Weights, matrix};
 use super::cpu::{PackedLayer, Scratch};
+use super::executor::{Executor, Place, host_values, read_values};
 use super::gpu::{self, Gpu, GpuLinear};
 use super::head::{CpuHead, GpuHead, patch_tokens};
 use super::layer::Norm;
 use super::stack::Stack;
-use super::{Executor, Place, host_values, read_values};
 use crate::Error;
 use crate::config::ClipSegConfig;
 use crate::model::decoder::{Decoder, TransposedConvolution, film};

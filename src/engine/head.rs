@@ -6,8 +6,8 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 
 use super::cpu::{self, gemm::PackedMatrix};
+use super::executor::host_values;
 use super::gpu::{self, Gpu, GpuLinear};
-use super::host_values;
 use super::layer::Matrix;
 use crate::Error;
 use crate::model::decoder::TransposedConvolution;

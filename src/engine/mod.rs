@@ -12,6 +12,7 @@
 mod build;
 pub mod cpu;
 mod decoder;
+mod executor;
 pub mod gpu;
 mod head;
 pub mod layer;
@@ -32,6 +33,9 @@ use crate::model::{ClipSeg, ImageFeatures};
 use crate::weights::pack::Pack;
 use build::Weights;
 pub use cpu::Precision;
+use executor::Executor;
+pub(crate) use executor::host_values;
+pub use executor::{Place, read_values};
 use gpu::Gpu;
 
 /// Which executors an engine's parts get, chosen once when it is built.
@@ -43,14 +47,6 @@ pub enum Kernels {
     /// int8 for a quantized pack, f32 otherwise), the WGSL kernels on a wgpu device
     /// registered with [`register_gpu`] (f32); burn's ops for what they lack.
     Packed(Option<Precision>),
-}
-
-/// Where one part of an engine runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Place {
-    Burn,
-    Cpu,
-    Gpu,
 }
 
 /// Where each part of an engine runs.
@@ -67,14 +63,6 @@ pub struct Placement {
     pub head: Option<Place>,
     /// The CPU kernels' precision, where they run.
     pub precision: Option<Precision>,
-}
-
-/// The executor a build chose (parts whose shape it lacks fall back to burn's ops).
-#[derive(Clone, Debug)]
-enum Executor {
-    Burn,
-    Cpu(Precision),
-    Gpu(Arc<Gpu>),
 }
 
 /// CLIPSeg ready for inference on one device.
@@ -220,26 +208,6 @@ fn gpu_for(device: &Device) -> Option<Arc<Gpu>> {
     gpus.iter()
         .find(|(d, _)| d == device)
         .map(|(_, g)| g.clone())
-}
-
-/// A tensor's values on the host, read synchronously: on flex (in wasm too), or on any device
-/// natively.
-pub(crate) fn host_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {
-    let err = |e: &dyn std::fmt::Debug| Error::Input(format!("reading a tensor back: {e:?}"));
-    t.try_into_data()
-        .map_err(|e| err(&e))?
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| err(&e))
-}
-
-/// A tensor's values on the host, awaited (the browser cannot block on a GPU read).
-pub async fn read_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {
-    let err = |e: &dyn std::fmt::Debug| Error::Input(format!("reading a tensor back: {e:?}"));
-    let data = t.into_data_async().await.map_err(|e| err(&e))?;
-    data.convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| err(&e))
 }
 
 /// Runs an engine call to completion, natively (GPU readbacks finish inside their own

@@ -7,9 +7,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::build::{Weights, layer_weights};
 use super::cpu::{self, PackedLayer, Scratch};
+use super::executor::{Executor, Place, host_values, read_values};
 use super::gpu::{self, Gpu, GpuLayer};
 use super::layer::Norm;
-use super::{Executor, Place, host_values, read_values};
 use crate::Error;
 use crate::config::LayerSpec;
 use crate::model::transformer::EncoderLayer;

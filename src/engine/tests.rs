@@ -8,11 +8,12 @@ use burn::tensor::{Device, Distribution, Tensor};
 
 use super::build::Weights;
 use super::cpu::Precision;
+use super::executor::{Executor, host_values};
 use super::gpu::test_device;
 use super::head::{CpuHead, GpuHead};
 use super::layer::Norm;
 use super::stack::Stack;
-use super::{Engine, Executor, Kernels, block_on, host_values};
+use super::{Engine, Kernels, block_on};
 use crate::Checkpoint;
 use crate::config::{Activation, ClipSegConfig, LayerSpec};
 use crate::model::decoder::{Decoder, TransposedConvolution};

@@ -5,9 +5,9 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::build::Weights;
 use super::cpu::QuantRows;
+use super::executor::{Executor, Place};
 use super::layer::Norm;
 use super::stack::Stack;
-use super::{Executor, Place};
 use crate::Error;
 use crate::config::TextConfig;
 use crate::model::text::{TextEmbeddings, TextModel, TokenBatch, pool, positions};

@@ -8,10 +8,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::build::Weights;
 use super::cpu::Projection;
+use super::executor::{Executor, Place, host_values, read_values};
 use super::gpu::{Gpu, GpuLinear};
 use super::layer::{Matrix, Norm};
 use super::stack::Stack;
-use super::{Executor, Place, host_values, read_values};
 use crate::Error;
 use crate::config::VisionConfig;
 use crate::model::vision::{
