@@ -12,7 +12,7 @@
 mod build;
 pub mod cpu;
 mod decoder;
-mod executor;
+pub(crate) mod executor;
 pub mod gpu;
 mod head;
 pub mod layer;
@@ -34,7 +34,6 @@ use crate::weights::pack::Pack;
 use build::Weights;
 pub use cpu::Precision;
 use executor::Executor;
-pub(crate) use executor::host_values;
 pub use executor::{Place, read_values};
 use gpu::Gpu;
 

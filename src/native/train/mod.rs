@@ -34,7 +34,7 @@ use crate::config::UNetConfig;
 use crate::data::{
     PhraseCut, PromptSet, SplitMix64, TaskRef, hflip_sample, resize_nearest, sample_negative_phrase,
 };
-use crate::engine::host_values as read_f32;
+use crate::engine::executor::host_values as read_f32;
 use crate::model::{Decoder, UNetDecoder};
 use crate::{Checkpoint, Error};
 
