@@ -184,11 +184,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Segments the encoded image with `prompts` and keeps the maps for [`Self::labels`],
-    /// [`Self::mask`], [`Self::probabilities`] and [`Self::probabilities_at`] (a failed call
-    /// keeps the previous ones). An empty prompt is refused: CLIPSeg would answer it, but never
-    /// with anything meant.
-    pub async fn segment(&self, prompts: Vec<String>) -> Result<(), JsError> {
+    /// Segments the encoded image with `prompts`, keeps the maps for [`Self::labels`],
+    /// [`Self::mask`], [`Self::probabilities`] and [`Self::probabilities_at`] (a refused or
+    /// failed call keeps the previous ones), and returns the label map at `threshold`. An
+    /// empty prompt is refused: CLIPSeg would answer it, but never with anything meant.
+    pub async fn segment(&self, prompts: Vec<String>, threshold: f32) -> Result<Vec<u8>, JsError> {
+        let threshold = check_threshold(threshold)?;
         check_device()?;
         if let Some(i) = prompts.iter().position(|p| p.trim().is_empty()) {
             return Err(js_error(format!("prompt {} is empty", i + 1)));
@@ -202,8 +203,9 @@ impl Engine {
             .segment(&image.features, &prompts)
             .await
             .map_err(js_error)?;
+        let labels = maps.labels(image.width, image.height, threshold);
         self.maps.replace(Some(maps));
-        Ok(())
+        Ok(labels)
     }
 
     /// The last segmentation's logits, [prompts, size, size] as the CLI's `--logits` writes

@@ -172,10 +172,10 @@ async function setImage(blob, name) {
   const { width: w, height: h } = bitmap;
   // The engine refuses these too; checking here keeps the current image and its masks. The
   // limits are known once a model has loaded; before, the engine's refusal comes at encode.
-  const limits = client.limits;
-  if (limits && checkImageSize(w, h, limits)) {
+  const refused = client.limits && checkImageSize(w, h, client.limits);
+  if (refused) {
     bitmap.close();
-    return status(`${name} is ${w}x${h} px; the limit is ${limits.max_side} px per side and ${limits.max_pixels / 1e6} megapixels`, 'error');
+    return status(`${name}: ${refused}`, 'error');
   }
   state.image?.bitmap.close();
   state.image = { bitmap, name };

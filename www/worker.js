@@ -74,10 +74,7 @@ const ops = {
   },
   async segment({ prompts, threshold }) {
     const e = needEngine();
-    // Checked before segmenting: a refused request must leave the engine's maps as they were.
-    if (!(threshold >= 0 && threshold <= 1)) throw new Error(`the threshold must be within 0..=1, got ${threshold}`);
-    await e.segment(prompts);
-    const labels = own(e.labels(threshold));
+    const labels = own(await e.segment(prompts, threshold));
     return [{ count: prompts.length, width: e.width, height: e.height, labels }, [labels.buffer]];
   },
   async labels({ threshold }) {
