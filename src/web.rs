@@ -151,6 +151,18 @@ impl Engine {
         self.backend.clone()
     }
 
+    /// Bytes the weights hold in GPU memory (undefined on the CPU).
+    #[wasm_bindgen(getter, js_name = gpuWeightBytes)]
+    pub fn gpu_weight_bytes(&self) -> Option<f64> {
+        self.segmenter.engine.gpu_weight_bytes().map(|b| b as f64)
+    }
+
+    /// Whether the towers' matrices stayed in the pack's 8 or 4 bits on the GPU.
+    #[wasm_bindgen(getter, js_name = intWeights)]
+    pub fn int_weights(&self) -> bool {
+        self.segmenter.engine.placement().int_weights
+    }
+
     /// Runs the vision tower on an RGBA image (canvas `getImageData` layout) and keeps its
     /// activations on the device for any number of `segment` calls. Resolves once the device
     /// has finished, so the time it takes is the real cost.

@@ -42,31 +42,34 @@ fn f32_pack_reproduces_the_reference() {
     }
 }
 
-/// An engine built from a pack part by part (each layer read, converted and dropped; a q8
-/// token table kept 8-bit) is the engine built from the whole model loaded first: the right
-/// tensors reached the right layers, for f32 and for q8 (int8 on CPUs with an int8 kernel),
-/// on the CPU kernels and on the GPU kernels.
+/// An engine built from a pack part by part (each layer read, converted and dropped; a
+/// quantized token table kept as stored; on the GPU the towers' matrices kept in their 8 or 4
+/// bits and decoded in the kernels) is the engine built from the whole model loaded first:
+/// the right tensors reached the right layers, with the same floats, for f32, q8 and q4, on the
+/// CPU kernels and on the GPU kernels.
 #[test]
 fn engines_built_from_a_pack_match_engines_built_from_the_model() {
     for (device, on_gpu) in [(Device::flex(), false), (wgpu(), true)] {
         for case in cases() {
-            for quant in [Quant::F32, Quant::Q8] {
+            let mut gpu_bytes = Vec::new();
+            for quant in [Quant::F32, Quant::Q8, Quant::Q4] {
                 let bytes = packed(&case.model, quant);
                 let whole = Checkpoint::from_pack(bytes.clone(), &device).unwrap();
                 let after = Segmenter::new(whole, kernels()).unwrap();
                 let during = Segmenter::from_pack(bytes, &device, kernels()).unwrap();
-                assert_eq!(during.quantized, quant == Quant::Q8);
+                assert_eq!(during.quantized, quant != Quant::F32);
                 let placed = during.engine.placement();
-                // The same executors (only a pack can keep its token table 8-bit).
-                let int8_tokens = placed.int8_tokens;
+                // The same executors (only a pack can keep its weights as stored).
+                let stored = (placed.quantized_tokens, placed.int_weights);
                 let same = Placement {
-                    int8_tokens,
+                    quantized_tokens: stored.0,
+                    int_weights: stored.1,
                     ..after.engine.placement()
                 };
                 assert_eq!(placed, same, "{} {quant:?}", case.model);
-                // A q8 token table stays 8-bit on the CPU kernels, and gives the same rows as
-                // the decoded one.
-                assert_eq!(placed.int8_tokens, quant == Quant::Q8 && !on_gpu);
+                // A quantized token table stays as stored on the kernels, and gives the same
+                // rows as the decoded one.
+                assert_eq!(placed.quantized_tokens, quant != Quant::F32);
                 if on_gpu {
                     // The decoder's ReLU layers, its reduces and head, and the patch embedding
                     // fit the kernels in every fixture, `odd`'s too.
@@ -76,12 +79,34 @@ fn engines_built_from_a_pack_match_engines_built_from_the_model() {
                         [gpu; 3]
                     );
                     assert_eq!(placed.patch_embedding, Place::Gpu, "{}", case.model);
+                    // Towers on the kernels keep a quantized pack's integers (`odd`'s erf GELU
+                    // layers run on burn's ops).
+                    let kernels_towers = placed.vision_layers == Place::Gpu;
+                    assert_eq!(
+                        placed.int_weights,
+                        kernels_towers && quant != Quant::F32,
+                        "{} {quant:?}",
+                        case.model
+                    );
+                    gpu_bytes.push(during.engine.gpu_weight_bytes().unwrap());
+                } else {
+                    assert!(!placed.int_weights);
+                    assert_eq!(during.engine.gpu_weight_bytes(), None);
                 }
                 let (want, _) = case_logits(&after, &case);
                 let (got, err) = case_logits(&during, &case);
                 assert_eq!(got, want, "{} {quant:?} {device:?}", case.model);
                 if quant == Quant::F32 {
                     assert!(err <= bound(&case), "{}: {err}", case.model);
+                }
+            }
+            if let [f32, q8, q4] = gpu_bytes[..] {
+                eprintln!(
+                    "{}: GPU weight bytes f32 {f32}, q8 {q8}, q4 {q4}",
+                    case.model
+                );
+                if case.model != "odd" {
+                    assert!(q4 < q8 && q8 < f32, "{}: {gpu_bytes:?}", case.model);
                 }
             }
         }

@@ -128,8 +128,10 @@ function loadModel() {
     ui.progress.max = 1;
     ui.progress.value = 1;
     ui.progressText.textContent = `${mb(pack.bytes.length)} ${how}, ready in ${secs(performance.now() - t0)}${pack.notes.length ? `; ${pack.notes.join('; ')}` : ''}`;
+    const weights = r.gpuWeightBytes === undefined ? ''
+      : ` · weights: ${mb(r.gpuWeightBytes)} of GPU memory${r.intWeights ? ', kept in the pack\'s integers' : ''}`;
     ui.backendInfo.textContent = r.backend === 'webgpu'
-      ? `Running on WebGPU: ${r.adapter || 'unnamed adapter'}`
+      ? `Running on WebGPU: ${r.adapter || 'unnamed adapter'}${weights}`
       : `Running on the CPU (wasm)${r.reason ? `: ${r.reason}` : ''}`;
     status('model ready');
   });

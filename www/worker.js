@@ -3,7 +3,8 @@
 // transferred; every answer also carries the request's `ms`):
 //   {type:'load', url | bytes, backend:'auto'|'webgpu'|'cpu'}
 //       → {type:'progress', loaded, total} while fetching (total 0 when unknown)
-//       → {ok:true, backend, adapter, reason, size, limits: {max_side, max_pixels, max_prompts}}
+//       → {ok:true, backend, adapter, reason, size, gpuWeightBytes (undefined on the CPU),
+//          intWeights (the pack's 8 or 4 bits kept on the GPU), limits: {max_side, max_pixels, max_prompts}}
 //   {type:'encode', rgba: ArrayBuffer, width, height}  → {ok:true}
 //   {type:'segment', prompts: string[], threshold}     → {ok:true, count, width, height, labels: Uint8Array (t)}
 //   The engine keeps the last segmentation's maps; these read them at the image's size:
@@ -66,7 +67,8 @@ const ops = {
     engine = loaded.engine;
     // wgpu cannot name a browser's adapter: use what WebGPU says.
     const adapter = loaded.adapter;
-    return [{ backend: engine.backend, adapter, reason: loaded.reason, size: engine.size, limits: limits() }, []];
+    const { gpuWeightBytes, intWeights } = engine;
+    return [{ backend: engine.backend, adapter, reason: loaded.reason, size: engine.size, gpuWeightBytes, intWeights, limits: limits() }, []];
   },
   async encode({ rgba, width, height }) {
     await needEngine().encode_image(new Uint8Array(rgba), width, height);

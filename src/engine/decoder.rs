@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::build::{Weights, matrix};
 use super::cpu::{PackedLayer, Scratch};
-use super::executor::{Executor, Place, host_values, read_values};
+use super::executor::{Executor, Place, host_values, param_bytes, read_values};
 use super::gpu::{self, Gpu, GpuLinear};
 use super::head::{CpuHead, GpuHead, patch_tokens};
 use super::layer::Norm;
@@ -169,6 +169,28 @@ impl DecoderRun {
             Head::Gpu(..) => Place::Gpu,
         };
         (Some(reduces), Some(d.layers.place()), Some(head))
+    }
+
+    /// Bytes its weights hold on its device (the CPU kernels': none).
+    pub fn device_bytes(&self) -> u64 {
+        let d = match self {
+            Self::UNet(unet) => return param_bytes(unet),
+            Self::Transformer(d) => d,
+        };
+        let reduces: u64 = match &d.reduces {
+            Reduces::Burn(r) => r.iter().map(param_bytes).sum(),
+            Reduces::Gpu(_, r) => r.iter().map(GpuLinear::weight_bytes).sum(),
+        };
+        let head = match &d.head {
+            Head::Burn(h) => param_bytes(h),
+            Head::Cpu(_) => 0,
+            Head::Gpu(_, h) => h.weight_bytes(),
+        };
+        param_bytes(&d.film_mul)
+            + param_bytes(&d.film_add)
+            + reduces
+            + d.layers.device_bytes()
+            + head
     }
 
     /// Raw vision activations (in `extract_layers` order) to what this decoder caches.

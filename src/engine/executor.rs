@@ -24,6 +24,11 @@ pub(super) enum Executor {
     Gpu(Arc<Gpu>),
 }
 
+/// Bytes `module`'s parameters hold (all f32).
+pub(super) fn param_bytes<M: burn::module::Module>(module: &M) -> u64 {
+    4 * module.num_params() as u64
+}
+
 /// A tensor's values on the host, read synchronously: on flex (in wasm too), or on any device
 /// natively.
 pub(crate) fn host_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {

@@ -8,7 +8,7 @@ use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use super::cpu::{self, gemm::PackedMatrix};
 use super::executor::host_values;
 use super::gpu::{self, Gpu, GpuLinear};
-use super::layer::Matrix;
+use super::layer::{Matrix, Weight};
 use crate::Error;
 use crate::model::decoder::TransposedConvolution;
 
@@ -34,7 +34,7 @@ impl CpuHead {
         let Some(m) = head_matrices(head, |_, _| true)? else {
             return Ok(None);
         };
-        let pack = |m: Matrix| PackedMatrix::pack(&m.w, m.k, m.n, m.bias.as_deref());
+        let pack = |m: Matrix| PackedMatrix::pack(&m.w.to_f32(), m.k, m.n, m.bias.as_deref());
         Ok(Some(Self {
             conv: m.conv.map(pack),
             transposed: (m.transposed.into_iter())
@@ -87,6 +87,16 @@ pub(super) struct GpuHead {
 }
 
 impl GpuHead {
+    /// Bytes its weights hold on the device.
+    pub fn weight_bytes(&self) -> u64 {
+        let transposed = self.transposed.iter().map(|(l, _)| l.weight_bytes());
+        self.conv
+            .iter()
+            .map(GpuLinear::weight_bytes)
+            .chain(transposed)
+            .sum()
+    }
+
     /// Tokens [batch, grid * grid, channels] (row-major y, x) to logits [batch, H, W].
     pub async fn forward(
         &self,
@@ -222,7 +232,7 @@ fn conv3x3_matrix(
         .map(|b| host_values(b.val()))
         .transpose()?;
     Ok(Some(Matrix {
-        w: m,
+        w: Weight::F32(m),
         k: 9 * c_in,
         n: c_out,
         bias,
@@ -263,7 +273,7 @@ fn transposed_matrix(
         None => None,
     };
     let m = Matrix {
-        w: m,
+        w: Weight::F32(m),
         k: c_in,
         n,
         bias,

@@ -1,16 +1,45 @@
 //! The plain weights the kernel libraries ([`super::cpu`], [`super::gpu`]) take: no burn
 //! modules, no tensors, so the kernels know nothing of the model they serve.
 
+use std::borrow::Cow;
+
 use crate::config::LayerSpec;
+pub use crate::weights::pack::Quantized;
 
 /// A matrix product's weights: `w` row-major [k, n] (input features by output features, as
 /// burn's `Linear` stores it) and a bias [n].
 #[derive(Debug, Clone)]
 pub struct Matrix {
-    pub w: Vec<f32>,
+    pub w: Weight,
     pub k: usize,
     pub n: usize,
     pub bias: Option<Vec<f32>>,
+}
+
+/// A weight's values: floats, or the integers and block scales a quantized pack stores
+/// (rows along k), for kernels that decode them in registers.
+#[derive(Debug, Clone)]
+pub enum Weight {
+    F32(Vec<f32>),
+    Int(Quantized),
+}
+
+impl Weight {
+    /// The values in f32 (decoded as every reader of a pack decodes them).
+    pub fn to_f32(&self) -> Cow<'_, [f32]> {
+        match self {
+            Weight::F32(w) => Cow::Borrowed(w),
+            Weight::Int(q) => Cow::Owned(q.to_f32()),
+        }
+    }
+
+    /// Values in all.
+    pub fn numel(&self) -> usize {
+        match self {
+            Weight::F32(w) => w.len(),
+            Weight::Int(q) => q.rows * q.width,
+        }
+    }
 }
 
 /// A LayerNorm's gamma and beta, [hidden] each.
@@ -58,7 +87,7 @@ impl LayerWeights {
         };
         let (h, i) = (spec.hidden, spec.intermediate);
         let mut matrix = |k: usize, n: usize| Matrix {
-            w: values(k * n, 2.0 / (k as f32).sqrt(), 0.0),
+            w: Weight::F32(values(k * n, 2.0 / (k as f32).sqrt(), 0.0)),
             k,
             n,
             bias: Some(values(n, 0.2, 0.0)),

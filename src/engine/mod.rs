@@ -52,8 +52,11 @@ pub enum Kernels {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Placement {
     pub text_layers: Place,
-    /// The q8 token table stays 8-bit (CPU kernels only).
-    pub int8_tokens: bool,
+    /// The token table stays on the host as a quantized pack stores it (kernels only).
+    pub quantized_tokens: bool,
+    /// Both towers' layers run on the GPU kernels with their matrices kept in a quantized
+    /// pack's 8 or 4 bits.
+    pub int_weights: bool,
     pub patch_embedding: Place,
     pub vision_layers: Place,
     /// `None` with the U-Net decoder (burn's ops).
@@ -71,6 +74,7 @@ pub struct Engine {
     vision: vision::VisionTower,
     decoder: decoder::DecoderRun,
     precision: Option<Precision>,
+    device: Device,
 }
 
 impl Engine {
@@ -120,6 +124,7 @@ impl Engine {
             vision,
             decoder,
             precision,
+            device: device.clone(),
         })
     }
 
@@ -130,7 +135,7 @@ impl Engine {
     /// Where each part runs.
     pub fn placement(&self) -> Placement {
         let (reduces, decoder_layers, head) = self.decoder.placement();
-        let (text_layers, int8_tokens) = self.text.placement();
+        let (text_layers, quantized_tokens, text_int) = self.text.placement();
         let cpu = [
             text_layers,
             self.vision.placement().1,
@@ -138,7 +143,8 @@ impl Engine {
         ];
         Placement {
             text_layers,
-            int8_tokens,
+            quantized_tokens,
+            int_weights: text_int && self.vision.int_layers(),
             patch_embedding: self.vision.placement().0,
             vision_layers: self.vision.placement().1,
             reduces,
@@ -146,6 +152,15 @@ impl Engine {
             head,
             precision: self.precision.filter(|_| cpu.contains(&Place::Cpu)),
         }
+    }
+
+    /// Bytes the weights hold in GPU memory (the kernels' buffers and burn's parameters on a
+    /// wgpu device); `None` on the CPU.
+    pub fn gpu_weight_bytes(&self) -> Option<u64> {
+        let on_gpu = self.device != Device::flex();
+        let bytes =
+            self.text.device_bytes() + self.vision.device_bytes() + self.decoder.device_bytes();
+        on_gpu.then_some(bytes)
     }
 
     /// Token ids (one list per prompt, with BOS/EOS) to conditional embeddings

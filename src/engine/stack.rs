@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::build::{Weights, layer_weights};
+use super::build::{Stored, Weights, layer_weights};
 use super::cpu::{self, PackedLayer, Scratch};
-use super::executor::{Executor, Place, host_values, read_values};
+use super::executor::{Executor, Place, host_values, param_bytes, read_values};
 use super::gpu::{self, Gpu, GpuLayer};
 use super::layer::Norm;
 use crate::Error;
@@ -32,20 +32,27 @@ impl Stack {
         executor: &Executor,
         device: &Device,
     ) -> Result<Self, Error> {
-        let plain = |i: usize, layer: EncoderLayer| {
+        // `stored`: keep the matrices a pack stores in 8 or 4 bits as they are (the GPU
+        // kernels decode them in registers); the CPU kernels repack them from f32.
+        let plain = |i: usize, layer: EncoderLayer, stored: bool| {
+            let prefix = format!("{prefix}{i}.");
+            let kept = match stored {
+                true => weights.stored_matrices(&prefix, spec)?,
+                false => Stored::default(),
+            };
             let make = |d: &Device| EncoderLayer::new(spec, d);
-            let layer = weights.host(layer, device, make, &format!("{prefix}{i}."))?;
-            layer_weights(&layer, spec)
+            let layer = weights.host_except(layer, device, make, &prefix, |p| kept.has(p))?;
+            layer_weights(&layer, spec, kept)
         };
         let each = layers.into_iter().enumerate();
         Ok(match executor {
             Executor::Cpu(precision) if cpu::supports(spec.activation) => Stack::Cpu(
-                each.map(|(i, l)| Ok(PackedLayer::new(&plain(i, l)?, *precision)))
+                each.map(|(i, l)| Ok(PackedLayer::new(&plain(i, l, false)?, *precision)))
                     .collect::<Result<_, Error>>()?,
             ),
             Executor::Gpu(gpu) if GpuLayer::supports(spec) => Stack::Gpu(
                 gpu.clone(),
-                each.map(|(i, l)| GpuLayer::new(gpu, &plain(i, l)?))
+                each.map(|(i, l)| GpuLayer::new(gpu, &plain(i, l, true)?))
                     .collect::<Result<_, Error>>()?,
             ),
             _ => Stack::Burn(
@@ -64,6 +71,20 @@ impl Stack {
             Stack::Cpu(_) => Place::Cpu,
             Stack::Gpu(..) => Place::Gpu,
         }
+    }
+
+    /// Bytes its weights hold on its device (f32 parameters for burn's ops; none on the CPU).
+    pub fn device_bytes(&self) -> u64 {
+        match self {
+            Stack::Burn(l) => l.iter().map(param_bytes).sum(),
+            Stack::Cpu(_) => 0,
+            Stack::Gpu(_, l) => l.iter().map(GpuLayer::weight_bytes).sum(),
+        }
+    }
+
+    /// Whether it runs on the GPU kernels with every matrix in a quantized pack's integers.
+    pub fn is_int(&self) -> bool {
+        matches!(self, Stack::Gpu(_, l) if !l.is_empty() && l.iter().all(GpuLayer::is_int))
     }
 
     pub fn len(&self) -> usize {

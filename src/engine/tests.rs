@@ -194,6 +194,121 @@ fn layers_match_burn_on_every_executor() {
     }
 }
 
+/// Layers whose matrices stay in a quantized pack's integers, decoded in the GPU kernels
+/// (`matmul_q8.wgsl`, `matmul_q4.wgsl`), against the same layers given the decoded floats (the
+/// f32 kernel, itself checked against burn above): the same weights, so the same outputs up to
+/// rounding. Blocks of a whole row (q8), of 32 and 8 columns and a ragged last block (q4), and
+/// a width the 4-bit layout lacks (uploaded as f32 instead).
+#[test]
+fn gpu_integer_weights_match_their_decoded_floats() {
+    use super::gpu::{self, GpuLayer};
+    use super::layer::{LayerWeights, Matrix, Weight};
+    use crate::weights::pack::quantize;
+    let (_, gpu) = test_device();
+    let q = Activation::QuickGelu;
+    let pre = Norm::Pre { causal: false };
+    let causal = Norm::Pre { causal: true };
+    // (name, bits, block (0: a whole row), norm, batch, seq, spec, whether all stay integers)
+    let cases = [
+        ("q8 rows", 8, 0, pre, 1, 37, spec(48, 4, q), true),
+        (
+            "q8 causal, at most 8 rows",
+            8,
+            0,
+            causal,
+            2,
+            5,
+            spec(32, 2, q),
+            true,
+        ),
+        ("q4 blocks of 32", 4, 32, pre, 1, 37, spec(64, 4, q), true),
+        (
+            "q4 blocks of 8",
+            4,
+            8,
+            Norm::Post,
+            2,
+            11,
+            spec(24, 3, Activation::Relu),
+            true,
+        ),
+        (
+            "q4 ragged last blocks",
+            4,
+            32,
+            pre,
+            1,
+            19,
+            spec(40, 5, q),
+            true,
+        ),
+        (
+            "q4, width not whole words",
+            4,
+            8,
+            pre,
+            1,
+            9,
+            spec(36, 3, q),
+            false,
+        ),
+    ];
+    for (name, bits, block, norm, batch, seq, spec, all_int) in cases {
+        let floats = LayerWeights::random(spec, 7);
+        let int = |m: &Matrix| {
+            let w = m.w.to_f32();
+            let block = if block == 0 { m.n } else { block.min(m.n) };
+            Matrix {
+                w: Weight::Int(quantize(&w, m.k, bits, block)),
+                ..m.clone()
+            }
+        };
+        let ints = LayerWeights {
+            qkv: int(&floats.qkv),
+            out_proj: int(&floats.out_proj),
+            fc1: int(&floats.fc1),
+            fc2: int(&floats.fc2),
+            ..floats.clone()
+        };
+        let decode = |m: &Matrix| Matrix {
+            w: Weight::F32(m.w.to_f32().into_owned()),
+            ..m.clone()
+        };
+        let decoded = LayerWeights {
+            qkv: decode(&ints.qkv),
+            out_proj: decode(&ints.out_proj),
+            fc1: decode(&ints.fc1),
+            fc2: decode(&ints.fc2),
+            ..floats.clone()
+        };
+        let on_int = GpuLayer::new(&gpu, &ints).unwrap();
+        let on_f32 = GpuLayer::new(&gpu, &decoded).unwrap();
+        assert_eq!(on_int.is_int(), all_int, "{name}");
+        if all_int {
+            // The integers and their scales (q8: f32 per row, q4: bf16 per block) against f32,
+            // with a quarter more for the biases and norms (f32 in both).
+            let (per_value, per_scale) = if bits == 8 { (1.0, 4.0) } else { (0.5, 2.0) };
+            let block = if block == 0 { spec.hidden } else { block };
+            let want = (per_value + per_scale / block as f64) / 4.0 * 1.25;
+            let ratio = on_int.weight_bytes() as f64 / on_f32.weight_bytes() as f64;
+            assert!(
+                ratio < want,
+                "{name}: {ratio} of f32's bytes, want < {want}"
+            );
+        }
+        let x: Vec<f32> = (0..batch * seq * spec.hidden)
+            .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let run = |layer: &GpuLayer| {
+            let layers = [layer, layer];
+            block_on(gpu::forward(&gpu, &layers, &x, batch, seq, norm, &[1])).unwrap()
+        };
+        let (got, want) = (run(&on_int), run(&on_f32));
+        let diff = max_diff(&got[0], &want[0]);
+        assert!(diff <= 1e-5, "{name}: max |diff| {diff}");
+    }
+}
+
 /// The decoder's head (refined: 3x3 conv and two transposed convs; plain: one transposed
 /// conv) on the CPU GEMM and the GPU kernel against burn's convolutions, two prompts.
 #[test]

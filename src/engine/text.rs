@@ -4,9 +4,8 @@ use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::{Tensor, TensorData};
 
 use super::build::Weights;
-use super::cpu::QuantRows;
-use super::executor::{Executor, Place};
-use super::layer::Norm;
+use super::executor::{Executor, Place, param_bytes};
+use super::layer::{Norm, Quantized};
 use super::stack::Stack;
 use crate::Error;
 use crate::config::TextConfig;
@@ -15,11 +14,13 @@ use crate::model::text::{TextEmbeddings, TextModel, TokenBatch, pool, positions}
 const PREFIX: &str = "clip.text_model.";
 const TOKENS: &str = "clip.text_model.embeddings.token_embedding.weight";
 
-/// The token table: burn's, or 8-bit as a q8 pack stores it (a quarter of its f32 size) for
-/// the CPU kernels.
+/// The token table: burn's, or on the host as a quantized pack stores it (a q8 table is a
+/// quarter of its f32 size, a q4 one an eighth) for the kernels, its rows decoded on lookup
+/// with the pack decoder's arithmetic (the values of the f32 table it would have made). On a
+/// GPU it then holds no device memory at all: the looked-up rows are the tower's input.
 enum Tokens {
     Burn(Embedding),
-    Int8(QuantRows),
+    Stored(Quantized),
 }
 
 pub(super) struct TextTower {
@@ -50,16 +51,14 @@ impl TextTower {
         } = model;
         let device = final_layer_norm.gamma.device();
         let shape = [config.vocab_size, config.hidden_size];
-        let int8 = match (weights, executor) {
-            (Weights::Pack(pack), Executor::Cpu(_)) => pack.q8_rows(TOKENS, shape)?,
+        let stored = match (weights, executor) {
+            (Weights::Pack(pack), Executor::Cpu(_) | Executor::Gpu(_)) => {
+                pack.quantized(TOKENS, shape)?
+            }
             _ => None,
         };
-        let tokens = match int8 {
-            Some(rows) => Tokens::Int8(QuantRows {
-                width: config.hidden_size,
-                ints: rows.ints,
-                scales: rows.scales,
-            }),
+        let tokens = match stored {
+            Some(table) => Tokens::Stored(table),
             None => {
                 weights.fill(
                     &mut token_embedding,
@@ -91,9 +90,24 @@ impl TextTower {
         })
     }
 
-    /// Where its layers run, and whether the token table stays 8-bit.
-    pub fn placement(&self) -> (Place, bool) {
-        (self.layers.place(), matches!(self.tokens, Tokens::Int8(_)))
+    /// Where its layers run, whether the token table stays as the pack stores it, and
+    /// whether the layers keep the pack's integers.
+    pub fn placement(&self) -> (Place, bool, bool) {
+        let stored = matches!(self.tokens, Tokens::Stored(_));
+        (self.layers.place(), stored, self.layers.is_int())
+    }
+
+    /// Bytes its weights hold on its device (the CPU kernels' and a stored token table: none).
+    pub fn device_bytes(&self) -> u64 {
+        let tokens = match &self.tokens {
+            Tokens::Burn(table) => param_bytes(table),
+            Tokens::Stored(_) => 0,
+        };
+        tokens
+            + param_bytes(&self.position_embedding)
+            + self.layers.device_bytes()
+            + param_bytes(&self.final_layer_norm)
+            + param_bytes(&self.text_projection)
     }
 
     /// Conditional embeddings [prompts, projection_dim]; as [`TextModel::forward`] and
@@ -103,9 +117,10 @@ impl TextTower {
         let batch = TokenBatch::new(&self.config, ids)?;
         let tokens = match &self.tokens {
             Tokens::Burn(table) => table.forward(batch.ids(&device)),
-            Tokens::Int8(table) => {
+            Tokens::Stored(table) => {
                 let shape = [batch.prompts, batch.len, self.config.hidden_size];
-                let rows = TensorData::new(table.gather(&batch.flat), shape);
+                let ids = batch.flat.iter().map(|&id| id as usize);
+                let rows = TensorData::new(table.rows_f32(ids), shape);
                 Tensor::from_data(rows, &device)
             }
         };

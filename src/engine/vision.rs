@@ -8,9 +8,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::build::Weights;
 use super::cpu::Projection;
-use super::executor::{Executor, Place, host_values, read_values};
+use super::executor::{Executor, Place, host_values, param_bytes, read_values};
 use super::gpu::{Gpu, GpuLinear};
-use super::layer::{Matrix, Norm};
+use super::layer::{Matrix, Norm, Weight};
 use super::stack::Stack;
 use crate::Error;
 use crate::config::VisionConfig;
@@ -99,11 +99,16 @@ impl VisionTower {
         let m = patch_matrix(&host_values(conv.weight.val())?, c);
         Ok(match executor {
             Executor::Cpu(precision) => {
-                Patches::Cpu(Projection::pack(&m.w, m.k, m.n, None, *precision))
+                Patches::Cpu(Projection::pack(&m.w.to_f32(), m.k, m.n, None, *precision))
             }
             Executor::Gpu(gpu) => Patches::Gpu(gpu.clone(), GpuLinear::new(gpu, &m)?),
             Executor::Burn => unreachable!("handled above"),
         })
+    }
+
+    /// Whether its layers keep a quantized pack's integers.
+    pub fn int_layers(&self) -> bool {
+        self.layers.is_int()
     }
 
     /// Where the patch embedding and the layers run.
@@ -114,6 +119,18 @@ impl VisionTower {
             Patches::Gpu(..) => Place::Gpu,
         };
         (patches, self.layers.place())
+    }
+
+    /// Bytes its weights hold on its device (the CPU kernels': none).
+    pub fn device_bytes(&self) -> u64 {
+        let patches = match &self.patches {
+            Patches::Burn(conv) => param_bytes(conv),
+            Patches::Cpu(_) => 0,
+            Patches::Gpu(_, linear) => linear.weight_bytes(),
+        };
+        let tensors = self.class_embedding.shape().num_elements()
+            + self.position_embedding.shape().num_elements();
+        4 * tensors as u64 + patches + param_bytes(&self.pre_layrnorm) + self.layers.device_bytes()
     }
 
     /// As [`VisionModel::forward`]: `pixel_values` [batch, 3, S, S] to the hidden states after
@@ -187,7 +204,7 @@ fn patch_matrix(w: &[f32], c: &VisionConfig) -> Matrix {
         .flat_map(|kk| (0..hidden).map(move |j| w[j * k + kk]))
         .collect();
     Matrix {
-        w,
+        w: Weight::F32(w),
         k,
         n: hidden,
         bias: None,

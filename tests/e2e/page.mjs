@@ -132,7 +132,10 @@ async function demoPage() {
   const progress = await page.evaluate(() => window.__progress);
   check('download progress shown while loading', progress.some((t) => /MB of .*%\)/.test(t)), progress.filter((t) => /%/.test(t)).slice(0, 2).join(' | '));
   check('first visit downloads the pack', /downloaded/.test(progress.at(-1)) && bpkRequests() === 1, progress.at(-1));
-  check('backend is WebGPU', /WebGPU/.test(await page.textContent('#backend-info')), await page.textContent('#backend-info'));
+  const backendInfo = await page.textContent('#backend-info');
+  check('backend is WebGPU', /WebGPU/.test(backendInfo), backendInfo);
+  // A q8 pack's towers stay 8-bit in GPU memory (src/engine/gpu/matmul_q8.wgsl).
+  check("backend line gives the weights' GPU memory, kept 8-bit", /weights: [\d.]+ MB of GPU memory, kept in the pack's integers/.test(backendInfo), backendInfo);
 
   await page.fill('#prompts', prompts.join('\n'));
   await page.setInputFiles('#file', image); // a chosen file segments the typed prompts at once

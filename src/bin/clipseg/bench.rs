@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 
 use clipseg::engine::{Kernels, Place, Precision, block_on, cpu};
 use clipseg::model::ImageFeatures;
+use clipseg::weights::pack::{FileSource, Pack};
 use clipseg::{Checkpoint, Segmenter};
 
 use crate::common::{Backend, PrecisionArg, load_rgb};
@@ -112,6 +113,23 @@ pub fn run(args: Args) -> Result<()> {
             "burn"
         }
         .into();
+        line["gpu_weights"] = if placement.int_weights {
+            "pack integers"
+        } else {
+            "f32"
+        }
+        .into();
+        if let Some(bytes) = segmenter.engine.gpu_weight_bytes() {
+            line["gpu_weight_bytes"] = bytes.into();
+            // Against what the pack stores (its data section: weights in its encodings).
+            if args.model.is_file() {
+                let source = FileSource::open(&args.model)?;
+                let pack = Pack::read(std::sync::Arc::new(source))?;
+                line["pack_data_bytes"] = pack.header.data_len.into();
+                line["gpu_weight_bytes_vs_pack"] =
+                    (bytes as f64 / pack.header.data_len as f64).into();
+            }
+        }
     }
     if args.backend == Backend::Cpu {
         line["cpu_path"] = if towers == Place::Cpu {

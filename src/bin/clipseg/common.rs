@@ -36,7 +36,7 @@ impl SplitArg {
 pub enum PrecisionArg {
     /// int8-bf16 for a q8/q4 pack (weights already 8-bit), f32 otherwise.
     Auto,
-    /// f32 (a quantized pack's weights dequantized, as the WebGPU engine runs them).
+    /// f32 (a quantized pack's weights decoded: the floats the WebGPU engine computes with).
     F32,
     /// int8 weights and activations, also for an f32 model (dynamic quantization), attention
     /// in f32: the browser's CPU engine's arithmetic.

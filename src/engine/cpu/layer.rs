@@ -122,7 +122,8 @@ impl PackedLayer {
     /// `w`'s weights packed in `precision`.
     pub fn new(w: &LayerWeights, precision: Precision) -> Self {
         let spec = w.spec;
-        let pack = |m: &Matrix| Projection::pack(&m.w, m.k, m.n, m.bias.as_deref(), precision);
+        let pack =
+            |m: &Matrix| Projection::pack(&m.w.to_f32(), m.k, m.n, m.bias.as_deref(), precision);
         Self {
             hidden: spec.hidden,
             heads: spec.heads,
@@ -261,29 +262,7 @@ impl PackedLayer {
         });
     }
 }
-/// An embedding table kept as a q8 pack stores it: 8-bit values with one scale per row. Rows
-/// are dequantized on lookup with the pack decoder's arithmetic, so the values are those of the
-/// f32 table it would have made.
-#[derive(Debug)]
-pub struct QuantRows {
-    pub width: usize,
-    pub ints: Vec<i8>,
-    pub scales: Vec<f32>,
-}
 
-impl QuantRows {
-    /// Rows `ids` (checked against the table by the caller), concatenated.
-    pub fn gather(&self, ids: &[i64]) -> Vec<f32> {
-        let mut out = Vec::with_capacity(ids.len() * self.width);
-        for &id in ids {
-            let id = id as usize;
-            let scale = self.scales[id];
-            let row = &self.ints[id * self.width..(id + 1) * self.width];
-            out.extend(row.iter().map(|&q| q as f32 * scale));
-        }
-        out
-    }
-}
 /// Intermediate buffers of [`PackedLayer::forward`], kept across a tower's layers
 /// (fresh multi-megabyte allocations per layer cost page faults).
 /// Aligned ([`Aligned`]): they are the GEMMs' inputs and outputs.

@@ -17,4 +17,4 @@ mod layer;
 pub mod qgemm;
 
 pub use common::supports;
-pub use layer::{PackedLayer, Precision, Projection, QuantRows, Scratch, bf16_available};
+pub use layer::{PackedLayer, Precision, Projection, Scratch, bf16_available};

@@ -11,7 +11,7 @@ use wgpu::util::DeviceExt;
 
 use crate::Error;
 use crate::config::Activation;
-use crate::engine::layer::Matrix;
+use crate::engine::layer::{Matrix, Quantized, Weight};
 
 /// Rows and vec4 columns one invocation of `matmul.wgsl`'s `main` and `small` computes
 /// (`tools/gen_matmul_wgsl.py`).
@@ -22,9 +22,9 @@ pub(super) const MATMUL_SMALL_BLOCK: [usize; 2] = [8, 2];
 pub struct Gpu {
     pub(super) device: wgpu::Device,
     pub(super) queue: wgpu::Queue,
-    matmul: wgpu::ComputePipeline,
-    /// For at most 8 rows (a short prompt's text tower), which `matmul` leaves half empty.
-    matmul_small: wgpu::ComputePipeline,
+    /// `matmul*.wgsl` by weight kind and entry point (`small`: for at most 8 rows, a short
+    /// prompt's text tower, which `main` leaves half empty), compiled when first used.
+    matmul: Mutex<HashMap<(Kind, bool), wgpu::ComputePipeline>>,
     pub(super) layer_norm: wgpu::ComputePipeline,
     pub(super) softmax: wgpu::ComputePipeline,
     /// The scores and P·V kernels by head_dim / 4, a constant of theirs.
@@ -40,9 +40,6 @@ impl std::fmt::Debug for Gpu {
 impl Gpu {
     /// The kernels on `device`, compiled once (burn's own wgpu device and queue).
     pub fn new(device: wgpu::Device, queue: wgpu::Queue) -> Self {
-        let matmul_source = include_str!("matmul.wgsl");
-        let matmul = pipeline(&device, "matmul", matmul_source, "main");
-        let matmul_small = pipeline(&device, "matmul small", matmul_source, "small");
         let layer_norm = pipeline(
             &device,
             "layer_norm",
@@ -53,12 +50,28 @@ impl Gpu {
         Self {
             device,
             queue,
-            matmul,
-            matmul_small,
+            matmul: Mutex::new(HashMap::new()),
             layer_norm,
             softmax,
             attention: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The matmul kernel for `kind`'s weights, `small` or `main`.
+    fn matmul_kernel(&self, kind: Kind, small: bool) -> wgpu::ComputePipeline {
+        let mut cache = self.matmul.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry((kind, small))
+            .or_insert_with(|| {
+                let source = match kind {
+                    Kind::F32 => include_str!("matmul.wgsl"),
+                    Kind::Q8 => include_str!("matmul_q8.wgsl"),
+                    Kind::Q4 => include_str!("matmul_q4.wgsl"),
+                };
+                let entry = if small { "small" } else { "main" };
+                pipeline(&self.device, "matmul", source, entry)
+            })
+            .clone()
     }
 
     /// The scores and P·V kernels for `head_dim`.
@@ -85,10 +98,25 @@ impl Gpu {
         values: &[f32],
         usage: wgpu::BufferUsages,
     ) -> wgpu::Buffer {
+        self.storage_bytes(label, &bytes(values), usage)
+    }
+
+    /// A storage buffer holding `contents` (padded to whole words).
+    pub(super) fn storage_bytes(
+        &self,
+        label: &str,
+        contents: &[u8],
+        usage: wgpu::BufferUsages,
+    ) -> wgpu::Buffer {
+        let mut contents = std::borrow::Cow::Borrowed(contents);
+        if !contents.len().is_multiple_of(4) {
+            let padded = contents.len().next_multiple_of(4);
+            contents.to_mut().resize(padded, 0);
+        }
         self.device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
-                contents: &bytes(values),
+                contents: &contents,
                 usage: wgpu::BufferUsages::STORAGE | usage,
             })
     }
@@ -153,15 +181,20 @@ impl Gpu {
         out: &wgpu::Buffer,
         m: usize,
     ) -> Dispatch {
-        let (kernel, [rows, cols]) = if m <= MATMUL_SMALL_BLOCK[0] {
-            (&self.matmul_small, MATMUL_SMALL_BLOCK)
+        let small = m <= MATMUL_SMALL_BLOCK[0];
+        let [rows, cols] = if small {
+            MATMUL_SMALL_BLOCK
         } else {
-            (&self.matmul, MATMUL_BLOCK)
+            MATMUL_BLOCK
         };
+        let kernel = self.matmul_kernel(p.kind, small);
         let blocks = (p.n / 4).div_ceil(cols) * m.div_ceil(rows);
         let groups = blocks.div_ceil(32);
         let groups = [groups.min(65535), groups.div_ceil(65535), 1];
-        self.bind(kernel, &[params, a, &p.w, &p.bias, out], groups)
+        match &p.scales {
+            Some(scales) => self.bind(&kernel, &[params, a, &p.w, &p.bias, out, scales], groups),
+            None => self.bind(&kernel, &[params, a, &p.w, &p.bias, out], groups),
+        }
     }
 
     pub(super) fn matmul_params(
@@ -172,7 +205,11 @@ impl Gpu {
         residual: bool,
     ) -> wgpu::Buffer {
         let flags = act | if residual { 16 } else { 0 };
-        self.uniform(&[m as u32, p.n as u32, p.k as u32, flags])
+        let words = [m as u32, p.n as u32, p.k as u32, flags];
+        match p.kind {
+            Kind::F32 => self.uniform(&words),
+            Kind::Q8 | Kind::Q4 => self.uniform(&[&words[..], &[p.block as u32, 0, 0, 0]].concat()),
+        }
     }
 
     /// Copies of `buffer`'s first `floats` values, once the queue has run.
@@ -271,28 +308,84 @@ impl Future for Mapped {
     }
 }
 
+/// How a [`Projection`]'s weight is held: f32, or the integers of a quantized pack with their
+/// block scales (`matmul_q8.wgsl`, `matmul_q4.wgsl` decode them in registers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Kind {
+    F32,
+    Q8,
+    Q4,
+}
+
 /// A matrix's weight [k, n] and bias [n] on the GPU.
 #[derive(Debug)]
 pub(super) struct Projection {
     pub(super) w: wgpu::Buffer,
     pub(super) bias: wgpu::Buffer,
+    /// The block scales of integer weights.
+    scales: Option<wgpu::Buffer>,
+    kind: Kind,
+    /// Columns per scale (integer weights).
+    block: usize,
     pub(super) k: usize,
     pub(super) n: usize,
 }
 
 impl Projection {
+    /// Uploads `m`: integer weights as they are where the kernels take their layout (a row of
+    /// whole words, each vec4 of columns in one block), else as f32.
     pub(super) fn new(gpu: &Gpu, m: &Matrix) -> Self {
-        let (w, k, n, bias) = (&m.w, m.k, m.n, m.bias.clone());
+        let (k, n) = (m.k, m.n);
+        let bias = m.bias.clone().unwrap_or_else(|| vec![0.0; n]);
+        let bias = gpu.storage("bias", &bias, wgpu::BufferUsages::empty());
+        let none = wgpu::BufferUsages::empty();
+        let (w, scales, kind, block) = match &m.w {
+            Weight::Int(q) if Self::takes(q) => {
+                let (kind, scales) = if q.bits == 8 {
+                    (Kind::Q8, bytes(&q.scales))
+                } else {
+                    // Scales as the pack stores them: bf16, exact (they were decoded from it).
+                    let halves = q.scales.iter().flat_map(|s| {
+                        let bits = (s.to_bits() >> 16) as u16;
+                        bits.to_le_bytes()
+                    });
+                    (Kind::Q4, halves.collect())
+                };
+                let w = gpu.storage_bytes("weight", &q.ints, none);
+                let scales = gpu.storage_bytes("scales", &scales, none);
+                (w, Some(scales), kind, q.block)
+            }
+            w => (gpu.storage("weight", &w.to_f32(), none), None, Kind::F32, 0),
+        };
         Self {
-            w: gpu.storage("weight", w, wgpu::BufferUsages::empty()),
-            bias: gpu.storage(
-                "bias",
-                &bias.unwrap_or_else(|| vec![0.0; n]),
-                wgpu::BufferUsages::empty(),
-            ),
+            w,
+            bias,
+            scales,
+            kind,
+            block,
             k,
             n,
         }
+    }
+
+    /// Whether the integer kernels take `q` as stored.
+    fn takes(q: &Quantized) -> bool {
+        let word = if q.bits == 8 { 4 } else { 8 };
+        matches!(q.bits, 4 | 8)
+            && q.width.is_multiple_of(word)
+            && q.block.is_multiple_of(4)
+            && q.block > 0
+    }
+
+    /// Bytes its buffers hold on the device.
+    pub(super) fn bytes(&self) -> u64 {
+        let scales = self.scales.as_ref().map_or(0, |s| s.size());
+        self.w.size() + self.bias.size() + scales
+    }
+
+    /// Whether the weight stayed in the pack's integers.
+    pub(super) fn is_int(&self) -> bool {
+        self.kind != Kind::F32
     }
 }
 

@@ -70,6 +70,20 @@ impl GpuLayer {
             fc2: Projection::new(gpu, &w.fc2),
         })
     }
+
+    /// Bytes its weights hold on the device.
+    pub fn weight_bytes(&self) -> u64 {
+        let norms = [&self.ln1, &self.ln2].map(|(g, b)| g.size() + b.size());
+        let matrices = [&self.qkv, &self.out_proj, &self.fc1, &self.fc2].map(|p| p.bytes());
+        norms.iter().chain(&matrices).sum()
+    }
+
+    /// Whether its matrices stayed in a quantized pack's integers.
+    pub fn is_int(&self) -> bool {
+        [&self.qkv, &self.out_proj, &self.fc1, &self.fc2]
+            .iter()
+            .all(|p| p.is_int())
+    }
 }
 
 /// `layers` on `x` [batch * seq, hidden]: the hidden states after each layer whose index is in

@@ -24,13 +24,18 @@ impl GpuLinear {
     pub fn new(gpu: &Gpu, m: &Matrix) -> Result<Self, Error> {
         let (k, n) = (m.k, m.n);
         let bias_fits = m.bias.as_ref().is_none_or(|b| b.len() == n);
-        if !Self::supports(k, n) || m.w.len() != k * n || !bias_fits {
+        if !Self::supports(k, n) || m.w.numel() != k * n || !bias_fits {
             return Err(Error::Config(format!(
                 "the GPU matmul does not fit a [{k}, {n}] weight of {} values",
-                m.w.len()
+                m.w.numel()
             )));
         }
         Ok(Self(Projection::new(gpu, m)))
+    }
+
+    /// Bytes its weights hold on the device.
+    pub fn weight_bytes(&self) -> u64 {
+        self.0.bytes()
     }
 
     /// Output features.

@@ -6,9 +6,10 @@
 // components: on a CPU implementation of WebGPU (SwiftShader) a shared-memory tiled kernel is
 // an order of magnitude slower (barriers are coroutine switches there), and `a[j]` with a loop
 // index j slower than `a.x` (a dynamic vector index becomes selects).
-// Needs k % 4 == 0 and n % 4 == 0; rows and columns past the end read the last one again, and
-// their results are not stored.
-
+// Needs k % 4 == 0 and n % 4 == 0 (4-bit weights: n % 8 == 0; blocks a multiple of 4); rows
+// and columns past the end read the last one again, and their results are not stored.
+//
+// w: f32 [k, n].
 struct Params { m: u32, n: u32, k: u32, flags: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;

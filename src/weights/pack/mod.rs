@@ -12,7 +12,7 @@
 //! weights, but the part whose errors show most in the mask), position embeddings (added to
 //! every token), norms and biases are stored as f16. [`Pack::apply`] fills a module (the whole
 //! model or one part of it) and decodes each weight to f32 only when the module takes it;
-//! [`Pack::q8_rows`] hands out a q8 table as stored. The pack is what the browser downloads and
+//! [`Pack::quantized`] hands out a quantized matrix as stored ([`Quantized`]). The pack is what the browser downloads and
 //! caches; it is read in ranges ([`Source`]), never held whole.
 
 use std::collections::HashSet;
@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::Error;
+
+mod quantized;
+pub use quantized::Quantized;
 
 const MAGIC: &[u8; 8] = b"CLIPSEGP";
 /// Bumped whenever a reader of the previous format would misread a new pack.
@@ -175,32 +178,23 @@ impl Storage {
                 .chunks_exact(2)
                 .map(|b| burn::tensor::f16::from_le_bytes([b[0], b[1]]).to_f32())
                 .collect(),
-            Storage::Q8 { .. } | Storage::Q4 { .. } => {
-                let (bits, block, _) = self.bits().unwrap_or((8, 1, 4));
-                let numel: usize = shape.iter().product();
-                let rows = shape.first().copied().unwrap_or(1).max(1);
-                let row = numel / rows;
-                let blocks_per_row = row.div_ceil(block);
-                let (scales, ints) = self.split_quantized(bytes, shape);
-                let int = |i: usize| -> f32 {
-                    (((ints[i / 2] >> (4 * (i % 2))) & 0xf) as i32 - 8) as f32
-                };
-                // Block by block (a per-value index split was a large share of loading a pack).
-                let mut out = Vec::with_capacity(numel);
-                for r in 0..rows {
-                    for b in 0..blocks_per_row {
-                        let s = scales[r * blocks_per_row + b];
-                        let start = r * row + b * block;
-                        let end = (start + block).min((r + 1) * row);
-                        if bits == 8 {
-                            out.extend(ints[start..end].iter().map(|&q| q as i8 as f32 * s));
-                        } else {
-                            out.extend((start..end).map(|i| int(i) * s));
-                        }
-                    }
-                }
-                out
-            }
+            Storage::Q8 { .. } | Storage::Q4 { .. } => self.quantized(bytes, shape).to_f32(),
+        }
+    }
+
+    /// A quantized tensor's bytes (exactly [`Self::byte_len`]) as its rows, scales and integers.
+    fn quantized(self, bytes: &[u8], shape: &[usize]) -> Quantized {
+        let (bits, block, _) = self.bits().unwrap_or((8, 1, 4));
+        let numel: usize = shape.iter().product();
+        let rows = shape.first().copied().unwrap_or(1).max(1);
+        let (scales, ints) = self.split_quantized(bytes, shape);
+        Quantized {
+            bits,
+            block,
+            rows,
+            width: numel / rows,
+            scales,
+            ints: ints.to_vec(),
         }
     }
 }
@@ -230,12 +224,6 @@ fn read_vec(source: &dyn Source, offset: u64, len: u64) -> Result<Vec<u8>, Error
     let mut out = vec![0u8; len as usize];
     source.read(offset, &mut out)?;
     Ok(out)
-}
-
-/// A matrix as a q8 pack stores it: one scale per row [rows], the values [rows, width].
-pub struct Q8Rows {
-    pub scales: Vec<f32>,
-    pub ints: Vec<i8>,
 }
 
 /// A parsed pack whose data section matched its checksum.
@@ -369,14 +357,13 @@ impl Pack {
         Ok(())
     }
 
-    /// Tensor `name` as stored, if it is q8 with one scale per row and of `shape`. `None` for
-    /// any other storage or shape (a plain [`Self::apply`] then loads it, or reports the
-    /// mismatch).
-    pub fn q8_rows(&self, name: &str, shape: [usize; 2]) -> Result<Option<Q8Rows>, Error> {
+    /// Matrix `name` as stored, if it is of `shape` and stored in 8 or 4 bits; `None` for any
+    /// other storage or shape (a plain [`Self::apply`] then loads it, or reports the mismatch).
+    pub fn quantized(&self, name: &str, shape: [usize; 2]) -> Result<Option<Quantized>, Error> {
         let Some(entry) = self.header.tensors.iter().find(|t| t.name == name) else {
             return Ok(None);
         };
-        if entry.shape != shape || entry.storage != (Storage::Q8 { block: shape[1] }) {
+        if entry.shape != shape || entry.storage.bits().is_none() {
             return Ok(None);
         }
         let raw = read_vec(
@@ -384,13 +371,11 @@ impl Pack {
             self.data_start + entry.offset,
             entry.len,
         )?;
-        let (scales, ints) = entry.storage.split_quantized(&raw, &shape);
         self.mark_used(name);
-        let ints = ints.iter().map(|&b| b as i8).collect();
-        Ok(Some(Q8Rows { scales, ints }))
+        Ok(Some(entry.storage.quantized(&raw, &shape)))
     }
 
-    /// Refuses a pack with a tensor no [`Self::apply`] or [`Self::q8_rows`] took: one the
+    /// Refuses a pack with a tensor no [`Self::apply`] or [`Self::quantized`] took: one the
     /// model its config describes does not have.
     pub fn check_all_used(&self) -> Result<(), Error> {
         let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
@@ -447,6 +432,21 @@ fn hex(bytes: &[u8]) -> String {
 /// The `sha256sum` line for a pack file named `file_name`, written beside it by `convert`.
 pub fn sha256_line(pack: &[u8], file_name: &str) -> String {
     format!("{}  {file_name}\n", hex(&Sha256::digest(pack)))
+}
+
+/// `values` [rows, width] quantized to `bits` (8 or 4) in blocks of `block` as a pack stores
+/// them: what the kernels' tests feed the integer paths.
+#[cfg(all(test, feature = "native"))]
+pub(crate) fn quantize(values: &[f32], rows: usize, bits: u32, block: usize) -> Quantized {
+    let storage = if bits == 8 {
+        Storage::Q8 { block }
+    } else {
+        Storage::Q4 { block }
+    };
+    let shape = [rows, values.len() / rows];
+    let mut bytes = Vec::new();
+    storage.encode(values, &shape, &mut bytes);
+    storage.quantized(&bytes, &shape)
 }
 
 #[cfg(feature = "native")]
