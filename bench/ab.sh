@@ -1,26 +1,28 @@
 #!/usr/bin/env bash
 # Two clipseg binaries side by side (a change against the commit before it), alternated:
-#   bench/ab.sh BIN_A BIN_B [--rounds R] [--iters N] [--threads "1 2"] [--image IMG] MODEL...
+#   bench/ab.sh BIN_A BIN_B [--rounds R] [--iters N] [--threads "1 2"] [--image IMG]
+#               [--backend cpu|wgpu] MODEL...
 #
 # Each round runs `clipseg bench` with A then B (B then A in odd rounds) on every MODEL (pack
 # or HF folder) at every thread count; prints per model and thread count the medians over the
 # rounds of full_pass_s and reprompt_s for each binary and B/A, and writes the JSON lines to
 # target/ab-<date>-<time>.jsonl. Default: 5 rounds, --iters 5, threads "1 2",
-# assets/chelsea.jpg.
+# assets/chelsea.jpg, --backend cpu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-1}"; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-1}"; }
 [ $# -ge 3 ] || usage
 a="$1" b="$2"
 shift 2
-rounds=5 iters=5 threads="1 2" image=assets/chelsea.jpg models=()
+rounds=5 iters=5 threads="1 2" image=assets/chelsea.jpg backend=cpu models=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
     --iters) iters="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
     --image) image="$2"; shift 2 ;;
+    --backend) backend="$2"; shift 2 ;;
     -h|--help) usage 0 ;;
     --*) echo "unknown option $1" >&2; usage ;;
     *) models+=("$1"); shift ;;
@@ -38,7 +40,7 @@ for ((round = 0; round < rounds; round++)); do
     for t in $threads; do
       for entry in "${order[@]}"; do
         side="${entry%%:*}" bin="${entry#*:}"
-        line=$(RAYON_NUM_THREADS="$t" "$bin" bench --model "$model" --image "$image" --iters "$iters")
+        line=$(RAYON_NUM_THREADS="$t" "$bin" bench --backend "$backend" --model "$model" --image "$image" --iters "$iters")
         echo "{\"round\":$round,\"side\":\"$side\",\"model\":\"$model\",\"threads\":$t,\"bench\":$line}" >> "$out"
         echo "round $round $side $(basename "$model") ${t}t: $(echo "$line" | grep -o '"full_pass_s":[0-9.e-]*\|"reprompt_s":[0-9.e-]*' | tr '\n' ' ')" >&2
       done
