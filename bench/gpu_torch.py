@@ -8,7 +8,7 @@ Full pass, as `clipseg bench` times it: the HF processor on the decoded image an
 model (fp32, then fp16 weights and activations) under torch.inference_mode, the logits copied to
 the host (which waits for the GPU). One warm-up pass (first_pass_s), then the median of N passes.
 weight_bytes: what the model's parameters hold on the GPU. Masks: logits > 0 on the 352x352
-output, IoU of every run (clipseg's packs from DIR/logits-{f32,q8,q4}.npy, PyTorch fp16)
+output, IoU of every run (clipseg's runs from DIR/logits-RUN.npy, PyTorch fp16)
 against PyTorch fp32. Ratios: clipseg's full pass over PyTorch's (below 1: clipseg is faster).
 Runs on the CPU where CUDA is missing (to try the script; no GPU numbers then).
 """
@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("image", type=Path)
     ap.add_argument("prompt")
     ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--clipseg", type=Path, required=True, help="JSON lines {pack, bench} from bench/gpu.sh")
+    ap.add_argument("--clipseg", type=Path, required=True, help="JSON lines {pack: RUN, bench} from bench/gpu.sh")
     ap.add_argument("--logits-dir", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
@@ -122,7 +122,7 @@ def main() -> None:
             continue
         vs = e.get("full_pass_vs_torch_fp16")
         gpu = e.get("gpu_weight_bytes")
-        print(f"| clipseg {pack} ({e.get('gpu_weights', '?')}) | {e['full_pass_s'] * 1e3:.2f} | "
+        print(f"| clipseg {pack} ({e.get('gpu_weights', '?')}, {e.get('gpu_matmul', '?')} matmul) | {e['full_pass_s'] * 1e3:.2f} | "
               f"{f'{vs:.2f}x' if vs else '-'} | {f'{gpu / 1e6:.0f}' if gpu else '-'} | {e.get('iou_vs_torch_fp32', float('nan')):.4f} |")
     print(f"\nwrote {a.out}")
 

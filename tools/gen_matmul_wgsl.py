@@ -1,7 +1,8 @@
 """Writes src/engine/gpu/matmul{,_q8,_q4}.wgsl: a register-blocked matmul unrolled by hand, rows x
 cols vec4 outputs per invocation, one entry point per block shape in BLOCKS, for f32 weights and
 for weights kept as a quantized pack stores them (8-bit or 4-bit integers, one scale per block of
-a row along n), decoded in registers. WGSL has no macros, and
+a row along n), decoded in registers; and matmul_tiled{,_q8,_q4}.wgsl, the same products tiled
+in workgroup memory for real GPUs (TILED). WGSL has no macros, and
 SwiftShader (a CPU WebGPU) runs the unrolled form with named accumulators and `a.x / a.y / ...`
 faster than loops over arrays, so the kernel is written out; change BLOCKS here and rerun
 `python3 tools/gen_matmul_wgsl.py`.
@@ -173,6 +174,89 @@ def kernel(entry: str, ROWS: int, COLS: int, weights: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The tiled variant, for real GPUs: a 16 x 16 workgroup computes a 64 x 64 tile of the output,
+# each invocation 4 rows x 4 columns (16 accumulators: a real GPU's registers hold them, where
+# the register-blocked kernel's 384 per invocation would spill). Per step of 16 along k the
+# workgroup stages A [64 x 16] and w [16 x 64] in workgroup memory, one vec4 of each per
+# invocation; integer weights are decoded once there, for all 64 rows.
+TILED_HEADER = """\
+// Written by tools/gen_matmul_wgsl.py; edit that, not this file.
+//
+// out[m, n] = act(a[m, k] · w[k, n] + bias[n]) (+ out[m, n] with RESIDUAL), all row-major, as
+// matmul.wgsl computes it, tiled for real GPUs: a 16 x 16 workgroup per 64 x 64 block of the
+// output, 4 x 4 outputs per invocation, A and w staged in workgroup memory 16 deep along k.
+// Needs k % 4 == 0 and n % 4 == 0 (4-bit weights: n % 8 == 0; blocks a multiple of 4); rows
+// and columns past the end read the last one again, and their results are not stored.
+//
+"""
+
+W_VEC = {
+    "f32": """\
+fn w_vec(k: u32, j: u32) -> vec4f {
+    return w[k * (p.n / 4u) + j];
+}
+""",
+    "q8": """\
+fn w_vec(k: u32, j: u32) -> vec4f {
+    let nb = (p.n + p.block - 1u) / p.block;
+    return ints(w[k * (p.n / 4u) + j]) * scales[k * nb + (j * 4u) / p.block];
+}
+""",
+    "q4": """\
+fn w_vec(k: u32, j: u32) -> vec4f {
+    let nb = (p.n + p.block - 1u) / p.block;
+    return ints(w[k * (p.n / 8u) + j / 2u], (j % 2u) * 16u) * scale(k * nb + (j * 4u) / p.block);
+}
+""",
+}
+
+TILED = """\
+var<workgroup> a_tile: array<array<vec4f, 4>, 64>;
+var<workgroup> w_tile: array<array<vec4f, 16>, 16>;
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
+    let n4 = p.n / 4u;
+    let k4 = p.k / 4u;
+    let last = p.m - 1u;
+    let t = l.y * 16u + l.x;
+    // What this invocation stages: row t / 4 of the A tile (its vec4 t % 4 along k), and row
+    // t / 16 of the w tile (its vec4 column t % 16).
+    let a_row = min(wg.y * 64u + t / 4u, last) * k4;
+    let w_col = min(wg.x * 16u + t % 16u, n4 - 1u);
+    var c0 = vec4f(); var c1 = vec4f(); var c2 = vec4f(); var c3 = vec4f();
+    for (var k0 = 0u; k0 < p.k; k0 += 16u) {
+        let ak = k0 / 4u + t % 4u;
+        a_tile[t / 4u][t % 4u] = select(vec4f(), a[a_row + min(ak, k4 - 1u)], ak < k4);
+        let wk = k0 + t / 16u;
+        w_tile[t / 16u][t % 16u] = select(vec4f(), w_vec(min(wk, p.k - 1u), w_col), wk < p.k);
+        workgroupBarrier();
+        for (var kk = 0u; kk < 4u; kk++) {
+            let w0 = w_tile[kk * 4u][l.x];
+            let w1 = w_tile[kk * 4u + 1u][l.x];
+            let w2 = w_tile[kk * 4u + 2u][l.x];
+            let w3 = w_tile[kk * 4u + 3u][l.x];
+            let a0 = a_tile[l.y * 4u][kk];
+            let a1 = a_tile[l.y * 4u + 1u][kk];
+            let a2 = a_tile[l.y * 4u + 2u][kk];
+            let a3 = a_tile[l.y * 4u + 3u][kk];
+            c0 += a0.x * w0 + a0.y * w1 + a0.z * w2 + a0.w * w3;
+            c1 += a1.x * w0 + a1.y * w1 + a1.z * w2 + a1.w * w3;
+            c2 += a2.x * w0 + a2.y * w1 + a2.z * w2 + a2.w * w3;
+            c3 += a3.x * w0 + a3.y * w1 + a3.z * w2 + a3.w * w3;
+        }
+        workgroupBarrier();
+    }
+    let row = wg.y * 64u + l.y * 4u;
+    let col = wg.x * 16u + l.x;
+    store_1(row, col, array(c0));
+    store_1(row + 1u, col, array(c1));
+    store_1(row + 2u, col, array(c2));
+    store_1(row + 3u, col, array(c3));
+}
+"""
+
+
 if __name__ == "__main__":
     folder = Path(__file__).resolve().parent.parent / "src/engine/gpu"
     stores = "".join(store(c) for c in sorted({c for _, c in BLOCKS.values()}))
@@ -181,3 +265,7 @@ if __name__ == "__main__":
         kernels = "\n".join(kernel(e, r, c, weights) for e, (r, c) in BLOCKS.items())
         out.write_text(HEADER.replace("{WEIGHTS}", bindings) + stores + SIGNATURE + kernels)
         print(f"wrote {out} ({', '.join(f'{e}: {r} rows x {c} vec4' for e, (r, c) in BLOCKS.items())})")
+        tiled = folder / ("matmul_tiled.wgsl" if weights == "f32" else f"matmul_tiled_{weights}.wgsl")
+        body = HEADER[HEADER.index("const RESIDUAL"):]
+        tiled.write_text(TILED_HEADER + bindings + "\n" + W_VEC[weights] + "\n" + body + store(1) + TILED)
+        print(f"wrote {tiled} (64 x 64 tiles, 4 x 4 per invocation)")

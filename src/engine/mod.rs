@@ -207,8 +207,14 @@ static GPUS: Mutex<Vec<(Device, Arc<Gpu>)>> = Mutex::new(Vec::new());
 /// `Device::wgpu_options().init_with_setup*`): engines built there with [`Kernels::Packed`]
 /// use them.
 pub fn register_gpu(device: &Device, setup: &WgpuSetup) {
-    let gpu = Arc::new(Gpu::new(setup.device.clone(), setup.queue.clone()));
+    let variant = gpu::Matmul::for_adapter(&setup.adapter.get_info());
+    let gpu = Arc::new(Gpu::new(setup.device.clone(), setup.queue.clone(), variant));
     register(device, gpu);
+}
+
+/// The matmul kernels the WGSL kernels on `device` run ("blocked" or "tiled"), if registered.
+pub fn gpu_matmul(device: &Device) -> Option<&'static str> {
+    gpu_for(device).map(|g| g.matmul_variant().name())
 }
 
 fn register(device: &Device, gpu: Arc<Gpu>) {

@@ -1,7 +1,10 @@
 //! Every executor against the model's own math (burn's ops on flex), in one table, in the
 //! spirit of llama.cpp's `test-backend-ops`: {burn, CPU f32, CPU int8, CPU int8 with bf16
-//! attention, WebGPU (lavapipe in CI)} x {pre-norm encoder layer, causal text layer, decoder
-//! layer, decoder head, whole model}, plus the shapes at the kernels' edges.
+//! attention, WebGPU (lavapipe in CI) with the register-blocked and with the tiled matmul} x
+//! {pre-norm encoder layer, causal text layer, decoder layer, decoder head, whole model}, plus
+//! the shapes at the kernels' edges, and the GPU's integer weights against their floats.
+
+use std::sync::Arc;
 
 use burn::module::Param;
 use burn::tensor::{Device, Distribution, Tensor};
@@ -9,7 +12,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use super::build::Weights;
 use super::cpu::Precision;
 use super::executor::{Executor, host_values};
-use super::gpu::test_device;
+use super::gpu::{Matmul, test_device};
 use super::head::{CpuHead, GpuHead};
 use super::layer::Norm;
 use super::stack::Stack;
@@ -27,8 +30,8 @@ struct Backend {
 }
 
 fn backends() -> Vec<Backend> {
-    let (device, gpu) = test_device();
-    super::register(&device, gpu.clone());
+    let (_, gpu) = test_device();
+    let tiled = Arc::new(gpu.with_variant(Matmul::Tiled));
     let cpu = |name, precision, tolerance| Backend {
         name,
         executor: Executor::Cpu(precision),
@@ -45,8 +48,14 @@ fn backends() -> Vec<Backend> {
         cpu("cpu int8", Precision::Int8, 0.05),
         cpu("cpu int8-bf16", Precision::Int8Bf16, 0.05),
         Backend {
-            name: "webgpu",
+            name: "webgpu blocked",
             executor: Executor::Gpu(gpu),
+            tolerance: 1e-4,
+        },
+        // The real GPUs' kernel, on lavapipe here.
+        Backend {
+            name: "webgpu tiled",
+            executor: Executor::Gpu(tiled),
             tolerance: 1e-4,
         },
     ]
@@ -204,7 +213,8 @@ fn gpu_integer_weights_match_their_decoded_floats() {
     use super::gpu::{self, GpuLayer};
     use super::layer::{LayerWeights, Matrix, Weight};
     use crate::weights::pack::quantize;
-    let (_, gpu) = test_device();
+    let (_, blocked) = test_device();
+    let tiled = blocked.with_variant(Matmul::Tiled);
     let q = Activation::QuickGelu;
     let pre = Norm::Pre { causal: false };
     let causal = Norm::Pre { causal: true };
@@ -281,31 +291,34 @@ fn gpu_integer_weights_match_their_decoded_floats() {
             fc2: decode(&ints.fc2),
             ..floats.clone()
         };
-        let on_int = GpuLayer::new(&gpu, &ints).unwrap();
-        let on_f32 = GpuLayer::new(&gpu, &decoded).unwrap();
-        assert_eq!(on_int.is_int(), all_int, "{name}");
-        if all_int {
-            // The integers and their scales (q8: f32 per row, q4: bf16 per block) against f32,
-            // with a quarter more for the biases and norms (f32 in both).
-            let (per_value, per_scale) = if bits == 8 { (1.0, 4.0) } else { (0.5, 2.0) };
-            let block = if block == 0 { spec.hidden } else { block };
-            let want = (per_value + per_scale / block as f64) / 4.0 * 1.25;
-            let ratio = on_int.weight_bytes() as f64 / on_f32.weight_bytes() as f64;
-            assert!(
-                ratio < want,
-                "{name}: {ratio} of f32's bytes, want < {want}"
-            );
+        for gpu in [blocked.as_ref(), &tiled] {
+            let variant = gpu.matmul_variant();
+            let on_int = GpuLayer::new(gpu, &ints).unwrap();
+            let on_f32 = GpuLayer::new(gpu, &decoded).unwrap();
+            assert_eq!(on_int.is_int(), all_int, "{name} ({variant:?})");
+            if all_int {
+                // The integers and their scales (q8: f32 per row, q4: bf16 per block) against f32,
+                // with a quarter more for the biases and norms (f32 in both).
+                let (per_value, per_scale) = if bits == 8 { (1.0, 4.0) } else { (0.5, 2.0) };
+                let block = if block == 0 { spec.hidden } else { block };
+                let want = (per_value + per_scale / block as f64) / 4.0 * 1.25;
+                let ratio = on_int.weight_bytes() as f64 / on_f32.weight_bytes() as f64;
+                assert!(
+                    ratio < want,
+                    "{name} ({variant:?}): {ratio} of f32's bytes, want < {want}"
+                );
+            }
+            let x: Vec<f32> = (0..batch * seq * spec.hidden)
+                .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            let run = |layer: &GpuLayer| {
+                let layers = [layer, layer];
+                block_on(gpu::forward(gpu, &layers, &x, batch, seq, norm, &[1])).unwrap()
+            };
+            let (got, want) = (run(&on_int), run(&on_f32));
+            let diff = max_diff(&got[0], &want[0]);
+            assert!(diff <= 1e-5, "{name} ({variant:?}): max |diff| {diff}");
         }
-        let x: Vec<f32> = (0..batch * seq * spec.hidden)
-            .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
-            .collect();
-        let run = |layer: &GpuLayer| {
-            let layers = [layer, layer];
-            block_on(gpu::forward(&gpu, &layers, &x, batch, seq, norm, &[1])).unwrap()
-        };
-        let (got, want) = (run(&on_int), run(&on_f32));
-        let diff = max_diff(&got[0], &want[0]);
-        assert!(diff <= 1e-5, "{name}: max |diff| {diff}");
     }
 }
 
@@ -393,7 +406,12 @@ fn whole_models_match_burn_on_every_executor() {
             let (kernels, device) = match &backend.executor {
                 Executor::Burn => (Kernels::Burn, Device::flex()),
                 Executor::Cpu(p) => (Kernels::Packed(Some(*p)), Device::flex()),
-                Executor::Gpu(_) => (Kernels::Packed(None), test_device().0),
+                Executor::Gpu(gpu) => {
+                    // The engine takes the kernels registered for its device when it is built.
+                    let device = test_device().0;
+                    super::register(&device, gpu.clone());
+                    (Kernels::Packed(None), device)
+                }
             };
             let checkpoint = Checkpoint::from_hf_dir(&dir, &device).unwrap();
             let pixels = checkpoint.pixel_values(&rgb, w, h).unwrap();

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use clipseg::engine::{Kernels, Place, Precision, block_on, cpu};
+use clipseg::engine::{Kernels, Place, Precision, block_on, cpu, gpu_matmul};
 use clipseg::model::ImageFeatures;
 use clipseg::weights::pack::{FileSource, Pack};
 use clipseg::{Checkpoint, Segmenter};
@@ -113,6 +113,9 @@ pub fn run(args: Args) -> Result<()> {
             "burn"
         }
         .into();
+        if let Some(matmul) = gpu_matmul(&device) {
+            line["gpu_matmul"] = matmul.into();
+        }
         line["gpu_weights"] = if placement.int_weights {
             "pack integers"
         } else {

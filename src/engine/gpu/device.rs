@@ -18,13 +18,62 @@ use crate::engine::layer::{Matrix, Quantized, Weight};
 pub(super) const MATMUL_BLOCK: [usize; 2] = [16, 6];
 pub(super) const MATMUL_SMALL_BLOCK: [usize; 2] = [8, 2];
 
+/// Which matmul kernels a [`Gpu`] runs, chosen once from its adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Matmul {
+    /// `matmul*.wgsl`: register-blocked, no workgroup memory, no barriers: for CPU
+    /// implementations of WebGPU (SwiftShader, lavapipe), where barriers are coroutine
+    /// switches.
+    Blocked,
+    /// `matmul_tiled*.wgsl`: 64 x 64 tiles staged in workgroup memory, 16 outputs per
+    /// invocation: for real GPUs, whose registers would not hold the blocked kernel's 384.
+    Tiled,
+}
+
+impl Matmul {
+    /// `Blocked` for a CPU adapter (by its device type, or by name where the browser does not
+    /// say: SwiftShader, llvmpipe / lavapipe), `Tiled` otherwise; natively
+    /// `CLIPSEG_GPU_MATMUL=blocked|tiled` overrides the choice.
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
+        #[cfg(not(target_family = "wasm"))]
+        match std::env::var("CLIPSEG_GPU_MATMUL").as_deref() {
+            Ok("blocked") => return Matmul::Blocked,
+            Ok("tiled") => return Matmul::Tiled,
+            _ => {}
+        }
+        let names = format!("{} {} {}", info.name, info.driver, info.driver_info).to_lowercase();
+        let software = ["swiftshader", "llvmpipe", "lavapipe"];
+        if info.device_type == wgpu::DeviceType::Cpu || software.iter().any(|s| names.contains(s)) {
+            Matmul::Blocked
+        } else {
+            Matmul::Tiled
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Matmul::Blocked => "blocked",
+            Matmul::Tiled => "tiled",
+        }
+    }
+}
+
+/// A compiled matmul entry point: the blocked kernel's `main` and `small` (at most 8 rows, a
+/// short prompt's text tower, which `main` leaves half empty), or the tiled kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Entry {
+    Main,
+    Small,
+    Tiled,
+}
+
 /// The kernels, built once per device.
 pub struct Gpu {
     pub(super) device: wgpu::Device,
     pub(super) queue: wgpu::Queue,
-    /// `matmul*.wgsl` by weight kind and entry point (`small`: for at most 8 rows, a short
-    /// prompt's text tower, which `main` leaves half empty), compiled when first used.
-    matmul: Mutex<HashMap<(Kind, bool), wgpu::ComputePipeline>>,
+    variant: Matmul,
+    /// `matmul*.wgsl` by weight kind and entry point, compiled when first used.
+    matmul: Mutex<HashMap<(Kind, Entry), wgpu::ComputePipeline>>,
     pub(super) layer_norm: wgpu::ComputePipeline,
     pub(super) softmax: wgpu::ComputePipeline,
     /// The scores and P·V kernels by head_dim / 4, a constant of theirs.
@@ -38,8 +87,9 @@ impl std::fmt::Debug for Gpu {
 }
 
 impl Gpu {
-    /// The kernels on `device`, compiled once (burn's own wgpu device and queue).
-    pub fn new(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+    /// The kernels on `device`, compiled once (burn's own wgpu device and queue), with the
+    /// matmul `variant`.
+    pub fn new(device: wgpu::Device, queue: wgpu::Queue, variant: Matmul) -> Self {
         let layer_norm = pipeline(
             &device,
             "layer_norm",
@@ -50,6 +100,7 @@ impl Gpu {
         Self {
             device,
             queue,
+            variant,
             matmul: Mutex::new(HashMap::new()),
             layer_norm,
             softmax,
@@ -57,19 +108,37 @@ impl Gpu {
         }
     }
 
-    /// The matmul kernel for `kind`'s weights, `small` or `main`.
-    fn matmul_kernel(&self, kind: Kind, small: bool) -> wgpu::ComputePipeline {
+    /// Its matmul kernels.
+    pub fn matmul_variant(&self) -> Matmul {
+        self.variant
+    }
+
+    /// The same device and queue with the other matmul `variant` (the tests run both).
+    #[cfg(test)]
+    pub fn with_variant(&self, variant: Matmul) -> Self {
+        Self::new(self.device.clone(), self.queue.clone(), variant)
+    }
+
+    /// The matmul kernel for `kind`'s weights at `entry`.
+    fn matmul_kernel(&self, kind: Kind, entry: Entry) -> wgpu::ComputePipeline {
         let mut cache = self.matmul.lock().unwrap_or_else(|e| e.into_inner());
         cache
-            .entry((kind, small))
+            .entry((kind, entry))
             .or_insert_with(|| {
-                let source = match kind {
-                    Kind::F32 => include_str!("matmul.wgsl"),
-                    Kind::Q8 => include_str!("matmul_q8.wgsl"),
-                    Kind::Q4 => include_str!("matmul_q4.wgsl"),
+                let source = match (entry, kind) {
+                    (Entry::Tiled, Kind::F32) => include_str!("matmul_tiled.wgsl"),
+                    (Entry::Tiled, Kind::Q8) => include_str!("matmul_tiled_q8.wgsl"),
+                    (Entry::Tiled, Kind::Q4) => include_str!("matmul_tiled_q4.wgsl"),
+                    (_, Kind::F32) => include_str!("matmul.wgsl"),
+                    (_, Kind::Q8) => include_str!("matmul_q8.wgsl"),
+                    (_, Kind::Q4) => include_str!("matmul_q4.wgsl"),
                 };
-                let entry = if small { "small" } else { "main" };
-                pipeline(&self.device, "matmul", source, entry)
+                let name = if entry == Entry::Small {
+                    "small"
+                } else {
+                    "main"
+                };
+                pipeline(&self.device, "matmul", source, name)
             })
             .clone()
     }
@@ -181,16 +250,22 @@ impl Gpu {
         out: &wgpu::Buffer,
         m: usize,
     ) -> Dispatch {
-        let small = m <= MATMUL_SMALL_BLOCK[0];
-        let [rows, cols] = if small {
-            MATMUL_SMALL_BLOCK
+        // The tiled grid is 64-row tiles in y, at most 65535 of them (4 M rows; far more
+        // than a batch of prompts makes).
+        let (entry, groups) = if self.variant == Matmul::Tiled && m.div_ceil(64) <= 65535 {
+            (Entry::Tiled, [(p.n / 4).div_ceil(16), m.div_ceil(64), 1])
         } else {
-            MATMUL_BLOCK
+            let small = m <= MATMUL_SMALL_BLOCK[0];
+            let ([rows, cols], entry) = if small {
+                (MATMUL_SMALL_BLOCK, Entry::Small)
+            } else {
+                (MATMUL_BLOCK, Entry::Main)
+            };
+            let blocks = (p.n / 4).div_ceil(cols) * m.div_ceil(rows);
+            let groups = blocks.div_ceil(32);
+            (entry, [groups.min(65535), groups.div_ceil(65535), 1])
         };
-        let kernel = self.matmul_kernel(p.kind, small);
-        let blocks = (p.n / 4).div_ceil(cols) * m.div_ceil(rows);
-        let groups = blocks.div_ceil(32);
-        let groups = [groups.min(65535), groups.div_ceil(65535), 1];
+        let kernel = self.matmul_kernel(p.kind, entry);
         match &p.scales {
             Some(scales) => self.bind(&kernel, &[params, a, &p.w, &p.bias, out, scales], groups),
             None => self.bind(&kernel, &[params, a, &p.w, &p.bias, out], groups),

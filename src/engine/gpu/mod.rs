@@ -14,8 +14,10 @@
 //! kernel without barriers (`matmul.wgsl`, written by `tools/gen_matmul_wgsl.py`; compared by
 //! `bench/swiftshader/run.mjs`; measured: docs/benchmarks-history.md). A whole layer is 9
 //! dispatches (Q, K and V one matmul; bias, activation and residual in the matmul's epilogue;
-//! attention's two products register-blocked the same way) instead of ~30 burn ops. A tiled
-//! kernel may do better on a real GPU; none was measured.
+//! attention's two products register-blocked the same way) instead of ~30 burn ops. On a real
+//! GPU, whose registers would not hold the blocked kernel's 384 accumulators per invocation,
+//! the matmul runs tiled in workgroup memory instead (`matmul_tiled*.wgsl`, [`Matmul`], chosen
+//! from the adapter: CPU adapters keep the blocked kernel; not yet timed on a real GPU).
 //!
 //! A tower's layers run back to back in one submission; only its input and the kept hidden
 //! states cross to the host (awaited, never blocked on, so it works in the browser). The
@@ -25,7 +27,7 @@ mod device;
 mod layer;
 mod linear;
 
-pub use device::Gpu;
+pub use device::{Gpu, Matmul};
 pub use layer::{GpuLayer, forward};
 pub use linear::{GpuLinear, chain};
 
@@ -39,7 +41,7 @@ pub(crate) fn test_device() -> (burn::tensor::Device, std::sync::Arc<Gpu>) {
         let (device, setup) = burn::tensor::Device::wgpu_options()
             .init_with_setup()
             .expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)");
-        let gpu = Gpu::new(setup.device.clone(), setup.queue.clone());
+        let gpu = Gpu::new(setup.device.clone(), setup.queue.clone(), Matmul::Blocked);
         (device, std::sync::Arc::new(gpu))
     })
     .clone()
