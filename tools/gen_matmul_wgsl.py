@@ -17,30 +17,31 @@ from pathlib import Path
 # (`Gpu::matmul` in src/engine/gpu/device.rs picks).
 BLOCKS = {"main": (16, 6), "small": (8, 2)}
 
-WEIGHTS = {
-    "f32": """\
-// w: f32 [k, n].
-struct Params { m: u32, n: u32, k: u32, flags: u32 }
+def bindings(w: str, scales: str | None) -> str:
+    """The kernels' parameters and buffers: `w` an array of `w`, integer weights with `block`
+    (columns per scale) in the parameters and their `scales` at binding 5."""
+    params = "m: u32, n: u32, k: u32, flags: u32" + (", block: u32, pad0: u32, pad1: u32, pad2: u32" if scales else "")
+    lines = [
+        f"struct Params {{ {params} }}",
+        "",
+        "@group(0) @binding(0) var<uniform> p: Params;",
+        "@group(0) @binding(1) var<storage, read> a: array<vec4f>;",
+        f"@group(0) @binding(2) var<storage, read> w: array<{w}>;",
+        "@group(0) @binding(3) var<storage, read> bias: array<vec4f>;",
+        "@group(0) @binding(4) var<storage, read_write> out: array<vec4f>;",
+    ]
+    if scales:
+        lines.append(f"@group(0) @binding(5) var<storage, read> scales: array<{scales}>;")
+    return "\n".join(lines) + "\n"
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<vec4f>;
-@group(0) @binding(2) var<storage, read> w: array<vec4f>;
-@group(0) @binding(3) var<storage, read> bias: array<vec4f>;
-@group(0) @binding(4) var<storage, read_write> out: array<vec4f>;
-""",
+
+WEIGHTS = {
+    "f32": "// w: f32 [k, n].\n" + bindings("vec4f", None),
     "q8": """\
 // w: 8-bit integers [k, n], four to a word (column 4j + i in byte i of word j of a row), and one
 // f32 scale per block of `block` columns of a row (`scales` [k, n / block]): w = int * scale,
 // the product a pack's decoder makes, so the weights are exactly the f32 ones it would give.
-struct Params { m: u32, n: u32, k: u32, flags: u32, block: u32, pad0: u32, pad1: u32, pad2: u32 }
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<vec4f>;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(3) var<storage, read> bias: array<vec4f>;
-@group(0) @binding(4) var<storage, read_write> out: array<vec4f>;
-@group(0) @binding(5) var<storage, read> scales: array<f32>;
-
+""" + bindings("u32", "f32") + """
 // Four signed bytes to floats (shifts, not unpack4xI8: every WGSL implementation has them).
 fn ints(x: u32) -> vec4f {
     return vec4f((vec4i(bitcast<i32>(x)) << vec4u(24u, 16u, 8u, 0u)) >> vec4u(24u));
@@ -51,15 +52,7 @@ fn ints(x: u32) -> vec4f {
 // of word j of a row), and one bf16 scale per block of `block` columns of a row, two to a word
 // (`scales` [k, n / block], the first in the low half): w = int * scale, the product a pack's
 // decoder makes, so the weights are exactly the f32 ones it would give.
-struct Params { m: u32, n: u32, k: u32, flags: u32, block: u32, pad0: u32, pad1: u32, pad2: u32 }
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<vec4f>;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(3) var<storage, read> bias: array<vec4f>;
-@group(0) @binding(4) var<storage, read_write> out: array<vec4f>;
-@group(0) @binding(5) var<storage, read> scales: array<u32>;
-
+""" + bindings("u32", "u32") + """
 // The four nibbles of `x` from bit `shift` up, as floats.
 fn ints(x: u32, shift: u32) -> vec4f {
     let n = (vec4u(x) >> (vec4u(0u, 4u, 8u, 12u) + shift)) & vec4u(15u);
