@@ -157,10 +157,11 @@ impl Engine {
         self.segmenter.engine.gpu_weight_bytes().map(|b| b as f64)
     }
 
-    /// Whether the towers' matrices stayed in the pack's 8 or 4 bits on the GPU.
-    #[wasm_bindgen(getter, js_name = intWeights)]
-    pub fn int_weights(&self) -> bool {
-        self.segmenter.engine.placement().int_weights
+    /// Whether the towers' matrices stayed as the pack stores them (f16, 8 or 4 bits) on the
+    /// GPU.
+    #[wasm_bindgen(getter, js_name = packedWeights)]
+    pub fn packed_weights(&self) -> bool {
+        self.segmenter.engine.placement().packed_weights
     }
 
     /// Runs the vision tower on an RGBA image (canvas `getImageData` layout) and keeps its

@@ -42,34 +42,34 @@ fn f32_pack_reproduces_the_reference() {
     }
 }
 
-/// An engine built from a pack part by part (each layer read, converted and dropped; a
-/// quantized token table kept as stored; on the GPU the towers' matrices kept in their 8 or 4
-/// bits and decoded in the kernels) is the engine built from the whole model loaded first:
-/// the right tensors reached the right layers, with the same floats, for f32, q8 and q4, on the
-/// CPU kernels and on the GPU kernels.
+/// An engine built from a pack part by part (each layer read, converted and dropped; an f16,
+/// q8 or q4 token table kept as stored; on the GPU the towers' matrices kept in their f16, 8 or
+/// 4 bits and decoded in the kernels) is the engine built from the whole model loaded first:
+/// the right tensors reached the right layers, with the same floats, for f32, f16, q8 and q4,
+/// on the CPU kernels and on the GPU kernels.
 #[test]
 fn engines_built_from_a_pack_match_engines_built_from_the_model() {
     for (device, on_gpu) in [(Device::flex(), false), (wgpu(), true)] {
         for case in cases() {
             let mut gpu_bytes = Vec::new();
-            for quant in [Quant::F32, Quant::Q8, Quant::Q4] {
+            for quant in [Quant::F32, Quant::F16, Quant::Q8, Quant::Q4] {
                 let bytes = packed(&case.model, quant);
                 let whole = Checkpoint::from_pack(bytes.clone(), &device).unwrap();
                 let after = Segmenter::new(whole, kernels()).unwrap();
                 let during = Segmenter::from_pack(bytes, &device, kernels()).unwrap();
-                assert_eq!(during.quantized, quant != Quant::F32);
+                assert_eq!(during.quantized, matches!(quant, Quant::Q8 | Quant::Q4));
                 let placed = during.engine.placement();
                 // The same executors (only a pack can keep its weights as stored).
-                let stored = (placed.quantized_tokens, placed.int_weights);
+                let stored = (placed.stored_tokens, placed.packed_weights);
                 let same = Placement {
-                    quantized_tokens: stored.0,
-                    int_weights: stored.1,
+                    stored_tokens: stored.0,
+                    packed_weights: stored.1,
                     ..after.engine.placement()
                 };
                 assert_eq!(placed, same, "{} {quant:?}", case.model);
-                // A quantized token table stays as stored on the kernels, and gives the same
-                // rows as the decoded one.
-                assert_eq!(placed.quantized_tokens, quant != Quant::F32);
+                // A token table in f16, 8 or 4 bits stays as stored on the kernels, and gives
+                // the same rows as the decoded one.
+                assert_eq!(placed.stored_tokens, quant != Quant::F32);
                 if on_gpu {
                     // The decoder's ReLU layers, its reduces and head, and the patch embedding
                     // fit the kernels in every fixture, `odd`'s too.
@@ -79,18 +79,18 @@ fn engines_built_from_a_pack_match_engines_built_from_the_model() {
                         [gpu; 3]
                     );
                     assert_eq!(placed.patch_embedding, Place::Gpu, "{}", case.model);
-                    // Towers on the kernels keep a quantized pack's integers (`odd`'s erf GELU
+                    // Towers on the kernels keep the pack's f16 or integers (`odd`'s erf GELU
                     // layers run on burn's ops).
                     let kernels_towers = placed.vision_layers == Place::Gpu;
                     assert_eq!(
-                        placed.int_weights,
+                        placed.packed_weights,
                         kernels_towers && quant != Quant::F32,
                         "{} {quant:?}",
                         case.model
                     );
                     gpu_bytes.push(during.engine.gpu_weight_bytes().unwrap());
                 } else {
-                    assert!(!placed.int_weights);
+                    assert!(!placed.packed_weights);
                     assert_eq!(during.engine.gpu_weight_bytes(), None);
                 }
                 let (want, _) = case_logits(&after, &case);
@@ -100,13 +100,14 @@ fn engines_built_from_a_pack_match_engines_built_from_the_model() {
                     assert!(err <= bound(&case), "{}: {err}", case.model);
                 }
             }
-            if let [f32, q8, q4] = gpu_bytes[..] {
+            if let [f32, f16, q8, q4] = gpu_bytes[..] {
                 eprintln!(
-                    "{}: GPU weight bytes f32 {f32}, q8 {q8}, q4 {q4}",
+                    "{}: GPU weight bytes f32 {f32}, f16 {f16}, q8 {q8}, q4 {q4}",
                     case.model
                 );
                 if case.model != "odd" {
-                    assert!(q4 < q8 && q8 < f32, "{}: {gpu_bytes:?}", case.model);
+                    let order = q4 < q8 && q8 < f16 && f16 < f32;
+                    assert!(order, "{}: {gpu_bytes:?}", case.model);
                 }
             }
         }

@@ -1,7 +1,7 @@
-"""Writes src/engine/gpu/matmul{,_q8,_q4}.wgsl: a register-blocked matmul unrolled by hand, rows x
-cols vec4 outputs per invocation, one entry point per block shape in BLOCKS, for f32 weights and
-for weights kept as a quantized pack stores them (8-bit or 4-bit integers, one scale per block of
-a row along n), decoded in registers; and matmul_tiled{,_q8,_q4}.wgsl, the same products tiled
+"""Writes src/engine/gpu/matmul{,_f16,_q8,_q4}.wgsl: a register-blocked matmul unrolled by hand, rows x
+cols vec4 outputs per invocation, one entry point per block shape in BLOCKS, for f32 weights, f16
+weights and weights kept as a quantized pack stores them (8-bit or 4-bit integers, one scale per block of
+a row along n), decoded in registers; and matmul_tiled{,_f16,_q8,_q4}.wgsl, the same products tiled
 in workgroup memory for real GPUs (TILED). WGSL has no macros, and
 SwiftShader (a CPU WebGPU) runs the unrolled form with named accumulators and `a.x / a.y / ...`
 faster than loops over arrays, so the kernel is written out; change BLOCKS here and rerun
@@ -37,6 +37,14 @@ def bindings(w: str, scales: str | None) -> str:
 
 WEIGHTS = {
     "f32": "// w: f32 [k, n].\n" + bindings("vec4f", None),
+    "f16": """\
+// w: f16 [k, n] as an f16 pack stores it, two to a word (the first in the low half), decoded to
+// f32 with unpack2x16float (core WGSL: no shader-f16 needed) and multiplied in f32.
+""" + bindings("vec2u", None) + """
+fn halves(h: vec2u) -> vec4f {
+    return vec4f(unpack2x16float(h.x), unpack2x16float(h.y));
+}
+""",
     "q8": """\
 // w: 8-bit integers [k, n], four to a word (column 4j + i in byte i of word j of a row), and one
 // f32 scale per block of `block` columns of a row (`scales` [k, n / block]): w = int * scale,
@@ -135,7 +143,7 @@ def kernel(entry: str, ROWS: int, COLS: int, weights: str) -> str:
     ]
     lines += [f"    let r{r} = min(m0 + {r}u, last) * k4;" for r in rows]
     lines += [f"    let j{j} = min(col + {j}u, n4 - 1u);" for j in cols]
-    if weights != "f32":
+    if weights in ("q8", "q4"):
         # Each vec4 of columns lies in one block: its scale's column, and for 4 bits its word
         # and nibble offset, fixed for the whole loop.
         lines.append("    let nb = (p.n + p.block - 1u) / p.block;")
@@ -148,9 +156,10 @@ def kernel(entry: str, ROWS: int, COLS: int, weights: str) -> str:
     lines += [f"        let a{r} = a[r{r} + kk];" for r in rows]
     for q, comp in enumerate("xyzw"):
         lines.append("        {")
-        if weights == "f32":
+        if weights in ("f32", "f16"):
+            load = "w[at + j{j}]" if weights == "f32" else "halves(w[at + j{j}])"
             lines.append(f"            let at = (kk * 4u + {q}u) * n4;")
-            lines.append("            " + " ".join(f"let w{j} = w[at + j{j}];" for j in cols))
+            lines.append("            " + " ".join(f"let w{j} = {load.format(j=j)};" for j in cols))
         elif weights == "q8":
             lines.append(f"            let at = (kk * 4u + {q}u) * n4;")
             lines.append(f"            let sr = (kk * 4u + {q}u) * nb;")
@@ -187,6 +196,11 @@ W_VEC = {
     "f32": """\
 fn w_vec(k: u32, j: u32) -> vec4f {
     return w[k * (p.n / 4u) + j];
+}
+""",
+    "f16": """\
+fn w_vec(k: u32, j: u32) -> vec4f {
+    return halves(w[k * (p.n / 4u) + j]);
 }
 """,
     "q8": """\

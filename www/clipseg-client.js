@@ -28,10 +28,10 @@ export class ClipSegClient {
   limits = null;
 
   // source: URL string or Uint8Array/ArrayBuffer of a .bpk pack (copied, not transferred, so a
-  // restart can reload it). Resolves {backend, adapter, reason, size, gpuWeightBytes, intWeights,
-  // limits, ms}; `size` is the side of the model's logit maps, `gpuWeightBytes` the bytes the
-  // weights hold in GPU memory (undefined on the CPU), `intWeights` whether the pack's 8 or 4 bits
-  // stayed so there.
+  // restart can reload it). Resolves {backend, adapter, reason, size, gpuWeightBytes,
+  // packedWeights, limits, ms}; `size` is the side of the model's logit maps, `gpuWeightBytes` the
+  // bytes the weights hold in GPU memory (undefined on the CPU), `packedWeights` whether the
+  // pack's f16, 8 or 4 bits stayed so there.
   async load(source, { backend = 'auto', onProgress } = {}) {
     const what =
       typeof source === 'string' ? { url: source }

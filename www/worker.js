@@ -4,7 +4,7 @@
 //   {type:'load', url | bytes, backend:'auto'|'webgpu'|'cpu'}
 //       → {type:'progress', loaded, total} while fetching (total 0 when unknown)
 //       → {ok:true, backend, adapter, reason, size, gpuWeightBytes (undefined on the CPU),
-//          intWeights (the pack's 8 or 4 bits kept on the GPU), limits: {max_side, max_pixels, max_prompts}}
+//          packedWeights (the pack's f16, 8 or 4 bits kept on the GPU), limits: {max_side, max_pixels, max_prompts}}
 //   {type:'encode', rgba: ArrayBuffer, width, height}  → {ok:true}
 //   {type:'segment', prompts: string[], threshold}     → {ok:true, count, width, height, labels: Uint8Array (t)}
 //   The engine keeps the last segmentation's maps; these read them at the image's size:
@@ -67,8 +67,8 @@ const ops = {
     engine = loaded.engine;
     // wgpu cannot name a browser's adapter: use what WebGPU says.
     const adapter = loaded.adapter;
-    const { gpuWeightBytes, intWeights } = engine;
-    return [{ backend: engine.backend, adapter, reason: loaded.reason, size: engine.size, gpuWeightBytes, intWeights, limits: limits() }, []];
+    const { gpuWeightBytes, packedWeights } = engine;
+    return [{ backend: engine.backend, adapter, reason: loaded.reason, size: engine.size, gpuWeightBytes, packedWeights, limits: limits() }, []];
   },
   async encode({ rgba, width, height }) {
     await needEngine().encode_image(new Uint8Array(rgba), width, height);

@@ -72,7 +72,7 @@ impl Weights<'_> {
         Ok(module)
     }
 
-    /// A layer's matrices that the pack stores in 8 or 4 bits, as stored, by their paths
+    /// A layer's matrices that the pack stores in f16, 8 or 4 bits, as stored, by their paths
     /// under `prefix` ([`LAYER_MATRICES`]); none from a loaded model.
     pub fn stored_matrices(&self, prefix: &str, spec: LayerSpec) -> Result<Stored, Error> {
         let Weights::Pack(pack) = self else {
@@ -82,8 +82,11 @@ impl Weights<'_> {
         let shapes = [[h, h], [h, h], [h, h], [h, h], [h, i], [i, h]];
         let mut stored = Stored::default();
         for (path, shape) in LAYER_MATRICES.into_iter().zip(shapes) {
-            if let Some(q) = pack.quantized(&format!("{prefix}{path}"), shape)? {
-                stored.0.push((path, q));
+            let name = format!("{prefix}{path}");
+            if let Some(q) = pack.quantized(&name, shape)? {
+                stored.0.push((path, Weight::Int(q), shape));
+            } else if let Some(h) = pack.half(&name, shape)? {
+                stored.0.push((path, Weight::F16(h), shape));
             }
         }
         Ok(stored)
@@ -100,18 +103,20 @@ pub(super) const LAYER_MATRICES: [&str; 6] = [
     "mlp.fc2.weight",
 ];
 
-/// Matrices kept as a pack stores them, by path ([`Weights::stored_matrices`]).
+/// Matrices kept as a pack stores them, by path, with their shapes [k, n]
+/// ([`Weights::stored_matrices`]).
 #[derive(Default)]
-pub(super) struct Stored(Vec<(&'static str, Quantized)>);
+pub(super) struct Stored(Vec<(&'static str, Weight, [usize; 2])>);
 
 impl Stored {
     pub fn has(&self, path: &str) -> bool {
-        self.0.iter().any(|(p, _)| *p == path)
+        self.0.iter().any(|(p, ..)| *p == path)
     }
 
-    fn take(&mut self, path: &str) -> Option<Quantized> {
-        let at = self.0.iter().position(|(p, _)| *p == path)?;
-        Some(self.0.swap_remove(at).1)
+    fn take(&mut self, path: &str) -> Option<(Weight, [usize; 2])> {
+        let at = self.0.iter().position(|(p, ..)| *p == path)?;
+        let (_, w, shape) = self.0.swap_remove(at);
+        Some((w, shape))
     }
 }
 
@@ -122,14 +127,14 @@ pub(super) fn matrix(linear: &Linear) -> Result<Matrix, Error> {
 
 /// [`matrix`] with the weight `stored` (as a pack stores it) where given: then the module's
 /// own weight is never read.
-fn stored_matrix(linear: &Linear, stored: Option<Quantized>) -> Result<Matrix, Error> {
+fn stored_matrix(linear: &Linear, stored: Option<(Weight, [usize; 2])>) -> Result<Matrix, Error> {
     let bias = linear
         .bias
         .as_ref()
         .map(|b| host_values(b.val()))
         .transpose()?;
     let (k, n, w) = match stored {
-        Some(q) => (q.rows, q.width, Weight::Int(q)),
+        Some((w, [k, n])) => (k, n, w),
         None => {
             let [k, n] = linear.weight.dims();
             (k, n, Weight::F32(host_values(linear.weight.val())?))
@@ -185,10 +190,19 @@ pub(super) fn layer_weights(
     })
 }
 
-/// Three [k, k] matrices side by side, [k, 3k]: row by row. Quantized ones stay quantized
-/// where their rows are whole bytes and blocks (the same bit width and block, the row a
-/// multiple of both); otherwise all three are decoded to f32.
+/// Three [k, k] matrices side by side, [k, 3k]: row by row. f16 ones stay f16; quantized ones
+/// stay quantized where their rows are whole bytes and blocks (the same bit width and block,
+/// the row a multiple of both); otherwise all three are decoded to f32.
 fn fuse_columns(parts: [Weight; 3], k: usize) -> Weight {
+    if let [Weight::F16(a), Weight::F16(b), Weight::F16(c)] = &parts {
+        let mut w = Vec::with_capacity(3 * k * k);
+        for row in 0..k {
+            for m in [a, b, c] {
+                w.extend_from_slice(&m[row * k..(row + 1) * k]);
+            }
+        }
+        return Weight::F16(w);
+    }
     if let [Weight::Int(a), Weight::Int(b), Weight::Int(c)] = &parts {
         let same = [b, c]
             .iter()

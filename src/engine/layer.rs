@@ -3,6 +3,8 @@
 
 use std::borrow::Cow;
 
+use burn::tensor::f16;
+
 use crate::config::LayerSpec;
 pub use crate::weights::pack::Quantized;
 
@@ -16,11 +18,12 @@ pub struct Matrix {
     pub bias: Option<Vec<f32>>,
 }
 
-/// A weight's values: floats, or the integers and block scales a quantized pack stores
-/// (rows along k), for kernels that decode them in registers.
+/// A weight's values: floats, or as a pack stores them (f16 bits; the integers and block
+/// scales of a quantized pack, rows along k), for kernels that decode them in registers.
 #[derive(Debug, Clone)]
 pub enum Weight {
     F32(Vec<f32>),
+    F16(Vec<u16>),
     Int(Quantized),
 }
 
@@ -29,7 +32,25 @@ impl Weight {
     pub fn to_f32(&self) -> Cow<'_, [f32]> {
         match self {
             Weight::F32(w) => Cow::Borrowed(w),
+            Weight::F16(h) => Cow::Owned(h.iter().map(|&b| f16::from_bits(b).to_f32()).collect()),
             Weight::Int(q) => Cow::Owned(q.to_f32()),
+        }
+    }
+
+    /// Rows `ids` (each below the row count) of a matrix `width` wide, decoded to f32 and
+    /// concatenated: a table's lookup.
+    pub fn rows_f32(&self, ids: impl IntoIterator<Item = usize>, width: usize) -> Vec<f32> {
+        match self {
+            Weight::Int(q) => q.rows_f32(ids),
+            Weight::F32(w) => ids
+                .into_iter()
+                .flat_map(|r| w[r * width..(r + 1) * width].iter().copied())
+                .collect(),
+            Weight::F16(h) => ids
+                .into_iter()
+                .flat_map(|r| h[r * width..(r + 1) * width].iter())
+                .map(|&b| f16::from_bits(b).to_f32())
+                .collect(),
         }
     }
 
@@ -37,6 +58,7 @@ impl Weight {
     pub fn numel(&self) -> usize {
         match self {
             Weight::F32(w) => w.len(),
+            Weight::F16(h) => h.len(),
             Weight::Int(q) => q.rows * q.width,
         }
     }

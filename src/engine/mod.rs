@@ -52,11 +52,12 @@ pub enum Kernels {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Placement {
     pub text_layers: Place,
-    /// The token table stays on the host as a quantized pack stores it (kernels only).
-    pub quantized_tokens: bool,
-    /// Both towers' layers run on the GPU kernels with their matrices kept in a quantized
-    /// pack's 8 or 4 bits.
-    pub int_weights: bool,
+    /// The token table stays on the host as the pack stores it (f16, 8 or 4 bits; kernels
+    /// only).
+    pub stored_tokens: bool,
+    /// Both towers' layers run on the GPU kernels with their matrices kept as the pack stores
+    /// them (f16, 8 or 4 bits).
+    pub packed_weights: bool,
     pub patch_embedding: Place,
     pub vision_layers: Place,
     /// `None` with the U-Net decoder (burn's ops).
@@ -135,7 +136,7 @@ impl Engine {
     /// Where each part runs.
     pub fn placement(&self) -> Placement {
         let (reduces, decoder_layers, head) = self.decoder.placement();
-        let (text_layers, quantized_tokens, text_int) = self.text.placement();
+        let (text_layers, stored_tokens, text_packed) = self.text.placement();
         let cpu = [
             text_layers,
             self.vision.placement().1,
@@ -143,8 +144,8 @@ impl Engine {
         ];
         Placement {
             text_layers,
-            quantized_tokens,
-            int_weights: text_int && self.vision.int_layers(),
+            stored_tokens,
+            packed_weights: text_packed && self.vision.packed_layers(),
             patch_embedding: self.vision.placement().0,
             vision_layers: self.vision.placement().1,
             reduces,

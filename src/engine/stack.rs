@@ -32,7 +32,7 @@ impl Stack {
         executor: &Executor,
         device: &Device,
     ) -> Result<Self, Error> {
-        // `stored`: keep the matrices a pack stores in 8 or 4 bits as they are (the GPU
+        // `stored`: keep the matrices a pack stores in f16, 8 or 4 bits as they are (the GPU
         // kernels decode them in registers); the CPU kernels repack them from f32.
         let plain = |i: usize, layer: EncoderLayer, stored: bool| {
             let prefix = format!("{prefix}{i}.");
@@ -82,9 +82,9 @@ impl Stack {
         }
     }
 
-    /// Whether it runs on the GPU kernels with every matrix in a quantized pack's integers.
-    pub fn is_int(&self) -> bool {
-        matches!(self, Stack::Gpu(_, l) if !l.is_empty() && l.iter().all(GpuLayer::is_int))
+    /// Whether it runs on the GPU kernels with every matrix as its pack stores it.
+    pub fn is_packed(&self) -> bool {
+        matches!(self, Stack::Gpu(_, l) if !l.is_empty() && l.iter().all(GpuLayer::is_packed))
     }
 
     pub fn len(&self) -> usize {

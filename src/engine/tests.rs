@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use burn::module::Param;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor, f16};
 
 use super::build::Weights;
 use super::cpu::Precision;
@@ -203,11 +203,11 @@ fn layers_match_burn_on_every_executor() {
     }
 }
 
-/// Layers whose matrices stay in a quantized pack's integers, decoded in the GPU kernels
-/// (`matmul_q8.wgsl`, `matmul_q4.wgsl`), against the same layers given the decoded floats (the
-/// f32 kernel, itself checked against burn above): the same weights, so the same outputs up to
-/// rounding. Blocks of a whole row (q8), of 32 and 8 columns and a ragged last block (q4), and
-/// a width the 4-bit layout lacks (uploaded as f32 instead).
+/// Layers whose matrices stay as a pack stores them, decoded in the GPU kernels (f16,
+/// `matmul_q8.wgsl`, `matmul_q4.wgsl`; blocked and tiled), against the same layers given the
+/// decoded floats (the f32 kernel, itself checked against burn above): the same weights, so
+/// the same outputs up to rounding. Blocks of a whole row (q8), of 32 and 8 columns and a
+/// ragged last block (q4), and a width the 4-bit layout lacks (uploaded as f32 instead).
 #[test]
 fn gpu_integer_weights_match_their_decoded_floats() {
     use super::gpu::{self, GpuLayer};
@@ -218,8 +218,10 @@ fn gpu_integer_weights_match_their_decoded_floats() {
     let q = Activation::QuickGelu;
     let pre = Norm::Pre { causal: false };
     let causal = Norm::Pre { causal: true };
-    // (name, bits, block (0: a whole row), norm, batch, seq, spec, whether all stay integers)
+    // (name, bits (16: f16), block (0: a whole row), norm, batch, seq, spec, whether all stay
+    // as stored)
     let cases = [
+        ("f16", 16, 0, pre, 1, 37, spec(48, 4, q), true),
         ("q8 rows", 8, 0, pre, 1, 37, spec(48, 4, q), true),
         (
             "q8 causal, at most 8 rows",
@@ -268,10 +270,11 @@ fn gpu_integer_weights_match_their_decoded_floats() {
         let int = |m: &Matrix| {
             let w = m.w.to_f32();
             let block = if block == 0 { m.n } else { block.min(m.n) };
-            Matrix {
-                w: Weight::Int(quantize(&w, m.k, bits, block)),
-                ..m.clone()
-            }
+            let w = match bits {
+                16 => Weight::F16(w.iter().map(|&v| f16::from_f32(v).to_bits()).collect()),
+                _ => Weight::Int(quantize(&w, m.k, bits, block)),
+            };
+            Matrix { w, ..m.clone() }
         };
         let ints = LayerWeights {
             qkv: int(&floats.qkv),
@@ -295,11 +298,15 @@ fn gpu_integer_weights_match_their_decoded_floats() {
             let variant = gpu.matmul_variant();
             let on_int = GpuLayer::new(gpu, &ints).unwrap();
             let on_f32 = GpuLayer::new(gpu, &decoded).unwrap();
-            assert_eq!(on_int.is_int(), all_int, "{name} ({variant:?})");
+            assert_eq!(on_int.is_packed(), all_int, "{name} ({variant:?})");
             if all_int {
                 // The integers and their scales (q8: f32 per row, q4: bf16 per block) against f32,
                 // with a quarter more for the biases and norms (f32 in both).
-                let (per_value, per_scale) = if bits == 8 { (1.0, 4.0) } else { (0.5, 2.0) };
+                let (per_value, per_scale) = match bits {
+                    16 => (2.0, 0.0),
+                    8 => (1.0, 4.0),
+                    _ => (0.5, 2.0),
+                };
                 let block = if block == 0 { spec.hidden } else { block };
                 let want = (per_value + per_scale / block as f64) / 4.0 * 1.25;
                 let ratio = on_int.weight_bytes() as f64 / on_f32.weight_bytes() as f64;

@@ -5,7 +5,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::build::Weights;
 use super::executor::{Executor, Place, param_bytes};
-use super::layer::{Norm, Quantized};
+use super::layer::{Norm, Weight};
 use super::stack::Stack;
 use crate::Error;
 use crate::config::TextConfig;
@@ -14,13 +14,13 @@ use crate::model::text::{TextEmbeddings, TextModel, TokenBatch, pool, positions}
 const PREFIX: &str = "clip.text_model.";
 const TOKENS: &str = "clip.text_model.embeddings.token_embedding.weight";
 
-/// The token table: burn's, or on the host as a quantized pack stores it (a q8 table is a
-/// quarter of its f32 size, a q4 one an eighth) for the kernels, its rows decoded on lookup
-/// with the pack decoder's arithmetic (the values of the f32 table it would have made). On a
-/// GPU it then holds no device memory at all: the looked-up rows are the tower's input.
+/// The token table: burn's, or on the host as a pack stores it (f16 half, q8 a quarter, q4
+/// an eighth of its f32 size) for the kernels, its rows decoded on lookup with the pack
+/// decoder's arithmetic (the values of the f32 table it would have made). On a GPU it then
+/// holds no device memory at all: the looked-up rows are the tower's input.
 enum Tokens {
     Burn(Embedding),
-    Stored(Quantized),
+    Stored(Weight),
 }
 
 pub(super) struct TextTower {
@@ -53,7 +53,10 @@ impl TextTower {
         let shape = [config.vocab_size, config.hidden_size];
         let stored = match (weights, executor) {
             (Weights::Pack(pack), Executor::Cpu(_) | Executor::Gpu(_)) => {
-                pack.quantized(TOKENS, shape)?
+                match pack.quantized(TOKENS, shape)? {
+                    Some(q) => Some(Weight::Int(q)),
+                    None => pack.half(TOKENS, shape)?.map(Weight::F16),
+                }
             }
             _ => None,
         };
@@ -91,10 +94,10 @@ impl TextTower {
     }
 
     /// Where its layers run, whether the token table stays as the pack stores it, and
-    /// whether the layers keep the pack's integers.
+    /// whether the layers keep the pack's f16 or integers.
     pub fn placement(&self) -> (Place, bool, bool) {
         let stored = matches!(self.tokens, Tokens::Stored(_));
-        (self.layers.place(), stored, self.layers.is_int())
+        (self.layers.place(), stored, self.layers.is_packed())
     }
 
     /// Bytes its weights hold on its device (the CPU kernels' and a stored token table: none).
@@ -120,7 +123,7 @@ impl TextTower {
             Tokens::Stored(table) => {
                 let shape = [batch.prompts, batch.len, self.config.hidden_size];
                 let ids = batch.flat.iter().map(|&id| id as usize);
-                let rows = TensorData::new(table.rows_f32(ids), shape);
+                let rows = TensorData::new(table.rows_f32(ids, self.config.hidden_size), shape);
                 Tensor::from_data(rows, &device)
             }
         };

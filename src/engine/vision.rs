@@ -106,9 +106,9 @@ impl VisionTower {
         })
     }
 
-    /// Whether its layers keep a quantized pack's integers.
-    pub fn int_layers(&self) -> bool {
-        self.layers.is_int()
+    /// Whether its layers keep the pack's f16 or integers.
+    pub fn packed_layers(&self) -> bool {
+        self.layers.is_packed()
     }
 
     /// Where the patch embedding and the layers run.

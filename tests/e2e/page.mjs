@@ -135,7 +135,7 @@ async function demoPage() {
   const backendInfo = await page.textContent('#backend-info');
   check('backend is WebGPU', /WebGPU/.test(backendInfo), backendInfo);
   // A q8 pack's towers stay 8-bit in GPU memory (src/engine/gpu/matmul_q8.wgsl).
-  check("backend line gives the weights' GPU memory, kept 8-bit", /weights: [\d.]+ MB of GPU memory, kept in the pack's integers/.test(backendInfo), backendInfo);
+  check("backend line gives the weights' GPU memory, kept 8-bit", /weights: [\d.]+ MB of GPU memory, kept as the pack stores them/.test(backendInfo), backendInfo);
 
   await page.fill('#prompts', prompts.join('\n'));
   await page.setInputFiles('#file', image); // a chosen file segments the typed prompts at once

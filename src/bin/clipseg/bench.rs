@@ -116,8 +116,8 @@ pub fn run(args: Args) -> Result<()> {
         if let Some(matmul) = gpu_matmul(&device) {
             line["gpu_matmul"] = matmul.into();
         }
-        line["gpu_weights"] = if placement.int_weights {
-            "pack integers"
+        line["gpu_weights"] = if placement.packed_weights {
+            "as the pack stores them"
         } else {
             "f32"
         }

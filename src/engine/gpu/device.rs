@@ -127,9 +127,11 @@ impl Gpu {
             .or_insert_with(|| {
                 let source = match (entry, kind) {
                     (Entry::Tiled, Kind::F32) => include_str!("matmul_tiled.wgsl"),
+                    (Entry::Tiled, Kind::F16) => include_str!("matmul_tiled_f16.wgsl"),
                     (Entry::Tiled, Kind::Q8) => include_str!("matmul_tiled_q8.wgsl"),
                     (Entry::Tiled, Kind::Q4) => include_str!("matmul_tiled_q4.wgsl"),
                     (_, Kind::F32) => include_str!("matmul.wgsl"),
+                    (_, Kind::F16) => include_str!("matmul_f16.wgsl"),
                     (_, Kind::Q8) => include_str!("matmul_q8.wgsl"),
                     (_, Kind::Q4) => include_str!("matmul_q4.wgsl"),
                 };
@@ -282,7 +284,7 @@ impl Gpu {
         let flags = act | if residual { 16 } else { 0 };
         let words = [m as u32, p.n as u32, p.k as u32, flags];
         match p.kind {
-            Kind::F32 => self.uniform(&words),
+            Kind::F32 | Kind::F16 => self.uniform(&words),
             Kind::Q8 | Kind::Q4 => self.uniform(&[&words[..], &[p.block as u32, 0, 0, 0]].concat()),
         }
     }
@@ -383,11 +385,13 @@ impl Future for Mapped {
     }
 }
 
-/// How a [`Projection`]'s weight is held: f32, or the integers of a quantized pack with their
-/// block scales (`matmul_q8.wgsl`, `matmul_q4.wgsl` decode them in registers).
+/// How a [`Projection`]'s weight is held: f32, or as its pack stores it: f16, or the integers
+/// of a quantized pack with their block scales (`matmul_f16.wgsl`, `matmul_q8.wgsl`,
+/// `matmul_q4.wgsl` decode them in registers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Kind {
     F32,
+    F16,
     Q8,
     Q4,
 }
@@ -407,8 +411,8 @@ pub(super) struct Projection {
 }
 
 impl Projection {
-    /// Uploads `m`: integer weights as they are where the kernels take their layout (a row of
-    /// whole words, each vec4 of columns in one block), else as f32.
+    /// Uploads `m`: f16 weights as they are; integer weights as they are where the kernels
+    /// take their layout (a row of whole words, each vec4 of columns in one block); else f32.
     pub(super) fn new(gpu: &Gpu, m: &Matrix) -> Self {
         let (k, n) = (m.k, m.n);
         let bias = m.bias.clone().unwrap_or_else(|| vec![0.0; n]);
@@ -429,6 +433,15 @@ impl Projection {
                 let w = gpu.storage_bytes("weight", &q.ints, none);
                 let scales = gpu.storage_bytes("scales", &scales, none);
                 (w, Some(scales), kind, q.block)
+            }
+            Weight::F16(h) => {
+                let halves: Vec<u8> = h.iter().flat_map(|b| b.to_le_bytes()).collect();
+                (
+                    gpu.storage_bytes("weight", &halves, none),
+                    None,
+                    Kind::F16,
+                    0,
+                )
             }
             w => (gpu.storage("weight", &w.to_f32(), none), None, Kind::F32, 0),
         };
@@ -458,8 +471,8 @@ impl Projection {
         self.w.size() + self.bias.size() + scales
     }
 
-    /// Whether the weight stayed in the pack's integers.
-    pub(super) fn is_int(&self) -> bool {
+    /// Whether the weight stayed as its pack stores it (f16 or integers).
+    pub(super) fn is_packed(&self) -> bool {
         self.kind != Kind::F32
     }
 }

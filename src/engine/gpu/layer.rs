@@ -78,11 +78,11 @@ impl GpuLayer {
         norms.iter().chain(&matrices).sum()
     }
 
-    /// Whether its matrices stayed in a quantized pack's integers.
-    pub fn is_int(&self) -> bool {
+    /// Whether its matrices stayed as their pack stores them (f16 or integers).
+    pub fn is_packed(&self) -> bool {
         [&self.qkv, &self.out_proj, &self.fc1, &self.fc2]
             .iter()
-            .all(|p| p.is_int())
+            .all(|p| p.is_packed())
     }
 }
 

@@ -3,10 +3,10 @@
 //! as `scores.wgsl`, `softmax.wgsl`, `pv.wgsl`) and plain matrix products ([`GpuLinear`],
 //! [`chain`]: the patch embedding, the decoder's reduces and its convolutional head). They take
 //! plain weights ([`crate::engine::layer`]) and host slices; the engine decides where they run.
-//! A matrix given as a quantized pack stores it ([`crate::engine::layer::Weight::Int`]) stays
-//! so in GPU memory, a quarter (8 bits) or an eighth (4 bits) of its f32 size, and
-//! `matmul_q8.wgsl` / `matmul_q4.wgsl` decode it in registers to the very floats the pack's
-//! decoder gives (int times scale, one f32 product).
+//! A matrix given as its pack stores it ([`crate::engine::layer::Weight::F16`] and `Int`)
+//! stays so in GPU memory, a half (f16), a quarter (8 bits) or an eighth (4 bits) of its f32
+//! size, and `matmul_f16.wgsl` / `matmul_q8.wgsl` / `matmul_q4.wgsl` decode it in registers to
+//! the very floats the pack's decoder gives (f16 exactly; int times scale, one f32 product).
 //!
 //! Why hand-written kernels: on a CPU implementation of WebGPU (Chromium's SwiftShader, what a
 //! browser without a usable GPU falls back to) burn-wgpu's matmul, which stages tiles in

@@ -12,8 +12,9 @@
 //! weights, but the part whose errors show most in the mask), position embeddings (added to
 //! every token), norms and biases are stored as f16. [`Pack::apply`] fills a module (the whole
 //! model or one part of it) and decodes each weight to f32 only when the module takes it;
-//! [`Pack::quantized`] hands out a quantized matrix as stored ([`Quantized`]). The pack is what the browser downloads and
-//! caches; it is read in ranges ([`Source`]), never held whole.
+//! [`Pack::quantized`] and [`Pack::half`] hand out a matrix as stored ([`Quantized`], f16
+//! bits). The pack is what the browser downloads and caches; it is read in ranges
+//! ([`Source`]), never held whole.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -375,7 +376,29 @@ impl Pack {
         Ok(Some(entry.storage.quantized(&raw, &shape)))
     }
 
-    /// Refuses a pack with a tensor no [`Self::apply`] or [`Self::quantized`] took: one the
+    /// Matrix `name` as f16 bits, if it is of `shape` and stored in f16 (`None` otherwise, as
+    /// [`Self::quantized`]).
+    pub fn half(&self, name: &str, shape: [usize; 2]) -> Result<Option<Vec<u16>>, Error> {
+        let Some(entry) = self.header.tensors.iter().find(|t| t.name == name) else {
+            return Ok(None);
+        };
+        if entry.shape != shape || entry.storage != Storage::F16 {
+            return Ok(None);
+        }
+        let raw = read_vec(
+            self.source.as_ref(),
+            self.data_start + entry.offset,
+            entry.len,
+        )?;
+        self.mark_used(name);
+        Ok(Some(
+            raw.chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+        ))
+    }
+
+    /// Refuses a pack with a tensor no [`Self::apply`], [`Self::quantized`] or [`Self::half`] took: one the
     /// model its config describes does not have.
     pub fn check_all_used(&self) -> Result<(), Error> {
         let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
