@@ -361,28 +361,33 @@ impl Pack {
     /// Matrix `name` as stored, if it is of `shape` and stored in 8 or 4 bits; `None` for any
     /// other storage or shape (a plain [`Self::apply`] then loads it, or reports the mismatch).
     pub fn quantized(&self, name: &str, shape: [usize; 2]) -> Result<Option<Quantized>, Error> {
-        let Some(entry) = self.header.tensors.iter().find(|t| t.name == name) else {
-            return Ok(None);
-        };
-        if entry.shape != shape || entry.storage.bits().is_none() {
-            return Ok(None);
-        }
-        let raw = read_vec(
-            self.source.as_ref(),
-            self.data_start + entry.offset,
-            entry.len,
-        )?;
-        self.mark_used(name);
-        Ok(Some(entry.storage.quantized(&raw, &shape)))
+        let raw = self.raw(name, shape, |s| s.bits().is_some())?;
+        Ok(raw.map(|(storage, raw)| storage.quantized(&raw, &shape)))
     }
 
     /// Matrix `name` as f16 bits, if it is of `shape` and stored in f16 (`None` otherwise, as
     /// [`Self::quantized`]).
     pub fn half(&self, name: &str, shape: [usize; 2]) -> Result<Option<Vec<u16>>, Error> {
+        let raw = self.raw(name, shape, |s| s == Storage::F16)?;
+        Ok(raw.map(|(_, raw)| {
+            raw.chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect()
+        }))
+    }
+
+    /// Tensor `name`'s bytes and storage, marked used, if it is of `shape` and its storage is
+    /// one `wanted` takes.
+    fn raw(
+        &self,
+        name: &str,
+        shape: [usize; 2],
+        wanted: impl Fn(Storage) -> bool,
+    ) -> Result<Option<(Storage, Vec<u8>)>, Error> {
         let Some(entry) = self.header.tensors.iter().find(|t| t.name == name) else {
             return Ok(None);
         };
-        if entry.shape != shape || entry.storage != Storage::F16 {
+        if entry.shape != shape || !wanted(entry.storage) {
             return Ok(None);
         }
         let raw = read_vec(
@@ -391,11 +396,7 @@ impl Pack {
             entry.len,
         )?;
         self.mark_used(name);
-        Ok(Some(
-            raw.chunks_exact(2)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                .collect(),
-        ))
+        Ok(Some((entry.storage, raw)))
     }
 
     /// Refuses a pack with a tensor no [`Self::apply`], [`Self::quantized`] or [`Self::half`] took: one the
