@@ -75,21 +75,27 @@ impl Weights<'_> {
     /// A layer's matrices that the pack stores in f16, 8 or 4 bits, as stored, by their paths
     /// under `prefix` ([`LAYER_MATRICES`]); none from a loaded model.
     pub fn stored_matrices(&self, prefix: &str, spec: LayerSpec) -> Result<Stored, Error> {
-        let Weights::Pack(pack) = self else {
-            return Ok(Stored::default());
-        };
         let (h, i) = (spec.hidden, spec.intermediate);
         let shapes = [[h, h], [h, h], [h, h], [h, h], [h, i], [i, h]];
         let mut stored = Stored::default();
         for (path, shape) in LAYER_MATRICES.into_iter().zip(shapes) {
-            let name = format!("{prefix}{path}");
-            if let Some(q) = pack.quantized(&name, shape)? {
-                stored.0.push((path, Weight::Int(q), shape));
-            } else if let Some(h) = pack.half(&name, shape)? {
-                stored.0.push((path, Weight::F16(h), shape));
+            if let Some(w) = self.stored(&format!("{prefix}{path}"), shape)? {
+                stored.0.push((path, w, shape));
             }
         }
         Ok(stored)
+    }
+
+    /// Matrix `name` of `shape` as the pack stores it, where that is f16, 8 or 4 bits; `None`
+    /// otherwise and from a loaded model.
+    pub fn stored(&self, name: &str, shape: [usize; 2]) -> Result<Option<Weight>, Error> {
+        let Weights::Pack(pack) = self else {
+            return Ok(None);
+        };
+        Ok(match pack.quantized(name, shape)? {
+            Some(q) => Some(Weight::Int(q)),
+            None => pack.half(name, shape)?.map(Weight::F16),
+        })
     }
 }
 
@@ -195,13 +201,7 @@ pub(super) fn layer_weights(
 /// the row a multiple of both); otherwise all three are decoded to f32.
 fn fuse_columns(parts: [Weight; 3], k: usize) -> Weight {
     if let [Weight::F16(a), Weight::F16(b), Weight::F16(c)] = &parts {
-        let mut w = Vec::with_capacity(3 * k * k);
-        for row in 0..k {
-            for m in [a, b, c] {
-                w.extend_from_slice(&m[row * k..(row + 1) * k]);
-            }
-        }
-        return Weight::F16(w);
+        return Weight::F16(side_by_side([a, b, c], k, k));
     }
     if let [Weight::Int(a), Weight::Int(b), Weight::Int(c)] = &parts {
         let same = [b, c]
@@ -210,32 +210,29 @@ fn fuse_columns(parts: [Weight; 3], k: usize) -> Weight {
         let row_bits = a.width * a.bits as usize;
         if same && a.width.is_multiple_of(a.block) && row_bits.is_multiple_of(8) {
             let (row_bytes, blocks) = (row_bits / 8, a.blocks_per_row());
-            let mut ints = Vec::with_capacity(3 * a.ints.len());
-            let mut scales = Vec::with_capacity(3 * a.scales.len());
-            for r in 0..a.rows {
-                for q in [a, b, c] {
-                    ints.extend_from_slice(&q.ints[r * row_bytes..(r + 1) * row_bytes]);
-                    scales.extend_from_slice(&q.scales[r * blocks..(r + 1) * blocks]);
-                }
-            }
             return Weight::Int(Quantized {
                 bits: a.bits,
                 block: a.block,
                 rows: a.rows,
                 width: 3 * a.width,
-                scales,
-                ints,
+                scales: side_by_side([&a.scales, &b.scales, &c.scales], a.rows, blocks),
+                ints: side_by_side([&a.ints, &b.ints, &c.ints], a.rows, row_bytes),
             });
         }
     }
-    let parts = parts.map(|w| w.to_f32().into_owned());
-    let mut w = Vec::with_capacity(3 * k * k);
-    for row in 0..k {
-        for m in &parts {
-            w.extend_from_slice(&m[row * k..(row + 1) * k]);
+    let [a, b, c] = parts.map(|w| w.to_f32().into_owned());
+    Weight::F32(side_by_side([&a, &b, &c], k, k))
+}
+
+/// Three row-major [rows, width] arrays side by side: [rows, 3 * width].
+fn side_by_side<T: Copy>(parts: [&[T]; 3], rows: usize, width: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(3 * rows * width);
+    for r in 0..rows {
+        for part in parts {
+            out.extend_from_slice(&part[r * width..(r + 1) * width]);
         }
     }
-    Weight::F32(w)
+    out
 }
 
 #[cfg(all(test, feature = "native"))]

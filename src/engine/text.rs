@@ -51,14 +51,9 @@ impl TextTower {
         } = model;
         let device = final_layer_norm.gamma.device();
         let shape = [config.vocab_size, config.hidden_size];
-        let stored = match (weights, executor) {
-            (Weights::Pack(pack), Executor::Cpu(_) | Executor::Gpu(_)) => {
-                match pack.quantized(TOKENS, shape)? {
-                    Some(q) => Some(Weight::Int(q)),
-                    None => pack.half(TOKENS, shape)?.map(Weight::F16),
-                }
-            }
-            _ => None,
+        let stored = match executor {
+            Executor::Cpu(_) | Executor::Gpu(_) => weights.stored(TOKENS, shape)?,
+            Executor::Burn => None,
         };
         let tokens = match stored {
             Some(table) => Tokens::Stored(table),
