@@ -25,7 +25,8 @@ const USAGE = `usage: bench/browser.sh PACK [IMAGE] [PROMPT] [--iters N] [--time
   PROMPT   default "a photo of a cat"
   --iters  timed full passes and re-prompts after the first pass (default 3)
   --timeout-min  cap on the whole run (default 25); a stage still running then is reported as timed out
-  --backends     browser backends, run in this order (default cpu,webgpu)
+  --backends     browser backends, run in this order (default cpu,webgpu); cpu:simd128 or
+                 cpu:relaxed-simd names the wasm build (default: relaxed SIMD where Chromium has it)
   --out    results file (default bench/results/browser-<date>-<time>.json)
   env: CLIPSEG_BIN (default target/debug/clipseg), CHROMIUM, E2E_CHROMIUM_ARGS`;
 
@@ -143,7 +144,8 @@ async function runPage(backend, budget) {
   });
   page.on('pageerror', (e) => console.log(`  [${backend}] page error: ${e.message}`));
   page.on('crash', () => console.log(`  [${backend}] page crashed`));
-  const query = new URLSearchParams({ pack: `/data/${path.basename(site.pack)}`, image: `/data/${path.basename(site.image)}`, prompt: opts.prompt, backend, iters: String(opts.iters), pause: '1' });
+  const [engine, wasm = 'auto'] = backend.split(':');
+  const query = new URLSearchParams({ pack: `/data/${path.basename(site.pack)}`, image: `/data/${path.basename(site.image)}`, prompt: opts.prompt, backend: engine, wasm, iters: String(opts.iters), pause: '1' });
   console.log(`[browser ${backend}] ${base}/www/bench.html?${query}  (budget ${(budget / 60_000).toFixed(1)} min)`);
   let b = {};
   let lastStage = '';
@@ -159,7 +161,7 @@ async function runPage(backend, budget) {
       }
       if (b.done) break;
       if (b.stage === 'loaded, waiting for the driver') {
-        r.wasm_memory_after_load = await wasmMemory(page);
+        r.wasm_memory_after_load = await wasmMemory(page, b.wasm);
         await page.evaluate(() => window.__benchContinue());
       }
       if (Date.now() - t0 > budget) {
@@ -175,7 +177,7 @@ async function runPage(backend, budget) {
     r.timed_out_in = b.stage ?? 'page start';
     console.log(`  [${backend}] ${r.error} (stage "${r.timed_out_in}")`);
   }
-  if (b.done && !b.error) r.wasm_memory_end = await wasmMemory(page);
+  if (b.done && !b.error) r.wasm_memory_end = await wasmMemory(page, b.wasm);
   await withTimeout(page.close(), 30_000, 'page.close').catch((e) => note(`${backend}: ${e.message}`));
   if (b.error) {
     r.error = b.error;
@@ -192,7 +194,7 @@ function summarizePage(b) {
   const rep = (b.reprompt ?? []).map((p) => p.wall_ms);
   const passes = [b.first, ...(b.full ?? []), ...(b.reprompt ?? [])].filter(Boolean);
   return {
-    backend: b.backend, adapter: b.adapter, reason: b.reason, size: b.size, image_px: b.image && `${b.image.width}x${b.image.height}`,
+    backend: b.backend, wasm: b.wasm, int8_kernel: b.int8_kernel, adapter: b.adapter, reason: b.reason, size: b.size, image_px: b.image && `${b.image.width}x${b.image.height}`,
     csp_violations: b.csp?.length ? b.csp : undefined,
     load_s: s(b.load?.wall_ms),
     first_pass_s: s(b.first?.wall_ms),
@@ -214,16 +216,18 @@ function summarizePage(b) {
 }
 
 // Byte length of the worker's wasm linear memory, through the module the worker imported
-// (pkg/clipseg.js's init() returns the already-instantiated exports). null if unavailable.
-async function wasmMemory(page) {
-  const worker = page.workers().find((w) => w.url().endsWith('/www/worker.js'));
+// (the glue's init() returns the already-instantiated exports; `build`: the page's `wasm`).
+// null if unavailable.
+async function wasmMemory(page, build) {
+  const worker = page.workers().find((w) => new URL(w.url()).pathname.endsWith('/www/worker.js'));
   if (!worker) return null;
+  const glue = build === 'relaxed-simd' ? '../pkg/clipseg_relaxed.js' : '../pkg/clipseg.js';
   try {
     return await withTimeout(
-      worker.evaluate(async () => {
-        const glue = await import(new URL('../pkg/clipseg.js', self.location.href).href);
-        return (await glue.default()).memory.buffer.byteLength;
-      }),
+      worker.evaluate(async (glue) => {
+        const module = await import(new URL(glue, self.location.href).href);
+        return (await module.default()).memory.buffer.byteLength;
+      }, glue),
       30_000, 'reading the wasm memory size');
   } catch (e) {
     note(`wasm memory: ${e.message.split('\n')[0]}`);
@@ -234,7 +238,7 @@ async function wasmMemory(page) {
 // pkg/ (waiting while it is missing or being written), www/, and links to the pack and image,
 // under target/bench/site/.
 async function snapshotSite() {
-  const files = ['pkg/clipseg.js', 'pkg/clipseg_bg.wasm'];
+  const files = ['pkg/clipseg.js', 'pkg/clipseg_bg.wasm', 'pkg/clipseg_relaxed.js', 'pkg/clipseg_relaxed_bg.wasm'];
   const waitUntil = Math.min(deadline - 5 * 60_000, Date.now() + 10 * 60_000);
   for (;;) {
     const missing = files.filter((f) => !fs.existsSync(f));
@@ -320,7 +324,7 @@ function finish(code) {
       continue;
     }
     const w = r.worker ?? {};
-    const bits = [`${name}: ${r.backend ?? '?'}${r.adapter ? ` on "${r.adapter}"` : ''}`];
+    const bits = [`${name}: ${r.backend ?? '?'}${r.wasm ? ` (wasm ${r.wasm}${r.int8_kernel ? `, ${r.int8_kernel}` : ''})` : ''}${r.adapter ? ` on "${r.adapter}"` : ''}`];
     if (w.load_s !== undefined) bits.push(`worker-side load (fetch + Engine.load, without worker start-up and wasm compilation) ${sec(w.load_s)}`);
     if (w.encode_s !== undefined) bits.push(`worker-side full pass: encode ${sec(w.encode_s)} + segment ${sec(w.segment_s)}; re-prompt segment ${sec(w.reprompt_segment_s)}; first pass encode ${sec(w.first_encode_s)} + segment ${sec(w.first_segment_s)}`);
     if (r.all_probs_valid === false) bits.push('INVALID PROBABILITIES in the output');
@@ -438,7 +442,8 @@ function parseArgs(argv) {
   }
   if (pos.length < 1 || pos.length > 3) die(USAGE);
   if (!(o.timeoutMin > 0)) die('--timeout-min must be positive');
-  if (o.backends.some((b) => !['cpu', 'webgpu', 'auto'].includes(b))) die(`--backends: cpu, webgpu or auto, got ${o.backends}`);
+  if (o.backends.some((b) => !/^(cpu|webgpu|auto)(:(simd128|relaxed-simd))?$/.test(b)))
+    die(`--backends: cpu, webgpu or auto, each optionally :simd128 or :relaxed-simd, got ${o.backends}`);
   // Relative paths are taken from the caller's directory (bench/browser.sh passes it on).
   const from = process.env.BENCH_CALLER_DIR ?? process.cwd();
   o.pack = path.resolve(from, pos[0]);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use burn::tensor::Device;
 use wasm_bindgen::prelude::*;
 
-use crate::engine::{Kernels, register_gpu};
+use crate::engine::{Kernels, Precision, register_gpu};
 use crate::model::ImageFeatures;
 use crate::postprocess::Maps;
 use crate::preprocess::rgba_to_rgb;
@@ -162,6 +162,18 @@ impl Engine {
     #[wasm_bindgen(getter, js_name = packedWeights)]
     pub fn packed_weights(&self) -> bool {
         self.segmenter.engine.placement().packed_weights
+    }
+
+    /// The CPU's int8 kernel where the encoder projections run in int8 (a q8 or q4 pack on the
+    /// CPU), e.g. "relaxed-simd int8 x 7-bit 4x8"; undefined otherwise.
+    #[wasm_bindgen(getter, js_name = int8Kernel)]
+    pub fn int8_kernel(&self) -> Option<String> {
+        let precision = self.segmenter.engine.placement().precision;
+        let seven_bit = precision == Some(Precision::Int8A7);
+        let int8 = seven_bit || matches!(precision, Some(Precision::Int8 | Precision::Int8Bf16));
+        crate::engine::cpu::qgemm::kernel_name(seven_bit)
+            .filter(|_| int8)
+            .map(String::from)
     }
 
     /// Runs the vision tower on an RGBA image (canvas `getImageData` layout) and keeps its

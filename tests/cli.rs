@@ -481,10 +481,11 @@ fn convert_writes_a_pack_that_predict_reads() {
         out.to_str().unwrap(),
     ));
     assert!(ok, "{err}");
-    // The q8 pack's dequantized weights in f32, in int8, and in int8 with bf16 attention (the
-    // default for a q8 pack): all run, and agree to quantization error.
+    // The q8 pack's dequantized weights in f32, in int8, in int8 with bf16 attention (the
+    // default for a q8 pack) and with 7-bit activations: all run, and agree to quantization
+    // error.
     let mut logits = Vec::new();
-    for precision in ["f32", "int8", "int8-bf16"] {
+    for precision in ["f32", "int8", "int8-bf16", "int8-a7"] {
         let out = dir.join(format!("logits-{precision}.npy"));
         let mut args = predict_args(
             pack.to_str().unwrap(),
@@ -506,8 +507,13 @@ fn convert_writes_a_pack_that_predict_reads() {
         diff < 0.2 * scale.max(1.0),
         "f32 vs int8: {diff} (max |logit| {scale})"
     );
-    if clipseg::engine::cpu::qgemm::kernel_name().is_some() {
+    if clipseg::engine::cpu::qgemm::kernel_name(false).is_some() {
         assert!(diff > 0.0, "--precision int8 ran in f32");
+    }
+    let a7 = max_abs_diff(&logits[1], &logits[3]);
+    assert!(a7 < 0.2 * scale.max(1.0), "int8 vs int8-a7: {a7}");
+    if clipseg::engine::cpu::qgemm::kernel_name(true).is_some() {
+        assert!(a7 > 0.0, "--precision int8-a7 ran as int8");
     }
     let bf16 = max_abs_diff(&logits[1], &logits[2]);
     assert!(bf16 < 0.05 * scale.max(1.0), "int8 vs int8-bf16: {bf16}");

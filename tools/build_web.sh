@@ -15,18 +15,28 @@ if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$want" ]; then
   cargo install wasm-bindgen-cli --version "$want"
 fi
 
-cargo rustc --lib --target wasm32-unknown-unknown --profile "$profile" --crate-type cdylib
+# Two builds of the same code: clipseg (simd128, every browser with WebGPU) and
+# clipseg_relaxed (simd128 + relaxed SIMD: the int8 kernel's 8-bit x 7-bit dot product, where
+# the browser has it; www/worker.js picks one at run time). The extra target feature goes to
+# this crate only (`cargo rustc -- ...`), so the dependencies are built once for both.
+build() {
+  local name=$1 enable=$2
+  shift 2
+  cargo rustc --lib --target wasm32-unknown-unknown --profile "$profile" --crate-type cdylib -- "$@"
+  wasm-bindgen --target web --no-typescript "${strip[@]}" --out-dir pkg --out-name "$name" \
+    "target/wasm32-unknown-unknown/$dir/clipseg.wasm"
+  if command -v wasm-opt >/dev/null; then
+    wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+      --enable-mutable-globals --enable-simd $enable "pkg/${name}_bg.wasm" -o "pkg/${name}_bg.wasm"
+  else
+    echo "wasm-opt not found (Debian package binaryen): pkg/ is not size-optimised" >&2
+  fi
+    raw=$(stat -c %s "pkg/${name}_bg.wasm")
+  gz=$(gzip -9 -c "pkg/${name}_bg.wasm" | wc -c)
+  echo "pkg/${name}_bg.wasm ($profile): $raw bytes, $gz gzipped"
+}
 # Release drops the function-name section (6 MB); dev keeps it for readable traps.
 strip=()
 [ "$profile" = release ] && strip=(--remove-name-section --remove-producers-section)
-wasm-bindgen --target web --no-typescript "${strip[@]}" --out-dir pkg --out-name clipseg \
-  "target/wasm32-unknown-unknown/$dir/clipseg.wasm"
-if command -v wasm-opt >/dev/null; then
-  wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-    --enable-mutable-globals --enable-simd pkg/clipseg_bg.wasm -o pkg/clipseg_bg.wasm
-else
-  echo "wasm-opt not found (Debian package binaryen): pkg/ is not size-optimised" >&2
-fi
-raw=$(stat -c %s pkg/clipseg_bg.wasm)
-gz=$(gzip -9 -c pkg/clipseg_bg.wasm | wc -c)
-echo "pkg/clipseg_bg.wasm ($profile): $raw bytes, $gz gzipped"
+build clipseg ""
+build clipseg_relaxed --enable-relaxed-simd -C target-feature=+relaxed-simd

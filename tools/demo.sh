@@ -25,7 +25,7 @@ fi
 
 # The browser engine: a release build takes a while, so only when the sources changed since.
 newer=missing
-if [ -f pkg/clipseg.js ] && [ -f pkg/clipseg_bg.wasm ]; then
+if [ -f pkg/clipseg.js ] && [ -f pkg/clipseg_bg.wasm ] && [ -f pkg/clipseg_relaxed.js ] && [ -f pkg/clipseg_relaxed_bg.wasm ]; then
   newer=$(find src Cargo.toml Cargo.lock tools/build_web.sh -newer pkg/clipseg_bg.wasm -print -quit)
 fi
 if [ -n "$newer" ]; then

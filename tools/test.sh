@@ -21,5 +21,8 @@ export CARGO_INCREMENTAL=0
 cargo clippy --features native --all-targets -- -D warnings
 # The dev profile: its dependencies are opt-level 3 too, and CI builds them only once.
 PROFILE=dev tools/build_web.sh
+# The wasm-only code, as each of the two browser builds compiles it.
+cargo clippy --target wasm32-unknown-unknown --lib -- -D warnings
+cargo clippy --target wasm32-unknown-unknown --lib -- -D warnings -C target-feature=+relaxed-simd
 cargo test --features native
 tools/e2e.sh

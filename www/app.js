@@ -132,7 +132,7 @@ function loadModel() {
       : ` · weights: ${mb(r.gpuWeightBytes)} of GPU memory${r.packedWeights ? ', kept as the pack stores them' : ''}`;
     ui.backendInfo.textContent = r.backend === 'webgpu'
       ? `Running on WebGPU: ${r.adapter || 'unnamed adapter'}${weights}`
-      : `Running on the CPU (wasm)${r.reason ? `: ${r.reason}` : ''}`;
+      : `Running on the CPU (wasm, ${r.int8Kernel ?? `${r.wasm} build`})${r.reason ? `: ${r.reason}` : ''}`;
     status('model ready');
   });
   state.modelLoading = p;

@@ -26,9 +26,16 @@ export class ClipSegClient {
   // The engine's {max_side, max_pixels, max_prompts}, from the first load that succeeded (they
   // are the wasm build's, the same for every pack); null before.
   limits = null;
+  #wasm;
+
+  // wasm: which build of the engine the worker runs: 'auto' (relaxed SIMD where the browser
+  // has it, else simd128), 'relaxed-simd' or 'simd128'; load() says which one ran.
+  constructor({ wasm = 'auto' } = {}) {
+    this.#wasm = wasm;
+  }
 
   // source: URL string or Uint8Array/ArrayBuffer of a .bpk pack (copied, not transferred, so a
-  // restart can reload it). Resolves {backend, adapter, reason, size, gpuWeightBytes,
+  // restart can reload it). Resolves {backend, wasm, int8Kernel, adapter, reason, size, gpuWeightBytes,
   // packedWeights, limits, ms}; `size` is the side of the model's logit maps, `gpuWeightBytes` the
   // bytes the weights hold in GPU memory (undefined on the CPU), `packedWeights` whether the
   // pack's f16, 8 or 4 bits stayed so there.
@@ -106,7 +113,9 @@ export class ClipSegClient {
   // Starting lazily means a worker that cannot start (pkg/ missing) fails each request once
   // instead of restarting in a loop.
   #start(firstRequest) {
-    const w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+    const url = new URL('./worker.js', import.meta.url);
+    if (this.#wasm !== 'auto') url.searchParams.set('wasm', this.#wasm);
+    const w = new Worker(url, { type: 'module' });
     // Messages a terminated worker had already posted must not reach the new one's requests.
     w.onmessage = ({ data }) => w === this.#worker && this.#receive(data);
     // Only errors the worker cannot catch itself arrive here, e.g. pkg/clipseg.js not loading.

@@ -7,8 +7,12 @@ const CACHE = 'clipseg-shell-v1';
 // the page, so they would not be cached otherwise.
 const SHELL = [
   './index.html', './app.js', './style.css', './masks.js', './pack-cache.js', './clipseg-client.js', './worker.js',
-  '../pkg/clipseg.js', '../pkg/clipseg_bg.wasm',
   '../assets/chelsea.jpg', '../assets/coffee.jpg', '../assets/astronaut.jpg',
+  // The engine build www/worker.js will pick: relaxed SIMD where this browser validates it.
+  ...(WebAssembly.validate(new Uint8Array([
+    0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 19, 1, 17, 0,
+    65, 0, 253, 15, 65, 0, 253, 15, 65, 0, 253, 17, 253, 147, 2, 11, // worker.js's probe
+  ])) ? ['../pkg/clipseg_relaxed.js', '../pkg/clipseg_relaxed_bg.wasm'] : ['../pkg/clipseg.js', '../pkg/clipseg_bg.wasm']),
 ];
 
 self.addEventListener('install', (e) => {

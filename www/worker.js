@@ -3,7 +3,8 @@
 // transferred; every answer also carries the request's `ms`):
 //   {type:'load', url | bytes, backend:'auto'|'webgpu'|'cpu'}
 //       → {type:'progress', loaded, total} while fetching (total 0 when unknown)
-//       → {ok:true, backend, adapter, reason, size, gpuWeightBytes (undefined on the CPU),
+//       → {ok:true, backend, wasm ('relaxed-simd'|'simd128': the build running), int8Kernel (the
+//          CPU's int8 kernel where a q8/q4 pack runs on it, else undefined), adapter, reason, size, gpuWeightBytes (undefined on the CPU),
 //          packedWeights (the pack's f16, 8 or 4 bits kept on the GPU), limits: {max_side, max_pixels, max_prompts}}
 //   {type:'encode', rgba: ArrayBuffer, width, height}  → {ok:true}
 //   {type:'segment', prompts: string[], threshold}     → {ok:true, count, width, height, labels: Uint8Array (t)}
@@ -16,9 +17,26 @@
 //   failure → {ok:false, error}; the worker stays usable and keeps its last good engine.
 //   A trap (Rust panic, wasm OOM) poisons the instance: → {ok:false, fatal:true, error}, and
 //   {type:'fatal', error} unsolicited; every later request is answered fatal too.
-import init, { Engine, last_panic, device_lost, limits } from '../pkg/clipseg.js';
 
-let ready = null; // init() promise, started by the first request
+// Two builds of the same engine (tools/build_web.sh): clipseg_relaxed, whose int8 kernel runs
+// relaxed SIMD's 8-bit x 7-bit dot product, where this browser validates relaxed SIMD; else
+// clipseg (simd128 only). The worker's URL may ask for one: ?wasm=relaxed-simd|simd128
+// (ClipSegClient's `wasm` option). The probe: a module of one function that runs
+// i32x4.relaxed_dot_i8x16_i7x16_add_s (0xfd 0x113), as the wasm-feature-detect package's do.
+const RELAXED_SIMD_PROBE = new Uint8Array([
+  0, 97, 115, 109, 1, 0, 0, 0, // magic, version
+  1, 5, 1, 96, 0, 1, 123, // type: () -> v128
+  3, 2, 1, 0, // function 0 has type 0
+  10, 19, 1, 17, 0, // code: one body of 17 bytes, no locals
+  65, 0, 253, 15, 65, 0, 253, 15, 65, 0, 253, 17, // i8x16.splat(0) twice, i32x4.splat(0)
+  253, 147, 2, 11, // i32x4.relaxed_dot_i8x16_i7x16_add_s, end
+]);
+const BUILDS = { 'relaxed-simd': '../pkg/clipseg_relaxed.js', simd128: '../pkg/clipseg.js' };
+const asked = new URL(self.location.href).searchParams.get('wasm') || 'auto';
+const build = asked === 'auto' ? (WebAssembly.validate(RELAXED_SIMD_PROBE) ? 'relaxed-simd' : 'simd128') : asked;
+
+let wasm = null; // the build's module: {Engine, last_panic, device_lost, limits}
+let ready = null; // its init() promise, started by the first request
 let engine = null; // last successfully loaded Engine
 let fatal = null; // error message once the instance is poisoned
 let queue = Promise.resolve(); // requests run one at a time, in order (no load racing a segment)
@@ -45,7 +63,7 @@ async function handle(msg) {
   if (!waiting.has(msg.id)) return; // already answered by die()
   try {
     if (!Object.hasOwn(ops, msg.type)) throw new Error(`unknown request type "${msg.type}"`);
-    ready ??= init();
+    ready ??= start();
     await ready;
     const t0 = performance.now();
     const [reply, transfer] = await ops[msg.type](msg);
@@ -67,8 +85,8 @@ const ops = {
     engine = loaded.engine;
     // wgpu cannot name a browser's adapter: use what WebGPU says.
     const adapter = loaded.adapter;
-    const { gpuWeightBytes, packedWeights } = engine;
-    return [{ backend: engine.backend, adapter, reason: loaded.reason, size: engine.size, gpuWeightBytes, packedWeights, limits: limits() }, []];
+    const { gpuWeightBytes, packedWeights, int8Kernel } = engine;
+    return [{ backend: engine.backend, wasm: build, int8Kernel, adapter, reason: loaded.reason, size: engine.size, gpuWeightBytes, packedWeights, limits: wasm.limits() }, []];
   },
   async encode({ rgba, width, height }) {
     await needEngine().encode_image(new Uint8Array(rgba), width, height);
@@ -108,6 +126,13 @@ function own(a) {
   return a.byteLength === a.buffer.byteLength ? a : a.slice();
 }
 
+async function start() {
+  if (!Object.hasOwn(BUILDS, build)) throw new Error(`unknown wasm build "${asked}": use auto, relaxed-simd or simd128`);
+  const module = await import(BUILDS[build]);
+  await module.default();
+  wasm = module;
+}
+
 function needEngine() {
   if (!engine) throw new Error('no model loaded');
   return engine;
@@ -144,7 +169,7 @@ async function download(id, url) {
 // Resolves the requested backend to {engine, adapter, reason}: the WebGPU adapter's name ('' on
 // CPU) and why WebGPU is not used ('' when it is).
 async function loadEngine(pack, backend) {
-  if (backend === 'cpu') return { engine: await Engine.load(pack, 'cpu'), adapter: '', reason: 'forced by backend=cpu' };
+  if (backend === 'cpu') return { engine: await wasm.Engine.load(pack, 'cpu'), adapter: '', reason: 'forced by backend=cpu' };
   if (backend !== 'webgpu' && backend !== 'auto') throw new Error(`unknown backend "${backend}"`);
   let { adapter, reason, fallback } = await webgpuAdapter();
   // A software fallback adapter (SwiftShader) runs WebGPU on the CPU cores, ~12x slower than the
@@ -152,7 +177,7 @@ async function loadEngine(pack, backend) {
   if (!reason && fallback && backend === 'auto') reason = `${adapter} is a software renderer: the CPU engine is faster`;
   if (!reason) {
     try {
-      return { engine: await Engine.load(pack, 'webgpu'), adapter, reason: '' };
+      return { engine: await wasm.Engine.load(pack, 'webgpu'), adapter, reason: '' };
     } catch (e) {
       if (e instanceof WebAssembly.RuntimeError || backend === 'webgpu') throw e;
       reason = `WebGPU engine failed: ${message(e)}`;
@@ -160,7 +185,7 @@ async function loadEngine(pack, backend) {
   }
   if (backend === 'webgpu') throw new Error(`WebGPU unavailable: ${reason}`);
   try {
-    return { engine: await Engine.load(pack, 'cpu'), adapter: '', reason };
+    return { engine: await wasm.Engine.load(pack, 'cpu'), adapter: '', reason };
   } catch (e) {
     // A broken pack fails on both backends; say so once, with the CPU error.
     if (e instanceof WebAssembly.RuntimeError) throw e;
@@ -189,7 +214,7 @@ function die(e) {
   if (!fatal) {
     let panic = '';
     try {
-      panic = last_panic();
+      panic = wasm.last_panic();
     } catch {} // the poisoned instance may trap again
     fatal = panic || message(e);
     if (lostDevice() && !panic) fatal = `the WebGPU device was lost (${lostDevice()})`;
@@ -202,7 +227,7 @@ function die(e) {
 
 function lostDevice() {
   try {
-    return device_lost();
+    return wasm.device_lost();
   } catch {
     return '';
   }

@@ -191,7 +191,9 @@ fn executor(kernels: Kernels, device: &Device, quantized: bool) -> Executor {
     match kernels {
         Kernels::Burn => Executor::Burn,
         Kernels::Packed(precision) if *device == Device::flex() => {
-            let default = if quantized {
+            let default = if quantized && cpu::qgemm::seven_bit_preferred() {
+                Precision::Int8A7
+            } else if quantized {
                 Precision::Int8Bf16
             } else {
                 Precision::F32

@@ -47,6 +47,7 @@ fn backends() -> Vec<Backend> {
         // 8-bit weights and activations: within quantization error of f32.
         cpu("cpu int8", Precision::Int8, 0.05),
         cpu("cpu int8-bf16", Precision::Int8Bf16, 0.05),
+        cpu("cpu int8-a7", Precision::Int8A7, 0.05),
         Backend {
             name: "webgpu blocked",
             executor: Executor::Gpu(gpu),

@@ -1,10 +1,12 @@
 // Browser end-to-end test (run by tools/e2e.sh): the native CLI converts the refined fixture
 // model to a q8 pack and predicts reference logits and masks; headless Chromium then runs
 // www/e2e.html on the same pack and image with backend=webgpu, auto (WebGPU, or the CPU on a
-// software fallback adapter) and cpu. The engine's logits are compared with the native ones as
+// software fallback adapter), cpu (the relaxed-SIMD build Chromium validates) and cpu with the
+// simd128 build (?wasm=simd128). The engine's logits are compared with the native ones as
 // probabilities, and its full-size masks at 0.5 with the CLI's --mask PNGs: WebGPU's with the
 // native f32 run of the dequantized weights (the same float model), CPU's with the native
-// `--precision int8` run (the same integers as the wasm int8 kernel, attention in f32 as in
+// `--precision int8` run for the simd128 build and `--precision int8-a7` (7-bit activations)
+// for the relaxed-SIMD one (the same integers as the wasm int8 kernels, attention in f32 as in
 // wasm; a q8 pack's native default also runs attention in bf16 where the CPU can). Writes
 // target/e2e/report.json and target/e2e/e2e-<backend>.png; exits 1 on failure.
 import { createHash } from 'node:crypto';
@@ -45,7 +47,7 @@ setTimeout(() => {
 
 process.chdir(root);
 fs.mkdirSync(outDir, { recursive: true });
-for (const f of ['pkg/clipseg.js', 'pkg/clipseg_bg.wasm'])
+for (const f of ['pkg/clipseg.js', 'pkg/clipseg_bg.wasm', 'pkg/clipseg_relaxed.js', 'pkg/clipseg_relaxed_bg.wasm'])
   if (!fs.existsSync(f)) fail(`${f} missing: build the wasm package into pkg/ first`);
 if (!fs.existsSync(bin.path)) fail(`${bin.path} missing: cargo build --features native (or set CLIPSEG_BIN)`);
 
@@ -56,7 +58,7 @@ const recorded = fs.readFileSync(`${pack}.sha256`, 'utf8').split(/\s+/)[0];
 if (recorded !== digest) fail(`${pack}.sha256 says ${recorded}, the file hashes to ${digest}`);
 // Per precision: {logits: .npy, masks: the PNGs at 0.5, one per prompt}.
 const references = {};
-for (const precision of ['f32', 'int8']) {
+for (const precision of ['f32', 'int8', 'int8-a7']) {
   const out = `${outDir}/native-${precision}`;
   cli(bin, 'predict', '--model', pack, '--image', image, ...prompts.flatMap((p) => ['--prompt', p]), '--precision', precision,
     '--logits', `${out}.npy`, '--mask', `${out}.png`);
@@ -78,19 +80,20 @@ console.log(`Chromium ${report.chromium}, serving ${root} on ${base}`);
 // auto after webgpu: it must pick WebGPU unless the adapter the webgpu run got is a software
 // fallback (SwiftShader on machines without a GPU), where it must take the CPU and say why.
 let fallbackAdapter = false;
-for (const backend of ['webgpu', 'auto', 'cpu']) {
+for (const run_ of ['webgpu', 'auto', 'cpu', 'cpu:simd128']) {
+  const [backend, wasm = 'auto'] = run_.split(':');
   const expected = backend === 'auto' ? (fallbackAdapter ? 'cpu' : 'webgpu') : backend;
-  const run = (report.runs[backend] = { checks: [] });
+  const run = (report.runs[run_] = { checks: [] });
   const check = (name, pass, detail = '') => run.checks.push({ name, pass: !!pass, detail: String(detail) });
   const page = await browser.newPage();
   const cspErrors = []; // also those before e2e.js could listen for securitypolicyviolation
   page.on('console', (m) => {
     if (/Content Security Policy/.test(m.text())) cspErrors.push(m.text());
-    if (['error', 'warning'].includes(m.type())) console.log(`  [${backend}] console.${m.type()}: ${m.text()}`);
+    if (['error', 'warning'].includes(m.type())) console.log(`  [${run_}] console.${m.type()}: ${m.text()}`);
   });
-  page.on('pageerror', (e) => console.log(`  [${backend}] page error: ${e.message}`));
-  page.on('crash', () => console.log(`  [${backend}] page crashed`));
-  const query = new URLSearchParams({ pack: `/${pack}`, image: `/${image}`, prompts: prompts.join('|'), backend });
+  page.on('pageerror', (e) => console.log(`  [${run_}] page error: ${e.message}`));
+  page.on('crash', () => console.log(`  [${run_}] page crashed`));
+  const query = new URLSearchParams({ pack: `/${pack}`, image: `/${image}`, prompts: prompts.join('|'), backend, wasm });
   let r;
   try {
     await page.goto(`${base}/www/e2e.html?${query}`);
@@ -101,18 +104,25 @@ for (const backend of ['webgpu', 'auto', 'cpu']) {
   } catch (e) {
     r = { error: `page did not finish: ${e.message.split('\n')[0]}`, ...(await page.evaluate(() => window.__e2e).catch(() => ({}))) };
   }
-  await page.screenshot({ path: `${outDir}/e2e-${backend}.png`, fullPage: true }).catch(() => {});
+  await page.screenshot({ path: `${outDir}/e2e-${run_.replace(":", "-")}.png`, fullPage: true }).catch(() => {});
   await page.close();
 
   const { logits, masks, ...rest } = r;
   Object.assign(run, rest);
   check('page finished without error', !r.error, r.error ?? '');
   check(`backend is ${expected}`, r.backend === expected, `${r.backend} (adapter "${r.adapter ?? ''}", reason "${r.reason ?? ''}")`);
+  // Chromium has relaxed SIMD: the worker picks that build unless told otherwise.
+  const build = wasm === 'auto' ? 'relaxed-simd' : wasm;
+  check(`wasm build is ${build}`, r.wasm === build, r.wasm);
+  // The relaxed-SIMD build's kernels take 7-bit activations, the simd128 build's 8-bit ones.
+  const sevenBit = build === 'relaxed-simd';
+  if (expected === 'cpu')
+    check(`the int8 kernel takes ${sevenBit ? 7 : 8}-bit activations`, typeof r.int8_kernel === 'string' && r.int8_kernel.includes('7-bit') === sevenBit, r.int8_kernel);
   if (backend === 'webgpu') fallbackAdapter = /fallback adapter/.test(r.adapter ?? '');
   if (backend === 'auto' && fallbackAdapter) check('auto says why it left a fallback adapter', /software renderer/.test(r.reason ?? ''), r.reason ?? '');
   const csp = [...(r.csp ?? []), ...cspErrors];
   check('no CSP violations', csp.length === 0, csp.join('; '));
-  const reference = references[expected === 'webgpu' ? 'f32' : 'int8'];
+  const reference = references[expected === 'webgpu' ? 'f32' : sevenBit ? 'int8-a7' : 'int8'];
   if (logits) {
     const raw = decodeBase64(logits, Float32Array);
     const want = reference.logits.data.map(sigmoid), got = raw.map(sigmoid);

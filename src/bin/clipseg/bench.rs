@@ -159,8 +159,9 @@ fn cpu_lines(line: &mut serde_json::Value, precision: Option<Precision>, gflops:
     line["kernel"] = cpu::gemm::kernel_name().into();
     let threads = rayon::current_num_threads() as f64;
     line["threads"] = rayon::current_num_threads().into();
-    let int8 = cpu::qgemm::kernel_name()
-        .filter(|_| matches!(precision, Some(Precision::Int8 | Precision::Int8Bf16)));
+    let seven_bit = precision == Some(Precision::Int8A7);
+    let int8 = cpu::qgemm::kernel_name(seven_bit)
+        .filter(|_| seven_bit || matches!(precision, Some(Precision::Int8 | Precision::Int8Bf16)));
     let bf16 = precision.is_some_and(Precision::bf16_attention);
     line["attention"] = if bf16 { "bf16" } else { "f32" }.into();
     // The decoder's projections, as packed beside the towers (bf16 for a quantized pack on
@@ -186,7 +187,7 @@ fn cpu_lines(line: &mut serde_json::Value, precision: Option<Precision>, gflops:
     if let Some(name) = int8 {
         // The projections (~90% of the FLOPs) run in int8, attention in f32.
         line["int8_kernel"] = name.into();
-        if let Some(peak) = cpu::qgemm::peak_gops() {
+        if let Some(peak) = cpu::qgemm::peak_gops(seven_bit) {
             line["peak_int8_gops_per_thread"] = peak.into();
         }
     }

@@ -34,13 +34,18 @@ impl SplitArg {
 /// What the CLIP encoders' projections compute in on the CPU backend.
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
 pub enum PrecisionArg {
-    /// int8-bf16 for a q8/q4 pack (weights already 8-bit), f32 otherwise.
+    /// int8-bf16 for a q8/q4 pack (weights already 8-bit; int8-a7 where that is faster here),
+    /// f32 otherwise.
     Auto,
     /// f32 (a quantized pack's weights decoded: the floats the WebGPU engine computes with).
     F32,
     /// int8 weights and activations, also for an f32 model (dynamic quantization), attention
     /// in f32: the browser's CPU engine's arithmetic.
     Int8,
+    /// int8 weights, activations quantized to 7 bits (asymmetric per row), attention in f32:
+    /// the browser's relaxed-SIMD build's arithmetic; the default for a q8/q4 pack where it
+    /// is this CPU's fastest (AVX2 without VNNI).
+    Int8A7,
     /// int8, and attention in bf16 where that is faster here (AMX, or AVX-512 BF16 at twice
     /// the f32 rate; else as int8).
     Int8Bf16,
@@ -53,6 +58,7 @@ impl PrecisionArg {
             Self::Auto => None,
             Self::F32 => Some(Precision::F32),
             Self::Int8 => Some(Precision::Int8),
+            Self::Int8A7 => Some(Precision::Int8A7),
             Self::Int8Bf16 => Some(Precision::Int8Bf16),
         }
     }

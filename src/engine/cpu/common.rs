@@ -17,10 +17,13 @@ pub fn avx512_bf16() -> bool {
 }
 
 /// Per-tile scales and sums an integer kernel applies after its integer loop: for row r and
-/// column c, `out = a_scale[r] * w_scale[c] * (acc - correction[c]) + bias[c]`.
+/// column c, `out = a_scale[r] * w_scale[c] * (acc - a_zero[r] * correction[c]) + bias[c]`.
+/// `a_zero` is 1 for every row except in the 7-bit layout, whose rows have their own zero
+/// points; the kernels of the other layouts leave the multiply out.
 #[derive(Clone, Copy)]
 pub(crate) struct Epilogue {
     pub(crate) a_scale: *const f32,
+    pub(crate) a_zero: *const i32,
     pub(crate) w_scale: *const f32,
     pub(crate) correction: *const i32,
     pub(crate) bias: *const f32,

@@ -38,8 +38,13 @@ pub enum Precision {
     F32,
     /// int8 weights and per-row int8 activations ([`super::qgemm`]) where the CPU has an int8
     /// kernel, else f32: for weights that were 8-bit (or coarser) already. Attention stays f32, so
-    /// every int8 kernel computes the same values, the browser's included.
+    /// every int8 kernel computes the same values, the browser's simd128 build's included.
     Int8,
+    /// [`Self::Int8`] with activations quantized to 7 bits (asymmetric per row, the
+    /// `qgemm::Layout::U7` kernels): what the browser's relaxed-SIMD build computes (its dot
+    /// product takes one 7-bit side exactly everywhere), and the default where such a kernel is
+    /// this CPU's fastest ([`super::qgemm::seven_bit_preferred`]).
+    Int8A7,
     /// [`Self::Int8`], and attention's two products in bf16 where that is faster than f32 here
     /// ([`super::bf16::pays`]; elsewhere the same as `Int8`): what a quantized pack runs natively.
     Int8Bf16,
@@ -86,7 +91,8 @@ impl Projection {
     /// Row-major `w` `[k, n]` (and bias `[n]`) in `precision`.
     pub fn pack(w: &[f32], k: usize, n: usize, bias: Option<&[f32]>, precision: Precision) -> Self {
         let int8 = match precision {
-            Precision::Int8 | Precision::Int8Bf16 => QuantMatrix::pack(w, k, n, bias),
+            Precision::Int8 | Precision::Int8Bf16 => QuantMatrix::pack(w, k, n, bias, false),
+            Precision::Int8A7 => QuantMatrix::pack(w, k, n, bias, true),
             Precision::F32 | Precision::Bf16 => None,
         };
         #[cfg(target_arch = "x86_64")]
