@@ -26,7 +26,8 @@ const USAGE = `usage: bench/browser.sh PACK [IMAGE] [PROMPT] [--iters N] [--time
   --iters  timed full passes and re-prompts after the first pass (default 3)
   --timeout-min  cap on the whole run (default 25); a stage still running then is reported as timed out
   --backends     browser backends, run in this order (default cpu,webgpu); cpu:simd128 or
-                 cpu:relaxed-simd names the wasm build (default: relaxed SIMD where Chromium has it)
+                 cpu:relaxed-simd names the wasm build (default: relaxed SIMD where Chromium has it),
+                 webgpu:dot4 or webgpu:off how q8 matrices run (integer dot product or decoded)
   --out    results file (default bench/results/browser-<date>-<time>.json)
   env: CLIPSEG_BIN (default target/debug/clipseg), CHROMIUM, E2E_CHROMIUM_ARGS`;
 
@@ -144,8 +145,9 @@ async function runPage(backend, budget) {
   });
   page.on('pageerror', (e) => console.log(`  [${backend}] page error: ${e.message}`));
   page.on('crash', () => console.log(`  [${backend}] page crashed`));
-  const [engine, wasm = 'auto'] = backend.split(':');
-  const query = new URLSearchParams({ pack: `/data/${path.basename(site.pack)}`, image: `/data/${path.basename(site.image)}`, prompt: opts.prompt, backend: engine, wasm, iters: String(opts.iters), pause: '1' });
+  const [engine, variant = 'auto'] = backend.split(':');
+  const option = engine === 'webgpu' ? 'gpu_int8' : 'wasm';
+  const query = new URLSearchParams({ pack: `/data/${path.basename(site.pack)}`, image: `/data/${path.basename(site.image)}`, prompt: opts.prompt, backend: engine, [option]: variant, iters: String(opts.iters), pause: '1' });
   console.log(`[browser ${backend}] ${base}/www/bench.html?${query}  (budget ${(budget / 60_000).toFixed(1)} min)`);
   let b = {};
   let lastStage = '';
@@ -194,7 +196,7 @@ function summarizePage(b) {
   const rep = (b.reprompt ?? []).map((p) => p.wall_ms);
   const passes = [b.first, ...(b.full ?? []), ...(b.reprompt ?? [])].filter(Boolean);
   return {
-    backend: b.backend, wasm: b.wasm, int8_kernel: b.int8_kernel, adapter: b.adapter, reason: b.reason, size: b.size, image_px: b.image && `${b.image.width}x${b.image.height}`,
+    backend: b.backend, wasm: b.wasm, int8_kernel: b.int8_kernel, gpu_int8_dot: b.gpu_int8_dot, adapter: b.adapter, reason: b.reason, size: b.size, image_px: b.image && `${b.image.width}x${b.image.height}`,
     csp_violations: b.csp?.length ? b.csp : undefined,
     load_s: s(b.load?.wall_ms),
     first_pass_s: s(b.first?.wall_ms),
@@ -324,7 +326,7 @@ function finish(code) {
       continue;
     }
     const w = r.worker ?? {};
-    const bits = [`${name}: ${r.backend ?? '?'}${r.wasm ? ` (wasm ${r.wasm}${r.int8_kernel ? `, ${r.int8_kernel}` : ''})` : ''}${r.adapter ? ` on "${r.adapter}"` : ''}`];
+    const bits = [`${name}: ${r.backend ?? '?'}${r.wasm ? ` (wasm ${r.wasm}${r.int8_kernel ? `, ${r.int8_kernel}` : ''}${r.gpu_int8_dot !== undefined ? `, q8 ${r.gpu_int8_dot ? 'on dot4I8Packed' : 'decoded to f32'}` : ''})` : ''}${r.adapter ? ` on "${r.adapter}"` : ''}`];
     if (w.load_s !== undefined) bits.push(`worker-side load (fetch + Engine.load, without worker start-up and wasm compilation) ${sec(w.load_s)}`);
     if (w.encode_s !== undefined) bits.push(`worker-side full pass: encode ${sec(w.encode_s)} + segment ${sec(w.segment_s)}; re-prompt segment ${sec(w.reprompt_segment_s)}; first pass encode ${sec(w.first_encode_s)} + segment ${sec(w.first_segment_s)}`);
     if (r.all_probs_valid === false) bits.push('INVALID PROBABILITIES in the output');
@@ -442,8 +444,8 @@ function parseArgs(argv) {
   }
   if (pos.length < 1 || pos.length > 3) die(USAGE);
   if (!(o.timeoutMin > 0)) die('--timeout-min must be positive');
-  if (o.backends.some((b) => !/^(cpu|webgpu|auto)(:(simd128|relaxed-simd))?$/.test(b)))
-    die(`--backends: cpu, webgpu or auto, each optionally :simd128 or :relaxed-simd, got ${o.backends}`);
+  if (o.backends.some((b) => !/^(auto|cpu(:(simd128|relaxed-simd))?|webgpu(:(dot4|off))?)$/.test(b)))
+    die(`--backends: auto, cpu[:simd128|:relaxed-simd] or webgpu[:dot4|:off], got ${o.backends}`);
   // Relative paths are taken from the caller's directory (bench/browser.sh passes it on).
   const from = process.env.BENCH_CALLER_DIR ?? process.cwd();
   o.pack = path.resolve(from, pos[0]);

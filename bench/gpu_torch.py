@@ -122,7 +122,8 @@ def main() -> None:
             continue
         vs = e.get("full_pass_vs_torch_fp16")
         gpu = e.get("gpu_weight_bytes")
-        print(f"| clipseg {pack} ({e.get('gpu_weights', '?')}, {e.get('gpu_matmul', '?')} matmul) | {e['full_pass_s'] * 1e3:.2f} | "
+        dot = {True: ", q8 on dot4I8Packed", False: ""}.get(e.get("gpu_int8_dot"), "")
+        print(f"| clipseg {pack} ({e.get('gpu_weights', '?')}, {e.get('gpu_matmul', '?')} matmul{dot}) | {e['full_pass_s'] * 1e3:.2f} | "
               f"{f'{vs:.2f}x' if vs else '-'} | {f'{gpu / 1e6:.0f}' if gpu else '-'} | {e.get('iou_vs_torch_fp32', float('nan')):.4f} |")
     print(f"\nwrote {a.out}")
 

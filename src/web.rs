@@ -89,6 +89,26 @@ fn check_device() -> Result<(), JsError> {
     }
 }
 
+/// How a q8 pack's matrices will run on WebGPU (the device is set up at the first WebGPU
+/// load; later calls change nothing): "auto" (the engine's choice), "dot4" (on the integer
+/// dot product, `dot4I8Packed`, where the browser's WGSL has it) or "off" (decoded to f32 in
+/// the kernels).
+#[wasm_bindgen]
+pub fn gpu_int8(mode: &str) -> Result<(), JsError> {
+    let choice = match mode {
+        "auto" => None,
+        "dot4" => Some(true),
+        "off" => Some(false),
+        other => {
+            return Err(js_error(format!(
+                "unknown GPU int8 mode {other:?}: use \"auto\", \"dot4\" or \"off\""
+            )));
+        }
+    };
+    crate::engine::gpu::override_int8_dot(choice);
+    Ok(())
+}
+
 /// The engine's input limits, `{max_side, max_pixels, max_prompts}`: the page checks an image
 /// against them before extracting its pixels.
 #[wasm_bindgen]
@@ -162,6 +182,13 @@ impl Engine {
     #[wasm_bindgen(getter, js_name = packedWeights)]
     pub fn packed_weights(&self) -> bool {
         self.segmenter.engine.placement().packed_weights
+    }
+
+    /// Whether a q8 pack's matrices run on the GPU's integer dot product (undefined on the CPU).
+    #[wasm_bindgen(getter, js_name = gpuInt8Dot)]
+    pub fn gpu_int8_dot(&self) -> Option<bool> {
+        let device = WEBGPU.with(|w| w.borrow().clone())?;
+        crate::engine::gpu_int8_dot(&device).filter(|_| self.backend == "webgpu")
     }
 
     /// The CPU's int8 kernel where the encoder projections run in int8 (a q8 or q4 pack on the

@@ -49,6 +49,10 @@ fn f32_pack_reproduces_the_reference() {
 /// on the CPU kernels and on the GPU kernels.
 #[test]
 fn engines_built_from_a_pack_match_engines_built_from_the_model() {
+    // q8 matrices decoded to f32 on the GPU too, so that a pack's logits equal the model's bit
+    // for bit (the integer dot product has its own test in src/engine/tests.rs). Set before
+    // wgpu() registers the kernels: no other test in this file uses the GPU.
+    clipseg::engine::gpu::override_int8_dot(Some(false));
     for (device, on_gpu) in [(Device::flex(), false), (wgpu(), true)] {
         for case in cases() {
             let mut gpu_bytes = Vec::new();

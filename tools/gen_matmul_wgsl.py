@@ -1,7 +1,8 @@
-"""Writes src/engine/gpu/matmul{,_f16,_q8,_q4}.wgsl: a register-blocked matmul unrolled by hand, rows x
+"""Writes src/engine/gpu/matmul{,_f16,_q8,_q4,_q8dot}.wgsl: a register-blocked matmul unrolled by hand, rows x
 cols vec4 outputs per invocation, one entry point per block shape in BLOCKS, for f32 weights, f16
 weights and weights kept as a quantized pack stores them (8-bit or 4-bit integers, one scale per block of
-a row along n), decoded in registers; and matmul_tiled{,_f16,_q8,_q4}.wgsl, the same products tiled
+a row along n), decoded in registers, or (q8dot) multiplied as integers by activations quantized to
+8 bits (`dot4I8Packed`); and matmul_tiled{,_f16,_q8,_q4,_q8dot}.wgsl, the same products tiled
 in workgroup memory for real GPUs (TILED). WGSL has no macros, and
 SwiftShader (a CPU WebGPU) runs the unrolled form with named accumulators and `a.x / a.y / ...`
 faster than loops over arrays, so the kernel is written out; change BLOCKS here and rerun
@@ -17,7 +18,7 @@ from pathlib import Path
 # (`Gpu::matmul` in src/engine/gpu/device.rs picks).
 BLOCKS = {"main": (16, 6), "small": (8, 2)}
 
-def bindings(w: str, scales: str | None) -> str:
+def bindings(w: str, scales: str | None, a: str = "vec4f") -> str:
     """The kernels' parameters and buffers: `w` an array of `w`, integer weights with `block`
     (columns per scale) in the parameters and their `scales` at binding 5."""
     params = "m: u32, n: u32, k: u32, flags: u32" + (", block: u32, pad0: u32, pad1: u32, pad2: u32" if scales else "")
@@ -25,7 +26,7 @@ def bindings(w: str, scales: str | None) -> str:
         f"struct Params {{ {params} }}",
         "",
         "@group(0) @binding(0) var<uniform> p: Params;",
-        "@group(0) @binding(1) var<storage, read> a: array<vec4f>;",
+        f"@group(0) @binding(1) var<storage, read> a: array<{a}>;",
         f"@group(0) @binding(2) var<storage, read> w: array<{w}>;",
         "@group(0) @binding(3) var<storage, read> bias: array<vec4f>;",
         "@group(0) @binding(4) var<storage, read_write> out: array<vec4f>;",
@@ -53,6 +54,20 @@ fn halves(h: vec2u) -> vec4f {
 // Four signed bytes to floats (shifts, not unpack4xI8: every WGSL implementation has them).
 fn ints(x: u32) -> vec4f {
     return vec4f((vec4i(bitcast<i32>(x)) << vec4u(24u, 16u, 8u, 0u)) >> vec4u(24u));
+}
+""",
+    "q8dot": """\
+// a: activations quantized to 8 bits per row (quantize_rows.wgsl: each row times the weights'
+// per-k scales, then round(x * 127 / max |x|)), four k to a word [m, k / 4], and the rows'
+// scales (`a_scale` [m], binding 5). w: the 8-bit integers of a q8 pack's [k, n] matrix, four k
+// of one column to a word, a vec4 of words per 4 columns [k / 4, n / 4]. The products are
+// integers (`dot4I8Packed`, exact in i32), scaled by the row's scale in the epilogue.
+""" + bindings("vec4u", None, "u32") + """\
+@group(0) @binding(5) var<storage, read> a_scale: array<f32>;
+
+// The 4 columns of word vector `w` against the 4 k of `x`.
+fn dots(x: u32, w: vec4u) -> vec4i {
+    return vec4i(dot4I8Packed(x, w.x), dot4I8Packed(x, w.y), dot4I8Packed(x, w.z), dot4I8Packed(x, w.w));
 }
 """,
     "q4": """\
@@ -104,15 +119,16 @@ fn activate(x: vec4f, act: u32) -> vec4f {{
 """
 
 
-def store(cols: int) -> str:
+def store(cols: int, ints: bool = False) -> str:
+    acc, scaled = ("vec4i", "vec4f(c[v]) * a_scale[row]") if ints else ("vec4f", "c[v]")
     return f"""\
-fn store_{cols}(row: u32, col: u32, c: array<vec4f, {cols}>) {{
+fn store_{cols}(row: u32, col: u32, c: array<{acc}, {cols}>) {{
     if row >= p.m {{ return; }}
     let n4 = p.n / 4u;
     for (var v = 0u; v < {cols}u; v++) {{
         if col + v >= n4 {{ return; }}
         let at = row * n4 + col + v;
-        var value = activate(c[v] + bias[col + v], p.flags & 15u);
+        var value = activate({scaled} + bias[col + v], p.flags & 15u);
         if (p.flags & RESIDUAL) != 0u {{ value += out[at]; }}
         out[at] = value;
     }}
@@ -151,10 +167,15 @@ def kernel(entry: str, ROWS: int, COLS: int, weights: str) -> str:
     if weights == "q4":
         lines.append("    let n8 = p.n / 8u;")
         lines += [f"    let q{j} = j{j} / 2u; let h{j} = (j{j} % 2u) * 16u;" for j in cols]
-    lines += ["    " + " ".join(f"var c{r}_{j} = vec4f();" for j in cols) for r in rows]
+    acc = "vec4i" if weights == "q8dot" else "vec4f"
+    lines += ["    " + " ".join(f"var c{r}_{j} = {acc}();" for j in cols) for r in rows]
     lines.append("    for (var kk = 0u; kk < k4; kk++) {")
     lines += [f"        let a{r} = a[r{r} + kk];" for r in rows]
-    for q, comp in enumerate("xyzw"):
+    if weights == "q8dot":
+        # One word of A (4 k) per row and one vec4 of words (4 columns x 4 k) per column block.
+        lines.append("        " + " ".join(f"let w{j} = w[kk * n4 + j{j}];" for j in cols))
+        lines += ["        " + " ".join(f"c{r}_{j} += dots(a{r}, w{j});" for j in cols) for r in rows]
+    for q, comp in enumerate("xyzw" if weights != "q8dot" else ""):
         lines.append("        {")
         if weights in ("f32", "f16"):
             load = "w[at + j{j}]" if weights == "f32" else "halves(w[at + j{j}])"
@@ -209,6 +230,7 @@ fn w_vec(k: u32, j: u32) -> vec4f {
     return ints(w[k * (p.n / 4u) + j]) * scales[k * nb + (j * 4u) / p.block];
 }
 """,
+    "q8dot": "",
     "q4": """\
 fn w_vec(k: u32, j: u32) -> vec4f {
     let nb = (p.n + p.block - 1u) / p.block;
@@ -216,6 +238,47 @@ fn w_vec(k: u32, j: u32) -> vec4f {
 }
 """,
 }
+
+# The same for q8dot: per step of 16 along k, A [64 x 4 words] and w [4 word rows x 16 vec4 of
+# words], one entry each for the first 256 / 64 invocations.
+TILED_DOT = """\
+var<workgroup> a_tile: array<array<u32, 4>, 64>;
+var<workgroup> w_tile: array<array<vec4u, 16>, 4>;
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
+    let n4 = p.n / 4u;
+    let k4 = p.k / 4u;
+    let last = p.m - 1u;
+    let t = l.y * 16u + l.x;
+    let a_row = min(wg.y * 64u + t / 4u, last) * k4;
+    let w_col = min(wg.x * 16u + t % 16u, n4 - 1u);
+    var c0 = vec4i(); var c1 = vec4i(); var c2 = vec4i(); var c3 = vec4i();
+    for (var k0 = 0u; k0 < k4; k0 += 4u) {
+        let ak = k0 + t % 4u;
+        a_tile[t / 4u][t % 4u] = select(0u, a[a_row + min(ak, k4 - 1u)], ak < k4);
+        if t < 64u {
+            let wk = k0 + t / 16u;
+            w_tile[t / 16u][t % 16u] = select(vec4u(), w[min(wk, k4 - 1u) * n4 + w_col], wk < k4);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < 4u; kk++) {
+            let wv = w_tile[kk][l.x];
+            c0 += dots(a_tile[l.y * 4u][kk], wv);
+            c1 += dots(a_tile[l.y * 4u + 1u][kk], wv);
+            c2 += dots(a_tile[l.y * 4u + 2u][kk], wv);
+            c3 += dots(a_tile[l.y * 4u + 3u][kk], wv);
+        }
+        workgroupBarrier();
+    }
+    let row = wg.y * 64u + l.y * 4u;
+    let col = wg.x * 16u + l.x;
+    store_1(row, col, array(c0));
+    store_1(row + 1u, col, array(c1));
+    store_1(row + 2u, col, array(c2));
+    store_1(row + 3u, col, array(c3));
+}
+"""
 
 TILED = """\
 var<workgroup> a_tile: array<array<vec4f, 4>, 64>;
@@ -266,13 +329,15 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
 
 if __name__ == "__main__":
     folder = Path(__file__).resolve().parent.parent / "src/engine/gpu"
-    stores = "".join(store(c) for c in sorted({c for _, c in BLOCKS.values()}))
     for weights, bindings in WEIGHTS.items():
+        ints = weights == "q8dot"
+        stores = "".join(store(c, ints) for c in sorted({c for _, c in BLOCKS.values()}))
         out = folder / ("matmul.wgsl" if weights == "f32" else f"matmul_{weights}.wgsl")
         kernels = "\n".join(kernel(e, r, c, weights) for e, (r, c) in BLOCKS.items())
         out.write_text(HEADER.replace("{WEIGHTS}", bindings) + stores + SIGNATURE + kernels)
         print(f"wrote {out} ({', '.join(f'{e}: {r} rows x {c} vec4' for e, (r, c) in BLOCKS.items())})")
         tiled = folder / ("matmul_tiled.wgsl" if weights == "f32" else f"matmul_tiled_{weights}.wgsl")
         body = HEADER[HEADER.index("const RESIDUAL"):]
-        tiled.write_text(TILED_HEADER + bindings + "\n" + W_VEC[weights] + "\n" + body + store(1) + TILED)
+        w_vec = W_VEC[weights] + "\n" if W_VEC[weights] else ""
+        tiled.write_text(TILED_HEADER + bindings + "\n" + w_vec + body + store(1, ints) + (TILED_DOT if ints else TILED))
         print(f"wrote {tiled} (64 x 64 tiles, 4 x 4 per invocation)")

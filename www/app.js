@@ -129,7 +129,7 @@ function loadModel() {
     ui.progress.value = 1;
     ui.progressText.textContent = `${mb(pack.bytes.length)} ${how}, ready in ${secs(performance.now() - t0)}${pack.notes.length ? `; ${pack.notes.join('; ')}` : ''}`;
     const weights = r.gpuWeightBytes === undefined ? ''
-      : ` · weights: ${mb(r.gpuWeightBytes)} of GPU memory${r.packedWeights ? ', kept as the pack stores them' : ''}`;
+      : ` · weights: ${mb(r.gpuWeightBytes)} of GPU memory${r.packedWeights ? ', kept as the pack stores them' : ''}${r.gpuInt8Dot ? ', 8-bit products' : ''}`;
     ui.backendInfo.textContent = r.backend === 'webgpu'
       ? `Running on WebGPU: ${r.adapter || 'unnamed adapter'}${weights}`
       : `Running on the CPU (wasm, ${r.int8Kernel ?? `${r.wasm} build`})${r.reason ? `: ${r.reason}` : ''}`;

@@ -29,7 +29,7 @@ main()
   .finally(() => (result.done = true));
 
 async function main() {
-  const client = new ClipSegClient({ wasm: q.get('wasm') ?? 'auto' });
+  const client = new ClipSegClient({ wasm: q.get('wasm') ?? 'auto', gpuInt8: q.get('gpu_int8') ?? 'auto' });
   stage('load');
   let t = performance.now();
   const loaded = await client.load(q.get('pack'), {
@@ -38,7 +38,7 @@ async function main() {
   });
   result.load = { wall_ms: performance.now() - t, worker_ms: loaded.ms };
   const { adapter, reason, size, limits } = loaded;
-  Object.assign(result, { backend: loaded.backend, wasm: loaded.wasm, int8_kernel: loaded.int8Kernel, adapter, reason, size, max_prompts: limits.max_prompts });
+  Object.assign(result, { backend: loaded.backend, wasm: loaded.wasm, int8_kernel: loaded.int8Kernel, gpu_int8_dot: loaded.gpuInt8Dot, adapter, reason, size, max_prompts: limits.max_prompts });
   log(`backend ${loaded.backend} ${adapter} ${reason}; load ${result.load.wall_ms.toFixed(0)} ms`);
 
   stage('decode image');

@@ -28,14 +28,19 @@ export class ClipSegClient {
   limits = null;
   #wasm;
 
+  #gpuInt8;
+
   // wasm: which build of the engine the worker runs: 'auto' (relaxed SIMD where the browser
-  // has it, else simd128), 'relaxed-simd' or 'simd128'; load() says which one ran.
-  constructor({ wasm = 'auto' } = {}) {
+  // has it, else simd128), 'relaxed-simd' or 'simd128'; load() says which one ran. gpuInt8:
+  // how q8 matrices run on WebGPU: 'auto', 'dot4' (integer dot product) or 'off' (decoded to
+  // f32); load() says (`gpuInt8Dot`).
+  constructor({ wasm = 'auto', gpuInt8 = 'auto' } = {}) {
     this.#wasm = wasm;
+    this.#gpuInt8 = gpuInt8;
   }
 
   // source: URL string or Uint8Array/ArrayBuffer of a .bpk pack (copied, not transferred, so a
-  // restart can reload it). Resolves {backend, wasm, int8Kernel, adapter, reason, size, gpuWeightBytes,
+  // restart can reload it). Resolves {backend, wasm, int8Kernel, gpuInt8Dot, adapter, reason, size, gpuWeightBytes,
   // packedWeights, limits, ms}; `size` is the side of the model's logit maps, `gpuWeightBytes` the
   // bytes the weights hold in GPU memory (undefined on the CPU), `packedWeights` whether the
   // pack's f16, 8 or 4 bits stayed so there.
@@ -115,6 +120,7 @@ export class ClipSegClient {
   #start(firstRequest) {
     const url = new URL('./worker.js', import.meta.url);
     if (this.#wasm !== 'auto') url.searchParams.set('wasm', this.#wasm);
+    if (this.#gpuInt8 !== 'auto') url.searchParams.set('gpu_int8', this.#gpuInt8);
     const w = new Worker(url, { type: 'module' });
     // Messages a terminated worker had already posted must not reach the new one's requests.
     w.onmessage = ({ data }) => w === this.#worker && this.#receive(data);

@@ -17,12 +17,12 @@ main()
   .finally(() => (result.done = true));
 
 async function main() {
-  const client = new ClipSegClient({ wasm: q.get('wasm') ?? 'auto' });
+  const client = new ClipSegClient({ wasm: q.get('wasm') ?? 'auto', gpuInt8: q.get('gpu_int8') ?? 'auto' });
   const loaded = await client.load(q.get('pack'), {
     backend: q.get('backend') ?? 'auto',
     onProgress: (loaded, total) => (document.title = `loading ${loaded}/${total}`),
   });
-  const { backend, wasm, int8Kernel, adapter, reason, size, limits } = loaded;
+  const { backend, wasm, int8Kernel, gpuInt8Dot, adapter, reason, size, limits } = loaded;
   log(`backend ${backend} (wasm ${wasm}, int8 kernel ${int8Kernel}) ${adapter} ${reason}`);
   const bitmap = await decodeImage(await (await fetchOk(q.get('image'))).blob());
   const encoded = await client.encode(bitmap);
@@ -39,7 +39,7 @@ async function main() {
   const n = size * size;
   const first = alone[0].logits;
   Object.assign(result, {
-    backend, wasm, int8_kernel: int8Kernel, adapter, reason, size, limits,
+    backend, wasm, int8_kernel: int8Kernel, gpu_int8_dot: gpuInt8Dot, adapter, reason, size, limits,
     timings: { load_ms: loaded.ms, encode_ms: encoded.ms, segment_ms: [all.ms, ...alone.map((a) => a.ms)] },
     logits: base64(logits),
     // The engine's masks at the image's size, for run.mjs to compare with the CLI's --mask.

@@ -4,7 +4,8 @@
 //   {type:'load', url | bytes, backend:'auto'|'webgpu'|'cpu'}
 //       → {type:'progress', loaded, total} while fetching (total 0 when unknown)
 //       → {ok:true, backend, wasm ('relaxed-simd'|'simd128': the build running), int8Kernel (the
-//          CPU's int8 kernel where a q8/q4 pack runs on it, else undefined), adapter, reason, size, gpuWeightBytes (undefined on the CPU),
+//          CPU's int8 kernel where a q8/q4 pack runs on it, else undefined), gpuInt8Dot (q8
+//          matrices on WebGPU's integer dot product; undefined on the CPU), adapter, reason, size, gpuWeightBytes (undefined on the CPU),
 //          packedWeights (the pack's f16, 8 or 4 bits kept on the GPU), limits: {max_side, max_pixels, max_prompts}}
 //   {type:'encode', rgba: ArrayBuffer, width, height}  → {ok:true}
 //   {type:'segment', prompts: string[], threshold}     → {ok:true, count, width, height, labels: Uint8Array (t)}
@@ -21,7 +22,8 @@
 // Two builds of the same engine (tools/build_web.sh): clipseg_relaxed, whose int8 kernel runs
 // relaxed SIMD's 8-bit x 7-bit dot product, where this browser validates relaxed SIMD; else
 // clipseg (simd128 only). The worker's URL may ask for one: ?wasm=relaxed-simd|simd128
-// (ClipSegClient's `wasm` option). The probe: a module of one function that runs
+// (ClipSegClient's `wasm` option), and say how q8 matrices run on WebGPU:
+// ?gpu_int8=auto|dot4|off (its `gpuInt8` option; see gpu_int8 in src/web.rs). The probe: a module of one function that runs
 // i32x4.relaxed_dot_i8x16_i7x16_add_s (0xfd 0x113), as the wasm-feature-detect package's do.
 const RELAXED_SIMD_PROBE = new Uint8Array([
   0, 97, 115, 109, 1, 0, 0, 0, // magic, version
@@ -32,7 +34,8 @@ const RELAXED_SIMD_PROBE = new Uint8Array([
   253, 147, 2, 11, // i32x4.relaxed_dot_i8x16_i7x16_add_s, end
 ]);
 const BUILDS = { 'relaxed-simd': '../pkg/clipseg_relaxed.js', simd128: '../pkg/clipseg.js' };
-const asked = new URL(self.location.href).searchParams.get('wasm') || 'auto';
+const query = new URL(self.location.href).searchParams;
+const asked = query.get('wasm') || 'auto';
 const build = asked === 'auto' ? (WebAssembly.validate(RELAXED_SIMD_PROBE) ? 'relaxed-simd' : 'simd128') : asked;
 
 let wasm = null; // the build's module: {Engine, last_panic, device_lost, limits}
@@ -85,8 +88,8 @@ const ops = {
     engine = loaded.engine;
     // wgpu cannot name a browser's adapter: use what WebGPU says.
     const adapter = loaded.adapter;
-    const { gpuWeightBytes, packedWeights, int8Kernel } = engine;
-    return [{ backend: engine.backend, wasm: build, int8Kernel, adapter, reason: loaded.reason, size: engine.size, gpuWeightBytes, packedWeights, limits: wasm.limits() }, []];
+    const { gpuWeightBytes, packedWeights, int8Kernel, gpuInt8Dot } = engine;
+    return [{ backend: engine.backend, wasm: build, int8Kernel, gpuInt8Dot, adapter, reason: loaded.reason, size: engine.size, gpuWeightBytes, packedWeights, limits: wasm.limits() }, []];
   },
   async encode({ rgba, width, height }) {
     await needEngine().encode_image(new Uint8Array(rgba), width, height);
@@ -130,6 +133,7 @@ async function start() {
   if (!Object.hasOwn(BUILDS, build)) throw new Error(`unknown wasm build "${asked}": use auto, relaxed-simd or simd128`);
   const module = await import(BUILDS[build]);
   await module.default();
+  module.gpu_int8(query.get('gpu_int8') || 'auto');
   wasm = module;
 }
 

@@ -210,9 +210,17 @@ static GPUS: Mutex<Vec<(Device, Arc<Gpu>)>> = Mutex::new(Vec::new());
 /// `Device::wgpu_options().init_with_setup*`): engines built there with [`Kernels::Packed`]
 /// use them.
 pub fn register_gpu(device: &Device, setup: &WgpuSetup) {
-    let variant = gpu::Matmul::for_adapter(&setup.adapter.get_info());
-    let gpu = Arc::new(Gpu::new(setup.device.clone(), setup.queue.clone(), variant));
+    let info = setup.adapter.get_info();
+    let variant = gpu::Matmul::for_adapter(&info);
+    let int8_dot = gpu::int8_dot_for(setup.instance.wgsl_language_features(), &info);
+    let gpu = Gpu::new(setup.device.clone(), setup.queue.clone(), variant, int8_dot);
+    let gpu = Arc::new(gpu);
     register(device, gpu);
+}
+
+/// Whether q8 matrices on `device`'s WGSL kernels run on the integer dot product, if registered.
+pub fn gpu_int8_dot(device: &Device) -> Option<bool> {
+    gpu_for(device).map(|g| g.int8_dot())
 }
 
 /// The matmul kernels the WGSL kernels on `device` run ("blocked" or "tiled"), if registered.

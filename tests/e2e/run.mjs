@@ -1,13 +1,16 @@
 // Browser end-to-end test (run by tools/e2e.sh): the native CLI converts the refined fixture
 // model to a q8 pack and predicts reference logits and masks; headless Chromium then runs
 // www/e2e.html on the same pack and image with backend=webgpu, auto (WebGPU, or the CPU on a
-// software fallback adapter), cpu (the relaxed-SIMD build Chromium validates) and cpu with the
-// simd128 build (?wasm=simd128). The engine's logits are compared with the native ones as
+// software fallback adapter), webgpu with q8 on the integer dot product (?gpu_int8=dot4), cpu
+// (the relaxed-SIMD build Chromium validates) and cpu with the simd128 build (?wasm=simd128).
+// The engine's logits are compared with the native ones as
 // probabilities, and its full-size masks at 0.5 with the CLI's --mask PNGs: WebGPU's with the
 // native f32 run of the dequantized weights (the same float model), CPU's with the native
 // `--precision int8` run for the simd128 build and `--precision int8-a7` (7-bit activations)
 // for the relaxed-SIMD one (the same integers as the wasm int8 kernels, attention in f32 as in
-// wasm; a q8 pack's native default also runs attention in bf16 where the CPU can). Writes
+// wasm; a q8 pack's native default also runs attention in bf16 where the CPU can); WebGPU's
+// dot4 run against `--backend wgpu` with CLIPSEG_GPU_INT8=dot4 (the same WGSL kernels natively,
+// on lavapipe). Writes
 // target/e2e/report.json and target/e2e/e2e-<backend>.png; exits 1 on failure.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -68,6 +71,14 @@ for (const precision of ['f32', 'int8', 'int8-a7']) {
   const masks = prompts.map((_, k) => decodePng(fs.readFileSync(`${out}-${k}.png`)));
   references[precision] = { logits, masks };
 }
+{
+  const out = `${outDir}/native-wgpu-dot4`;
+  process.env.CLIPSEG_GPU_INT8 = 'dot4';
+  cli(bin, 'predict', '--model', pack, '--image', image, ...prompts.flatMap((p) => ['--prompt', p]), '--backend', 'wgpu',
+    '--logits', `${out}.npy`, '--mask', `${out}.png`);
+  delete process.env.CLIPSEG_GPU_INT8;
+  references['wgpu-dot4'] = { logits: readNpy(`${out}.npy`), masks: prompts.map((_, k) => decodePng(fs.readFileSync(`${out}-${k}.png`))) };
+}
 const size = references.f32.logits.shape[1];
 
 const server = await serve(root);
@@ -80,8 +91,10 @@ console.log(`Chromium ${report.chromium}, serving ${root} on ${base}`);
 // auto after webgpu: it must pick WebGPU unless the adapter the webgpu run got is a software
 // fallback (SwiftShader on machines without a GPU), where it must take the CPU and say why.
 let fallbackAdapter = false;
-for (const run_ of ['webgpu', 'auto', 'cpu', 'cpu:simd128']) {
-  const [backend, wasm = 'auto'] = run_.split(':');
+for (const run_ of ['webgpu', 'auto', 'webgpu:dot4', 'cpu', 'cpu:simd128']) {
+  const [backend, variant] = run_.split(':');
+  const wasm = backend === 'cpu' ? variant ?? 'auto' : 'auto';
+  const gpuInt8 = backend === 'webgpu' ? variant ?? 'auto' : 'auto';
   const expected = backend === 'auto' ? (fallbackAdapter ? 'cpu' : 'webgpu') : backend;
   const run = (report.runs[run_] = { checks: [] });
   const check = (name, pass, detail = '') => run.checks.push({ name, pass: !!pass, detail: String(detail) });
@@ -93,7 +106,7 @@ for (const run_ of ['webgpu', 'auto', 'cpu', 'cpu:simd128']) {
   });
   page.on('pageerror', (e) => console.log(`  [${run_}] page error: ${e.message}`));
   page.on('crash', () => console.log(`  [${run_}] page crashed`));
-  const query = new URLSearchParams({ pack: `/${pack}`, image: `/${image}`, prompts: prompts.join('|'), backend, wasm });
+  const query = new URLSearchParams({ pack: `/${pack}`, image: `/${image}`, prompts: prompts.join('|'), backend, wasm, gpu_int8: gpuInt8 });
   let r;
   try {
     await page.goto(`${base}/www/e2e.html?${query}`);
@@ -122,7 +135,10 @@ for (const run_ of ['webgpu', 'auto', 'cpu', 'cpu:simd128']) {
   if (backend === 'auto' && fallbackAdapter) check('auto says why it left a fallback adapter', /software renderer/.test(r.reason ?? ''), r.reason ?? '');
   const csp = [...(r.csp ?? []), ...cspErrors];
   check('no CSP violations', csp.length === 0, csp.join('; '));
-  const reference = references[expected === 'webgpu' ? 'f32' : sevenBit ? 'int8-a7' : 'int8'];
+  // q8 on WebGPU's integer dot product where asked for, else (SwiftShader) decoded to f32.
+  const dot4 = gpuInt8 === 'dot4' || (expected === 'webgpu' && !/swiftshader/i.test(r.adapter ?? ''));
+  if (expected === 'webgpu') check(`q8 ${dot4 ? 'on the integer dot product' : 'decoded to f32'}`, r.gpu_int8_dot === dot4, r.gpu_int8_dot);
+  const reference = references[expected === 'webgpu' ? (dot4 ? 'wgpu-dot4' : 'f32') : sevenBit ? 'int8-a7' : 'int8'];
   if (logits) {
     const raw = decodeBase64(logits, Float32Array);
     const want = reference.logits.data.map(sigmoid), got = raw.map(sigmoid);

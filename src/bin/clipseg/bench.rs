@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use clipseg::engine::{Kernels, Place, Precision, block_on, cpu, gpu_matmul};
+use clipseg::engine::{Kernels, Place, Precision, block_on, cpu, gpu_int8_dot, gpu_matmul};
 use clipseg::model::ImageFeatures;
 use clipseg::weights::pack::{FileSource, Pack};
 use clipseg::{Checkpoint, Segmenter};
@@ -115,6 +115,10 @@ pub fn run(args: Args) -> Result<()> {
         .into();
         if let Some(matmul) = gpu_matmul(&device) {
             line["gpu_matmul"] = matmul.into();
+        }
+        // q8 matrices on `dot4I8Packed` with 8-bit activations, or decoded to f32.
+        if let Some(dot) = gpu_int8_dot(&device) {
+            line["gpu_int8_dot"] = dot.into();
         }
         line["gpu_weights"] = if placement.packed_weights {
             "as the pack stores them"

@@ -58,6 +58,42 @@ impl Matmul {
     }
 }
 
+/// [`int8_dot_for`]'s choice, where set: 0 none, 1 off, 2 on.
+static INT8_DOT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Overrides [`int8_dot_for`]'s choice for the devices set up from now on (`None`: its own).
+pub fn override_int8_dot(choice: Option<bool>) {
+    let code = choice.map_or(0, |on| 1 + u8::from(on));
+    INT8_DOT.store(code, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a q8 pack's matrices run on `matmul_q8dot.wgsl` (integer products of activations
+/// quantized to 8 bits, `dot4I8Packed`) rather than decoded to f32 in registers: wherever
+/// WGSL has `packed_4x8_integer_dot_product`, except on CPU adapters other than lavapipe
+/// (SwiftShader's emulation made the full pass 1.8x slower; lavapipe's took 0.74x), unless [`override_int8_dot`] or,
+/// natively, `CLIPSEG_GPU_INT8=dot4|off` says otherwise.
+pub fn int8_dot_for(features: wgpu::WgslLanguageFeatures, info: &wgpu::AdapterInfo) -> bool {
+    if !features.contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct) {
+        return false;
+    }
+    match INT8_DOT.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => return false,
+        2 => return true,
+        _ => {}
+    }
+    #[cfg(not(target_family = "wasm"))]
+    match std::env::var("CLIPSEG_GPU_INT8").as_deref() {
+        Ok("dot4") => return true,
+        Ok("off") => return false,
+        _ => {}
+    }
+    // The browser names no adapter: a CPU one there is SwiftShader.
+    let names = format!("{} {} {}", info.name, info.driver, info.driver_info).to_lowercase();
+    let lavapipe = names.contains("llvmpipe") || names.contains("lavapipe");
+    let cpu = info.device_type == wgpu::DeviceType::Cpu || names.contains("swiftshader");
+    !cpu || lavapipe
+}
+
 /// A compiled matmul entry point: the blocked kernel's `main` and `small` (at most 8 rows, a
 /// short prompt's text tower, which `main` leaves half empty), or the tiled kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,10 +108,14 @@ pub struct Gpu {
     pub(super) device: wgpu::Device,
     pub(super) queue: wgpu::Queue,
     variant: Matmul,
+    /// q8 matrices as [`Kind::Q8Dot`] ([`int8_dot_for`]).
+    int8_dot: bool,
     /// `matmul*.wgsl` by weight kind and entry point, compiled when first used.
     matmul: Mutex<HashMap<(Kind, Entry), wgpu::ComputePipeline>>,
     pub(super) layer_norm: wgpu::ComputePipeline,
     pub(super) softmax: wgpu::ComputePipeline,
+    /// `quantize_rows.wgsl`, compiled when first used.
+    quantize_rows: std::sync::OnceLock<wgpu::ComputePipeline>,
     /// The scores and P·V kernels by head_dim / 4, a constant of theirs.
     attention: Mutex<HashMap<usize, [wgpu::ComputePipeline; 2]>>,
 }
@@ -88,8 +128,8 @@ impl std::fmt::Debug for Gpu {
 
 impl Gpu {
     /// The kernels on `device`, compiled once (burn's own wgpu device and queue), with the
-    /// matmul `variant`.
-    pub fn new(device: wgpu::Device, queue: wgpu::Queue, variant: Matmul) -> Self {
+    /// matmul `variant`, and q8 matrices on the integer dot product where `int8_dot`.
+    pub fn new(device: wgpu::Device, queue: wgpu::Queue, variant: Matmul, int8_dot: bool) -> Self {
         let layer_norm = pipeline(
             &device,
             "layer_norm",
@@ -101,9 +141,11 @@ impl Gpu {
             device,
             queue,
             variant,
+            int8_dot,
             matmul: Mutex::new(HashMap::new()),
             layer_norm,
             softmax,
+            quantize_rows: std::sync::OnceLock::new(),
             attention: Mutex::new(HashMap::new()),
         }
     }
@@ -113,10 +155,31 @@ impl Gpu {
         self.variant
     }
 
+    /// Whether q8 matrices run on the integer dot product.
+    pub fn int8_dot(&self) -> bool {
+        self.int8_dot
+    }
+
     /// The same device and queue with the other matmul `variant` (the tests run both).
     #[cfg(test)]
     pub fn with_variant(&self, variant: Matmul) -> Self {
-        Self::new(self.device.clone(), self.queue.clone(), variant)
+        Self::new(
+            self.device.clone(),
+            self.queue.clone(),
+            variant,
+            self.int8_dot,
+        )
+    }
+
+    /// The same device and queue with q8 matrices on the integer dot product or not.
+    #[cfg(test)]
+    pub fn with_int8_dot(&self, int8_dot: bool) -> Self {
+        Self::new(
+            self.device.clone(),
+            self.queue.clone(),
+            self.variant,
+            int8_dot,
+        )
     }
 
     /// The matmul kernel for `kind`'s weights at `entry`.
@@ -130,10 +193,12 @@ impl Gpu {
                     (Entry::Tiled, Kind::F16) => include_str!("matmul_tiled_f16.wgsl"),
                     (Entry::Tiled, Kind::Q8) => include_str!("matmul_tiled_q8.wgsl"),
                     (Entry::Tiled, Kind::Q4) => include_str!("matmul_tiled_q4.wgsl"),
+                    (Entry::Tiled, Kind::Q8Dot) => include_str!("matmul_tiled_q8dot.wgsl"),
                     (_, Kind::F32) => include_str!("matmul.wgsl"),
                     (_, Kind::F16) => include_str!("matmul_f16.wgsl"),
                     (_, Kind::Q8) => include_str!("matmul_q8.wgsl"),
                     (_, Kind::Q4) => include_str!("matmul_q4.wgsl"),
+                    (_, Kind::Q8Dot) => include_str!("matmul_q8dot.wgsl"),
                 };
                 let name = if entry == Entry::Small {
                     "small"
@@ -237,6 +302,7 @@ impl Gpu {
             entries: &entries,
         });
         Dispatch {
+            before: None,
             pipeline: pipeline.clone(),
             group,
             groups: groups.map(|g| g as u32),
@@ -268,9 +334,36 @@ impl Gpu {
             (entry, [groups.min(65535), groups.div_ceil(65535), 1])
         };
         let kernel = self.matmul_kernel(p.kind, entry);
-        match &p.scales {
-            Some(scales) => self.bind(&kernel, &[params, a, &p.w, &p.bias, out, scales], groups),
-            None => self.bind(&kernel, &[params, a, &p.w, &p.bias, out], groups),
+        match (&p.scales, p.kind) {
+            // A quantized first (scratch buffers the bind groups keep alive), then the product.
+            (Some(scales), Kind::Q8Dot) => {
+                use wgpu::BufferUsages as U;
+                let quantized = self.scratch("quantized rows", m * p.k / 4, U::STORAGE);
+                let row_scales = self.scratch("row scales", m, U::STORAGE);
+                let quantize = self.quantize_rows.get_or_init(|| {
+                    pipeline(
+                        &self.device,
+                        "quantize_rows",
+                        include_str!("quantize_rows.wgsl"),
+                        "main",
+                    )
+                });
+                let rows = [m.min(65535), m.div_ceil(65535), 1];
+                let first = self.bind(
+                    quantize,
+                    &[params, a, scales, &quantized, &row_scales],
+                    rows,
+                );
+                let buffers = [params, &quantized, &p.w, &p.bias, out, &row_scales];
+                Dispatch {
+                    before: Some(Box::new(first)),
+                    ..self.bind(&kernel, &buffers, groups)
+                }
+            }
+            (Some(scales), _) => {
+                self.bind(&kernel, &[params, a, &p.w, &p.bias, out, scales], groups)
+            }
+            (None, _) => self.bind(&kernel, &[params, a, &p.w, &p.bias, out], groups),
         }
     }
 
@@ -284,7 +377,7 @@ impl Gpu {
         let flags = act | if residual { 16 } else { 0 };
         let words = [m as u32, p.n as u32, p.k as u32, flags];
         match p.kind {
-            Kind::F32 | Kind::F16 => self.uniform(&words),
+            Kind::F32 | Kind::F16 | Kind::Q8Dot => self.uniform(&words),
             Kind::Q8 | Kind::Q4 => self.uniform(&[&words[..], &[p.block as u32, 0, 0, 0]].concat()),
         }
     }
@@ -346,8 +439,10 @@ fn pipeline(
     })
 }
 
-/// A pipeline with its bind group and grid, recorded into a pass as often as needed.
+/// A pipeline with its bind group and grid, recorded into a pass as often as needed (after the
+/// dispatch it needs first, if any).
 pub(super) struct Dispatch {
+    before: Option<Box<Dispatch>>,
     pipeline: wgpu::ComputePipeline,
     group: wgpu::BindGroup,
     groups: [u32; 3],
@@ -355,6 +450,9 @@ pub(super) struct Dispatch {
 
 impl Dispatch {
     pub(super) fn record(&self, pass: &mut wgpu::ComputePass) {
+        if let Some(before) = &self.before {
+            before.record(pass);
+        }
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.group, &[]);
         pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
@@ -394,6 +492,9 @@ pub(super) enum Kind {
     F16,
     Q8,
     Q4,
+    /// q8 integers [k / 4, n], four k of a column to a word, multiplied by 8-bit activations
+    /// (`matmul_q8dot.wgsl`); `scales` [k] fold into the activations (`quantize_rows.wgsl`).
+    Q8Dot,
 }
 
 /// A matrix's weight [k, n] and bias [n] on the GPU.
@@ -419,6 +520,11 @@ impl Projection {
         let bias = gpu.storage("bias", &bias, wgpu::BufferUsages::empty());
         let none = wgpu::BufferUsages::empty();
         let (w, scales, kind, block) = match &m.w {
+            Weight::Int(q) if gpu.int8_dot && Self::takes_dot(q) => {
+                let w = gpu.storage_bytes("weight", &words_along_k(q), none);
+                let scales = gpu.storage_bytes("scales", &bytes(&q.scales), none);
+                (w, Some(scales), Kind::Q8Dot, n)
+            }
             Weight::Int(q) if Self::takes(q) => {
                 let (kind, scales) = if q.bits == 8 {
                     (Kind::Q8, bytes(&q.scales))
@@ -465,6 +571,16 @@ impl Projection {
             && q.block > 0
     }
 
+    /// Whether `matmul_q8dot.wgsl` takes `q`: 8 bits, one scale per row (a q8 pack's), whole
+    /// vec4s of k and n.
+    fn takes_dot(q: &Quantized) -> bool {
+        q.bits == 8
+            && q.blocks_per_row() == 1
+            && q.rows.is_multiple_of(4)
+            && q.width.is_multiple_of(4)
+            && q.scales.len() == q.rows
+    }
+
     /// Bytes its buffers hold on the device.
     pub(super) fn bytes(&self) -> u64 {
         let scales = self.scales.as_ref().map_or(0, |s| s.size());
@@ -475,6 +591,19 @@ impl Projection {
     pub(super) fn is_packed(&self) -> bool {
         self.kind != Kind::F32
     }
+}
+
+/// The bytes of `q` ([k, n] 8-bit, k a multiple of 4) as `matmul_q8dot.wgsl` reads them: word
+/// (kk, c) holds rows 4kk..4kk+4 of column c, row 4kk + i in byte i.
+fn words_along_k(q: &Quantized) -> Vec<u8> {
+    let (k, n) = (q.rows, q.width);
+    let mut out = vec![0u8; k * n];
+    for (r, row) in q.ints.chunks_exact(n).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            out[((r / 4) * n + c) * 4 + r % 4] = v;
+        }
+    }
+    out
 }
 
 /// The activation's code in the kernels' epilogue; `None` where they lack it.

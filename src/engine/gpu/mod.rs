@@ -27,7 +27,7 @@ mod device;
 mod layer;
 mod linear;
 
-pub use device::{Gpu, Matmul};
+pub use device::{Gpu, Matmul, int8_dot_for, override_int8_dot};
 pub use layer::{GpuLayer, forward};
 pub use linear::{GpuLinear, chain};
 
@@ -41,7 +41,12 @@ pub(crate) fn test_device() -> (burn::tensor::Device, std::sync::Arc<Gpu>) {
         let (device, setup) = burn::tensor::Device::wgpu_options()
             .init_with_setup()
             .expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)");
-        let gpu = Gpu::new(setup.device.clone(), setup.queue.clone(), Matmul::Blocked);
+        let gpu = Gpu::new(
+            setup.device.clone(),
+            setup.queue.clone(),
+            Matmul::Blocked,
+            false,
+        );
         (device, std::sync::Arc::new(gpu))
     })
     .clone()
