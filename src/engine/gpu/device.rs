@@ -70,7 +70,7 @@ pub fn override_int8_dot(choice: Option<bool>) {
 /// Whether a q8 pack's matrices run on `matmul_q8dot.wgsl` (integer products of activations
 /// quantized to 8 bits, `dot4I8Packed`) rather than decoded to f32 in registers: wherever
 /// WGSL has `packed_4x8_integer_dot_product`, except on CPU adapters other than lavapipe
-/// (SwiftShader's emulation made the full pass 1.8x slower; lavapipe's took 0.74x), unless [`override_int8_dot`] or,
+/// (SwiftShader's emulation made the full pass 1.6-1.7x slower; lavapipe's took 0.75x), unless [`override_int8_dot`] or,
 /// natively, `CLIPSEG_GPU_INT8=dot4|off` says otherwise.
 pub fn int8_dot_for(features: wgpu::WgslLanguageFeatures, info: &wgpu::AdapterInfo) -> bool {
     if !features.contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct) {
