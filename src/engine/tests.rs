@@ -38,6 +38,29 @@ fn engine_on(
     build()
 }
 
+fn fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A fixture image's RGB bytes, width and height.
+fn fixture_image(name: &str) -> (Vec<u8>, usize, usize) {
+    let image = image::open(fixtures().join("images").join(name))
+        .unwrap()
+        .into_rgb8();
+    let (w, h) = image.dimensions();
+    (image.into_raw(), w as usize, h as usize)
+}
+
+/// The logits of a whole pass: the image, the prompts, the decoder.
+fn run(engine: &Engine, pixels: Tensor<4>, ids: &[Vec<u32>]) -> Vec<f32> {
+    let logits = block_on(async {
+        let image = engine.encode_image(pixels).await?;
+        let conditional = engine.encode_text(ids).await?;
+        engine.decode(&image, conditional).await
+    });
+    host_values(logits.unwrap()).unwrap()
+}
+
 struct Backend {
     name: &'static str,
     executor: Executor,
@@ -408,14 +431,8 @@ fn heads_match_burn_on_every_executor() {
 /// against the model's own forward: an image, two prompts, logits.
 #[test]
 fn whole_models_match_burn_on_every_executor() {
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let (rgb, w, h) = {
-        let image = image::open(fixtures.join("images/tiny.png"))
-            .unwrap()
-            .into_rgb8();
-        let (w, h) = image.dimensions();
-        (image.into_raw(), w as usize, h as usize)
-    };
+    let fixtures = fixtures();
+    let (rgb, w, h) = fixture_image("tiny.png");
     for model in ["plain", "refined"] {
         let dir = fixtures.join("models").join(model);
         let reference = Checkpoint::from_hf_dir(&dir, &Device::flex()).unwrap();
@@ -440,13 +457,7 @@ fn whole_models_match_burn_on_every_executor() {
                 Executor::Gpu(gpu) => engine_on(gpu, &device, build),
                 _ => build(),
             };
-            let logits = block_on(async {
-                let image = engine.encode_image(pixels).await?;
-                let conditional = engine.encode_text(&ids).await?;
-                engine.decode(&image, conditional).await
-            })
-            .unwrap();
-            let diff = max_diff(&host_values(logits).unwrap(), &want);
+            let diff = max_diff(&run(&engine, pixels, &ids), &want);
             // f32 to the parity tests' bound; int8 within quantization error.
             let bound = if backend.tolerance > 1e-3 { 0.2 } else { 1e-4 } * scale;
             assert!(
@@ -466,12 +477,8 @@ fn whole_models_match_burn_on_every_executor() {
 #[test]
 fn gpu_int8_dot_masks_match_the_decoded_pack() {
     use crate::weights::pack::{Pack, Quant};
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let image = image::open(fixtures.join("images/landscape.png"))
-        .unwrap()
-        .into_rgb8();
-    let (w, h) = (image.width() as usize, image.height() as usize);
-    let rgb = image.into_raw();
+    let fixtures = fixtures();
+    let (rgb, w, h) = fixture_image("landscape.png");
     let (device, gpu) = test_device();
     for model in ["plain", "refined"] {
         let dir = fixtures.join("models").join(model);
@@ -483,12 +490,7 @@ fn gpu_int8_dot_masks_match_the_decoded_pack() {
         let logits = |engine: &Engine, device: &Device| {
             let checkpoint = Checkpoint::from_hf_dir(&dir, device).unwrap();
             let pixels = checkpoint.pixel_values(&rgb, w, h).unwrap();
-            let logits = block_on(async {
-                let image = engine.encode_image(pixels).await?;
-                let conditional = engine.encode_text(&ids).await?;
-                engine.decode(&image, conditional).await
-            });
-            host_values(logits.unwrap()).unwrap()
+            run(engine, pixels, &ids)
         };
         let int8 = Kernels::Packed(Some(Precision::Int8));
         let cpu = Engine::from_pack(&pack, &Device::flex(), int8).unwrap();

@@ -149,7 +149,7 @@ fn kernels() -> Vec<QKernel> {
         mr: 4,
         nr: 8,
         layout: Layout::U7,
-        run: wasm::kernel_relaxed::<4>,
+        run: wasm::kernel_relaxed::<4, false>,
         name: "relaxed-simd int8 x 7-bit 4x8",
     });
     #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
@@ -157,7 +157,7 @@ fn kernels() -> Vec<QKernel> {
         mr: 4,
         nr: 8,
         layout: Layout::U7,
-        run: wasm::kernel_relaxed_split::<4>,
+        run: wasm::kernel_relaxed::<4, true>,
         name: "relaxed-simd int8 x 7-bit 4x8 (split)",
     });
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

@@ -38,8 +38,12 @@ pub unsafe fn kernel_dot_i16<const MR: usize>(
 /// `i32x4.relaxed_dot_i8x16_i7x16_add_s` (16 multiply-adds into 4 sums), which every
 /// engine computes exactly when one side fits 7 bits: B's weights x A's 0..=127 pairs stay
 /// within i16 (127 * 128 * 2 < 32768) where an engine sums pairs in i16 first.
+/// `SPLIT`: without the fused add, `i16x8.relaxed_dot_i8x16_i7x16_s` (one `pmaddubsw` on
+/// x86-64) widened by `i32x4.extadd_pairwise_i16x8_s` and subtracted from negated sums (an
+/// add would be fused back into the fused instruction, which V8 lowers to about six
+/// instructions where x86-64 lacks AVX-VNNI).
 #[cfg(target_feature = "relaxed-simd")]
-pub unsafe fn kernel_relaxed<const MR: usize>(
+pub unsafe fn kernel_relaxed<const MR: usize, const SPLIT: bool>(
     groups: usize,
     a: *const u8,
     b: *const i8,
@@ -55,48 +59,23 @@ pub unsafe fn kernel_relaxed<const MR: usize>(
             let w1 = v128_load(b.add(16) as *const v128);
             for (r, row) in acc.iter_mut().enumerate() {
                 let x = v128_load32_splat(a.add(4 * r) as *const u32);
-                row[0] = i32x4_relaxed_dot_i8x16_i7x16_add(w0, x, row[0]);
-                row[1] = i32x4_relaxed_dot_i8x16_i7x16_add(w1, x, row[1]);
+                if SPLIT {
+                    let d0 = i32x4_extadd_pairwise_i16x8(i16x8_relaxed_dot_i8x16_i7x16(w0, x));
+                    let d1 = i32x4_extadd_pairwise_i16x8(i16x8_relaxed_dot_i8x16_i7x16(w1, x));
+                    row[0] = i32x4_sub(row[0], d0);
+                    row[1] = i32x4_sub(row[1], d1);
+                } else {
+                    row[0] = i32x4_relaxed_dot_i8x16_i7x16_add(w0, x, row[0]);
+                    row[1] = i32x4_relaxed_dot_i8x16_i7x16_add(w1, x, row[1]);
+                }
             }
             a = a.add(4 * MR);
             b = b.add(32);
         }
-        epilogue(&acc, c, ldc, e, true);
-    }
-}
-
-/// `kernel_relaxed` without the fused add: `i16x8.relaxed_dot_i8x16_i7x16_s` (one
-/// `pmaddubsw` on x86-64), widened by `i32x4.extadd_pairwise_i16x8_s` and subtracted from
-/// negated sums (an add would be fused back into `i32x4.relaxed_dot_i8x16_i7x16_add_s`,
-/// which V8 lowers to about six instructions where x86-64 lacks AVX-VNNI).
-#[cfg(target_feature = "relaxed-simd")]
-pub unsafe fn kernel_relaxed_split<const MR: usize>(
-    groups: usize,
-    a: *const u8,
-    b: *const i8,
-    c: *mut f32,
-    ldc: usize,
-    e: Epilogue,
-) {
-    unsafe {
-        let mut acc = [[i32x4_splat(0); 2]; MR];
-        let (mut a, mut b) = (a, b);
-        for _ in 0..groups {
-            let w0 = v128_load(b as *const v128);
-            let w1 = v128_load(b.add(16) as *const v128);
-            for (r, row) in acc.iter_mut().enumerate() {
-                let x = v128_load32_splat(a.add(4 * r) as *const u32);
-                let d0 = i32x4_extadd_pairwise_i16x8(i16x8_relaxed_dot_i8x16_i7x16(w0, x));
-                let d1 = i32x4_extadd_pairwise_i16x8(i16x8_relaxed_dot_i8x16_i7x16(w1, x));
-                row[0] = i32x4_sub(row[0], d0);
-                row[1] = i32x4_sub(row[1], d1);
-            }
-            a = a.add(4 * MR);
-            b = b.add(32);
-        }
-        for row in acc.iter_mut() {
-            row[0] = i32x4_neg(row[0]);
-            row[1] = i32x4_neg(row[1]);
+        if SPLIT {
+            acc.iter_mut()
+                .flatten()
+                .for_each(|sum| *sum = i32x4_neg(*sum));
         }
         epilogue(&acc, c, ldc, e, true);
     }

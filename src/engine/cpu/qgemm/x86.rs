@@ -31,17 +31,7 @@ pub unsafe fn kernel_madd_avx2(
             a = a.add(4 * MR);
             b = b.add(32);
         }
-        for (r, row) in acc.iter().enumerate() {
-            let sa = _mm256_set1_ps(*e.a_scale.add(r));
-            for (v, &x) in row.iter().enumerate() {
-                let corr = _mm256_loadu_si256(e.correction.add(8 * v) as *const __m256i);
-                let ws = _mm256_loadu_ps(e.w_scale.add(8 * v));
-                let bias = _mm256_loadu_ps(e.bias.add(8 * v));
-                let f = _mm256_cvtepi32_ps(_mm256_sub_epi32(x, corr));
-                let y = _mm256_add_ps(_mm256_mul_ps(f, _mm256_mul_ps(sa, ws)), bias);
-                _mm256_storeu_ps(c.add(r * ldc + 8 * v), y);
-            }
-        }
+        epilogue_avx2(&acc, c, ldc, e, false);
     }
 }
 
@@ -77,12 +67,28 @@ pub unsafe fn kernel_maddubs_avx2(
             a = a.add(4 * MR);
             b = b.add(64);
         }
+        epilogue_avx2(&acc, c, ldc, e, true);
+    }
+}
+
+/// `Epilogue` for 6 rows x 16 columns of sums; `zeros`: the rows' own zero points.
+#[target_feature(enable = "avx2")]
+unsafe fn epilogue_avx2(
+    acc: &[[__m256i; 2]; 6],
+    c: *mut f32,
+    ldc: usize,
+    e: Epilogue,
+    zeros: bool,
+) {
+    unsafe {
         for (r, row) in acc.iter().enumerate() {
             let sa = _mm256_set1_ps(*e.a_scale.add(r));
             let zero = _mm256_set1_epi32(*e.a_zero.add(r));
             for (v, &x) in row.iter().enumerate() {
-                let sums = _mm256_loadu_si256(e.correction.add(8 * v) as *const __m256i);
-                let corr = _mm256_mullo_epi32(sums, zero);
+                let mut corr = _mm256_loadu_si256(e.correction.add(8 * v) as *const __m256i);
+                if zeros {
+                    corr = _mm256_mullo_epi32(corr, zero);
+                }
                 let ws = _mm256_loadu_ps(e.w_scale.add(8 * v));
                 let bias = _mm256_loadu_ps(e.bias.add(8 * v));
                 let f = _mm256_cvtepi32_ps(_mm256_sub_epi32(x, corr));
