@@ -196,11 +196,7 @@ impl Engine {
     #[wasm_bindgen(getter, js_name = int8Kernel)]
     pub fn int8_kernel(&self) -> Option<String> {
         let precision = self.segmenter.engine.placement().precision;
-        let seven_bit = precision == Some(Precision::Int8A7);
-        let int8 = seven_bit || matches!(precision, Some(Precision::Int8 | Precision::Int8Bf16));
-        crate::engine::cpu::qgemm::kernel_name(seven_bit)
-            .filter(|_| int8)
-            .map(String::from)
+        precision.and_then(Precision::int8_kernel).map(String::from)
     }
 
     /// Runs the vision tower on an RGBA image (canvas `getImageData` layout) and keeps its

@@ -164,8 +164,7 @@ fn cpu_lines(line: &mut serde_json::Value, precision: Option<Precision>, gflops:
     let threads = rayon::current_num_threads() as f64;
     line["threads"] = rayon::current_num_threads().into();
     let seven_bit = precision == Some(Precision::Int8A7);
-    let int8 = cpu::qgemm::kernel_name(seven_bit)
-        .filter(|_| seven_bit || matches!(precision, Some(Precision::Int8 | Precision::Int8Bf16)));
+    let int8 = precision.and_then(Precision::int8_kernel);
     let bf16 = precision.is_some_and(Precision::bf16_attention);
     line["attention"] = if bf16 { "bf16" } else { "f32" }.into();
     // The decoder's projections, as packed beside the towers (bf16 for a quantized pack on

@@ -54,6 +54,13 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The int8 kernel this precision's projections run on here, if they run in int8.
+    pub fn int8_kernel(self) -> Option<&'static str> {
+        let seven_bit = self == Self::Int8A7;
+        let int8 = seven_bit || matches!(self, Self::Int8 | Self::Int8Bf16);
+        super::qgemm::kernel_name(seven_bit).filter(|_| int8)
+    }
+
     /// Whether attention runs in bf16 at this precision, here.
     pub fn bf16_attention(self) -> bool {
         self == Self::Int8Bf16 && bf16_pays()

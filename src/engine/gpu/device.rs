@@ -41,12 +41,9 @@ impl Matmul {
             Ok("tiled") => return Matmul::Tiled,
             _ => {}
         }
-        let names = format!("{} {} {}", info.name, info.driver, info.driver_info).to_lowercase();
-        let software = ["swiftshader", "llvmpipe", "lavapipe"];
-        if info.device_type == wgpu::DeviceType::Cpu || software.iter().any(|s| names.contains(s)) {
-            Matmul::Blocked
-        } else {
-            Matmul::Tiled
+        match software_adapter(info) {
+            Some(_) => Matmul::Blocked,
+            None => Matmul::Tiled,
         }
     }
 
@@ -56,6 +53,16 @@ impl Matmul {
             Matmul::Tiled => "tiled",
         }
     }
+}
+
+/// Which CPU implementation of WebGPU / Vulkan `info` is, if it is one: by its device type, or
+/// by name where the browser does not say ("llvmpipe", "lavapipe" or "swiftshader"; "" for a
+/// CPU adapter the browser names not: SwiftShader, the only one browsers have).
+fn software_adapter(info: &wgpu::AdapterInfo) -> Option<&'static str> {
+    let names = format!("{} {} {}", info.name, info.driver, info.driver_info).to_lowercase();
+    let known = ["llvmpipe", "lavapipe", "swiftshader"];
+    let named = known.into_iter().find(|s| names.contains(s));
+    named.or((info.device_type == wgpu::DeviceType::Cpu).then_some(""))
 }
 
 /// [`int8_dot_for`]'s choice, where set: 0 none, 1 off, 2 on.
@@ -70,8 +77,9 @@ pub fn override_int8_dot(choice: Option<bool>) {
 /// Whether a q8 pack's matrices run on `matmul_q8dot.wgsl` (integer products of activations
 /// quantized to 8 bits, `dot4I8Packed`) rather than decoded to f32 in registers: wherever
 /// WGSL has `packed_4x8_integer_dot_product`, except on CPU adapters other than lavapipe
-/// (SwiftShader's emulation made the full pass 1.6-1.7x slower; lavapipe's took 0.75x), unless [`override_int8_dot`] or,
-/// natively, `CLIPSEG_GPU_INT8=dot4|off` says otherwise.
+/// (where the emulated instruction was measured slower than decoding: docs/benchmarks.md,
+/// run U), unless [`override_int8_dot`] or, natively, `CLIPSEG_GPU_INT8=dot4|off` says
+/// otherwise.
 pub fn int8_dot_for(features: wgpu::WgslLanguageFeatures, info: &wgpu::AdapterInfo) -> bool {
     if !features.contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct) {
         return false;
@@ -87,11 +95,7 @@ pub fn int8_dot_for(features: wgpu::WgslLanguageFeatures, info: &wgpu::AdapterIn
         Ok("off") => return false,
         _ => {}
     }
-    // The browser names no adapter: a CPU one there is SwiftShader.
-    let names = format!("{} {} {}", info.name, info.driver, info.driver_info).to_lowercase();
-    let lavapipe = names.contains("llvmpipe") || names.contains("lavapipe");
-    let cpu = info.device_type == wgpu::DeviceType::Cpu || names.contains("swiftshader");
-    !cpu || lavapipe
+    matches!(software_adapter(info), None | Some("llvmpipe" | "lavapipe"))
 }
 
 /// A compiled matmul entry point: the blocked kernel's `main` and `small` (at most 8 rows, a
