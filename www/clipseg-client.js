@@ -40,7 +40,7 @@ export class ClipSegClient {
   }
 
   // source: URL string or Uint8Array/ArrayBuffer of a .bpk pack (copied, not transferred, so a
-  // restart can reload it). Resolves {backend, wasm, int8Kernel, gpuInt8Dot, adapter, reason, size, gpuWeightBytes,
+  // restart can reload it). Resolves {backend, wasm, int8Kernel, gpuInt8Dot, gpuF16Math, adapter, reason, size, gpuWeightBytes,
   // packedWeights, limits, ms}; `size` is the side of the model's logit maps, `gpuWeightBytes` the
   // bytes the weights hold in GPU memory (undefined on the CPU), `packedWeights` whether the
   // pack's f16, 8 or 4 bits stayed so there.

@@ -5,7 +5,8 @@
 //       → {type:'progress', loaded, total} while fetching (total 0 when unknown)
 //       → {ok:true, backend, wasm ('relaxed-simd'|'simd128': the build running), int8Kernel (the
 //          CPU's int8 kernel where a q8/q4 pack runs on it, else undefined), gpuInt8Dot (q8
-//          matrices on WebGPU's integer dot product; undefined on the CPU), adapter, reason, size, gpuWeightBytes (undefined on the CPU),
+//          matrices on WebGPU's integer dot product; undefined on the CPU), gpuF16Math (f16
+//          matrices multiplied in half precision: shader-f16 on a real GPU), adapter, reason, size, gpuWeightBytes (undefined on the CPU),
 //          packedWeights (the pack's f16, 8 or 4 bits kept on the GPU), limits: {max_side, max_pixels, max_prompts}}
 //   {type:'encode', rgba: ArrayBuffer, width, height}  → {ok:true}
 //   {type:'segment', prompts: string[], threshold}     → {ok:true, count, width, height, labels: Uint8Array (t)}
@@ -88,8 +89,8 @@ const ops = {
     engine = loaded.engine;
     // wgpu cannot name a browser's adapter: use what WebGPU says.
     const adapter = loaded.adapter;
-    const { gpuWeightBytes, packedWeights, int8Kernel, gpuInt8Dot } = engine;
-    return [{ backend: engine.backend, wasm: build, int8Kernel, gpuInt8Dot, adapter, reason: loaded.reason, size: engine.size, gpuWeightBytes, packedWeights, limits: wasm.limits() }, []];
+    const { gpuWeightBytes, packedWeights, int8Kernel, gpuInt8Dot, gpuF16Math } = engine;
+    return [{ backend: engine.backend, wasm: build, int8Kernel, gpuInt8Dot, gpuF16Math, adapter, reason: loaded.reason, size: engine.size, gpuWeightBytes, packedWeights, limits: wasm.limits() }, []];
   },
   async encode({ rgba, width, height }) {
     await needEngine().encode_image(new Uint8Array(rgba), width, height);

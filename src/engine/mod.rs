@@ -213,14 +213,21 @@ pub fn register_gpu(device: &Device, setup: &WgpuSetup) {
     let info = setup.adapter.get_info();
     let variant = gpu::Matmul::for_adapter(&info);
     let int8_dot = gpu::int8_dot_for(setup.instance.wgsl_language_features(), &info);
-    let gpu = Gpu::new(setup.device.clone(), setup.queue.clone(), variant, int8_dot);
-    let gpu = Arc::new(gpu);
-    register(device, gpu);
+    let f16_math = gpu::f16_math_for(variant);
+    let (wgpu_device, queue) = (setup.device.clone(), setup.queue.clone());
+    let gpu = Gpu::new(wgpu_device, queue, variant, int8_dot, f16_math);
+    register(device, Arc::new(gpu));
 }
 
 /// Whether q8 matrices on `device`'s WGSL kernels run on the integer dot product, if registered.
 pub fn gpu_int8_dot(device: &Device) -> Option<bool> {
     gpu_for(device).map(|g| g.int8_dot())
+}
+
+/// Whether f16 matrices on `device`'s WGSL kernels are multiplied in half precision, if
+/// registered.
+pub fn gpu_f16_math(device: &Device) -> Option<bool> {
+    gpu_for(device).map(|g| g.f16_math())
 }
 
 /// The matmul kernels the WGSL kernels on `device` run ("blocked" or "tiled"), if registered.

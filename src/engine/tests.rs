@@ -70,7 +70,7 @@ struct Backend {
 
 fn backends() -> Vec<Backend> {
     let (_, gpu) = test_device();
-    let tiled = Arc::new(gpu.with_variant(Matmul::Tiled));
+    let tiled = Arc::new(gpu.with(Matmul::Tiled, false, false));
     let cpu = |name, precision, tolerance| Backend {
         name,
         executor: Executor::Cpu(precision),
@@ -129,6 +129,19 @@ fn random_layers(spec: LayerSpec) -> Vec<EncoderLayer> {
             layer
         })
         .collect()
+}
+
+/// The IoU of two logit maps' masks at probability 0.5 (1 where both are empty).
+fn mask_iou(a: &[f32], b: &[f32]) -> f64 {
+    let (a, b) = (a.iter().map(|&v| v > 0.0), b.iter().map(|&v| v > 0.0));
+    let (inter, union) = a.zip(b).fold((0, 0), |(i, u), (a, b)| {
+        (i + usize::from(a && b), u + usize::from(a || b))
+    });
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -254,7 +267,7 @@ fn gpu_integer_weights_match_their_decoded_floats() {
     use super::layer::{LayerWeights, Matrix, Weight};
     use crate::weights::pack::quantize;
     let (_, blocked) = test_device();
-    let tiled = blocked.with_variant(Matmul::Tiled);
+    let tiled = blocked.with(Matmul::Tiled, false, false);
     let q = Activation::QuickGelu;
     let pre = Norm::Pre { causal: false };
     let causal = Norm::Pre { causal: true };
@@ -497,24 +510,14 @@ fn gpu_int8_dot_masks_match_the_decoded_pack() {
         let want = logits(&cpu, &Device::flex());
         for variant in [Matmul::Blocked, Matmul::Tiled] {
             let on = |int8_dot: bool| {
-                let kernels = Arc::new(gpu.with_variant(variant).with_int8_dot(int8_dot));
+                let kernels = Arc::new(gpu.with(variant, int8_dot, false));
                 let build = || Engine::from_pack(&pack, &device, Kernels::Packed(None)).unwrap();
                 let engine = engine_on(&kernels, &device, build);
                 assert!(engine.placement().packed_weights, "{model} {variant:?}");
                 logits(&engine, &device)
             };
             let (dot, decoded) = (on(true), on(false));
-            let iou = |a: &[f32], b: &[f32]| {
-                let (a, b) = (a.iter().map(|&v| v > 0.0), b.iter().map(|&v| v > 0.0));
-                let (inter, union) = a.zip(b).fold((0, 0), |(i, u), (a, b)| {
-                    (i + usize::from(a && b), u + usize::from(a || b))
-                });
-                if union == 0 {
-                    1.0
-                } else {
-                    inter as f64 / union as f64
-                }
-            };
+            let iou = mask_iou;
             eprintln!(
                 "{model} {variant:?}: masks IoU / max |logit diff|: dot4 vs CPU int8 {:.5} / {:.3e}; decoded f32 vs CPU int8 {:.5} / {:.3e}; dot4 vs decoded f32 {:.5} / {:.3e}",
                 iou(&dot, &want),
@@ -532,5 +535,52 @@ fn gpu_int8_dot_masks_match_the_decoded_pack() {
             // The integer path ran: its logits are not the decoded floats'.
             assert!(max_diff(&dot, &decoded) > 0.0, "{model} {variant:?}");
         }
+    }
+}
+
+/// f16 packs multiplied in half precision (`matmul_tiled_f16h.wgsl`, `shader-f16`: lavapipe has
+/// it) against the CPU's f32 path of the same pack (its halves decoded to f32): masks at
+/// probability 0.5 with IoU >= 0.99, logits error printed, beside the GPU's f32 products of the
+/// same halves.
+#[test]
+fn gpu_f16_math_masks_match_the_cpu_f16_pack() {
+    use crate::weights::pack::{Pack, Quant};
+    let (rgb, w, h) = fixture_image("landscape.png");
+    let (device, gpu) = test_device();
+    for model in ["plain", "refined"] {
+        let dir = fixtures().join("models").join(model);
+        let reference = Checkpoint::from_hf_dir(&dir, &Device::flex()).unwrap();
+        let ids = reference
+            .tokenize(&["a cat", "the thing on the left"])
+            .unwrap();
+        let pack = Pack::parse(reference.to_pack(Quant::F16).unwrap()).unwrap();
+        let logits = |engine: &Engine, device: &Device| {
+            let checkpoint = Checkpoint::from_hf_dir(&dir, device).unwrap();
+            let pixels = checkpoint.pixel_values(&rgb, w, h).unwrap();
+            run(engine, pixels, &ids)
+        };
+        let f32 = Kernels::Packed(Some(Precision::F32));
+        let cpu = Engine::from_pack(&pack, &Device::flex(), f32).unwrap();
+        let want = logits(&cpu, &Device::flex());
+        let on = |f16_math: bool| {
+            let kernels = Arc::new(gpu.with(Matmul::Tiled, false, f16_math));
+            assert_eq!(kernels.f16_math(), f16_math, "shader-f16 on this adapter");
+            let build = || Engine::from_pack(&pack, &device, Kernels::Packed(None)).unwrap();
+            let engine = engine_on(&kernels, &device, build);
+            assert!(engine.placement().packed_weights, "{model}");
+            logits(&engine, &device)
+        };
+        let (half, decoded) = (on(true), on(false));
+        eprintln!(
+            "{model}: masks IoU / max |logit diff| against the CPU: f16 math {:.5} / {:.3e}; f32 math {:.5} / {:.3e}",
+            mask_iou(&half, &want),
+            max_diff(&half, &want),
+            mask_iou(&decoded, &want),
+            max_diff(&decoded, &want),
+        );
+        let iou = mask_iou(&half, &want);
+        assert!(iou >= 0.99, "{model}: IoU {iou}");
+        // The half kernel ran: its logits are not the f32 products'.
+        assert!(max_diff(&half, &decoded) > 0.0, "{model}");
     }
 }

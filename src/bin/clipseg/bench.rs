@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use clipseg::engine::{Kernels, Place, Precision, block_on, cpu, gpu_int8_dot, gpu_matmul};
+use clipseg::engine::{
+    Kernels, Place, Precision, block_on, cpu, gpu_f16_math, gpu_int8_dot, gpu_matmul,
+};
 use clipseg::model::ImageFeatures;
 use clipseg::weights::pack::{FileSource, Pack};
 use clipseg::{Checkpoint, Segmenter};
@@ -119,6 +121,10 @@ pub fn run(args: Args) -> Result<()> {
         // q8 matrices on `dot4I8Packed` with 8-bit activations, or decoded to f32.
         if let Some(dot) = gpu_int8_dot(&device) {
             line["gpu_int8_dot"] = dot.into();
+        }
+        // f16 matrices multiplied in half precision (`shader-f16`), or decoded to f32.
+        if let Some(half) = gpu_f16_math(&device) {
+            line["gpu_f16_math"] = half.into();
         }
         line["gpu_weights"] = if placement.packed_weights {
             "as the pack stores them"

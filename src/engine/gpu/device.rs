@@ -98,6 +98,34 @@ pub fn int8_dot_for(features: wgpu::WgslLanguageFeatures, info: &wgpu::AdapterIn
     matches!(software_adapter(info), None | Some("llvmpipe" | "lavapipe"))
 }
 
+/// [`f16_math_for`]'s choice, where set: 0 none, 1 off, 2 on.
+static F16_MATH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Overrides [`f16_math_for`]'s choice for the devices set up from now on (`None`: its own).
+pub fn override_f16_math(choice: Option<bool>) {
+    let code = choice.map_or(0, |on| 1 + u8::from(on));
+    F16_MATH.store(code, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether an f16 pack's matrices are multiplied in half precision (`matmul_tiled_f16h.wgsl`,
+/// on devices with `shader-f16`) rather than decoded to f32 in registers: with the tiled
+/// matmul (real GPUs, whose f16 arithmetic is packed two to a lane; a CPU adapter emulates
+/// it), unless [`override_f16_math`] or, natively, `CLIPSEG_GPU_F16=half|off` says otherwise.
+pub fn f16_math_for(variant: Matmul) -> bool {
+    match F16_MATH.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => return false,
+        2 => return true,
+        _ => {}
+    }
+    #[cfg(not(target_family = "wasm"))]
+    match std::env::var("CLIPSEG_GPU_F16").as_deref() {
+        Ok("half") => return true,
+        Ok("off") => return false,
+        _ => {}
+    }
+    variant == Matmul::Tiled
+}
+
 /// A compiled matmul entry point: the blocked kernel's `main` and `small` (at most 8 rows, a
 /// short prompt's text tower, which `main` leaves half empty), or the tiled kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -114,6 +142,9 @@ pub struct Gpu {
     variant: Matmul,
     /// q8 matrices as [`Kind::Q8Dot`] ([`int8_dot_for`]).
     int8_dot: bool,
+    /// f16 matrices as [`Kind::F16Math`] ([`f16_math_for`], where the device has `shader-f16`
+    /// and the matmul is tiled: the blocked kernel has no half form).
+    f16_math: bool,
     /// `matmul*.wgsl` by weight kind and entry point, compiled when first used.
     matmul: Mutex<HashMap<(Kind, Entry), wgpu::ComputePipeline>>,
     pub(super) layer_norm: wgpu::ComputePipeline,
@@ -132,8 +163,18 @@ impl std::fmt::Debug for Gpu {
 
 impl Gpu {
     /// The kernels on `device`, compiled once (burn's own wgpu device and queue), with the
-    /// matmul `variant`, and q8 matrices on the integer dot product where `int8_dot`.
-    pub fn new(device: wgpu::Device, queue: wgpu::Queue, variant: Matmul, int8_dot: bool) -> Self {
+    /// matmul `variant`, q8 matrices on the integer dot product where `int8_dot`, and f16
+    /// matrices in half precision where `f16_math` and the device and variant allow it.
+    pub fn new(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        variant: Matmul,
+        int8_dot: bool,
+        f16_math: bool,
+    ) -> Self {
+        let f16_math = f16_math
+            && variant == Matmul::Tiled
+            && device.features().contains(wgpu::Features::SHADER_F16);
         let layer_norm = pipeline(
             &device,
             "layer_norm",
@@ -146,6 +187,7 @@ impl Gpu {
             queue,
             variant,
             int8_dot,
+            f16_math,
             matmul: Mutex::new(HashMap::new()),
             layer_norm,
             softmax,
@@ -164,26 +206,17 @@ impl Gpu {
         self.int8_dot
     }
 
-    /// The same device and queue with the other matmul `variant` (the tests run both).
-    #[cfg(test)]
-    pub fn with_variant(&self, variant: Matmul) -> Self {
-        Self::new(
-            self.device.clone(),
-            self.queue.clone(),
-            variant,
-            self.int8_dot,
-        )
+    /// Whether f16 matrices are multiplied in half precision.
+    pub fn f16_math(&self) -> bool {
+        self.f16_math
     }
 
-    /// The same device and queue with q8 matrices on the integer dot product or not.
+    /// The same device and queue with the other matmul `variant` (the tests run both), q8 on
+    /// the integer dot product or not, f16 in half precision or not.
     #[cfg(test)]
-    pub fn with_int8_dot(&self, int8_dot: bool) -> Self {
-        Self::new(
-            self.device.clone(),
-            self.queue.clone(),
-            self.variant,
-            int8_dot,
-        )
+    pub fn with(&self, variant: Matmul, int8_dot: bool, f16_math: bool) -> Self {
+        let (device, queue) = (self.device.clone(), self.queue.clone());
+        Self::new(device, queue, variant, int8_dot, f16_math)
     }
 
     /// The matmul kernel for `kind`'s weights at `entry`.
@@ -198,8 +231,11 @@ impl Gpu {
                     (Entry::Tiled, Kind::Q8) => include_str!("matmul_tiled_q8.wgsl"),
                     (Entry::Tiled, Kind::Q4) => include_str!("matmul_tiled_q4.wgsl"),
                     (Entry::Tiled, Kind::Q8Dot) => include_str!("matmul_tiled_q8dot.wgsl"),
+                    (Entry::Tiled, Kind::F16Math) => include_str!("matmul_tiled_f16h.wgsl"),
                     (_, Kind::F32) => include_str!("matmul.wgsl"),
-                    (_, Kind::F16) => include_str!("matmul_f16.wgsl"),
+                    // The same words; the blocked kernel decodes them to f32 (grids too tall
+                    // for the tiled one).
+                    (_, Kind::F16 | Kind::F16Math) => include_str!("matmul_f16.wgsl"),
                     (_, Kind::Q8) => include_str!("matmul_q8.wgsl"),
                     (_, Kind::Q4) => include_str!("matmul_q4.wgsl"),
                     (_, Kind::Q8Dot) => include_str!("matmul_q8dot.wgsl"),
@@ -381,7 +417,7 @@ impl Gpu {
         let flags = act | if residual { 16 } else { 0 };
         let words = [m as u32, p.n as u32, p.k as u32, flags];
         match p.kind {
-            Kind::F32 | Kind::F16 | Kind::Q8Dot => self.uniform(&words),
+            Kind::F32 | Kind::F16 | Kind::F16Math | Kind::Q8Dot => self.uniform(&words),
             Kind::Q8 | Kind::Q4 => self.uniform(&[&words[..], &[p.block as u32, 0, 0, 0]].concat()),
         }
     }
@@ -494,6 +530,8 @@ impl Future for Mapped {
 pub(super) enum Kind {
     F32,
     F16,
+    /// f16 as stored, multiplied in half precision (`matmul_tiled_f16h.wgsl`, `shader-f16`).
+    F16Math,
     Q8,
     Q4,
     /// q8 integers [k / 4, n], four k of a column to a word, multiplied by 8-bit activations
@@ -546,12 +584,12 @@ impl Projection {
             }
             Weight::F16(h) => {
                 let halves: Vec<u8> = h.iter().flat_map(|b| b.to_le_bytes()).collect();
-                (
-                    gpu.storage_bytes("weight", &halves, none),
-                    None,
-                    Kind::F16,
-                    0,
-                )
+                let kind = if gpu.f16_math {
+                    Kind::F16Math
+                } else {
+                    Kind::F16
+                };
+                (gpu.storage_bytes("weight", &halves, none), None, kind, 0)
             }
             w => (gpu.storage("weight", &w.to_f32(), none), None, Kind::F32, 0),
         };

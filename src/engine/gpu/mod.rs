@@ -27,7 +27,7 @@ mod device;
 mod layer;
 mod linear;
 
-pub use device::{Gpu, Matmul, int8_dot_for, override_int8_dot};
+pub use device::{Gpu, Matmul, f16_math_for, int8_dot_for, override_f16_math, override_int8_dot};
 pub use layer::{GpuLayer, forward};
 pub use linear::{GpuLinear, chain};
 
@@ -45,6 +45,7 @@ pub(crate) fn test_device() -> (burn::tensor::Device, std::sync::Arc<Gpu>) {
             setup.device.clone(),
             setup.queue.clone(),
             Matmul::Blocked,
+            false,
             false,
         );
         (device, std::sync::Arc::new(gpu))
