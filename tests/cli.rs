@@ -111,6 +111,48 @@ fn predict_writes_reference_logits_and_masks() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Phone photos: for each EXIF orientation, the masks come out at the displayed size and match
+/// those of the same photo turned upright beforehand (Pillow's `exif_transpose` of the same
+/// JPEG, saved losslessly: tests/fixtures/formats, tools/make_format_fixtures.py).
+#[test]
+fn predict_applies_the_exif_orientation() {
+    let dir = temp_dir("orientation");
+    let model = fixtures().join("models/plain");
+    let formats = fixtures().join("formats");
+    let mask_of = |image: PathBuf, name: &str| {
+        let mask = dir.join(name);
+        let (ok, stderr) = clipseg(&[
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            image.to_str().unwrap(),
+            "--prompt",
+            "a red square",
+            "--mask",
+            mask.to_str().unwrap(),
+        ]);
+        assert!(ok, "{stderr}");
+        let png = image::open(&mask).unwrap();
+        ((png.width(), png.height()), read_mask(&mask))
+    };
+    for n in 1..=8 {
+        let (size, got) = mask_of(formats.join(format!("orient-{n}.jpg")), "got.png");
+        let upright = formats.join(format!("want/orient-{n}.jpg.png"));
+        let (want_size, want) = mask_of(upright, "want.png");
+        // Orientations 5 to 8 turn the 40 x 24 photo by a quarter.
+        assert_eq!(
+            size,
+            if n >= 5 { (24, 40) } else { (40, 24) },
+            "orientation {n}"
+        );
+        assert_eq!(size, want_size, "orientation {n}");
+        let iou = iou(&got, &want);
+        assert!(iou >= 0.99, "orientation {n}: IoU {iou}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn bad_inputs_fail_with_one_line() {
     let dir = temp_dir("bad");

@@ -4,5 +4,6 @@
 pub mod data;
 pub mod eval;
 pub mod hub;
+pub mod image_file;
 pub mod report;
 pub mod train;

@@ -2,15 +2,11 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::ValueEnum;
 
 use clipseg::burn::tensor::Device;
 use clipseg::engine::{Kernels, Precision, register_gpu};
-use clipseg::segmenter::MAX_SIDE;
-
-/// The image decoder's memory cap: a bigger file is refused before its pixels are allocated.
-const MAX_DECODE_BYTES: u64 = 1 << 30;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum SplitArg {
@@ -100,35 +96,9 @@ impl Backend {
     }
 }
 
-/// Decodes any supported image file to RGB8, refusing oversized ones from their header alone.
+/// Decodes an image file to RGB8 as a browser shows it (EXIF orientation applied):
+/// `clipseg::native::image_file`.
 pub fn load_rgb(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
-    let open = || -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
-        image::ImageReader::open(path)
-            .with_context(|| format!("can't open {}", path.display()))?
-            .with_guessed_format()
-            .with_context(|| format!("can't read {}", path.display()))
-    };
-    let (w, h) = open()?
-        .into_dimensions()
-        .with_context(|| format!("{} is not a readable image", path.display()))?;
-    if w == 0 || h == 0 {
-        bail!("{} is empty ({w}x{h} px)", path.display());
-    }
-    let max = MAX_SIDE as u32;
-    if w > max || h > max {
-        bail!(
-            "{} is {w}x{h} px; the limit is {max} px per side",
-            path.display()
-        );
-    }
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(max);
-    limits.max_image_height = Some(max);
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    let mut reader = open()?;
-    reader.limits(limits);
-    let decoded = reader
-        .decode()
-        .with_context(|| format!("{} is not a readable image", path.display()))?;
-    Ok((decoded.into_rgb8().into_raw(), w as usize, h as usize))
+    let image = clipseg::native::image_file::load_rgb(path)?;
+    Ok((image.pixels, image.width, image.height))
 }
