@@ -4,9 +4,9 @@
 // with the old worker, so encode and segment again before asking for labels, masks and the like.
 
 // Decodes an image file without colour management or premultiplication, so that pixels equal
-// the file's (as the native CLI reads them).
+// the file's, turned as its EXIF orientation says (as the native CLI reads them).
 export function decodeImage(blob) {
-  return createImageBitmap(blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+  return createImageBitmap(blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none', imageOrientation: 'from-image' });
 }
 
 // Why the engine would refuse an image of this size, in its words; '' if it would not. Without

@@ -2,7 +2,8 @@
 // model to a q8 pack and predicts reference logits and masks; headless Chromium then runs
 // www/e2e.html on the same pack and image with backend=webgpu, auto (WebGPU, or the CPU on a
 // software fallback adapter), webgpu with q8 on the integer dot product (?gpu_int8=dot4), cpu
-// (the relaxed-SIMD build Chromium validates) and cpu with the simd128 build (?wasm=simd128).
+// (the relaxed-SIMD build Chromium validates) and cpu with the simd128 build (?wasm=simd128),
+// the last on a JPEG with an EXIF orientation (the browser and the CLI both turn it).
 // The engine's logits are compared with the native ones as
 // probabilities, and its full-size masks at 0.5 with the CLI's --mask PNGs: WebGPU's with the
 // native f32 run of the dequantized weights (the same float model), CPU's with the native
@@ -22,6 +23,9 @@ const bin = cliBinary(root);
 const outDir = 'target/e2e';
 const pack = `${outDir}/refined-q8.bpk`;
 const image = 'tests/fixtures/images/landscape.png';
+// The last run's image: a phone photo turned by its EXIF orientation (6: a quarter turn), which
+// the browser and the CLI must both apply.
+const orientedImage = 'tests/fixtures/formats/orient-6.jpg';
 const prompts = ['a photo of a cat', 'a dog'];
 const PAGE_TIMEOUT_MS = 8 * 60_000; // SwiftShader is slow on big models
 const MIN_IOU = 0.99;
@@ -61,15 +65,15 @@ const recorded = fs.readFileSync(`${pack}.sha256`, 'utf8').split(/\s+/)[0];
 if (recorded !== digest) fail(`${pack}.sha256 says ${recorded}, the file hashes to ${digest}`);
 // Per precision: {logits: .npy, masks: the PNGs at 0.5, one per prompt}.
 const references = {};
-for (const precision of ['f32', 'int8', 'int8-a7']) {
-  const out = `${outDir}/native-${precision}`;
-  cli(bin, 'predict', '--model', pack, '--image', image, ...prompts.flatMap((p) => ['--prompt', p]), '--precision', precision,
+for (const [key, precision, img] of [['f32', 'f32', image], ['int8', 'int8', image], ['int8-a7', 'int8-a7', image], ['int8-oriented', 'int8', orientedImage]]) {
+  const out = `${outDir}/native-${key}`;
+  cli(bin, 'predict', '--model', pack, '--image', img, ...prompts.flatMap((p) => ['--prompt', p]), '--precision', precision,
     '--logits', `${out}.npy`, '--mask', `${out}.png`);
   const logits = readNpy(`${out}.npy`);
   if (logits.shape.length !== 3 || logits.shape[0] !== prompts.length || logits.shape[1] !== logits.shape[2])
     fail(`native logits have shape [${logits.shape}], expected [${prompts.length}, S, S]`);
   const masks = prompts.map((_, k) => decodePng(fs.readFileSync(`${out}-${k}.png`)));
-  references[precision] = { logits, masks };
+  references[key] = { logits, masks };
 }
 {
   const out = `${outDir}/native-wgpu-dot4`;
@@ -85,7 +89,7 @@ const server = await serve(root);
 const base = `http://127.0.0.1:${server.address().port}`;
 const args = chromiumArgs();
 const browser = await launchChromium(args);
-const report = { chromium: browser.version(), args, pack, digest, image, prompts, runs: {} };
+const report = { chromium: browser.version(), args, pack, digest, image, orientedImage, prompts, runs: {} };
 console.log(`Chromium ${report.chromium}, serving ${root} on ${base}`);
 
 // auto after webgpu: it must pick WebGPU unless the adapter the webgpu run got is a software
@@ -106,7 +110,8 @@ for (const run_ of ['webgpu', 'auto', 'webgpu:dot4', 'cpu', 'cpu:simd128']) {
   });
   page.on('pageerror', (e) => console.log(`  [${run_}] page error: ${e.message}`));
   page.on('crash', () => console.log(`  [${run_}] page crashed`));
-  const query = new URLSearchParams({ pack: `/${pack}`, image: `/${image}`, prompts: prompts.join('|'), backend, wasm, gpu_int8: gpuInt8 });
+  const oriented = run_ === 'cpu:simd128';
+  const query = new URLSearchParams({ pack: `/${pack}`, image: `/${oriented ? orientedImage : image}`, prompts: prompts.join('|'), backend, wasm, gpu_int8: gpuInt8 });
   let r;
   try {
     await page.goto(`${base}/www/e2e.html?${query}`);
@@ -138,7 +143,7 @@ for (const run_ of ['webgpu', 'auto', 'webgpu:dot4', 'cpu', 'cpu:simd128']) {
   // q8 on WebGPU's integer dot product where asked for, else (SwiftShader) decoded to f32.
   const dot4 = gpuInt8 === 'dot4' || (expected === 'webgpu' && !/swiftshader/i.test(r.adapter ?? ''));
   if (expected === 'webgpu') check(`q8 ${dot4 ? 'on the integer dot product' : 'decoded to f32'}`, r.gpu_int8_dot === dot4, r.gpu_int8_dot);
-  const reference = references[expected === 'webgpu' ? (dot4 ? 'wgpu-dot4' : 'f32') : sevenBit ? 'int8-a7' : 'int8'];
+  const reference = references[expected === 'webgpu' ? (dot4 ? 'wgpu-dot4' : 'f32') : sevenBit ? 'int8-a7' : oriented ? 'int8-oriented' : 'int8'];
   if (logits) {
     const raw = decodeBase64(logits, Float32Array);
     const want = reference.logits.data.map(sigmoid), got = raw.map(sigmoid);
