@@ -179,6 +179,9 @@ pub struct ClipSegConfig {
     pub unet_decoder: Option<UNetConfig>,
 }
 
+/// The most layers a tower (or the decoder) may have.
+pub const MAX_LAYERS: usize = 1024;
+
 impl Default for ClipSegConfig {
     fn default() -> Self {
         Self {
@@ -242,6 +245,58 @@ impl ClipSegConfig {
         self.extract_layers.iter().max().map_or(0, |m| m + 1)
     }
 
+    /// A lower bound of the weights this config implies: the towers' embeddings and layer
+    /// matrices (the vision layers the segmenter runs), the decoder's reduces and layers.
+    /// Saturates instead of overflowing (any size a JSON file can claim).
+    pub fn implied_parameters(&self) -> u128 {
+        let (t, v) = (&self.text_config, &self.vision_config);
+        let n = |x: usize| x as u128;
+        let mul = |a: u128, b: u128| a.saturating_mul(b);
+        // Per layer: q, k, v, out [h, h] and fc1, fc2 [h, inter].
+        let layer = |h: usize, inter: usize| {
+            mul(
+                n(h),
+                n(h).saturating_mul(4).saturating_add(mul(2, n(inter))),
+            )
+        };
+        let grid = n(v.image_size / v.patch_size.max(1));
+        let text = mul(
+            n(t.vocab_size).saturating_add(n(t.max_position_embeddings)),
+            n(t.hidden_size),
+        )
+        .saturating_add(mul(
+            n(t.num_hidden_layers),
+            layer(t.hidden_size, t.intermediate_size),
+        ));
+        let patches = mul(n(v.num_channels), mul(n(v.patch_size), n(v.patch_size)));
+        let positions = mul(grid, grid).saturating_add(1);
+        let vision = mul(patches.saturating_add(positions), n(v.hidden_size)).saturating_add(mul(
+            n(self.vision_layers_used()),
+            layer(v.hidden_size, v.intermediate_size),
+        ));
+        let depth = n(self.extract_layers.len());
+        let decoder = mul(
+            depth,
+            mul(n(v.hidden_size), n(self.reduce_dim))
+                .saturating_add(layer(self.reduce_dim, self.decoder_intermediate_size)),
+        );
+        text.saturating_add(vision).saturating_add(decoder)
+    }
+
+    /// Refuses a config that claims over twice the weights `what` holds (`values` of them),
+    /// before anything is built from it: a small file whose config claims a huge model would
+    /// otherwise be allocated for (and in a browser, kill the tab). Smaller mismatches are
+    /// left to the per-tensor checks, whose messages name the tensor.
+    pub fn check_backed(&self, values: u128, what: &str) -> Result<(), Error> {
+        let implied = self.implied_parameters();
+        if implied / 2 > values {
+            return Err(Error::Config(format!(
+                "the config implies at least {implied} weights but {what} holds {values}: its sizes do not match its tensors"
+            )));
+        }
+        Ok(())
+    }
+
     /// Rejects configs HF would accept but this port can't run, or that HF itself can't run.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |msg: String| Err(Error::Config(msg));
@@ -259,6 +314,19 @@ impl ClipSegConfig {
         }
         if self.extract_layers.is_empty() {
             return bad("extract_layers is empty".into());
+        }
+        // Each layer costs its structures whatever its size: a ceiling far above any CLIP's
+        // (ViT-bigG has 48), so that tiny layers by the million are refused too.
+        for (name, layers) in [
+            ("text_config.num_hidden_layers", t.num_hidden_layers),
+            ("vision_config.num_hidden_layers", v.num_hidden_layers),
+            ("extract_layers (their count)", self.extract_layers.len()),
+        ] {
+            if layers > MAX_LAYERS {
+                return bad(format!(
+                    "{name} is {layers}; at most {MAX_LAYERS} are supported"
+                ));
+            }
         }
         if let Some(&l) = self
             .extract_layers

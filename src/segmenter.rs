@@ -46,8 +46,9 @@ impl Checkpoint {
         device: &Device,
     ) -> Result<Self, Error> {
         let tokenizer = ClipTokenizer::from_bytes(tokenizer_json)?;
-        let (mut model, preprocess) = parts(config_json, preprocessor_config, device)?;
         let header = hf::read_header(&safetensors, safetensors.len() as u64)?;
+        let backed = (hf::values(&header), "model.safetensors".to_string());
+        let (mut model, preprocess) = parts(config_json, preprocessor_config, device, backed)?;
         hf::check_header(&model, &header)?;
         hf::apply(&mut model, SafetensorsStore::from_bytes(Some(safetensors)))?;
         Ok(Self {
@@ -248,12 +249,16 @@ fn pack_inputs(pack: &Pack) -> Result<(ClipTokenizer, PreprocessConfig), Error> 
     ))
 }
 
+/// The model `config_json` describes, once checked against the weights' file (`backed`: the
+/// values it holds and its name), and the preprocessor config.
 fn parts(
     config_json: &str,
     preprocessor_config: Option<&str>,
     device: &Device,
+    backed: (u128, String),
 ) -> Result<(ClipSeg, PreprocessConfig), Error> {
     let config = ClipSegConfig::from_json(config_json)?;
+    config.check_backed(backed.0, &backed.1)?;
     let preprocess = preprocess_config(preprocessor_config, &config)?;
     Ok((ClipSeg::new(&config, device)?, preprocess))
 }
@@ -305,7 +310,6 @@ mod files {
         /// Loads an HF model folder: `config.json`, `model.safetensors` (or `pytorch_model.bin`),
         /// `tokenizer.json` (or `vocab.json` + `merges.txt`), optional `preprocessor_config.json`.
         pub fn from_hf_dir(dir: &std::path::Path, device: &Device) -> Result<Self, Error> {
-            use std::io::Read;
             let read = |name: &str| {
                 let path = dir.join(name);
                 std::fs::read(&path).map_err(|source| Error::Io {
@@ -340,38 +344,31 @@ mod files {
                         .map_err(|_| Error::Tokenizer("merges.txt is not UTF-8".into()))?;
                     ClipTokenizer::from_vocab_merges(&read("vocab.json")?, &merges)?
                 };
-            let (mut model, preprocess) = parts(&config, preprocessor.as_deref(), device)?;
+            // The weights' header first: the config is checked against it before any part of
+            // the model is built.
+            let safetensors = dir.join("model.safetensors");
+            let pytorch = dir.join("pytorch_model.bin");
+            let from_pytorch = !safetensors.exists() && pytorch.exists();
+            let header = if from_pytorch {
+                hf::pytorch_header(&pytorch)?
+            } else {
+                safetensors_header(&safetensors)?
+            };
+            let file = if from_pytorch { &pytorch } else { &safetensors };
+            let backed = (hf::values(&header), file.display().to_string());
+            let (mut model, preprocess) = parts(&config, preprocessor.as_deref(), device, backed)?;
+            hf::check_header(&model, &header)?;
             let checkpoint = |model| Self {
                 model,
                 tokenizer,
                 preprocess,
                 quantized: false,
             };
-            let safetensors = dir.join("model.safetensors");
-            let pytorch = dir.join("pytorch_model.bin");
-            if !safetensors.exists() && pytorch.exists() {
+            if from_pytorch {
                 hf::load_pytorch(&mut model, &pytorch)?;
                 return Ok(checkpoint(model));
             }
-            let path = safetensors;
-            let io = |source| Error::Io {
-                path: path.display().to_string(),
-                source,
-            };
-            let mut file = std::fs::File::open(&path).map_err(io)?;
-            let file_len = file.metadata().map_err(io)?.len();
-            let mut prefix = [0u8; 8];
-            file.read_exact(&mut prefix).map_err(|_| {
-                Error::Weights(format!(
-                    "{}: file of {file_len} bytes is too short to be safetensors",
-                    path.display()
-                ))
-            })?;
-            let header_len = u64::from_le_bytes(prefix).min(file_len);
-            let mut head = prefix.to_vec();
-            file.take(header_len).read_to_end(&mut head).map_err(io)?;
-            hf::check_header(&model, &hf::read_header(&head, file_len)?)?;
-            hf::apply(&mut model, SafetensorsStore::from_file(&path))?;
+            hf::apply(&mut model, SafetensorsStore::from_file(&safetensors))?;
             Ok(checkpoint(model))
         }
 
@@ -379,6 +376,30 @@ mod files {
         pub fn to_pack(&self, quant: Quant) -> Result<Vec<u8>, Error> {
             pack::write(&self.model, &self.tokenizer, &self.preprocess, quant)
         }
+    }
+
+    /// The header of the safetensors file at `path`, read without the tensors.
+    fn safetensors_header(
+        path: &std::path::Path,
+    ) -> Result<std::collections::BTreeMap<String, (String, Vec<usize>)>, Error> {
+        use std::io::Read;
+        let io = |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        let mut prefix = [0u8; 8];
+        file.read_exact(&mut prefix).map_err(|_| {
+            Error::Weights(format!(
+                "{}: file of {file_len} bytes is too short to be safetensors",
+                path.display()
+            ))
+        })?;
+        let header_len = u64::from_le_bytes(prefix).min(file_len);
+        let mut head = prefix.to_vec();
+        file.take(header_len).read_to_end(&mut head).map_err(io)?;
+        hf::read_header(&head, file_len)
     }
 
     impl Segmenter {

@@ -206,6 +206,20 @@ fn bad_inputs_fail_with_one_line() {
     let (ok, err) = clipseg(&predict_args(odd_config.to_str().unwrap(), good_image, out));
     assert_one_line_error(ok, &err, "extract_layers");
 
+    // A config claiming a vocabulary of 16 billion tokens: refused before the model is built.
+    let huge_config = model_copy("huge");
+    let config_path = huge_config.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["text_config"]["vocab_size"] = serde_json::json!(1u64 << 34);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let (ok, err) = clipseg(&predict_args(
+        huge_config.to_str().unwrap(),
+        good_image,
+        out,
+    ));
+    assert_one_line_error(ok, &err, "implies at least");
+
     let wrong_shape = model_copy("shape");
     let config_path = wrong_shape.join("config.json");
     let mut config: serde_json::Value =
@@ -238,7 +252,7 @@ fn bad_inputs_fail_with_one_line() {
     ]);
     assert_one_line_error(ok, &err, "--threshold");
 
-    for d in [dir, truncated, odd_config, wrong_shape] {
+    for d in [dir, truncated, odd_config, huge_config, wrong_shape] {
         std::fs::remove_dir_all(d).unwrap();
     }
 }

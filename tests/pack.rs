@@ -151,6 +151,48 @@ fn layer_count_mismatch_is_refused() {
     }
 }
 
+/// A pack whose config claims far more weights than its tensors hold (text layers by the
+/// trillion, a vocabulary of billions, a billion vision layers) or layers by the hundred
+/// thousand, however small, is refused before anything is built from it, as an engine and as
+/// stored: building first would allocate without bound.
+#[test]
+fn configs_claiming_more_than_the_tensors_hold_are_refused() {
+    let implied = "the config implies at least";
+    type Claim = (fn(&mut clipseg::ClipSegConfig), &'static str);
+    let claims: [Claim; 4] = [
+        (|c| c.text_config.num_hidden_layers = 1 << 40, implied),
+        (|c| c.text_config.vocab_size = 1 << 34, implied),
+        (
+            |c| {
+                c.vision_config.num_hidden_layers = 1 << 30;
+                c.extract_layers = vec![(1 << 30) - 1];
+            },
+            implied,
+        ),
+        (
+            |c| {
+                let t = &mut c.text_config;
+                (t.num_hidden_layers, t.hidden_size) = (100_000, 1);
+                (t.num_attention_heads, t.intermediate_size) = (1, 1);
+            },
+            "at most 1024",
+        ),
+    ];
+    for (claim, needle) in claims {
+        let mut checkpoint = hf("plain");
+        claim(&mut checkpoint.model.config);
+        let bytes = checkpoint.to_pack(Quant::Q8).unwrap();
+        let engine = Segmenter::from_pack(bytes.clone(), &Device::flex(), kernels()).err();
+        let stored = Checkpoint::from_pack(bytes, &Device::flex()).err();
+        for err in [engine, stored] {
+            let err = err
+                .expect("a pack claiming a huge model loaded")
+                .to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+}
+
 /// Masks of quantized packs against the f32 masks, on every fixture case. The tiny random models
 /// have logits close to 0, which makes their masks far more fragile than a trained model's: the
 /// full-size numbers are in the README (tools/pack_report.py).

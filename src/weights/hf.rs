@@ -120,9 +120,35 @@ pub fn read_header(
                 "tensor {name} ends at byte {end} but the file has {file_len} bytes (truncated download?)"
             )));
         }
+        // The shape must be what the bytes hold: sizes are trusted from here on.
+        let [start, stop] = info.data_offsets;
+        let width = match info.dtype.as_str() {
+            "F64" | "I64" | "U64" => Some(8),
+            "F32" | "I32" | "U32" => Some(4),
+            "F16" | "BF16" | "I16" | "U16" => Some(2),
+            "I8" | "U8" | "BOOL" => Some(1),
+            _ => None,
+        };
+        let needs = (info.shape.iter())
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .and_then(|n| width.and_then(|w| n.checked_mul(w)));
+        if stop < start || width.is_some() && needs != Some(stop - start) {
+            return Err(bad(format!(
+                "tensor {name} of shape {:?} ({}) does not fit its {} bytes",
+                info.shape,
+                info.dtype,
+                stop.saturating_sub(start)
+            )));
+        }
         out.insert(name, (info.dtype, info.shape));
     }
     Ok(out)
+}
+
+/// The values a header's tensors hold (their shapes' products, backed by bytes).
+pub fn values(header: &BTreeMap<String, (String, Vec<usize>)>) -> u128 {
+    let count = |shape: &Vec<usize>| shape.iter().map(|&d| d as u128).product::<u128>();
+    header.values().map(|(_, shape)| count(shape)).sum()
 }
 
 #[derive(serde::Deserialize)]
@@ -185,28 +211,35 @@ pub fn apply(model: &mut ClipSeg, store: SafetensorsStore) -> Result<(), Error> 
     finish("model.safetensors", result)
 }
 
-/// `pytorch_model.bin` (older HF checkpoints, CIDAS's among them): checked against the model,
-/// then applied like safetensors.
+/// The tensors of a `pytorch_model.bin` (older HF checkpoints, CIDAS's among them), as
+/// [`read_header`] lists safetensors'.
+#[cfg(feature = "native")]
+pub fn pytorch_header(
+    path: &std::path::Path,
+) -> Result<BTreeMap<String, (String, Vec<usize>)>, Error> {
+    use burn::store::{ModuleStore, PytorchStore};
+    // Contiguous re-indexing (on by default) would turn the Sequential's 0/2/4 into 0/1/2.
+    let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
+    let tensors = (store.get_all_tensors())
+        .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))?;
+    let entries = tensors.iter();
+    Ok(entries
+        .map(|(name, t)| (name.clone(), (format!("{:?}", t.dtype), t.shape.to_vec())))
+        .collect())
+}
+
+/// Fills `model` from a `pytorch_model.bin` whose [`pytorch_header`] was checked against it.
 #[cfg(feature = "native")]
 pub fn load_pytorch(model: &mut ClipSeg, path: &std::path::Path) -> Result<(), Error> {
-    use burn::store::{ModuleStore, PytorchStore};
-    let unreadable =
-        |e: burn::store::PytorchStoreError| Error::Weights(format!("{}: {e}", path.display()));
-    // Contiguous re-indexing (on by default) would turn the Sequential's 0/2/4 into 0/1/2.
-    let header = PytorchStore::from_file(path)
-        .map_indices_contiguous(false)
-        .get_all_tensors()
-        .map_err(unreadable)?
-        .iter()
-        .map(|(name, t)| (name.clone(), (format!("{:?}", t.dtype), t.shape.to_vec())))
-        .collect();
-    check_header(model, &header)?;
+    use burn::store::PytorchStore;
     let mut store = PytorchStore::from_file(path)
         .remap(remapper()?)
         .map_indices_contiguous(false)
         .allow_partial(true)
         .validate(false);
-    let result = model.load_from(&mut store).map_err(unreadable)?;
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))?;
     finish("pytorch_model.bin", result)
 }
 
@@ -271,6 +304,38 @@ mod tests {
         assert!(!names.contains_key("clip.vision_model.encoder.layers.2.mlp.fc1.weight"));
         assert_eq!(names["clip.text_projection.weight"], vec![4, 8]);
         assert_eq!(names["decoder.reduces.0.weight"], vec![4, 8]);
+    }
+
+    /// `implied_parameters` never exceeds what a checkpoint of the config holds (it would
+    /// refuse a good checkpoint), and is most of it (it must catch a config claiming more).
+    #[test]
+    fn the_config_bound_is_a_lower_bound() {
+        let mut plain = tiny();
+        plain.use_complex_transposed_convolution = false;
+        let mut wide = tiny();
+        wide.text_config.vocab_size = 1000;
+        wide.vision_config.intermediate_size = 64;
+        for config in [tiny(), plain, wide] {
+            let model = ClipSeg::new(&config, &burn::tensor::Device::flex()).unwrap();
+            let held: u128 = (expected_tensors(&model).values())
+                .map(|shape| shape.iter().map(|&d| d as u128).product::<u128>())
+                .sum();
+            let implied = config.implied_parameters();
+            assert!(implied <= held && implied * 2 > held, "{implied} of {held}");
+        }
+    }
+
+    #[test]
+    fn shapes_must_fit_their_bytes() {
+        let header =
+            br#"{"t": {"dtype": "F32", "shape": [1000000000, 8], "data_offsets": [0, 4]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header);
+        bytes.extend([0; 4]);
+        let err = read_header(&bytes, bytes.len() as u64)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not fit its 4 bytes"), "{err}");
     }
 
     #[test]

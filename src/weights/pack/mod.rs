@@ -297,6 +297,12 @@ impl Pack {
                 )));
             }
         }
+        // Extents are checked: the shapes are what the bytes hold.
+        let count = |shape: &[usize]| shape.iter().map(|&d| d as u128).product::<u128>();
+        let values: u128 = header.tensors.iter().map(|t| count(&t.shape)).sum();
+        (header.config)
+            .check_backed(values, "the pack")
+            .map_err(|e| bad(e.to_string()))?;
         let mut sha = Sha256::new();
         let mut chunk = vec![0u8; CHECKSUM_CHUNK.min(data_len as usize)];
         let mut at = data_start;
