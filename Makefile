@@ -1,5 +1,5 @@
 # The two entry points the README opens with.
-.PHONY: demo test web
+.PHONY: demo test web fuzz
 
 # The page in the browser: builds the release wasm (unless pkg/ is up to date), downloads
 # CIDAS/clipseg-rd64-refined once (MODEL_DIR=... uses a local HF folder instead), converts it to
@@ -15,3 +15,7 @@ test:
 # The browser engine: wasm32 release build + wasm-bindgen into pkg/.
 web:
 	bash tools/build_web.sh
+
+# The fuzz targets (tests/fuzz.rs) for FUZZ_MS milliseconds each (CI runs 1.5 s).
+fuzz:
+	CLIPSEG_FUZZ_MS=$${FUZZ_MS:-60000} cargo test --features native --test fuzz -- --nocapture --test-threads=1

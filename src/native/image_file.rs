@@ -24,11 +24,18 @@ pub struct Rgb {
 /// Decodes the image file at `path` (any supported format, found by content).
 pub fn load_rgb(path: &Path) -> Result<Rgb, Error> {
     let shown = path.display();
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::Image(format!("can't open {shown}: {e}")))?;
+    decode_rgb(&bytes, &shown.to_string())
+}
+
+/// Decodes an image file's `bytes`; `shown` names it in errors.
+pub fn decode_rgb(bytes: &[u8], shown: &str) -> Result<Rgb, Error> {
     let unreadable =
         |e: image::ImageError| Error::Image(format!("{shown} is not a readable image: {e}"));
-    let mut reader = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| Error::Image(format!("can't open {shown}: {e}")))?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::Image(format!("can't read {shown}: {e}")))?;
     // Only the decoder's own allocations are capped here: the sides are checked below, with
     // a message that names them.
     let mut limits = image::Limits::default();

@@ -132,7 +132,9 @@ impl Storage {
                 let (_, block, scale_bytes) = self.bits()?;
                 let rows = shape.first().copied().unwrap_or(1).max(1);
                 let row = numel / rows;
-                if block == 0 || (row == 0 && numel > 0) {
+                // A block wider than the row is not what `convert` writes, and its index
+                // arithmetic would overflow.
+                if block == 0 || block > row.max(1) || (row == 0 && numel > 0) {
                     return None;
                 }
                 let scales = rows
@@ -487,6 +489,16 @@ pub use write::{FileSource, write};
 #[cfg(all(test, feature = "native"))]
 mod tests {
     use super::*;
+
+    /// Found by tests/fuzz.rs: a block of u64::MAX columns matched its extent (one scale per
+    /// row) and then overflowed the decoder's index arithmetic into a panic.
+    #[test]
+    fn blocks_wider_than_a_row_are_refused() {
+        for storage in [Storage::Q8 { block: usize::MAX }, Storage::Q4 { block: 9 }] {
+            assert_eq!(storage.byte_len(&[8, 8]), None);
+        }
+        assert_eq!(Storage::Q8 { block: 8 }.byte_len(&[8, 8]), Some(64 + 8 * 4));
+    }
 
     fn roundtrip(storage: Storage, shape: &[usize]) -> (Vec<f32>, Vec<f32>) {
         let n: usize = shape.iter().product();

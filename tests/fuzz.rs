@@ -1,0 +1,356 @@
+//! Fuzzing on the stable toolchain (`arbtest`): every reader of user-supplied bytes gets inputs
+//! made from the real fixtures by random edits, or structured ones (a pack's or a config's
+//! fields set to edge values, re-encoded validly so that the checksum does not stop them).
+//! Properties: no panic, every input handled within TIME_LIMIT, and the memory allocated
+//! while handling it within a bound set by the input's size (images: the decoder's cap).
+//!
+//! Each target runs for CLIPSEG_FUZZ_MS milliseconds (default 1500: CI's short pass; `make
+//! fuzz` runs longer); ARBTEST_SEED=0x... (as arbtest prints it) replays one input and writes
+//! it to target/fuzz-TARGET.bin. Each target prints the inputs it tried.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use arbtest::arbitrary::{Result, Unstructured};
+use clipseg::burn::tensor::Device;
+use clipseg::weights::pack::Quant;
+use clipseg::{Checkpoint, Segmenter};
+
+use common::fixtures;
+
+/// Counts the bytes allocated and the peak since the last [`reset_peak`].
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(p, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// One target at a time, so that the counts are its own.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const TIME_LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs `handle` on inputs that `make` builds for `budget()` ms: each must return (an error is
+/// fine) within TIME_LIMIT, allocating at most `bound(input length)` bytes beyond what was live.
+fn fuzz(
+    target: &str,
+    bound: impl Fn(usize) -> usize,
+    mut make: impl FnMut(&mut Unstructured) -> Result<Vec<u8>>,
+    mut handle: impl FnMut(&[u8]),
+) {
+    let _held = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut tried = 0;
+    let replay = std::env::var("ARBTEST_SEED").is_ok();
+    let mut property = |u: &mut Unstructured| -> Result<()> {
+        let input = make(u)?;
+        if replay {
+            // The input replayed, for a closer look.
+            std::fs::write(
+                format!("target/fuzz-{}.bin", target.replace(' ', "-")),
+                &input,
+            )
+            .unwrap();
+        }
+        let base = LIVE.load(Ordering::Relaxed);
+        PEAK.store(base, Ordering::Relaxed);
+        let start = Instant::now();
+        handle(&input);
+        let (took, peak) = (start.elapsed(), PEAK.load(Ordering::Relaxed) - base);
+        assert!(
+            took <= TIME_LIMIT,
+            "{target}: an input of {} bytes took {took:?}",
+            input.len()
+        );
+        let most = bound(input.len());
+        assert!(
+            peak <= most,
+            "{target}: an input of {} bytes allocated {peak} bytes (bound {most})",
+            input.len()
+        );
+        tried += 1;
+        Ok(())
+    };
+    // ARBTEST_SEED (arbtest's own) replays one input instead.
+    arbtest::arbtest(&mut property).budget_ms(budget()).run();
+    eprintln!("fuzz {target}: {tried} inputs");
+}
+
+fn budget() -> u64 {
+    (std::env::var("CLIPSEG_FUZZ_MS").ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500)
+}
+
+/// A few random edits of `seed`: bit flips, edge values written over bytes or words, bytes
+/// inserted or removed, a truncation, a range repeated. `focus`: the first bytes get most
+/// edits (where headers are).
+fn mutate(u: &mut Unstructured, seed: &[u8], focus: usize) -> Result<Vec<u8>> {
+    let mut out = seed.to_vec();
+    for _ in 0..u.int_in_range(1..=6)? {
+        if out.is_empty() {
+            out.push(u.arbitrary()?);
+        }
+        let span = if u.ratio(3, 4)? {
+            focus.min(out.len())
+        } else {
+            out.len()
+        };
+        let at = u.choose_index(span.max(1))?.min(out.len() - 1);
+        match u.int_in_range(0..=6)? {
+            0 => out[at] ^= 1 << u.int_in_range(0..=7)?,
+            1 => out[at] = *u.choose(&[0, 1, 0x7f, 0x80, 0xff, b'9', b'-', b'"', b'{', b']'])?,
+            2 => {
+                let value: u64 = *u.choose(&[0, 1, u32::MAX as u64, 1 << 31, 1 << 40, u64::MAX])?;
+                let width = *u.choose(&[4, 8])?;
+                for (i, b) in value.to_le_bytes()[..width].iter().enumerate() {
+                    if let Some(x) = out.get_mut(at + i) {
+                        *x = *b;
+                    }
+                }
+            }
+            3 => {
+                let extra: Vec<u8> = (0..u.int_in_range(1..=16)?)
+                    .map(|_| u.arbitrary())
+                    .collect::<Result<_>>()?;
+                out.splice(at..at, extra);
+            }
+            4 => {
+                let end = (at + u.int_in_range(1..=64)?).min(out.len());
+                out.drain(at..end);
+            }
+            5 => out.truncate(at),
+            _ => {
+                let end = (at + u.int_in_range(1..=256)?).min(out.len());
+                let copy = out[at..end].to_vec();
+                out.splice(at..at, copy);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `value` with one leaf (a number, a string, an array's length, a key) set to an edge value.
+fn mutate_json(u: &mut Unstructured, value: &mut serde_json::Value) -> Result<()> {
+    use serde_json::{Value, json};
+    let mut leaves = Vec::new();
+    collect(value, &mut String::new(), &mut leaves);
+    let path = u.choose(&leaves)?.clone();
+    let target = value.pointer_mut(&path).expect("a path collect found");
+    *target = match u.int_in_range(0..=7)? {
+        0 => json!(0),
+        1 => json!(u32::MAX),
+        2 => json!(1u64 << 40),
+        3 => json!(u64::MAX),
+        4 => json!(-1),
+        5 => json!(1.5),
+        6 => match target {
+            Value::Array(a) if !a.is_empty() => {
+                let first = a[0].clone();
+                Value::Array(vec![first; u.int_in_range(0..=4096)?])
+            }
+            _ => Value::Null,
+        },
+        _ => json!("x"),
+    };
+    Ok(())
+}
+
+fn collect(value: &serde_json::Value, path: &mut String, out: &mut Vec<String>) {
+    let len = path.len();
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                path.push('/');
+                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                collect(v, path, out);
+                path.truncate(len);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            out.push(path.clone());
+            // The first few items stand for the rest (a pack lists hundreds of tensors).
+            for (i, v) in items.iter().enumerate().take(8) {
+                path.push_str(&format!("/{i}"));
+                collect(v, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => out.push(path.clone()),
+    }
+}
+
+fn plain() -> Checkpoint {
+    Checkpoint::from_hf_dir(&fixtures().join("models/plain"), &Device::flex()).unwrap()
+}
+
+fn read(rel: &str) -> Vec<u8> {
+    std::fs::read(fixtures().join(rel)).unwrap()
+}
+
+/// What loading a model from `bytes` may hold: its f32 weights (4x a q8 pack), the engine's
+/// packed copies, the decoder's buffers; 64 MB for the rest.
+fn model_bound(len: usize) -> usize {
+    (64 << 20) + 24 * len
+}
+
+/// Pack bytes edited at random (mostly the signature, version and header; the checksum
+/// stops most edits of the data), loaded as stored and as an engine.
+#[test]
+fn fuzz_pack_bytes() {
+    let seed = plain().to_pack(Quant::Q8).unwrap();
+    fuzz(
+        "pack bytes",
+        model_bound,
+        |u| mutate(u, &seed, 4096),
+        load_pack,
+    );
+}
+
+/// Packs whose header (config, tokenizer, tensor table) has one field set to an edge value,
+/// re-encoded validly: what a hand-edited or hostile pack can claim.
+#[test]
+fn fuzz_pack_header() {
+    let seed = plain().to_pack(Quant::Q8).unwrap();
+    let header_len = u64::from_le_bytes(seed[12..20].try_into().unwrap()) as usize;
+    let inflated = miniz_oxide::inflate::decompress_to_vec(&seed[20..20 + header_len]).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&inflated).unwrap();
+    let data = &seed[20 + header_len..];
+    let make = |u: &mut Unstructured| {
+        let mut header = header.clone();
+        for _ in 0..u.int_in_range(1..=3)? {
+            mutate_json(u, &mut header)?;
+        }
+        let deflated =
+            miniz_oxide::deflate::compress_to_vec(&serde_json::to_vec(&header).unwrap(), 1);
+        let mut out = seed[..12].to_vec();
+        out.extend((deflated.len() as u64).to_le_bytes());
+        out.extend(deflated);
+        out.extend(data);
+        Ok(out)
+    };
+    fuzz("pack header", model_bound, make, load_pack);
+}
+
+fn load_pack(bytes: &[u8]) {
+    let _ = Checkpoint::from_pack(bytes.to_vec(), &Device::flex());
+    let _ = Segmenter::from_pack(
+        bytes.to_vec(),
+        &Device::flex(),
+        clipseg::engine::Kernels::Packed(None),
+    );
+}
+
+/// An HF folder's config.json with fields set to edge values, and its model.safetensors with
+/// random edits (mostly in the header), loaded together.
+#[test]
+fn fuzz_hf_config_and_safetensors() {
+    let dir = fixtures().join("models/plain");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    let safetensors = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let tokenizer = read("tokenizer.json");
+    let header_end = 8 + u64::from_le_bytes(safetensors[..8].try_into().unwrap()) as usize;
+    // Input: a flag byte, then the config (JSON) and the weights, split at a length prefix.
+    let make = |u: &mut Unstructured| {
+        let mut config = config.clone();
+        let weights = if u.ratio(1, 2)? {
+            for _ in 0..u.int_in_range(1..=3)? {
+                mutate_json(u, &mut config)?;
+            }
+            safetensors.clone()
+        } else {
+            mutate(u, &safetensors, header_end)?
+        };
+        let config = serde_json::to_vec(&config).unwrap();
+        let mut out = (config.len() as u64).to_le_bytes().to_vec();
+        out.extend(config);
+        out.extend(weights);
+        Ok(out)
+    };
+    let handle = |input: &[u8]| {
+        let len = u64::from_le_bytes(input[..8].try_into().unwrap()) as usize;
+        let (config, weights) = input[8..].split_at(len);
+        let config = String::from_utf8_lossy(config);
+        let _ =
+            Checkpoint::from_hf_bytes(&config, weights.to_vec(), &tokenizer, None, &Device::flex());
+    };
+    fuzz("config.json + model.safetensors", model_bound, make, handle);
+}
+
+/// Prompts of arbitrary bytes (invalid UTF-8 as JS would hand it over, replaced), long ones
+/// included, through the tokenizer.
+#[test]
+fn fuzz_prompts() {
+    let checkpoint = plain();
+    let make = |u: &mut Unstructured| {
+        let mut text: Vec<u8> = u.arbitrary()?;
+        if u.ratio(1, 8)? {
+            text = text.repeat(u.int_in_range(1..=2000)?);
+        }
+        Ok(text)
+    };
+    let handle = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        let _ = checkpoint.tokenize(&[text.as_ref()]);
+    };
+    fuzz("prompts", |len| (16 << 20) + 64 * len, make, handle);
+}
+
+/// Image files edited at random (PNG, JPEG, GIF, WebP, BMP seeds), decoded as the CLI does.
+#[test]
+fn fuzz_images() {
+    let seeds: Vec<Vec<u8>> = [
+        "images/tiny.png",
+        "images/photo.jpg",
+        "formats/orient-6.jpg",
+        "formats/anim.gif",
+        "formats/anim.webp",
+        "formats/rgb16.png",
+        "formats/palette-alpha.png",
+    ]
+    .iter()
+    .map(|f| read(f))
+    .collect();
+    let make = |u: &mut Unstructured| {
+        let seed = u.choose(&seeds)?;
+        mutate(u, seed, 512)
+    };
+    let handle = |bytes: &[u8]| {
+        let _ = clipseg::native::image_file::decode_rgb(bytes, "fuzzed");
+    };
+    // The decoder's own cap (1 GiB), its output's RGB copy, and the input.
+    fuzz("images", |len| (3 << 30) + 2 * len, make, handle);
+}
+
+/// `.npy` files edited at random.
+#[test]
+fn fuzz_npy() {
+    let seed = read("reference/plain__square352/cond.npy");
+    let make = |u: &mut Unstructured| mutate(u, &seed, 128);
+    let handle = |bytes: &[u8]| {
+        let _ = clipseg::npy::from_bytes(bytes);
+    };
+    fuzz("npy", |len| (1 << 20) + 8 * len, make, handle);
+}
