@@ -354,3 +354,52 @@ fn fuzz_npy() {
     };
     fuzz("npy", |len| (1 << 20) + 8 * len, make, handle);
 }
+
+/// A PhraseCut-format dataset (`clipseg synth`, 4 images) whose `image_data_split.json` or
+/// `refer_val.json` has fields set to edge values: opened, and every task's ground truth
+/// (its polygons rasterised at the image's size) built.
+#[test]
+fn fuzz_phrasecut() {
+    use clipseg::data::phrasecut::PhraseCut;
+    use clipseg::data::synthetic::{SyntheticSpec, generate};
+    let dir = std::env::temp_dir().join(format!("clipseg-fuzz-phrasecut-{}", std::process::id()));
+    let spec = SyntheticSpec {
+        images: 4,
+        split_weights: [0, 1, 0, 0],
+        ..SyntheticSpec::default()
+    };
+    generate(&dir, &spec).unwrap();
+    let files = ["image_data_split.json", "refer_val.json"];
+    let seeds: Vec<serde_json::Value> = (files.iter())
+        .map(|f| serde_json::from_slice(&std::fs::read(dir.join(f)).unwrap()).unwrap())
+        .collect();
+    // Input: which file, then its JSON.
+    let make = |u: &mut Unstructured| {
+        let which = u.choose_index(files.len())?;
+        let mut value = seeds[which].clone();
+        for _ in 0..u.int_in_range(1..=3)? {
+            mutate_json(u, &mut value)?;
+        }
+        let mut out = vec![which as u8];
+        out.extend(serde_json::to_vec(&value).unwrap());
+        Ok(out)
+    };
+    let handle = |input: &[u8]| {
+        let which = usize::from(input[0]);
+        for (i, (file, seed)) in files.iter().zip(&seeds).enumerate() {
+            let bytes = if i == which {
+                input[1..].to_vec()
+            } else {
+                serde_json::to_vec(seed).unwrap()
+            };
+            std::fs::write(dir.join(file), bytes).unwrap();
+        }
+        if let Ok(data) = PhraseCut::open(&dir, "val") {
+            for task in data.iter() {
+                let _ = task.gt_mask();
+            }
+        }
+    };
+    fuzz("phrasecut", |len| (64 << 20) + 64 * len, make, handle);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

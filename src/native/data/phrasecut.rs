@@ -300,6 +300,21 @@ impl PhraseCut {
                 index,
                 msg,
             })?;
+        // Ground truth is built at these sizes: refuse what no image is (and what would
+        // allocate without bound) before any task is read.
+        let max = crate::segmenter::MAX_SIDE as u32;
+        if let Some((index, info)) = (infos.iter().enumerate())
+            .find(|(_, i)| !(1..=max).contains(&i.width) || !(1..=max).contains(&i.height))
+        {
+            return Err(DataError::ImageInfo {
+                path: info_path.clone(),
+                index,
+                msg: format!(
+                    "image {} is {}x{} px; sides must be within 1..={max}",
+                    info.image_id, info.width, info.height
+                ),
+            });
+        }
         let mut all_splits: HashMap<i64, String> = HashMap::new();
         let mut images = HashMap::new();
         for info in infos {

@@ -870,6 +870,21 @@ mod tests {
         (sx / n, sy / n)
     }
 
+    /// Found by tests/fuzz.rs: an image size of u32::MAX squared in image_data_split.json made
+    /// the ground truth allocate 900 GB (an abort); now the reader refuses it by name.
+    #[test]
+    fn image_sizes_no_image_has_are_refused() {
+        let tmp = TempDir::new("sizes");
+        generate(&tmp.0, &small_spec(3)).unwrap();
+        let path = tmp.0.join("image_data_split.json");
+        let mut infos: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        infos[1]["width"] = serde_json::json!(u32::MAX);
+        fs::write(&path, infos.to_string()).unwrap();
+        let err = PhraseCut::open(&tmp.0, "train").err().unwrap().to_string();
+        assert!(err.contains("sides must be within 1..=16384"), "{err}");
+    }
+
     #[test]
     fn round_trip_through_the_reader() {
         let tmp = TempDir::new("roundtrip");
