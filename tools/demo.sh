@@ -64,6 +64,24 @@ if [ -n "$real" ]; then
   echo "Masks for 'a cat', 'the cat's eyes', 'a sofa': out/chelsea-0.png, out/chelsea-1.png, out/chelsea-2.png (logits: out/chelsea.npy)"
 fi
 
+# models/index.json: the packs the page offers (it reads this instead of probing for each).
+python3 - <<'EOF'
+import json, os
+labels = {
+    "clipseg-q8.bpk": ("CLIPSeg rd64-refined, q8", False),
+    "clipseg-q4.bpk": ("CLIPSeg rd64-refined, q4, rougher masks", False),
+    "untrained-tiny-q8.bpk": ("untrained test model (tiny, random weights)", True),
+}
+packs = [
+    {"file": f, "label": label, "bytes": os.path.getsize(f"models/{f}"), "untrained": untrained}
+    for f, (label, untrained) in labels.items()
+    if os.path.exists(f"models/{f}")
+]
+with open("models/index.json", "w") as out:
+    json.dump({"packs": packs}, out, indent=1)
+print(f"models/index.json lists {len(packs)} packs")
+EOF
+
 # The page needs pkg/ next to www/, and .wasm as application/wasm (older Pythons lack it); no
 # COOP/COEP headers. 127.0.0.1 is a secure context: Cache Storage and the service worker work.
 exec python3 -c '
@@ -80,10 +98,6 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     def log_request(self, code="-", size="-"):
         if isinstance(code, int) and code >= 400:  # misses only
             super().log_request(code, size)
-
-    def log_message(self, *args):
-        if self.command != "HEAD":  # the page probes models/ for the packs it lists
-            super().log_message(*args)
 
 try:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)

@@ -4,18 +4,16 @@
 // probabilities at the photo's size; this page only draws them. Prompts and file names only
 // ever reach the page as textContent.
 import { ClipSegClient, decodeImage, checkImageSize } from './clipseg-client.js';
-import { getPack, isCached, clearCache } from './pack-cache.js';
+import { getPack, clearCache } from './pack-cache.js';
 import { paintLabels, paintHeat, paintMask, cutOut } from './masks.js';
 
-// The packs `make demo` (tools/demo.sh) puts in models/; those the server lacks are listed
-// disabled. `?model=URL` adds (and picks) any other.
-const MODELS = [
-  { url: '../models/clipseg-q8.bpk', label: 'CLIPSeg rd64-refined, q8 (139 MB)' },
-  { url: '../models/clipseg-q4.bpk', label: 'CLIPSeg rd64-refined, q4 (79 MB, rougher masks)' },
-  { url: '../models/untrained-tiny-q8.bpk', label: 'untrained test model (tiny, random weights)', untrained: true },
-];
+// The packs this server offers: models/index.json, written by `make demo` (tools/demo.sh),
+// {packs: [{file, label, bytes, untrained}]} (no probing for packs that may be missing).
+// `?model=URL` adds (and picks) any other.
+const INDEX = '../models/index.json';
+let packs = [];
 // Packs of the test fixtures (tools/demo.sh, tools/e2e.sh) have random weights.
-const isUntrained = (url) => MODELS.find((m) => m.url === url)?.untrained || /untrained|\/target\/e2e\//.test(url);
+const isUntrained = (url) => packs.find((m) => m.url === url)?.untrained || /untrained|\/target\/e2e\//.test(url);
 // One colour per prompt line, in order (Okabe–Ito, distinguishable with colour blindness).
 const COLORS = [[230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66], [0, 114, 178], [213, 94, 0], [204, 121, 167], [255, 255, 255]];
 
@@ -63,16 +61,14 @@ function status(text, kind = '') {
 
 async function initModels() {
   const q = new URLSearchParams(location.search);
-  const there = await Promise.all(MODELS.map(async (m) => (await isCached(m.url)) || (await exists(m.url))));
-  const options = MODELS.map((m, i) => ({ ...m, label: there[i] ? m.label : `${m.label} (not on this server)`, disabled: !there[i] }));
+  packs = await packIndex();
+  const options = packs.map((m) => ({ url: m.url, label: `${m.label} (${mb(m.bytes)})` }));
   const wanted = q.get('model');
   if (wanted && !options.some((o) => o.url === wanted)) options.push({ url: wanted, label: `from the address: ${wanted}` });
   for (const o of options) ui.model.append(new Option(o.label, o.url, false, false));
-  options.forEach((o, i) => (ui.model.options[i].disabled = !!o.disabled));
   if (['auto', 'webgpu', 'cpu'].includes(q.get('backend'))) ui.backend.value = q.get('backend');
-  const first = wanted ?? options.find((o) => !o.disabled)?.url;
+  const first = wanted ?? options[0]?.url;
   if (!first) {
-    ui.model.value = MODELS[0].url;
     ui.progressText.textContent = 'no model pack on this server';
     return status('No model pack on this server: `make demo` puts them in models/ (or open this page with ?model=URL of a .bpk).', 'error');
   }
@@ -80,11 +76,16 @@ async function initModels() {
   loadModel();
 }
 
-async function exists(url) {
+// models/index.json's packs with their URLs; none where it is missing or unreadable.
+async function packIndex() {
   try {
-    return (await fetch(url, { method: 'HEAD', cache: 'no-cache' })).ok;
+    const res = await fetch(INDEX, { cache: 'no-cache' });
+    if (!res.ok) return [];
+    const { packs: listed } = await res.json();
+    const valid = (p) => typeof p.file === 'string' && /^[\w.-]+\.bpk$/.test(p.file) && typeof p.label === 'string' && Number.isFinite(p.bytes);
+    return listed.filter(valid).map((p) => ({ url: `../models/${p.file}`, label: p.label, bytes: p.bytes, untrained: !!p.untrained }));
   } catch {
-    return false;
+    return [];
   }
 }
 

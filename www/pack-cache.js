@@ -58,10 +58,6 @@ export async function getPack(url, { onProgress, onStage } = {}) {
   return { bytes, from: 'network', notes };
 }
 
-export async function isCached(url) {
-  return hasCache && !!(await (await caches.open(CACHE)).match(absolute(url)));
-}
-
 // Resolves the number of packs removed.
 export async function clearCache() {
   if (!hasCache) return 0;

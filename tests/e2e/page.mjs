@@ -48,8 +48,7 @@ const check = (name, pass, detail = '') => {
   console.log(`  ${pass ? 'ok  ' : 'FAIL'} ${name}${detail === '' ? '' : `: ${detail}`}`);
 };
 
-// The page probes models/ with HEAD for the packs `make demo` makes: those 404s are expected.
-const server = await serve(root, (line) => /\/models\//.test(line) || console.log(line));
+const server = await serve(root);
 const base = `http://127.0.0.1:${server.address().port}`;
 const browser = await launchChromium();
 console.log(`Chromium ${browser.version()}, serving ${root} on ${base}`);
@@ -71,19 +70,26 @@ const INIT = () => {
   });
 };
 
+// models/index.json as `make demo` writes it, listing the fixture pack under the real pack's
+// name (answered with the fixture pack where the widget page asks for it).
+const INDEX = { packs: [{ file: 'clipseg-q8.bpk', label: 'CLIPSeg rd64-refined, q8', bytes: fs.statSync(pack).size, untrained: false }] };
+
 async function newContext() {
   const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1280, height: 900 } });
+  await context.route(/\/models\/index\.json$/, (route) => route.fulfill({ contentType: 'application/json', body: JSON.stringify(INDEX) }));
   const requests = [];
+  const missing = [];
   context.on('request', (r) => requests.push(r.url()));
+  context.on('response', (r) => r.status() === 404 && missing.push(r.url()));
   await context.addInitScript(INIT);
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_MS);
   page.on('console', (m) => {
-    if (['error', 'warning'].includes(m.type()) && !/status of 404|willReadFrequently/.test(m.text())) console.log(`  console.${m.type()}: ${m.text()}`);
+    if (['error', 'warning'].includes(m.type()) && !/willReadFrequently/.test(m.text())) console.log(`  console.${m.type()}: ${m.text()}`);
   });
   page.on('pageerror', (e) => console.log(`  page error: ${e.message}`));
   page.on('crash', () => console.log('  page crashed'));
-  return { context, page, requests };
+  return { context, page, requests, missing };
 }
 
 try {
@@ -107,7 +113,7 @@ process.exit(failed.length ? 1 : 0);
 
 async function demoPage() {
   console.log('\n== www/index.html');
-  const { context, page, requests } = await newContext();
+  const { context, page, requests, missing } = await newContext();
   const bpkRequests = () => requests.filter((u) => new URL(u).pathname === `/${pack}`).length;
   const waitStatus = (re) => page.waitForFunction((s) => new RegExp(s).test(document.getElementById('status').textContent), re.source);
   const sent = () => page.evaluate(() => ({ ...window.__sent }));
@@ -129,6 +135,9 @@ async function demoPage() {
   await waitStatus(/model ready|Model:/);
   const status = await page.textContent('#status');
   check('model loads', /model ready/.test(status), status);
+  // The model list comes from models/index.json: the packs it names, and the one asked for.
+  const listed = await page.$$eval('#model option', (os) => os.map((o) => o.textContent));
+  check('model list from models/index.json', listed.length === 2 && /^CLIPSeg rd64-refined, q8 \([\d.]+ MB\)$/.test(listed[0]) && /from the address/.test(listed[1]), listed.join(' | '));
   const progress = await page.evaluate(() => window.__progress);
   check('download progress shown while loading', progress.some((t) => /MB of .*%\)/.test(t)), progress.filter((t) => /%/.test(t)).slice(0, 2).join(' | '));
   check('first visit downloads the pack', /downloaded/.test(progress.at(-1)) && bpkRequests() === 1, progress.at(-1));
@@ -211,6 +220,7 @@ async function demoPage() {
   const p2 = await page.evaluate(() => window.__progress);
   check('reload: pack from the cache, no second .bpk request', bpkRequests() === 1 && /from the cache/.test(p2.at(-1)), `${bpkRequests()} .bpk requests; "${p2.at(-1)}"`);
   await page.screenshot({ path: `${outDir}/page-reloaded.png` });
+  check('no 404s (no probing for packs)', missing.length === 0, missing.join(', '));
   await context.close();
 }
 
