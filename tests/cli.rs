@@ -153,6 +153,137 @@ fn predict_applies_the_exif_orientation() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Many images in one run: a folder and a file, a broken file among them. The good ones get
+/// the masks (and logits) a single-image run writes, byte for byte; the broken one is named,
+/// skipped, and makes the exit status non-zero; --skip-existing then redoes nothing.
+#[test]
+fn predict_over_many_images() {
+    let dir = temp_dir("batch");
+    let images = dir.join("in");
+    std::fs::create_dir_all(&images).unwrap();
+    for name in ["landscape.png", "portrait.png"] {
+        std::fs::copy(fixtures().join("images").join(name), images.join(name)).unwrap();
+    }
+    std::fs::write(images.join("broken.jpg"), "not a JPEG").unwrap();
+    std::fs::write(images.join("notes.txt"), "not an image, not picked").unwrap();
+    let photo = fixtures().join("images/photo.jpg");
+    let model = fixtures().join("models/plain");
+    let out = dir.join("out");
+    let batch = |extra: &[&str]| {
+        let mut args = vec![
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            images.to_str().unwrap(),
+            "--image",
+            photo.to_str().unwrap(),
+            "--prompt",
+            "a cat",
+            "--prompt",
+            "the sky",
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--save-logits",
+        ];
+        args.extend(extra);
+        clipseg(&args)
+    };
+    let (ok, err) = batch(&[]);
+    assert!(!ok, "a broken file must fail the run: {err}");
+    assert!(
+        err.contains("skipped") && err.contains("broken.jpg"),
+        "{err}"
+    );
+    assert!(err.contains("3 image(s) segmented"), "{err}");
+    assert!(
+        err.lines().last().unwrap().contains("1 of 4 images"),
+        "{err}"
+    );
+    for stem in ["landscape", "portrait", "photo"] {
+        let image = if stem == "photo" {
+            photo.clone()
+        } else {
+            images.join(format!("{stem}.png"))
+        };
+        let single = dir.join(format!("single-{stem}.png"));
+        let logits = dir.join(format!("single-{stem}.npy"));
+        let (ok, err) = clipseg(&[
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            image.to_str().unwrap(),
+            "--prompt",
+            "a cat",
+            "--prompt",
+            "the sky",
+            "--mask",
+            single.to_str().unwrap(),
+            "--logits",
+            logits.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+        for k in 0..2 {
+            let read = |p: PathBuf| std::fs::read(p).unwrap();
+            let batch_mask = read(out.join(format!("{stem}-{k}.png")));
+            assert_eq!(
+                batch_mask,
+                read(dir.join(format!("single-{stem}-{k}.png"))),
+                "{stem} {k}"
+            );
+        }
+        assert_eq!(
+            std::fs::read(out.join(format!("{stem}.npy"))).unwrap(),
+            std::fs::read(&logits).unwrap()
+        );
+    }
+    assert!(!out.join("notes.png").exists() && !out.join("broken-0.png").exists());
+    // Resumed: every good image is there already.
+    let (ok, err) = batch(&["--skip-existing"]);
+    assert!(!ok);
+    assert!(
+        err.contains("0 image(s) segmented") && err.contains("3 already there"),
+        "{err}"
+    );
+
+    // Several images without --out-dir, and two that would write the same files: refused.
+    let (ok, err) = clipseg(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        images.to_str().unwrap(),
+        "--prompt",
+        "a cat",
+        "--mask",
+        dir.join("m.png").to_str().unwrap(),
+    ]);
+    assert_one_line_error(ok, &err, "--out-dir");
+    let twin = dir.join("twin");
+    std::fs::create_dir_all(&twin).unwrap();
+    std::fs::copy(
+        fixtures().join("images/landscape.png"),
+        twin.join("landscape.png"),
+    )
+    .unwrap();
+    let (ok, err) = clipseg(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        images.to_str().unwrap(),
+        "--image",
+        twin.to_str().unwrap(),
+        "--prompt",
+        "a cat",
+        "--out-dir",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(ok, &err, "would both write");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn bad_inputs_fail_with_one_line() {
     let dir = temp_dir("bad");

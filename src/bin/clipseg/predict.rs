@@ -1,33 +1,51 @@
-//! `clipseg predict`: one image, one or more prompts, logits and masks out.
+//! `clipseg predict`: one or many images, one or more prompts, logits and masks out. The model
+//! is loaded once; with several images a file that can't be read is reported and skipped.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use clipseg::engine::block_on;
 use clipseg::{Segmenter, npy};
 
 use crate::common::{Backend, PrecisionArg, load_rgb};
 
-/// Segment one image for one or more prompts.
+/// The image files a folder given to --image contributes (by extension, case-insensitive).
+const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "webp", "gif", "bmp"];
+
+/// Segment images for one or more prompts.
 #[derive(clap::Args)]
 pub struct Args {
     /// Model pack (`clipseg convert`) or HF model folder (config.json, model.safetensors,
     /// tokenizer.json, preprocessor_config.json).
     #[arg(long)]
     model: PathBuf,
-    #[arg(long)]
-    image: PathBuf,
-    /// Repeat for several prompts; the image is encoded once.
+    /// An image file, or a folder of them (its .jpg, .jpeg, .png, .webp, .gif and .bmp files);
+    /// repeat for several.
+    #[arg(long = "image", required = true)]
+    images: Vec<PathBuf>,
+    /// Repeat for several prompts; each image is encoded once.
     #[arg(long = "prompt", required = true)]
     prompts: Vec<String>,
-    /// Write raw logits as float32 .npy, shape [prompts, S, S] (S = 352 for CLIPSeg).
+    /// Write raw logits as float32 .npy, shape [prompts, S, S] (S = 352 for CLIPSeg). One image.
     #[arg(long)]
     logits: Option<PathBuf>,
-    /// Write masks at the image's size: OUT itself for one prompt, OUT-0.png, OUT-1.png, ... for several.
+    /// Write masks at the image's size: OUT itself for one prompt, OUT-0.png, OUT-1.png, ... for
+    /// several. One image.
     #[arg(long)]
     mask: Option<PathBuf>,
+    /// Write each image's masks into DIR, named after the image: DIR/NAME.png for one prompt,
+    /// DIR/NAME-0.png, DIR/NAME-1.png, ... for several.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// With --out-dir: also write each image's logits, DIR/NAME.npy.
+    #[arg(long, requires = "out_dir")]
+    save_logits: bool,
+    /// With --out-dir: skip the images whose outputs are all there (an interrupted run resumes).
+    #[arg(long, requires = "out_dir")]
+    skip_existing: bool,
     /// Probability above which a pixel is in the mask.
     #[arg(long, default_value_t = 0.5)]
     threshold: f32,
@@ -40,47 +58,242 @@ pub struct Args {
     verbose: bool,
 }
 
+/// Where one image's results go.
+struct Outputs {
+    logits: Option<PathBuf>,
+    /// Masks: this path for one prompt, numbered beside it for several ([`mask_path`]).
+    mask: Option<PathBuf>,
+}
+
+impl Outputs {
+    fn files(&self, prompts: usize) -> Vec<PathBuf> {
+        let masks = (self.mask.iter()).flat_map(|m| (0..prompts).map(|k| mask_path(m, k, prompts)));
+        self.logits.iter().cloned().chain(masks).collect()
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     if !(0.0..=1.0).contains(&args.threshold) {
         bail!("--threshold must be within 0..=1, got {}", args.threshold);
     }
-    if args.logits.is_none() && args.mask.is_none() {
-        bail!("nothing to write: give --logits OUT.npy and/or --mask OUT.png");
+    let images = expand(&args.images)?;
+    let single = args.out_dir.is_none();
+    if single && args.logits.is_none() && args.mask.is_none() {
+        bail!("nothing to write: give --logits OUT.npy and/or --mask OUT.png, or --out-dir DIR");
     }
-    let (rgb, width, height) = load_rgb(&args.image)?;
+    if single && images.len() > 1 {
+        bail!(
+            "{} images: --logits and --mask write one image's results; give --out-dir DIR for several",
+            images.len()
+        );
+    }
+    let jobs: Vec<(PathBuf, Outputs)> = match &args.out_dir {
+        None => vec![(
+            images[0].clone(),
+            Outputs {
+                logits: args.logits.clone(),
+                mask: args.mask.clone(),
+            },
+        )],
+        Some(dir) => named_outputs(&images, dir, args.save_logits)?,
+    };
     let device = args.backend.device()?;
     let start = Instant::now();
     let segmenter = Segmenter::open(&args.model, &device, args.precision.kernels())?;
     let loaded = Instant::now();
-    let image = block_on(segmenter.encode_image(&rgb, width, height))?;
-    device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let encoded = Instant::now();
-    let maps = block_on(segmenter.segment(&image, &args.prompts))?;
-    let (count, side) = (maps.count(), maps.side());
-    if args.verbose {
-        let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
-        eprintln!(
-            "load {:.3} s, image encoding {:.3} s, {count} prompt(s) {:.3} s",
-            secs(start, loaded),
-            secs(loaded, encoded),
-            secs(encoded, Instant::now())
+    if single {
+        // One image: its error is the command's.
+        let (image, outputs) = &jobs[0];
+        let encoded = segment_one(&segmenter, &device, image, outputs, &args)?;
+        if args.verbose {
+            let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
+            eprintln!(
+                "load {:.3} s, image encoding {:.3} s, {} prompt(s) {:.3} s",
+                secs(start, loaded),
+                secs(loaded, encoded),
+                args.prompts.len(),
+                secs(encoded, Instant::now())
+            );
+        }
+        return Ok(());
+    }
+    let dir = args
+        .out_dir
+        .as_ref()
+        .expect("several images need --out-dir");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let bar = progress_bar(jobs.len());
+    let (mut done, mut existing, mut failed) = (0usize, 0usize, Vec::new());
+    let first = Instant::now();
+    for (image, outputs) in &jobs {
+        let files = outputs.files(args.prompts.len());
+        if args.skip_existing && files.iter().all(|f| f.is_file()) {
+            existing += 1;
+        } else {
+            match segment_one(&segmenter, &device, image, outputs, &args) {
+                Ok(_) => done += 1,
+                // Writing failed (a full disk, a read-only folder): no later image would fare
+                // better.
+                Err(e) if e.is::<WriteError>() => return Err(e),
+                Err(e) => {
+                    bar.suspend(|| eprintln!("skipped {}: {e:#}", image.display()));
+                    failed.push(image.display().to_string());
+                }
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let secs = first.elapsed().as_secs_f64();
+    eprintln!(
+        "{done} image(s) segmented into {} in {secs:.1} s ({:.2} images/s), {existing} already there, {} unreadable",
+        dir.display(),
+        done as f64 / secs.max(1e-9),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} images could not be segmented: {}",
+            failed.len(),
+            jobs.len(),
+            failed.join(", ")
         );
     }
-    if let Some(path) = &args.logits {
-        std::fs::write(path, npy::to_bytes(maps.logits(), &[count, side, side]))
-            .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// A failure to write results, which stops a batch (unlike an unreadable image).
+#[derive(Debug, thiserror::Error)]
+#[error("writing {path}: {source}")]
+struct WriteError {
+    path: String,
+    source: std::io::Error,
+}
+
+/// Segments `image` and writes its `outputs` (each file written whole, then renamed into
+/// place, so that an interrupted run leaves no half-written file for --skip-existing to
+/// trust). Returns when the image was encoded.
+fn segment_one(
+    segmenter: &Segmenter,
+    device: &clipseg::burn::tensor::Device,
+    image: &Path,
+    outputs: &Outputs,
+    args: &Args,
+) -> Result<Instant> {
+    let (rgb, width, height) = load_rgb(image)?;
+    let encoded_image = block_on(segmenter.encode_image(&rgb, width, height))?;
+    device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let encoded = Instant::now();
+    let maps = block_on(segmenter.segment(&encoded_image, &args.prompts))?;
+    let (count, side) = (maps.count(), maps.side());
+    if let Some(path) = &outputs.logits {
+        write_whole(path, &npy::to_bytes(maps.logits(), &[count, side, side]))?;
     }
-    if let Some(path) = &args.mask {
+    if let Some(path) = &outputs.mask {
         for k in 0..count {
             let pixels = maps.mask(k, width, height, args.threshold);
             let out = mask_path(path, k, count);
-            image::GrayImage::from_raw(width as u32, height as u32, pixels)
-                .context("mask buffer size")?
-                .save(&out)
-                .with_context(|| format!("writing {}", out.display()))?;
+            let mask = image::GrayImage::from_raw(width as u32, height as u32, pixels)
+                .context("mask buffer size")?;
+            // The format the file name asks for (PNG where it names none).
+            let format = image::ImageFormat::from_path(&out).unwrap_or(image::ImageFormat::Png);
+            let mut bytes = std::io::Cursor::new(Vec::new());
+            mask.write_to(&mut bytes, format)
+                .with_context(|| format!("encoding {}", out.display()))?;
+            write_whole(&out, bytes.get_ref())?;
         }
     }
+    Ok(encoded)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it to `path`.
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .map_or_else(Default::default, |n| n.to_os_string());
+    let mut partial = name;
+    partial.push(".partial");
+    let partial = path.with_file_name(partial);
+    let failed = |source| WriteError {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::write(&partial, bytes).map_err(failed)?;
+    std::fs::rename(&partial, path).map_err(failed)?;
     Ok(())
+}
+
+/// The files `inputs` name: files as given, folders as their image files, sorted.
+fn expand(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if !input.is_dir() {
+            out.push(input.clone());
+            continue;
+        }
+        let entries =
+            std::fs::read_dir(input).with_context(|| format!("reading {}", input.display()))?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let ext = p.extension().map(|e| e.to_string_lossy().to_lowercase());
+                p.is_file() && ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
+            })
+            .collect();
+        if found.is_empty() {
+            bail!(
+                "{} has no image files ({})",
+                input.display(),
+                IMAGE_EXTENSIONS.join(", ")
+            );
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// Each image's outputs in `dir`, named after its file stem; refused where two images would
+/// write the same files.
+fn named_outputs(
+    images: &[PathBuf],
+    dir: &Path,
+    save_logits: bool,
+) -> Result<Vec<(PathBuf, Outputs)>> {
+    let mut by_name = std::collections::HashMap::new();
+    let mut jobs = Vec::new();
+    for image in images {
+        let stem = image
+            .file_stem()
+            .with_context(|| format!("{} has no file name", image.display()))?
+            .to_string_lossy()
+            .into_owned();
+        if let Some(other) = by_name.insert(stem.clone(), image.clone()) {
+            bail!(
+                "{} and {} would both write {}/{stem}*: rename one, or segment them into different --out-dir folders",
+                other.display(),
+                image.display(),
+                dir.display()
+            );
+        }
+        let outputs = Outputs {
+            logits: save_logits.then(|| dir.join(format!("{stem}.npy"))),
+            mask: Some(dir.join(format!("{stem}.png"))),
+        };
+        jobs.push((image.clone(), outputs));
+    }
+    Ok(jobs)
+}
+
+/// Images done of `total`, with the rate and the time left, on stderr (hidden when it is not a
+/// terminal).
+fn progress_bar(total: usize) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+    let template = "[{bar:30}] {pos}/{len} images {per_sec} ETA {eta}";
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 /// `OUT.png` for one prompt; `OUT-0.png`, `OUT-1.png`, ... in prompt order for several.
