@@ -9,6 +9,7 @@
 //! ([`native`]): data, evaluation, training, reports, downloads. Wasm only: `web` (the
 //! wasm-bindgen engine).
 
+pub mod compose;
 pub mod config;
 pub mod engine;
 pub mod metrics;

@@ -284,6 +284,78 @@ fn predict_over_many_images() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Composed masks against the plain per-prompt masks they come from: the union is their OR,
+/// a subtraction A AND NOT B, a dilation by 3 px the brute-force disk dilation, a cut-out the
+/// photo with the mask as alpha; soft masks can't be grown (one-line error).
+#[test]
+fn predict_composes_masks() {
+    let dir = temp_dir("compose");
+    let model = fixtures().join("models/plain");
+    let image = fixtures().join("images/landscape.png");
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut args = vec![
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            image.to_str().unwrap(),
+            "--prompt",
+            "a cat",
+        ];
+        args.extend(extra);
+        args.extend(["--mask", out.to_str().unwrap()]);
+        let (ok, err) = clipseg(&args);
+        assert!(ok, "{err}");
+    };
+    let grey = |name: &str| image::open(dir.join(name)).unwrap().into_luma8().into_raw();
+    run("plain.png", &["--prompt", "the sky"]);
+    let (a, b) = (grey("plain-0.png"), grey("plain-1.png"));
+    assert!(
+        a.iter().zip(&b).any(|(x, y)| x != y),
+        "the two prompts' masks differ"
+    );
+    run("union.png", &["--prompt", "the sky", "--union"]);
+    let or: Vec<u8> = a.iter().zip(&b).map(|(x, y)| *x.max(y)).collect();
+    assert_eq!(grey("union.png"), or);
+    run("minus.png", &["--subtract", "the sky"]);
+    let minus: Vec<u8> = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| if *y == 255 { 0 } else { *x })
+        .collect();
+    assert_eq!(grey("minus.png"), minus);
+    run("grown.png", &["--dilate", "3", "--cutout"]);
+    let (w, h) = (640i64, 427i64);
+    let dilated: Vec<u8> = (0..w * h)
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            let near = (-3..=3i64).flat_map(|dy| (-3..=3i64).map(move |dx| (dx, dy)));
+            let hit = near
+                .filter(|(dx, dy)| dx * dx + dy * dy <= 9)
+                .any(|(dx, dy)| {
+                    let (u, v) = (x + dx, y + dy);
+                    (0..w).contains(&u) && (0..h).contains(&v) && a[(v * w + u) as usize] == 255
+                });
+            if hit { 255 } else { 0 }
+        })
+        .collect();
+    assert_ne!(dilated, a, "the dilation moved the border");
+    assert_eq!(grey("grown.png"), dilated);
+    let cutout = image::open(dir.join("grown-cutout.png"))
+        .unwrap()
+        .into_rgba8();
+    let photo = image::open(&image).unwrap().into_rgb8();
+    for ((c, p), m) in cutout.pixels().zip(photo.pixels()).zip(&dilated) {
+        assert_eq!((c.0[..3].to_vec(), c.0[3]), (p.0.to_vec(), *m));
+    }
+    let mut args = predict_args(model.to_str().unwrap(), image.to_str().unwrap(), "x.npy");
+    args.extend(["--soft", "--feather", "4"]);
+    let (ok, err) = clipseg(&args);
+    assert_one_line_error(ok, &err, "soft mask");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn bad_inputs_fail_with_one_line() {
     let dir = temp_dir("bad");

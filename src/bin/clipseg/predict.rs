@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use clipseg::compose::{Compose, cut_out};
 use clipseg::engine::block_on;
 use clipseg::{Segmenter, npy};
 
@@ -46,6 +47,29 @@ pub struct Args {
     /// With --out-dir: skip the images whose outputs are all there (an interrupted run resumes).
     #[arg(long, requires = "out_dir")]
     skip_existing: bool,
+    /// One mask from all the prompts: a pixel is in it where any prompt's mask holds it.
+    #[arg(long)]
+    union: bool,
+    /// Remove what this prompt finds from every mask; repeat for several. Its map follows the
+    /// prompts' in the logits.
+    #[arg(long = "subtract", value_name = "TEXT")]
+    subtract: Vec<String>,
+    /// Grow each mask by PX pixels (every pixel within that distance of it joins).
+    #[arg(long, value_name = "PX", default_value_t = 0, conflicts_with = "erode")]
+    dilate: u32,
+    /// Shrink each mask by PX pixels (every pixel within that distance of its outside leaves).
+    #[arg(long, value_name = "PX", default_value_t = 0)]
+    erode: u32,
+    /// Soft edges: each mask's alpha ramps from 0 to 255 over PX pixels across its border.
+    #[arg(long, value_name = "PX", default_value_t = 0)]
+    feather: u32,
+    /// Probabilities as 8-bit grey instead of 0/255 masks.
+    #[arg(long)]
+    soft: bool,
+    /// Also write each mask's cut-out, the photo with the mask as alpha (RGBA), beside it as
+    /// NAME-cutout.png.
+    #[arg(long)]
+    cutout: bool,
     /// Probability above which a pixel is in the mask.
     #[arg(long, default_value_t = 0.5)]
     threshold: f32,
@@ -66,15 +90,50 @@ struct Outputs {
 }
 
 impl Outputs {
-    fn files(&self, prompts: usize) -> Vec<PathBuf> {
-        let masks = (self.mask.iter()).flat_map(|m| (0..prompts).map(|k| mask_path(m, k, prompts)));
-        self.logits.iter().cloned().chain(masks).collect()
+    /// The files written for `masks` masks (and their cut-outs where `cutout`).
+    fn files(&self, masks: usize, cutout: bool) -> Vec<PathBuf> {
+        let masks = (self.mask.iter()).flat_map(|m| (0..masks).map(|k| mask_path(m, k, masks)));
+        let with_cutouts = masks.flat_map(|m| [Some(cutout_path(&m)).filter(|_| cutout), Some(m)]);
+        self.logits
+            .iter()
+            .cloned()
+            .chain(with_cutouts.flatten())
+            .collect()
+    }
+}
+
+impl Args {
+    /// The masks written per image: one per prompt, or their union; each with the subtracted
+    /// prompts removed and refined as asked.
+    fn composes(&self) -> Vec<Compose> {
+        let n = self.prompts.len();
+        let base = Compose {
+            include: Vec::new(),
+            subtract: (n..n + self.subtract.len()).collect(),
+            grow: self.dilate as i32 - self.erode as i32,
+            feather: self.feather,
+            soft: self.soft,
+        };
+        let with = |include| Compose {
+            include,
+            ..base.clone()
+        };
+        if self.union {
+            vec![with((0..n).collect())]
+        } else {
+            (0..n).map(|k| with(vec![k])).collect()
+        }
     }
 }
 
 pub fn run(args: Args) -> Result<()> {
     if !(0.0..=1.0).contains(&args.threshold) {
         bail!("--threshold must be within 0..=1, got {}", args.threshold);
+    }
+    let composes = args.composes();
+    let all = args.prompts.len() + args.subtract.len();
+    for compose in &composes {
+        compose.check(all)?;
     }
     let images = expand(&args.images)?;
     let single = args.out_dir.is_none();
@@ -104,7 +163,7 @@ pub fn run(args: Args) -> Result<()> {
     if single {
         // One image: its error is the command's.
         let (image, outputs) = &jobs[0];
-        let encoded = segment_one(&segmenter, &device, image, outputs, &args)?;
+        let encoded = segment_one(&segmenter, &device, image, outputs, &composes, &args)?;
         if args.verbose {
             let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
             eprintln!(
@@ -126,11 +185,11 @@ pub fn run(args: Args) -> Result<()> {
     let (mut done, mut existing, mut failed) = (0usize, 0usize, Vec::new());
     let first = Instant::now();
     for (image, outputs) in &jobs {
-        let files = outputs.files(args.prompts.len());
+        let files = outputs.files(composes.len(), args.cutout);
         if args.skip_existing && files.iter().all(|f| f.is_file()) {
             existing += 1;
         } else {
-            match segment_one(&segmenter, &device, image, outputs, &args) {
+            match segment_one(&segmenter, &device, image, outputs, &composes, &args) {
                 Ok(_) => done += 1,
                 // Writing failed (a full disk, a read-only folder): no later image would fare
                 // better.
@@ -178,32 +237,52 @@ fn segment_one(
     device: &clipseg::burn::tensor::Device,
     image: &Path,
     outputs: &Outputs,
+    composes: &[Compose],
     args: &Args,
 ) -> Result<Instant> {
     let (rgb, width, height) = load_rgb(image)?;
     let encoded_image = block_on(segmenter.encode_image(&rgb, width, height))?;
     device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let encoded = Instant::now();
-    let maps = block_on(segmenter.segment(&encoded_image, &args.prompts))?;
+    let prompts: Vec<&String> = args.prompts.iter().chain(&args.subtract).collect();
+    let maps = block_on(segmenter.segment(&encoded_image, &prompts))?;
     let (count, side) = (maps.count(), maps.side());
     if let Some(path) = &outputs.logits {
         write_whole(path, &npy::to_bytes(maps.logits(), &[count, side, side]))?;
     }
     if let Some(path) = &outputs.mask {
-        for k in 0..count {
-            let pixels = maps.mask(k, width, height, args.threshold);
-            let out = mask_path(path, k, count);
-            let mask = image::GrayImage::from_raw(width as u32, height as u32, pixels)
-                .context("mask buffer size")?;
-            // The format the file name asks for (PNG where it names none).
-            let format = image::ImageFormat::from_path(&out).unwrap_or(image::ImageFormat::Png);
-            let mut bytes = std::io::Cursor::new(Vec::new());
-            mask.write_to(&mut bytes, format)
-                .with_context(|| format!("encoding {}", out.display()))?;
-            write_whole(&out, bytes.get_ref())?;
+        let (w, h) = (width as u32, height as u32);
+        for (k, compose) in composes.iter().enumerate() {
+            let alpha = compose.mask(&maps, width, height, args.threshold)?;
+            let out = mask_path(path, k, composes.len());
+            if args.cutout {
+                let rgba = image::RgbaImage::from_raw(w, h, cut_out(&rgb, &alpha))
+                    .context("cut-out buffer size")?;
+                write_image(&cutout_path(&out), &image::DynamicImage::from(rgba))?;
+            }
+            let mask = image::GrayImage::from_raw(w, h, alpha).context("mask buffer size")?;
+            write_image(&out, &image::DynamicImage::from(mask))?;
         }
     }
     Ok(encoded)
+}
+
+/// Encodes `image` in the format `path` names (PNG where it names none) and writes it whole.
+fn write_image(path: &Path, image: &image::DynamicImage) -> Result<()> {
+    let format = image::ImageFormat::from_path(path).unwrap_or(image::ImageFormat::Png);
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut bytes, format)
+        .with_context(|| format!("encoding {}", path.display()))?;
+    write_whole(path, bytes.get_ref())
+}
+
+/// `OUT-cutout.png` beside the mask `OUT.EXT` (PNG: it has an alpha channel).
+fn cutout_path(mask: &Path) -> PathBuf {
+    let stem = mask
+        .file_stem()
+        .map_or_else(|| "mask".into(), |s| s.to_string_lossy().into_owned());
+    mask.with_file_name(format!("{stem}-cutout.png"))
 }
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it to `path`.
