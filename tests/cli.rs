@@ -73,6 +73,19 @@ fn predict_args<'a>(model: &'a str, image: &'a str, out: &'a str) -> Vec<&'a str
     ]
 }
 
+/// `clipseg predict` on the plain fixture model, then `args`.
+fn predict_plain(args: &[&str]) -> (bool, String) {
+    let model = fixtures().join("models/plain");
+    let mut all = vec!["predict", "--model", model.to_str().unwrap()];
+    all.extend(args);
+    clipseg(&all)
+}
+
+/// A path as a command-line argument.
+fn arg(path: &std::path::Path) -> &str {
+    path.to_str().unwrap()
+}
+
 #[test]
 fn predict_writes_reference_logits_and_masks() {
     let case = cases().into_iter().find(|c| c.model == "refined").unwrap();
@@ -117,20 +130,16 @@ fn predict_writes_reference_logits_and_masks() {
 #[test]
 fn predict_applies_the_exif_orientation() {
     let dir = temp_dir("orientation");
-    let model = fixtures().join("models/plain");
     let formats = fixtures().join("formats");
     let mask_of = |image: PathBuf, name: &str| {
         let mask = dir.join(name);
-        let (ok, stderr) = clipseg(&[
-            "predict",
-            "--model",
-            model.to_str().unwrap(),
+        let (ok, stderr) = predict_plain(&[
             "--image",
-            image.to_str().unwrap(),
+            arg(&image),
             "--prompt",
             "a red square",
             "--mask",
-            mask.to_str().unwrap(),
+            arg(&mask),
         ]);
         assert!(ok, "{stderr}");
         let png = image::open(&mask).unwrap();
@@ -167,27 +176,14 @@ fn predict_over_many_images() {
     std::fs::write(images.join("broken.jpg"), "not a JPEG").unwrap();
     std::fs::write(images.join("notes.txt"), "not an image, not picked").unwrap();
     let photo = fixtures().join("images/photo.jpg");
-    let model = fixtures().join("models/plain");
     let out = dir.join("out");
+    let prompts = ["--prompt", "a cat", "--prompt", "the sky"];
     let batch = |extra: &[&str]| {
-        let mut args = vec![
-            "predict",
-            "--model",
-            model.to_str().unwrap(),
-            "--image",
-            images.to_str().unwrap(),
-            "--image",
-            photo.to_str().unwrap(),
-            "--prompt",
-            "a cat",
-            "--prompt",
-            "the sky",
-            "--out-dir",
-            out.to_str().unwrap(),
-            "--save-logits",
-        ];
+        let mut args = vec!["--image", arg(&images), "--image", arg(&photo)];
+        args.extend(prompts);
+        args.extend(["--out-dir", arg(&out), "--save-logits"]);
         args.extend(extra);
-        clipseg(&args)
+        predict_plain(&args)
     };
     let (ok, err) = batch(&[]);
     assert!(!ok, "a broken file must fail the run: {err}");
@@ -208,21 +204,10 @@ fn predict_over_many_images() {
         };
         let single = dir.join(format!("single-{stem}.png"));
         let logits = dir.join(format!("single-{stem}.npy"));
-        let (ok, err) = clipseg(&[
-            "predict",
-            "--model",
-            model.to_str().unwrap(),
-            "--image",
-            image.to_str().unwrap(),
-            "--prompt",
-            "a cat",
-            "--prompt",
-            "the sky",
-            "--mask",
-            single.to_str().unwrap(),
-            "--logits",
-            logits.to_str().unwrap(),
-        ]);
+        let mut args = vec!["--image", arg(&image), "--mask", arg(&single)];
+        args.extend(["--logits", arg(&logits)]);
+        args.extend(prompts);
+        let (ok, err) = predict_plain(&args);
         assert!(ok, "{err}");
         for k in 0..2 {
             let read = |p: PathBuf| std::fs::read(p).unwrap();
@@ -248,16 +233,14 @@ fn predict_over_many_images() {
     );
 
     // Several images without --out-dir, and two that would write the same files: refused.
-    let (ok, err) = clipseg(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
+    let mask = dir.join("m.png");
+    let (ok, err) = predict_plain(&[
         "--image",
-        images.to_str().unwrap(),
+        arg(&images),
         "--prompt",
-        "a cat",
+        "a",
         "--mask",
-        dir.join("m.png").to_str().unwrap(),
+        arg(&mask),
     ]);
     assert_one_line_error(ok, &err, "--out-dir");
     let twin = dir.join("twin");
@@ -267,19 +250,9 @@ fn predict_over_many_images() {
         twin.join("landscape.png"),
     )
     .unwrap();
-    let (ok, err) = clipseg(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--image",
-        images.to_str().unwrap(),
-        "--image",
-        twin.to_str().unwrap(),
-        "--prompt",
-        "a cat",
-        "--out-dir",
-        out.to_str().unwrap(),
-    ]);
+    let mut args = vec!["--image", arg(&images), "--image", arg(&twin)];
+    args.extend(["--prompt", "a cat", "--out-dir", arg(&out)]);
+    let (ok, err) = predict_plain(&args);
     assert_one_line_error(ok, &err, "would both write");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -290,22 +263,19 @@ fn predict_over_many_images() {
 #[test]
 fn predict_composes_masks() {
     let dir = temp_dir("compose");
-    let model = fixtures().join("models/plain");
     let image = fixtures().join("images/landscape.png");
     let run = |name: &str, extra: &[&str]| {
         let out = dir.join(name);
         let mut args = vec![
-            "predict",
-            "--model",
-            model.to_str().unwrap(),
             "--image",
-            image.to_str().unwrap(),
+            arg(&image),
             "--prompt",
             "a cat",
+            "--mask",
+            arg(&out),
         ];
         args.extend(extra);
-        args.extend(["--mask", out.to_str().unwrap()]);
-        let (ok, err) = clipseg(&args);
+        let (ok, err) = predict_plain(&args);
         assert!(ok, "{err}");
     };
     let grey = |name: &str| image::open(dir.join(name)).unwrap().into_luma8().into_raw();
@@ -349,9 +319,15 @@ fn predict_composes_masks() {
     for ((c, p), m) in cutout.pixels().zip(photo.pixels()).zip(&dilated) {
         assert_eq!((c.0[..3].to_vec(), c.0[3]), (p.0.to_vec(), *m));
     }
-    let mut args = predict_args(model.to_str().unwrap(), image.to_str().unwrap(), "x.npy");
-    args.extend(["--soft", "--feather", "4"]);
-    let (ok, err) = clipseg(&args);
+    let (ok, err) = predict_plain(&[
+        "--image",
+        arg(&image),
+        "--prompt",
+        "a",
+        "--soft",
+        "--feather",
+        "4",
+    ]);
     assert_one_line_error(ok, &err, "soft mask");
     std::fs::remove_dir_all(dir).unwrap();
 }
