@@ -65,13 +65,51 @@ fn software_adapter(info: &wgpu::AdapterInfo) -> Option<&'static str> {
     named.or((info.device_type == wgpu::DeviceType::Cpu).then_some(""))
 }
 
-/// [`int8_dot_for`]'s choice, where set: 0 none, 1 off, 2 on.
-static INT8_DOT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// A kernel choice that tests and pages may force: set by a call, natively also by an
+/// environment variable (`VAR=on|off` with its own words for on and off).
+struct Override {
+    /// 0 none, 1 off, 2 on.
+    set: std::sync::atomic::AtomicU8,
+    var: &'static str,
+    words: [&'static str; 2],
+}
+
+impl Override {
+    const fn new(var: &'static str, on: &'static str) -> Self {
+        let set = std::sync::atomic::AtomicU8::new(0);
+        Self {
+            set,
+            var,
+            words: [on, "off"],
+        }
+    }
+
+    fn store(&self, choice: Option<bool>) {
+        let code = choice.map_or(0, |on| 1 + u8::from(on));
+        self.set.store(code, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The forced choice, if any: the call's, else the environment's.
+    fn forced(&self) -> Option<bool> {
+        match self.set.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => return Some(false),
+            2 => return Some(true),
+            _ => {}
+        }
+        // (No environment in the browser: there this finds nothing.)
+        if let Ok(word) = std::env::var(self.var) {
+            return self.words.iter().position(|w| *w == word).map(|i| i == 0);
+        }
+        None
+    }
+}
+
+static INT8_DOT: Override = Override::new("CLIPSEG_GPU_INT8", "dot4");
+static F16_MATH: Override = Override::new("CLIPSEG_GPU_F16", "half");
 
 /// Overrides [`int8_dot_for`]'s choice for the devices set up from now on (`None`: its own).
 pub fn override_int8_dot(choice: Option<bool>) {
-    let code = choice.map_or(0, |on| 1 + u8::from(on));
-    INT8_DOT.store(code, std::sync::atomic::Ordering::Relaxed);
+    INT8_DOT.store(choice);
 }
 
 /// Whether a q8 pack's matrices run on `matmul_q8dot.wgsl` (integer products of activations
@@ -84,27 +122,14 @@ pub fn int8_dot_for(features: wgpu::WgslLanguageFeatures, info: &wgpu::AdapterIn
     if !features.contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct) {
         return false;
     }
-    match INT8_DOT.load(std::sync::atomic::Ordering::Relaxed) {
-        1 => return false,
-        2 => return true,
-        _ => {}
-    }
-    #[cfg(not(target_family = "wasm"))]
-    match std::env::var("CLIPSEG_GPU_INT8").as_deref() {
-        Ok("dot4") => return true,
-        Ok("off") => return false,
-        _ => {}
-    }
-    matches!(software_adapter(info), None | Some("llvmpipe" | "lavapipe"))
+    INT8_DOT
+        .forced()
+        .unwrap_or_else(|| matches!(software_adapter(info), None | Some("llvmpipe" | "lavapipe")))
 }
-
-/// [`f16_math_for`]'s choice, where set: 0 none, 1 off, 2 on.
-static F16_MATH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// Overrides [`f16_math_for`]'s choice for the devices set up from now on (`None`: its own).
 pub fn override_f16_math(choice: Option<bool>) {
-    let code = choice.map_or(0, |on| 1 + u8::from(on));
-    F16_MATH.store(code, std::sync::atomic::Ordering::Relaxed);
+    F16_MATH.store(choice);
 }
 
 /// Whether an f16 pack's matrices are multiplied in half precision (`matmul_tiled_f16h.wgsl`,
@@ -112,18 +137,7 @@ pub fn override_f16_math(choice: Option<bool>) {
 /// matmul (real GPUs, whose f16 arithmetic is packed two to a lane; a CPU adapter emulates
 /// it), unless [`override_f16_math`] or, natively, `CLIPSEG_GPU_F16=half|off` says otherwise.
 pub fn f16_math_for(variant: Matmul) -> bool {
-    match F16_MATH.load(std::sync::atomic::Ordering::Relaxed) {
-        1 => return false,
-        2 => return true,
-        _ => {}
-    }
-    #[cfg(not(target_family = "wasm"))]
-    match std::env::var("CLIPSEG_GPU_F16").as_deref() {
-        Ok("half") => return true,
-        Ok("off") => return false,
-        _ => {}
-    }
-    variant == Matmul::Tiled
+    F16_MATH.forced().unwrap_or(variant == Matmul::Tiled)
 }
 
 /// A compiled matmul entry point: the blocked kernel's `main` and `small` (at most 8 rows, a
