@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds the browser engine into pkg/: the library as a wasm32 cdylib, wasm-bindgen's `--target
-# web` glue (pkg/clipseg.js + pkg/clipseg_bg.wasm), and wasm-opt -O3 when binaryen is installed.
+# web` glue (pkg/clipseg.js + pkg/clipseg_bg.wasm), and for release wasm-opt -O3.
 # PROFILE=release (default, what the demo serves) or PROFILE=dev (what CI tests: it reuses the
 # dependencies the wasm32 check already built, and they are opt-level 3 there too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${PROFILE:-release}"
+# Release is Cargo.toml's `web` profile (LTO, size-optimised outside the hot crates).
+[ "$profile" = release ] && profile=web
 dir="$profile"; [ "$profile" = dev ] && dir=debug
 
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
@@ -25,18 +27,23 @@ build() {
   cargo rustc --lib --target wasm32-unknown-unknown --profile "$profile" --crate-type cdylib -- "$@"
   wasm-bindgen --target web --no-typescript "${strip[@]}" --out-dir pkg --out-name "$name" \
     "target/wasm32-unknown-unknown/$dir/clipseg.wasm"
-  if command -v wasm-opt >/dev/null; then
-    wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+  if [ "$profile" = web ] && [ -x "$wasm_opt" ]; then
+    "$wasm_opt" -O3 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
       --enable-mutable-globals --enable-simd $enable "pkg/${name}_bg.wasm" -o "pkg/${name}_bg.wasm"
-  else
-    echo "wasm-opt not found (Debian package binaryen): pkg/ is not size-optimised" >&2
   fi
-    raw=$(stat -c %s "pkg/${name}_bg.wasm")
+  raw=$(stat -c %s "pkg/${name}_bg.wasm")
   gz=$(gzip -9 -c "pkg/${name}_bg.wasm" | wc -c)
   echo "pkg/${name}_bg.wasm ($profile): $raw bytes, $gz gzipped"
 }
+# Release: wasm-opt from npm's binaryen (tools/web/package.json pins it; Debian's is too old
+# for rustc's wasm). Dev builds (CI's) skip it: minutes on a 33 MB module.
+wasm_opt=tools/web/node_modules/.bin/wasm-opt
+if [ "$profile" = web ] && [ ! -x "$wasm_opt" ]; then
+  npm ci --prefix tools/web --no-audit --no-fund ||
+    echo "npm could not install binaryen (tools/web): pkg/ is not wasm-opt'ed" >&2
+fi
 # Release drops the function-name section (6 MB); dev keeps it for readable traps.
 strip=()
-[ "$profile" = release ] && strip=(--remove-name-section --remove-producers-section)
+[ "$profile" = web ] && strip=(--remove-name-section --remove-producers-section)
 build clipseg ""
 build clipseg_relaxed --enable-relaxed-simd -C target-feature=+relaxed-simd
