@@ -9,8 +9,14 @@ use std::process::Command;
 use common::*;
 
 fn clipseg(args: &[&str]) -> (bool, String) {
+    clipseg_with(args, &[])
+}
+
+/// [`clipseg`] with environment variables set for it.
+fn clipseg_with(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_clipseg"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -728,7 +734,7 @@ fn convert_writes_a_pack_that_predict_reads() {
             out.to_str().unwrap(),
         );
         args.extend(["--precision", precision]);
-        let (ok, err) = clipseg(&args);
+        let (ok, err) = clipseg_with(&args, &[("CLIPSEG_BF16_ATTENTION", "on")]);
         assert!(ok, "{precision}: {err}");
         logits.push(
             clipseg::npy::from_bytes(&std::fs::read(&out).unwrap())
@@ -752,8 +758,9 @@ fn convert_writes_a_pack_that_predict_reads() {
     }
     let bf16 = max_abs_diff(&logits[1], &logits[2]);
     assert!(bf16 < 0.05 * scale.max(1.0), "int8 vs int8-bf16: {bf16}");
-    // bf16 attention only where the CPU has it; elsewhere the very same values.
-    let bf16_here = clipseg::engine::cpu::Precision::Int8Bf16.bf16_attention();
+    // bf16 attention (forced on for these runs) only where the CPU has it; elsewhere the very
+    // same values.
+    let bf16_here = clipseg::engine::cpu::bf16_available();
     assert_eq!(bf16 > 0.0, bf16_here, "int8 vs int8-bf16: {bf16}");
     let mut args = predict_args(
         pack.to_str().unwrap(),

@@ -472,8 +472,15 @@ pub fn bf16_available() -> bool {
     false
 }
 
-/// Whether [`super::bf16`]'s kernels run here and are faster than f32 ([`super::bf16::pays`]).
+/// Whether [`super::bf16`]'s kernels run here and are faster than f32 ([`super::bf16::pays`],
+/// a timing); `CLIPSEG_BF16_ATTENTION=on|off` decides instead (tests: a timing taken under
+/// load can differ between processes).
 fn bf16_pays() -> bool {
+    match std::env::var("CLIPSEG_BF16_ATTENTION").as_deref() {
+        Ok("on") => return bf16_available(),
+        Ok("off") => return false,
+        _ => {}
+    }
     #[cfg(target_arch = "x86_64")]
     return super::bf16::pays();
     #[cfg(not(target_arch = "x86_64"))]
