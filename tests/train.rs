@@ -16,6 +16,15 @@ use clipseg::train::{
 use clipseg::weights::pack::Quant;
 use common::*;
 
+/// Held by each test for its whole run: training seeds and draws from burn's process-wide
+/// random generator, so two trainings at once would interleave their draws (the determinism
+/// test once saw two same-seed runs differ under CI load).
+static ONE_TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_training() -> std::sync::MutexGuard<'static, ()> {
+    ONE_TRAINING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("clipseg-train-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -113,11 +122,13 @@ fn overfit(decoder: DecoderKind, lr: f64) {
 
 #[test]
 fn transformer_decoder_overfits_a_sample_and_the_run_loads() {
+    let _one = one_training();
     overfit(DecoderKind::Transformer, 5e-3);
 }
 
 #[test]
 fn unet_decoder_overfits_a_sample_and_the_run_loads() {
+    let _one = one_training();
     overfit(DecoderKind::Unet, 5e-3);
 }
 
@@ -136,6 +147,7 @@ fn three_images(dir: &Path) -> PhraseCut {
 /// and resumed from its checkpoint logs exactly what the uninterrupted run logs.
 #[test]
 fn training_is_deterministic_and_resumes_exactly() {
+    let _one = one_training();
     let dir = temp("resume");
     let data = three_images(&dir);
     for decoder in [DecoderKind::Transformer, DecoderKind::Unet] {
@@ -210,6 +222,7 @@ fn training_is_deterministic_and_resumes_exactly() {
 /// with their task ids; training goes on with the rest.
 #[test]
 fn unusable_samples_are_skipped_by_name() {
+    let _one = one_training();
     let dir = temp("skip");
     let data = three_images(&dir);
     let tasks = data.tasks().to_vec();
@@ -271,6 +284,7 @@ fn unusable_samples_are_skipped_by_name() {
 /// decoder, same samples, losses equal to float tolerance.
 #[test]
 fn training_on_wgpu_matches_the_cpu() {
+    let _one = one_training();
     let dir = temp("wgpu");
     let data = three_images(&dir);
     let run = run_file(TrainConfig {
