@@ -47,8 +47,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// One target at a time, so that the counts are its own.
+/// One target at a time, set-up included (each test takes it first), so that the counts are
+/// its own: another target loading its seed model meanwhile once counted against `.npy`.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 const TIME_LIMIT: Duration = Duration::from_secs(10);
 
@@ -60,7 +65,6 @@ fn fuzz(
     mut make: impl FnMut(&mut Unstructured) -> Result<Vec<u8>>,
     mut handle: impl FnMut(&[u8]),
 ) {
-    let _held = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut tried = 0;
     let replay = std::env::var("ARBTEST_SEED").is_ok();
     let mut property = |u: &mut Unstructured| -> Result<()> {
@@ -219,6 +223,7 @@ fn model_bound(len: usize) -> usize {
 /// stops most edits of the data), loaded as stored and as an engine.
 #[test]
 fn fuzz_pack_bytes() {
+    let _held = one_at_a_time();
     let seed = plain().to_pack(Quant::Q8).unwrap();
     fuzz(
         "pack bytes",
@@ -232,6 +237,7 @@ fn fuzz_pack_bytes() {
 /// re-encoded validly: what a hand-edited or hostile pack can claim.
 #[test]
 fn fuzz_pack_header() {
+    let _held = one_at_a_time();
     let seed = plain().to_pack(Quant::Q8).unwrap();
     let header_len = u64::from_le_bytes(seed[12..20].try_into().unwrap()) as usize;
     let inflated = miniz_oxide::inflate::decompress_to_vec(&seed[20..20 + header_len]).unwrap();
@@ -266,6 +272,7 @@ fn load_pack(bytes: &[u8]) {
 /// random edits (mostly in the header), loaded together.
 #[test]
 fn fuzz_hf_config_and_safetensors() {
+    let _held = one_at_a_time();
     let dir = fixtures().join("models/plain");
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
@@ -303,6 +310,7 @@ fn fuzz_hf_config_and_safetensors() {
 /// included, through the tokenizer.
 #[test]
 fn fuzz_prompts() {
+    let _held = one_at_a_time();
     let checkpoint = plain();
     let make = |u: &mut Unstructured| {
         let mut text: Vec<u8> = u.arbitrary()?;
@@ -321,6 +329,7 @@ fn fuzz_prompts() {
 /// Image files edited at random (PNG, JPEG, GIF, WebP, BMP seeds), decoded as the CLI does.
 #[test]
 fn fuzz_images() {
+    let _held = one_at_a_time();
     let seeds: Vec<Vec<u8>> = [
         "images/tiny.png",
         "images/photo.jpg",
@@ -347,6 +356,7 @@ fn fuzz_images() {
 /// `.npy` files edited at random.
 #[test]
 fn fuzz_npy() {
+    let _held = one_at_a_time();
     let seed = read("reference/plain__square352/cond.npy");
     let make = |u: &mut Unstructured| mutate(u, &seed, 128);
     let handle = |bytes: &[u8]| {
@@ -360,6 +370,7 @@ fn fuzz_npy() {
 /// (its polygons rasterised at the image's size) built.
 #[test]
 fn fuzz_phrasecut() {
+    let _held = one_at_a_time();
     use clipseg::data::phrasecut::PhraseCut;
     use clipseg::data::synthetic::{SyntheticSpec, generate};
     let dir = std::env::temp_dir().join(format!("clipseg-fuzz-phrasecut-{}", std::process::id()));
