@@ -285,7 +285,6 @@ fn preprocess_config(
 /// Opening checkpoints from files and writing packs: native only.
 #[cfg(feature = "native")]
 mod files {
-    use std::sync::Arc;
 
     use burn::store::SafetensorsStore;
     use burn::tensor::Device;
@@ -295,13 +294,13 @@ mod files {
     use crate::engine::Kernels;
     use crate::tokenizer::ClipTokenizer;
     use crate::weights::hf;
-    use crate::weights::pack::{self, FileSource, Quant};
+    use crate::weights::pack::{self, Quant};
 
     impl Checkpoint {
         /// A pack file or an HF model folder.
         pub fn open(path: &std::path::Path, device: &Device) -> Result<Self, Error> {
             if path.is_file() {
-                return Self::from_source(Arc::new(FileSource::open(path)?), device)
+                return Self::from_source(pack::open_file(path)?, device)
                     .map_err(|e| Error::Weights(format!("{}: {e}", path.display())));
             }
             Self::from_hf_dir(path, device)
@@ -410,8 +409,7 @@ mod files {
             kernels: Kernels,
         ) -> Result<Self, Error> {
             if path.is_file() {
-                let source = Arc::new(FileSource::open(path)?);
-                return Self::from_source(source, device, kernels)
+                return Self::from_source(pack::open_file(path)?, device, kernels)
                     .map_err(|e| Error::Weights(format!("{}: {e}", path.display())));
             }
             Self::new(Checkpoint::from_hf_dir(path, device)?, kernels)

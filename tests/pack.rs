@@ -261,3 +261,80 @@ fn bad_requests_are_refused_with_a_reason() {
     // Still usable afterwards.
     block_on(segmenter.segment(&image, &["a cat"])).unwrap();
 }
+
+/// A split pack (`convert --split`) loads as the pack it was cut from, with parts so small that
+/// tensors straddle them, and a damaged, missing or resized part is named.
+#[test]
+fn split_packs_load_as_their_pack_and_name_a_bad_part() {
+    use clipseg::weights::pack::split::Manifest;
+    let dir = std::env::temp_dir().join(format!("clipseg-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes = packed("plain", Quant::Q8);
+    let (manifest, parts) = Manifest::split(&bytes, 4099, "plain.bpk").unwrap();
+    assert!(parts.len() > 10 && parts.iter().all(|p| p.len() <= 4099));
+    assert_eq!(parts.concat(), bytes);
+    let write = |manifest: &Manifest| {
+        for (part, data) in manifest.parts.iter().zip(&parts) {
+            std::fs::write(dir.join(&part.file), data).unwrap();
+        }
+        std::fs::write(dir.join("plain.bpk.json"), manifest.to_json()).unwrap();
+    };
+    write(&manifest);
+    let open = || Checkpoint::open(&dir.join("plain.bpk.json"), &Device::flex());
+    let case = cases().into_iter().find(|c| c.model == "plain").unwrap();
+    let (split_logits, _) = reference_logits(&open().unwrap(), &case);
+    let whole = Checkpoint::from_pack(bytes.clone(), &Device::flex()).unwrap();
+    assert_eq!(split_logits, reference_logits(&whole, &case).0);
+    let err = |open: Result<Checkpoint, clipseg::Error>| match open {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a damaged split pack loaded"),
+    };
+
+    let third = dir.join(&manifest.parts[2].file);
+    let mut damaged = parts[2].to_vec();
+    damaged[7] ^= 1;
+    std::fs::write(&third, &damaged).unwrap();
+    let e = err(open());
+    assert!(
+        e.contains("part 3 of") && e.contains("sha256 mismatch"),
+        "{e}"
+    );
+    std::fs::remove_file(&third).unwrap();
+    let e = err(open());
+    assert!(
+        e.contains("part 3 of") && e.contains("plain.bpk.002"),
+        "{e}"
+    );
+    write(&manifest);
+    let mut resized = manifest.clone();
+    resized.parts[1].size += 1;
+    resized.size += 1;
+    write(&resized);
+    let e = err(open());
+    assert!(
+        e.contains("part 2 of") && e.contains("the manifest says 4100"),
+        "{e}"
+    );
+    resized.size -= 1;
+    write(&resized);
+    let e = err(open());
+    assert!(e.contains("the manifest says"), "{e}");
+    let mut escaping = manifest.clone();
+    escaping.parts[0].file = "../plain.bpk.000".into();
+    write(&escaping);
+    assert!(err(open()).contains("not a plain file name"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn part_sizes_are_read_with_their_units() {
+    use clipseg::weights::pack::split::parse_size;
+    assert_eq!(parse_size("20MB").unwrap(), 20_000_000);
+    assert_eq!(parse_size("25MiB").unwrap(), 25 << 20);
+    assert_eq!(parse_size("1.5k").unwrap(), 1500);
+    assert_eq!(parse_size("4099").unwrap(), 4099);
+    for bad in ["", "MB", "20XB", "0", "-5MB", "1e3"] {
+        let e = parse_size(bad).unwrap_err().to_string();
+        assert!(e.contains("e.g. 20MB"), "{bad}: {e}");
+    }
+}

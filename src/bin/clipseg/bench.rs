@@ -9,7 +9,7 @@ use clipseg::engine::{
     Kernels, Place, Precision, block_on, cpu, gpu_f16_math, gpu_int8_dot, gpu_matmul,
 };
 use clipseg::model::ImageFeatures;
-use clipseg::weights::pack::{FileSource, Pack};
+use clipseg::weights::pack::{self, Pack};
 use clipseg::{Checkpoint, Segmenter};
 
 use crate::common::{Backend, PrecisionArg, load_rgb};
@@ -136,8 +136,7 @@ pub fn run(args: Args) -> Result<()> {
             line["gpu_weight_bytes"] = bytes.into();
             // Against what the pack stores (its data section: weights in its encodings).
             if args.model.is_file() {
-                let source = FileSource::open(&args.model)?;
-                let pack = Pack::read(std::sync::Arc::new(source))?;
+                let pack = Pack::read(pack::open_file(&args.model)?)?;
                 line["pack_data_bytes"] = pack.header.data_len.into();
                 line["gpu_weight_bytes_vs_pack"] =
                     (bytes as f64 / pack.header.data_len as f64).into();

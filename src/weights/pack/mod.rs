@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use crate::Error;
 
 mod quantized;
+pub mod split;
 pub use quantized::Quantized;
 
 const MAGIC: &[u8; 8] = b"CLIPSEGP";
@@ -222,6 +223,19 @@ impl Source for Vec<u8> {
     }
 }
 
+/// A borrowed buffer.
+struct Bytes<'a>(&'a [u8]);
+
+impl Source for Bytes<'_> {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), Error> {
+        out.copy_from_slice(&self.0[offset as usize..offset as usize + out.len()]);
+        Ok(())
+    }
+}
+
 /// Bytes read from `source` at `offset`, as a fresh buffer.
 fn read_vec(source: &dyn Source, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
     let mut out = vec![0u8; len as usize];
@@ -248,10 +262,40 @@ impl Pack {
     /// [`Self::parse`] reading from `source`: the data is streamed through the checksum in
     /// chunks, then each tensor is read when the model takes it.
     pub fn read(source: Arc<dyn Source>) -> Result<Self, Error> {
+        let (header, data_start) = Self::header_of(source.as_ref())?;
+        let total = source.size();
+        let data_len = total - data_start;
+        let mut sha = Sha256::new();
+        let mut chunk = vec![0u8; CHECKSUM_CHUNK.min(data_len as usize)];
+        let mut at = data_start;
+        while at < total {
+            let n = chunk.len().min((total - at) as usize);
+            source.read(at, &mut chunk[..n])?;
+            sha.update(&chunk[..n]);
+            at += n as u64;
+        }
+        let sha = hex(&sha.finalize());
+        if sha != header.data_sha256 {
+            return Err(Error::Weights(format!(
+                "model pack: checksum mismatch (data sha256 {sha}, header says {}): the file is corrupted",
+                header.data_sha256
+            )));
+        }
+        Ok(Self {
+            header,
+            source,
+            data_start,
+            used: Mutex::default(),
+        })
+    }
+
+    /// A pack's header, checked (magic, version, tensor extents, the config against the
+    /// weights), and where its data section starts; the data is not read.
+    fn header_of(source: &dyn Source) -> Result<(Header, u64), Error> {
         let bad = |msg: String| Error::Weights(format!("model pack: {msg}"));
         let total = source.size();
         let start = if total >= 20 {
-            read_vec(source.as_ref(), 0, 20)?
+            read_vec(source, 0, 20)?
         } else {
             Vec::new()
         };
@@ -275,7 +319,7 @@ impl Pack {
                 "header of {header_len} bytes does not fit in {total} bytes (truncated download?)"
             )));
         }
-        let deflated = read_vec(source.as_ref(), 20, header_len)?;
+        let deflated = read_vec(source, 20, header_len)?;
         let header = miniz_oxide::inflate::decompress_to_vec_with_limit(&deflated, MAX_HEADER)
             .map_err(|e| bad(format!("unreadable header ({e}): the file is corrupted")))?;
         let header: Header =
@@ -305,28 +349,12 @@ impl Pack {
         (header.config)
             .check_backed(values, "the pack")
             .map_err(|e| bad(e.to_string()))?;
-        let mut sha = Sha256::new();
-        let mut chunk = vec![0u8; CHECKSUM_CHUNK.min(data_len as usize)];
-        let mut at = data_start;
-        while at < total {
-            let n = chunk.len().min((total - at) as usize);
-            source.read(at, &mut chunk[..n])?;
-            sha.update(&chunk[..n]);
-            at += n as u64;
-        }
-        let sha = hex(&sha.finalize());
-        if sha != header.data_sha256 {
-            return Err(bad(format!(
-                "checksum mismatch (data sha256 {sha}, header says {}): the file is corrupted",
-                header.data_sha256
-            )));
-        }
-        Ok(Self {
-            header,
-            source,
-            data_start,
-            used: Mutex::default(),
-        })
+        Ok((header, data_start))
+    }
+
+    /// The header of a whole pack in memory (see [`Self::header_of`]).
+    pub fn read_header(pack: &[u8]) -> Result<Header, Error> {
+        Ok(Self::header_of(&Bytes(pack))?.0)
     }
 
     /// Whether any matrix is stored in 8 or 4 bits.
@@ -483,6 +511,8 @@ pub(crate) fn quantize(values: &[f32], rows: usize, bits: u32, block: usize) -> 
 
 #[cfg(feature = "native")]
 mod write;
+#[cfg(feature = "native")]
+pub use split::open_file;
 #[cfg(feature = "native")]
 pub use write::{FileSource, write};
 
