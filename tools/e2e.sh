@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Browser end-to-end tests in headless Chromium: tests/e2e/run.mjs, the wasm engine in a Web
 # Worker on WebGPU (SwiftShader when there is no GPU) and on CPU, against the native CLI; then
-# tests/e2e/page.mjs, the demo page (www/index.html) and the <clip-seg> widget.
+# tests/e2e/page.mjs, the demo page (www/index.html) and the <clip-seg> widget; then
+# tests/e2e/package.mjs, the npm package as a documentation site installs it.
 # Installs Chromium and the npm dependency if missing; expects pkg/ (the wasm-bindgen
 # --target web build) and the CLI (CLIPSEG_BIN, default target/debug/clipseg) already built.
 # Needs Node >= 20. Writes target/e2e/report.json and screenshots (target/e2e/*.png).
@@ -22,3 +23,5 @@ fi
 node tests/e2e/run.mjs
 # The demo page (on WebGPU) and the <clip-seg> widget (on the CPU backend).
 node tests/e2e/page.mjs
+# The npm package (pkg/) installed into a folder of its own, a split pack from another origin.
+node tests/e2e/package.mjs

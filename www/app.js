@@ -3,13 +3,14 @@
 // engine keeps the last segmentation and hands out label maps, heat maps, masks and
 // probabilities at the photo's size; this page only draws them. Prompts and file names only
 // ever reach the page as textContent.
-import { ClipSegClient, decodeImage, checkImageSize } from './clipseg-client.js';
-import { getPack, clearCache } from './pack-cache.js';
-import { paintLabels, paintHeat, paintMask, cutOut } from './masks.js';
+import { ClipSegClient, decodeImage, checkImageSize } from '../pkg/clipseg-client.js';
+import { getPack, clearCache } from '../pkg/pack-cache.js';
+import { paintLabels, paintHeat, paintMask, cutOut } from '../pkg/masks.js';
 
 // The packs this server offers: models/index.json, written by `make demo` (tools/demo.sh),
-// {packs: [{file, label, bytes, untrained}]} (no probing for packs that may be missing).
-// `?model=URL` adds (and picks) any other.
+// {packs: [{file, label, bytes, untrained}]} (no probing for packs that may be missing); a file
+// is a pack (.bpk) or a split pack's manifest (.bpk.json). `?model=URL` adds (and picks) any
+// other, from any origin that allows CORS (index.html's CSP allows https: for connect-src).
 const INDEX = '../models/index.json';
 let packs = [];
 // Packs of the test fixtures (tools/demo.sh, tools/e2e.sh) have random weights.
@@ -70,7 +71,7 @@ async function initModels() {
   const first = wanted ?? options[0]?.url;
   if (!first) {
     ui.progressText.textContent = 'no model pack on this server';
-    return status('No model pack on this server: `make demo` puts them in models/ (or open this page with ?model=URL of a .bpk).', 'error');
+    return status('No model pack on this server: `make demo` puts them in models/ (or open this page with ?model=URL of a pack, .bpk, or of a split pack’s .bpk.json).', 'error');
   }
   ui.model.value = first;
   loadModel();
@@ -82,7 +83,7 @@ async function packIndex() {
     const res = await fetch(INDEX, { cache: 'no-cache' });
     if (!res.ok) return [];
     const { packs: listed } = await res.json();
-    const valid = (p) => typeof p.file === 'string' && /^[\w.-]+\.bpk$/.test(p.file) && typeof p.label === 'string' && Number.isFinite(p.bytes);
+    const valid = (p) => typeof p.file === 'string' && /^[\w.-]+\.bpk(\.json)?$/.test(p.file) && typeof p.label === 'string' && Number.isFinite(p.bytes);
     return listed.filter(valid).map((p) => ({ url: `../models/${p.file}`, label: p.label, bytes: p.bytes, untrained: !!p.untrained }));
   } catch {
     return [];

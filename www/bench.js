@@ -8,7 +8,7 @@
 // The outcome is window.__bench: `stage` says what is running, `done` turns true at the end,
 // `error` is set on failure. With `pause=1` the page waits after loading until the driver calls
 // window.__benchContinue() (the driver reads the worker's wasm memory meanwhile).
-import { ClipSegClient, decodeImage } from './clipseg-client.js';
+import { ClipSegClient, decodeImage } from '../pkg/clipseg-client.js';
 
 const q = new URLSearchParams(location.search);
 const iters = Math.max(1, Number.parseInt(q.get('iters') ?? '3', 10) || 1);

@@ -2,7 +2,7 @@
 // prompts in one call (keeping their logits and full-size masks at 0.5) and then each alone,
 // then feeds the same worker bad inputs. The outcome is window.__e2e; `done` turns true at the
 // end, `error` is set if the normal path failed.
-import { ClipSegClient, decodeImage } from './clipseg-client.js';
+import { ClipSegClient, decodeImage } from '../pkg/clipseg-client.js';
 
 const q = new URLSearchParams(location.search);
 const prompts = (q.get('prompts') ?? '').split('|');

@@ -50,9 +50,9 @@ export function readNpy(file) {
   return { shape, data };
 }
 
-// Static files under `dir` (symlinks followed) on 127.0.0.1, random port; no COOP/COEP headers.
-// Misses are logged with `log`.
-export async function serve(dir, log = console.log) {
+// Static files under `dir` (symlinks followed) on 127.0.0.1, random port; no COOP/COEP headers,
+// `headers` added to every answer (e.g. CORS). Misses are logged with `log`.
+export async function serve(dir, log = console.log, headers = {}) {
   const s = createServer((req, res) => {
     if (req.url === '/favicon.ico') return res.writeHead(204).end(); // asked for by every page
     let file;
@@ -64,10 +64,10 @@ export async function serve(dir, log = console.log) {
     fs.stat(file, (err, st) => {
       if (err || !st.isFile() || !file.startsWith(`${dir}/`)) {
         log(`  http 404 ${req.url}`);
-        return res.writeHead(404).end();
+        return res.writeHead(404, headers).end();
       }
       const type = MIME[path.extname(file)] ?? 'application/octet-stream';
-      res.writeHead(200, { 'content-type': type, 'content-length': st.size, 'cache-control': 'no-store' });
+      res.writeHead(200, { 'content-type': type, 'content-length': st.size, 'cache-control': 'no-store', ...headers });
       if (req.method === 'HEAD') return res.end();
       fs.createReadStream(file).pipe(res);
     });

@@ -263,7 +263,7 @@ async function widgetPage() {
   // is encoded again; a second new prompt then only segments. A new threshold only asks the
   // engine for labels (the first widget's maps are the ones it holds).
   const first = page.locator('clip-seg').first();
-  const done = () => first.evaluate((w) => new Promise((resolve) => w.addEventListener('clipseg-done', (e) => resolve(e.detail), { once: true })));
+  const done = () => first.evaluate((w) => new Promise((resolve) => w.addEventListener('clipseg-result', (e) => resolve({ prompts: e.detail.prompts, masks: e.detail.masks.length, encodeMs: e.detail.encodeMs, segmentMs: e.detail.segmentMs }), { once: true })));
   let wait = done();
   await first.evaluate((w) => w.setAttribute('prompt', 'a sofa'));
   const d1 = await wait;

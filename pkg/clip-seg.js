@@ -1,52 +1,61 @@
-// <clip-seg src="photo.jpg" prompt="the cat" model="../models/clipseg-q8.bpk"></clip-seg>
+// <clip-seg src="photo.jpg" prompt="the cat" model="https://…/clipseg-q8.bpk.json"></clip-seg>
 //
-// An embeddable widget: the photo with the mask of the prompt over it and a one-line caption
-// (prompt, timings). One <script type="module" src=".../www/clip-seg.js"> per page; every
-// widget on the page shares one ClipSegClient, i.e. one Web Worker and one engine. Each model
-// URL is downloaded (and sha256-checked, and kept in Cache Storage: pack-cache.js) once per
-// page, however many widgets use it.
+// An embeddable widget: the photo with the masks of its prompts over it and a one-line caption
+// (prompts, timings). One `import 'clipseg-web/element'` (or <script type="module"
+// src=".../clip-seg.js">) per page; every widget on the page shares one ClipSegClient, i.e. one
+// Web Worker and one engine, which downloads (sha256-checks and keeps in Cache Storage:
+// pack-cache.js) each model once.
 //
 // The worker holds one model, one encoded image and one segmentation at a time, so widget
 // requests run one after another, in the order they were made: a widget whose image (and model)
 // is the one encoded re-segments with the text encoder and decoder only; any other re-encodes
 // (and reloads the model first if it differs). A widget asks at most once at a time: attribute
-// changes made while its request waits are read when it runs. The engine draws the mask at the
-// image's size (labels); the widget only paints it.
+// changes made while its request waits are read when it runs. The engine draws the masks at the
+// image's size; the widget only paints them.
 //
 // Attributes (all reactive):
 //   src        the image (same rules as <img src>; cross-origin images need CORS)
-//   prompt     what to find
-//   model      the pack, relative to the page; default ../models/clipseg-q8.bpk next to www/
-//   threshold  mask threshold in (0, 1), default 0.5: changing it asks the engine for the mask
+//   prompt     what to find; several prompts separated by "|" ("the cat | the sofa")
+//   model      the pack (.bpk) or split pack's manifest (.json), relative to the page, from any
+//              origin that allows CORS
+//   threshold  mask threshold in (0, 1), default 0.5: changing it asks the engine for the masks
 //              at the new threshold; the model re-runs only if another widget's segmentation
 //              has replaced this one's in the engine meanwhile
 //   backend    auto (default) | webgpu | cpu; the engine is shared, so the last request wins
 //
-// Events: 'clipseg-done' (detail {prompt, encodeMs, segmentMs}), 'clipseg-error' (detail
-// {message}). No inline styles: the shadow root's styles are a constructed CSSStyleSheet
+// Events (bubbling, composed; see clip-seg.d.ts):
+//   clipseg-progress  {model, loaded, total}: the model downloading (total 0 when unknown)
+//   clipseg-ready     {model, backend, wasm, adapter, reason}: the engine holds the widget's
+//                     model (once per model and backend)
+//   clipseg-result    {prompts, threshold, masks: [{prompt, width, height, data}], encodeMs,
+//                     segmentMs}: data has width*height bytes, 255 inside the mask, 0 outside;
+//                     encodeMs is null when the image was already encoded, both are null when
+//                     only the threshold changed
+//   clipseg-error     {message}
+// No inline styles: the shadow root's styles are a constructed CSSStyleSheet
 // (adoptedStyleSheets), which a CSP of style-src 'self' allows; size it from outside with
 // `clip-seg { width: ... }`.
 import { ClipSegClient, decodeImage, checkImageSize } from './clipseg-client.js';
-import { getPack } from './pack-cache.js';
 import { paintLabels } from './masks.js';
 
-const DEFAULT_MODEL = new URL('../models/clipseg-q8.bpk', import.meta.url).href;
-const COLOR = [230, 159, 0]; // the page's first prompt colour (Okabe–Ito orange)
+// One colour per prompt, in order (Okabe–Ito, distinguishable with colour blindness; the demo
+// page's).
+const COLORS = [[230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66], [0, 114, 178], [213, 94, 0], [204, 121, 167], [255, 255, 255]];
 
 // ------------------------------------------------------------------ shared by every widget
 
 const shared = {
   client: null, // one ClipSegClient, started by the first request
-  packs: new Map(), // model URL → promise of {bytes, from}: one download per URL
   loaded: null, // `${url} ${backend}` the engine holds
+  ready: null, // clipseg-ready's detail for `loaded`
   encoded: null, // `${url} ${backend} ${image URL}` the engine holds encoded
-  segmented: null, // `${url} ${backend} ${image URL} ${prompt}` whose maps the engine holds
+  segmented: null, // keyOf() of the segmentation whose maps the engine holds
   chain: Promise.resolve(), // requests, one at a time
   waiting: new Set(), // widgets with a request queued
   widgets: new Set(), // connected widgets, for load progress
 };
 // Counters for tests and curious pages: customElements.get('clip-seg').stats.
-const stats = { downloads: 0, loads: 0, encodes: 0, segments: 0, labels: 0 };
+const stats = { loads: 0, encodes: 0, segments: 0, labels: 0, masks: 0 };
 
 function request(widget) {
   if (shared.waiting.has(widget)) return; // its queued request will read the new attributes
@@ -57,37 +66,24 @@ function request(widget) {
   }).catch((e) => console.error('clip-seg:', e));
 }
 
-async function pack(url) {
-  let p = shared.packs.get(url);
-  if (!p) {
-    stats.downloads++;
-    p = getPack(url, {
-      onProgress: (loaded, total) => {
-        const text = total ? `loading the model: ${Math.floor((100 * loaded) / total)}%` : `loading the model: ${(loaded / 1e6).toFixed(1)} MB`;
-        for (const w of shared.widgets) if (w._model === url && w._busy) w._caption(text);
-      },
-    });
-    shared.packs.set(url, p);
-    // Widgets asking meanwhile share the failure; one asking later tries again.
-    p.catch(() => setTimeout(() => shared.packs.get(url) === p && shared.packs.delete(url), 10_000));
-  }
-  return p;
-}
+const keyOf = (url, backend, imageUrl, prompts) => JSON.stringify([url, backend, imageUrl, prompts]);
 
-const keyOf = (url, backend, imageUrl, prompt) => `${url} ${backend} ${imageUrl} ${prompt}`;
-
-// Runs prompt on the widget's image: loads the model and encodes the image only when the
+// Runs the prompts on the widget's image: loads the model and encodes the image only when the
 // engine holds others. Resolves {labels, encodeMs (null when not encoded), segmentMs}.
-async function segmentOn(url, backend, image, prompt, threshold) {
+async function segmentOn(url, backend, image, prompts, threshold) {
   shared.client ??= new ClipSegClient();
   const modelKey = `${url} ${backend}`, imageKey = `${modelKey} ${image.url}`;
   try {
     if (shared.loaded !== modelKey) {
-      const { bytes } = await pack(url);
-      shared.loaded = shared.encoded = shared.segmented = null;
-      await shared.client.load(bytes, { backend });
+      shared.loaded = shared.encoded = shared.segmented = shared.ready = null;
+      const onProgress = (loaded, total) => {
+        const text = total ? `loading the model: ${Math.floor((100 * loaded) / total)}%` : `loading the model: ${(loaded / 1e6).toFixed(1)} MB`;
+        for (const w of shared.widgets) if (w._model === url && w._busy) (w._caption(text), w._emit('clipseg-progress', { model: url, loaded, total }));
+      };
+      const r = await shared.client.load(url, { backend, onProgress });
       stats.loads++;
       shared.loaded = modelKey;
+      shared.ready = { model: url, backend: r.backend, wasm: r.wasm, adapter: r.adapter, reason: r.reason };
     }
     let encodeMs = null;
     if (shared.encoded !== imageKey) {
@@ -96,9 +92,9 @@ async function segmentOn(url, backend, image, prompt, threshold) {
       stats.encodes++;
       shared.encoded = imageKey;
     }
-    const r = await shared.client.segment([prompt], { threshold });
+    const r = await shared.client.segment(prompts, { threshold });
     stats.segments++;
-    shared.segmented = keyOf(url, backend, image.url, prompt);
+    shared.segmented = keyOf(url, backend, image.url, prompts);
     return { labels: r.labels, encodeMs, segmentMs: r.ms };
   } catch (e) {
     // A fatal error restarts the worker with the last pack it loaded, without the image.
@@ -107,7 +103,7 @@ async function segmentOn(url, backend, image, prompt, threshold) {
   }
 }
 
-// The widget's mask at `threshold` from the maps the engine holds for it. Resolves the labels.
+// The labels at `threshold` from the maps the engine holds for the widget.
 async function relabel(threshold) {
   try {
     const { labels } = await shared.client.labels(threshold);
@@ -118,6 +114,27 @@ async function relabel(threshold) {
     throw e;
   }
 }
+
+// clipseg-result's masks: one prompt's is its label map (0 inside) turned 255/0; several
+// prompts' masks overlap, so each is asked of the engine (maps it holds: no model run).
+async function masksOf(prompts, labels, threshold, width, height) {
+  if (prompts.length === 1) return [{ prompt: prompts[0], width, height, data: labels.map((l) => (l === 0 ? 255 : 0)) }];
+  const masks = [];
+  try {
+    for (const [index, prompt] of prompts.entries()) {
+      const { mask } = await shared.client.mask(index, threshold);
+      stats.masks++;
+      masks.push({ prompt, width, height, data: mask });
+    }
+  } catch (e) {
+    if (e.fatal) shared.encoded = shared.segmented = null;
+    throw e;
+  }
+  return masks;
+}
+
+// "the cat | the sofa" → ['the cat', 'the sofa'].
+const promptsOf = (attribute) => (attribute ?? '').split('|').map((p) => p.trim()).filter(Boolean);
 
 // ------------------------------------------------------------------ the element
 
@@ -131,7 +148,8 @@ canvas { display: block; width: 100%; height: auto; }
 canvas.overlay { position: absolute; inset: 0; height: 100%; opacity: 0.55; }
 figcaption { margin-top: 0.3rem; color: inherit; opacity: 0.8; overflow-wrap: anywhere; }
 figcaption.error { color: #b00020; opacity: 1; }
-.prompt::before { content: ''; display: inline-block; width: 0.7em; height: 0.7em; margin-right: 0.3em; border-radius: 2px; background: rgb(${COLOR}); vertical-align: baseline; }
+.prompt::before { content: ''; display: inline-block; width: 0.7em; height: 0.7em; margin-right: 0.3em; border-radius: 2px; vertical-align: baseline; }
+${COLORS.map((c, i) => `.prompt.c${i}::before { background: rgb(${c}); }`).join('\n')}
 `);
 
 export class ClipSeg extends HTMLElement {
@@ -141,6 +159,7 @@ export class ClipSeg extends HTMLElement {
   #image = null; // {url, bitmap, promise}: the decoded src
   #result = null; // see `result`
   #key = null; // keyOf() of #result: whether the engine still holds its maps (shared.segmented)
+  #readyFor = null; // shared.loaded when this widget last fired clipseg-ready
   #ui;
   _busy = false;
 
@@ -163,11 +182,12 @@ export class ClipSeg extends HTMLElement {
 
   get _model() {
     const m = this.getAttribute('model');
-    return m ? new URL(m, document.baseURI).href : DEFAULT_MODEL;
+    return m ? new URL(m, document.baseURI).href : null;
   }
 
-  // The last result, or null: {prompt, threshold, width, height, labels}, labels being the
-  // image's width x height pixels, 0 inside the prompt's mask and 255 outside.
+  // The last result, or null: {prompts, threshold, width, height, labels, masks}: labels has
+  // one byte per pixel of the image, the index of the prompt whose mask holds it (highest
+  // logit first), 255 where none does; masks as clipseg-result's.
   get result() {
     return this.#result;
   }
@@ -193,12 +213,13 @@ export class ClipSeg extends HTMLElement {
   }
 
   #refresh() {
-    const prompt = (this.getAttribute('prompt') ?? '').trim();
-    if (!this.getAttribute('src')) return this._caption('no src attribute', true);
+    const prompts = promptsOf(this.getAttribute('prompt'));
+    if (!this.getAttribute('src')) return this.#fail([], new Error('no src attribute'));
     this.#loadImage().catch(() => {}); // shows the photo while the model loads; errors in _run
-    if (!prompt) return this._caption('no prompt attribute', true);
+    if (!prompts.length) return this.#fail([], new Error('no prompt attribute'));
+    if (!this._model) return this.#fail(prompts, new Error('no model attribute: the URL of a model pack (.bpk) or of a split pack’s manifest (.json)'));
     this._busy = true;
-    this._caption(`“${prompt}”: waiting…`);
+    this._caption(`${quote(prompts)}: waiting…`);
     request(this);
   }
 
@@ -234,21 +255,23 @@ export class ClipSeg extends HTMLElement {
 
   // Called from the shared queue: reads the attributes as they are now.
   async _run() {
-    const prompt = (this.getAttribute('prompt') ?? '').trim();
-    if (!this.isConnected || !prompt || !this.getAttribute('src')) return (this._busy = false);
+    const prompts = promptsOf(this.getAttribute('prompt'));
     const url = this._model, backend = this.getAttribute('backend') || 'auto';
+    if (!this.isConnected || !prompts.length || !url || !this.getAttribute('src')) return (this._busy = false);
     const threshold = this.#threshold();
     const res = this.#result;
     // Only the threshold changed and the engine still holds this widget's maps: no model run.
-    if (res && this.#key === shared.segmented && this.#key === keyOf(url, backend, this.#image?.url, prompt)) {
+    if (res && this.#key === shared.segmented && this.#key === keyOf(url, backend, this.#image?.url, prompts)) {
       if (res.threshold === threshold) return;
       try {
         const labels = await relabel(threshold);
+        const masks = await masksOf(prompts, labels, threshold, res.width, res.height);
         if (this.#result !== res) return; // src changed meanwhile
-        this.#result = { ...res, threshold, labels };
+        this.#result = { ...res, threshold, labels, masks };
         this.#paint();
+        this._emit('clipseg-result', { prompts, threshold, masks, encodeMs: null, segmentMs: null });
       } catch (e) {
-        this.#fail(prompt, e);
+        this.#fail(prompts, e);
       }
       return;
     }
@@ -258,21 +281,26 @@ export class ClipSeg extends HTMLElement {
       do await this.#loadImage();
       while (!this.#image?.bitmap);
       const image = this.#image;
-      this._caption(`“${prompt}”: segmenting…`);
-      const r = await segmentOn(url, backend, image, prompt, threshold);
-      if (this.#image !== image) return; // src changed meanwhile: its own request is queued
+      this._caption(`${quote(prompts)}: segmenting…`);
+      const r = await segmentOn(url, backend, image, prompts, threshold);
+      if (this.#readyFor !== shared.loaded) {
+        this.#readyFor = shared.loaded;
+        this._emit('clipseg-ready', shared.ready);
+      }
       const { width, height } = image.bitmap;
-      this.#result = { prompt, threshold, width, height, labels: r.labels };
-      this.#key = keyOf(url, backend, image.url, prompt);
+      const masks = await masksOf(prompts, r.labels, threshold, width, height);
+      if (this.#image !== image) return; // src changed meanwhile: its own request is queued
+      this.#result = { prompts, threshold, width, height, labels: r.labels, masks };
+      this.#key = keyOf(url, backend, image.url, prompts);
       this._busy = false;
       this.#paint();
       const timing = r.encodeMs === null ? `segment ${ms(r.segmentMs)} (image already encoded)` : `encode ${ms(r.encodeMs)} + segment ${ms(r.segmentMs)}`;
-      this.#captionPrompt(prompt, timing);
-      this.dispatchEvent(new CustomEvent('clipseg-done', { detail: { prompt, encodeMs: r.encodeMs, segmentMs: r.segmentMs } }));
+      this.#captionPrompts(prompts, timing);
+      this._emit('clipseg-result', { prompts, threshold, masks, encodeMs: r.encodeMs, segmentMs: r.segmentMs });
       if (this.#threshold() !== threshold) request(this); // changed while this ran
     } catch (e) {
       this._busy = false;
-      this.#fail(prompt, e);
+      this.#fail(prompts, e);
     }
   }
 
@@ -281,9 +309,13 @@ export class ClipSeg extends HTMLElement {
     return t > 0 && t < 1 ? t : 0.5;
   }
 
-  #fail(prompt, e) {
-    this._caption(`“${prompt}”: ${e.message}`, true);
-    this.dispatchEvent(new CustomEvent('clipseg-error', { detail: { message: e.message } }));
+  #fail(prompts, e) {
+    this._caption(prompts.length ? `${quote(prompts)}: ${e.message}` : e.message, true);
+    this._emit('clipseg-error', { message: e.message });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail, bubbles: true, composed: true }));
   }
 
   #paint() {
@@ -291,9 +323,9 @@ export class ClipSeg extends HTMLElement {
     const ctx = overlay.getContext('2d');
     if (!res || !overlay.width) return ctx.clearRect(0, 0, overlay.width, overlay.height);
     const img = ctx.createImageData(overlay.width, overlay.height);
-    paintLabels(img, res.labels, [COLOR]);
+    paintLabels(img, res.labels, res.prompts.map((_, i) => COLORS[i % COLORS.length]));
     ctx.putImageData(img, 0, 0);
-    overlay.setAttribute('aria-label', `${this.#image.url.split('/').pop()} with the mask of “${res.prompt}” at threshold ${res.threshold}`);
+    overlay.setAttribute('aria-label', `${this.#image.url.split('/').pop()} with the masks of ${quote(res.prompts)} at threshold ${res.threshold}`);
   }
 
   _caption(text, error = false) {
@@ -301,13 +333,14 @@ export class ClipSeg extends HTMLElement {
     this.#ui.caption.className = error ? 'error' : '';
   }
 
-  #captionPrompt(prompt, timing) {
-    const p = Object.assign(document.createElement('span'), { className: 'prompt', textContent: `“${prompt}”` });
+  #captionPrompts(prompts, timing) {
+    const spans = prompts.map((p, i) => Object.assign(document.createElement('span'), { className: `prompt c${i % COLORS.length}`, textContent: `“${p}” ` }));
     this.#ui.caption.className = '';
-    this.#ui.caption.replaceChildren(p, ` · ${timing}`);
+    this.#ui.caption.replaceChildren(...spans, `· ${timing}`);
   }
 }
 
 const ms = (t) => `${Math.round(t)} ms`;
+const quote = (prompts) => prompts.map((p) => `“${p}”`).join(', ');
 
 if (!customElements.get('clip-seg')) customElements.define('clip-seg', ClipSeg);

@@ -1,4 +1,4 @@
-// Promise API over www/worker.js. A fatal error (a trap poisons the wasm instance) rejects what
+// Promise API over worker.js (the engine in a Web Worker). A fatal error (a trap poisons the wasm instance) rejects what
 // is in flight with `error.fatal = true`; the next request starts a fresh worker, which first
 // reloads the last successfully loaded pack. The encoded image and the segmentation are lost
 // with the old worker, so encode and segment again before asking for labels, masks and the like.
@@ -39,14 +39,17 @@ export class ClipSegClient {
     this.#gpuInt8 = gpuInt8;
   }
 
-  // source: URL string or Uint8Array/ArrayBuffer of a .bpk pack (copied, not transferred, so a
-  // restart can reload it). Resolves {backend, wasm, int8Kernel, gpuInt8Dot, gpuF16Math, adapter, reason, size, gpuWeightBytes,
-  // packedWeights, limits, ms}; `size` is the side of the model's logit maps, `gpuWeightBytes` the
-  // bytes the weights hold in GPU memory (undefined on the CPU), `packedWeights` whether the
-  // pack's f16, 8 or 4 bits stayed so there.
+  // source: the URL of a pack (.bpk) or of a split pack's manifest (.json), relative to the
+  // document, from any origin that allows it (CORS); the worker downloads, verifies and caches
+  // it (pack-cache.js). Or the bytes of a pack, Uint8Array/ArrayBuffer (copied, not transferred,
+  // so a restart can reload it). Resolves {backend, wasm, int8Kernel, gpuInt8Dot, gpuF16Math,
+  // adapter, reason, size, gpuWeightBytes, packedWeights, limits, pack, ms}; `size` is the side
+  // of the model's logit maps, `gpuWeightBytes` the bytes the weights hold in GPU memory
+  // (undefined on the CPU), `packedWeights` whether the pack's f16, 8 or 4 bits stayed so there,
+  // `pack` {from: 'cache'|'network', notes} for a URL.
   async load(source, { backend = 'auto', onProgress } = {}) {
     const what =
-      typeof source === 'string' ? { url: source }
+      typeof source === 'string' ? { url: new URL(source, globalThis.document?.baseURI ?? self.location.href).href }
       : ArrayBuffer.isView(source) ? { bytes: new Uint8Array(source.buffer, source.byteOffset, source.byteLength) }
       : { bytes: new Uint8Array(source) };
     const reply = await this.#request({ type: 'load', ...what, backend }, [], onProgress);
@@ -118,14 +121,14 @@ export class ClipSegClient {
   // Starting lazily means a worker that cannot start (pkg/ missing) fails each request once
   // instead of restarting in a loop.
   #start(firstRequest) {
-    const url = new URL('./worker.js', import.meta.url);
-    if (this.#wasm !== 'auto') url.searchParams.set('wasm', this.#wasm);
-    if (this.#gpuInt8 !== 'auto') url.searchParams.set('gpu_int8', this.#gpuInt8);
-    const w = new Worker(url, { type: 'module' });
+    // The options travel in the worker's name (see worker.js); the URL stays the literal
+    // pattern bundlers (vite, webpack) recognise and copy.
+    const name = `clipseg?${new URLSearchParams({ wasm: this.#wasm, gpu_int8: this.#gpuInt8 })}`;
+    const w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name });
     // Messages a terminated worker had already posted must not reach the new one's requests.
     w.onmessage = ({ data }) => w === this.#worker && this.#receive(data);
     // Only errors the worker cannot catch itself arrive here, e.g. pkg/clipseg.js not loading.
-    w.onerror = (e) => w === this.#worker && this.#stop(e.message || 'worker failed to start: www/worker.js or pkg/clipseg.js did not load', true);
+    w.onerror = (e) => w === this.#worker && this.#stop(e.message || 'worker failed to start: worker.js or clipseg.js (beside clipseg-client.js) did not load', true);
     this.#worker = w;
     if (this.#lastLoad && firstRequest.type !== 'load') {
       const { backend, ...what } = this.#lastLoad;

@@ -1,13 +1,15 @@
-// Module worker owning one wasm Engine; www/clipseg-client.js is its only intended user.
+// Module worker owning one wasm Engine; clipseg-client.js is its only intended user.
 // Protocol (every request carries an `id` that its answer repeats; arrays marked (t) are
 // transferred; every answer also carries the request's `ms`):
-//   {type:'load', url | bytes, backend:'auto'|'webgpu'|'cpu'}
+//   {type:'load', url | bytes, backend:'auto'|'webgpu'|'cpu'}: url is absolute, a pack or a
+//       split pack's manifest, fetched, verified and cached by pack-cache.js
 //       → {type:'progress', loaded, total} while fetching (total 0 when unknown)
 //       → {ok:true, backend, wasm ('relaxed-simd'|'simd128': the build running), int8Kernel (the
 //          CPU's int8 kernel where a q8/q4 pack runs on it, else undefined), gpuInt8Dot (q8
 //          matrices on WebGPU's integer dot product; undefined on the CPU), gpuF16Math (f16
 //          matrices multiplied in half precision: shader-f16 on a real GPU), adapter, reason, size, gpuWeightBytes (undefined on the CPU),
-//          packedWeights (the pack's f16, 8 or 4 bits kept on the GPU), limits: {max_side, max_pixels, max_prompts}}
+//          packedWeights (the pack's f16, 8 or 4 bits kept on the GPU), limits: {max_side, max_pixels, max_prompts},
+//          pack: {from: 'cache'|'network', notes} for a url}
 //   {type:'encode', rgba: ArrayBuffer, width, height}  → {ok:true}
 //   {type:'segment', prompts: string[], threshold}     → {ok:true, count, width, height, labels: Uint8Array (t)}
 //   The engine keeps the last segmentation's maps; these read them at the image's size:
@@ -20,11 +22,14 @@
 //   A trap (Rust panic, wasm OOM) poisons the instance: → {ok:false, fatal:true, error}, and
 //   {type:'fatal', error} unsolicited; every later request is answered fatal too.
 
+import { getPack } from './pack-cache.js';
+
 // Two builds of the same engine (tools/build_web.sh): clipseg_relaxed, whose int8 kernel runs
 // relaxed SIMD's 8-bit x 7-bit dot product, where this browser validates relaxed SIMD; else
-// clipseg (simd128 only). The worker's URL may ask for one: ?wasm=relaxed-simd|simd128
-// (ClipSegClient's `wasm` option), and say how q8 matrices run on WebGPU:
-// ?gpu_int8=auto|dot4|off (its `gpuInt8` option; see gpu_int8 in src/web.rs). The probe: a module of one function that runs
+// clipseg (simd128 only). The worker's name carries ClipSegClient's options as a query
+// ("clipseg?wasm=…&gpu_int8=…", the name survives bundlers, a URL query may not): wasm=
+// relaxed-simd|simd128 asks for a build, gpu_int8=auto|dot4|off says how q8 matrices run on
+// WebGPU (see gpu_int8 in src/web.rs). The probe: a module of one function that runs
 // i32x4.relaxed_dot_i8x16_i7x16_add_s (0xfd 0x113), as the wasm-feature-detect package's do.
 const RELAXED_SIMD_PROBE = new Uint8Array([
   0, 97, 115, 109, 1, 0, 0, 0, // magic, version
@@ -34,8 +39,9 @@ const RELAXED_SIMD_PROBE = new Uint8Array([
   65, 0, 253, 15, 65, 0, 253, 15, 65, 0, 253, 17, // i8x16.splat(0) twice, i32x4.splat(0)
   253, 147, 2, 11, // i32x4.relaxed_dot_i8x16_i7x16_add_s, end
 ]);
-const BUILDS = { 'relaxed-simd': '../pkg/clipseg_relaxed.js', simd128: '../pkg/clipseg.js' };
-const query = new URL(self.location.href).searchParams;
+// Literal import()s, so that bundlers see both builds.
+const BUILDS = { 'relaxed-simd': () => import('./clipseg_relaxed.js'), simd128: () => import('./clipseg.js') };
+const query = new URLSearchParams(self.name.split('?')[1] ?? '');
 const asked = query.get('wasm') || 'auto';
 const build = asked === 'auto' ? (WebAssembly.validate(RELAXED_SIMD_PROBE) ? 'relaxed-simd' : 'simd128') : asked;
 
@@ -83,14 +89,24 @@ async function handle(msg) {
 
 const ops = {
   async load({ id, url, bytes, backend }) {
-    const pack = bytes ?? (await download(id, url));
+    let pack = bytes, got;
+    if (!pack) {
+      let last = 0;
+      const onProgress = (loaded, total) => {
+        if (performance.now() - last < 50 && loaded < total) return;
+        post({ id, type: 'progress', loaded, total });
+        last = performance.now();
+      };
+      got = await getPack(url, { onProgress });
+      pack = got.bytes;
+    }
     const loaded = await loadEngine(pack, backend);
     engine?.free();
     engine = loaded.engine;
     // wgpu cannot name a browser's adapter: use what WebGPU says.
     const adapter = loaded.adapter;
     const { gpuWeightBytes, packedWeights, int8Kernel, gpuInt8Dot, gpuF16Math } = engine;
-    return [{ backend: engine.backend, wasm: build, int8Kernel, gpuInt8Dot, gpuF16Math, adapter, reason: loaded.reason, size: engine.size, gpuWeightBytes, packedWeights, limits: wasm.limits() }, []];
+    return [{ backend: engine.backend, wasm: build, int8Kernel, gpuInt8Dot, gpuF16Math, adapter, reason: loaded.reason, size: engine.size, gpuWeightBytes, packedWeights, limits: wasm.limits(), pack: got && { from: got.from, notes: got.notes } }, []];
   },
   async encode({ rgba, width, height }) {
     await needEngine().encode_image(new Uint8Array(rgba), width, height);
@@ -132,7 +148,7 @@ function own(a) {
 
 async function start() {
   if (!Object.hasOwn(BUILDS, build)) throw new Error(`unknown wasm build "${asked}": use auto, relaxed-simd or simd128`);
-  const module = await import(BUILDS[build]);
+  const module = await BUILDS[build]();
   await module.default();
   module.gpu_int8(query.get('gpu_int8') || 'auto');
   wasm = module;
@@ -141,34 +157,6 @@ async function start() {
 function needEngine() {
   if (!engine) throw new Error('no model loaded');
   return engine;
-}
-
-// Fetches a pack, reporting progress; `total` is 0 when the server sends no Content-Length.
-async function download(id, url) {
-  const res = await fetch(url);
-  if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`);
-  const total = Number(res.headers.get('content-length')) || 0;
-  const chunks = [];
-  let loaded = 0;
-  let lastPost = 0;
-  for (const reader = res.body.getReader(); ; ) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.length;
-    if (performance.now() - lastPost > 50) {
-      post({ id, type: 'progress', loaded, total });
-      lastPost = performance.now();
-    }
-  }
-  post({ id, type: 'progress', loaded, total });
-  const pack = new Uint8Array(loaded);
-  let at = 0;
-  for (const c of chunks) {
-    pack.set(c, at);
-    at += c.length;
-  }
-  return pack;
 }
 
 // Resolves the requested backend to {engine, adapter, reason}: the WebGPU adapter's name ('' on

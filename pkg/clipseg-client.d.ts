@@ -1,0 +1,85 @@
+// Types of clipseg-client.js (the package's main export).
+
+/** The engine's limits: the wasm build's, the same for every pack. */
+export interface Limits {
+  max_side: number;
+  max_pixels: number;
+  max_prompts: number;
+}
+
+export type Backend = 'auto' | 'webgpu' | 'cpu';
+
+export interface ClientOptions {
+  /** Which wasm build the worker runs; 'auto': relaxed SIMD where the browser has it. */
+  wasm?: 'auto' | 'relaxed-simd' | 'simd128';
+  /** How 8-bit matrices run on WebGPU: integer dot product ('dot4'), decoded ('off'), or 'auto'. */
+  gpuInt8?: 'auto' | 'dot4' | 'off';
+}
+
+export interface LoadOptions {
+  backend?: Backend;
+  /** Bytes of the pack received so far; total is 0 while unknown. */
+  onProgress?: (loaded: number, total: number) => void;
+}
+
+export interface LoadResult {
+  backend: 'webgpu' | 'cpu';
+  wasm: 'relaxed-simd' | 'simd128';
+  /** The CPU's int8 kernel where an 8- or 4-bit pack runs on it. */
+  int8Kernel?: string;
+  gpuInt8Dot?: boolean;
+  gpuF16Math?: boolean;
+  /** The WebGPU adapter's name ('' on the CPU). */
+  adapter: string;
+  /** Why WebGPU is not used ('' when it is). */
+  reason: string;
+  /** Side of the model's logit maps. */
+  size: number;
+  /** Bytes the weights hold in GPU memory (undefined on the CPU). */
+  gpuWeightBytes?: number;
+  packedWeights?: boolean;
+  limits: Limits;
+  /** For a URL: whether the pack came from Cache Storage, and notes (not cached, parts cached...). */
+  pack?: { from: 'cache' | 'network'; notes: string[] };
+  ms: number;
+}
+
+/** Rejections carry `fatal: true` when the wasm instance died; the next request restarts it. */
+export interface ClipSegError extends Error {
+  fatal: boolean;
+}
+
+/** Anything with a size that can be drawn on a canvas. */
+export type ImageInput = ImageBitmap | ImageData | HTMLImageElement | HTMLCanvasElement | OffscreenCanvas | VideoFrame;
+
+/** Decodes an image file as the CLI reads it: no colour management, EXIF orientation applied. */
+export function decodeImage(blob: Blob): Promise<ImageBitmap>;
+
+/** Why the engine would refuse an image of this size, in its words; '' if it would not. */
+export function checkImageSize(width: number, height: number, limits?: Limits | null): string;
+
+export class ClipSegClient {
+  constructor(options?: ClientOptions);
+  /** The engine's limits once a load succeeded, else null. */
+  limits: Limits | null;
+  /**
+   * Loads a pack: the URL of a `.bpk` or of a split pack's manifest (`.json`), relative to the
+   * document, any origin with CORS; or the bytes of a `.bpk`.
+   */
+  load(source: string | Uint8Array | ArrayBuffer, options?: LoadOptions): Promise<LoadResult>;
+  encode(image: ImageInput): Promise<{ ms: number }>;
+  /** Raw RGBA8, width * height * 4 bytes; the buffer is transferred (detached afterwards). */
+  encodeRgba(rgba: Uint8Array | Uint8ClampedArray, width: number, height: number): Promise<{ ms: number }>;
+  /** labels: per pixel the index of the prompt whose mask holds it (highest logit), 255 for none. */
+  segment(prompts: string[], options?: { threshold?: number }): Promise<{ count: number; width: number; height: number; labels: Uint8Array; ms: number }>;
+  labels(threshold: number): Promise<{ labels: Uint8Array; ms: number }>;
+  /** 255 inside prompt `index`'s mask (probability > threshold), 0 outside, at the image's size. */
+  mask(index: number, threshold: number): Promise<{ mask: Uint8Array; ms: number }>;
+  /** round(255 * probability) of prompt `index`. */
+  heat(index: number): Promise<{ heat: Uint8Array; ms: number }>;
+  /** Every prompt's probability at pixel (x, y); empty outside the image. */
+  probe(x: number, y: number): Promise<{ probabilities: Float32Array; ms: number }>;
+  /** The raw size x size logits, [prompt][y][x]. */
+  logits(): Promise<{ logits: Float32Array; size: number; ms: number }>;
+  terminate(): void;
+}
