@@ -1,5 +1,5 @@
 # The two entry points the README opens with.
-.PHONY: demo test web fuzz
+.PHONY: demo test web package fuzz
 
 # The page in the browser: builds the release wasm (unless pkg/ is up to date), downloads
 # CIDAS/clipseg-rd64-refined once (MODEL_DIR=... uses a local HF folder instead), converts it to
@@ -15,6 +15,10 @@ test:
 # The browser engine: wasm32 release build + wasm-bindgen into pkg/.
 web:
 	bash tools/build_web.sh
+
+# The npm package clipseg-web: pkg/ with release wasm builds, packed into target/package/.
+package:
+	bash tools/package.sh
 
 # The fuzz targets (tests/fuzz.rs) for FUZZ_MS milliseconds each (CI runs 1.5 s).
 fuzz:

@@ -76,7 +76,14 @@ declare global {
   interface HTMLElementTagNameMap {
     'clip-seg': ClipSeg;
   }
+  // The events bubble out of the element (composed): typed on elements and the document.
   interface HTMLElementEventMap {
+    'clipseg-progress': CustomEvent<ClipSegProgressDetail>;
+    'clipseg-ready': CustomEvent<ClipSegReadyDetail>;
+    'clipseg-result': CustomEvent<ClipSegResultDetail>;
+    'clipseg-error': CustomEvent<ClipSegErrorDetail>;
+  }
+  interface DocumentEventMap {
     'clipseg-progress': CustomEvent<ClipSegProgressDetail>;
     'clipseg-ready': CustomEvent<ClipSegReadyDetail>;
     'clipseg-result': CustomEvent<ClipSegResultDetail>;

@@ -1,5 +1,5 @@
 //! The browser engine: a thin wasm-bindgen shell over [`Segmenter`] and [`Maps`], run inside
-//! a Web Worker (`www/worker.js`). It hands the page finished masks, label maps and
+//! a Web Worker (`pkg/worker.js`). It hands the page finished masks, label maps and
 //! probabilities at the image's size (the page only draws them). Every GPU readback is
 //! awaited, never blocked on; every error reaches JavaScript as a rejected promise with a
 //! one-line message.

@@ -788,3 +788,13 @@ fn convert_writes_a_pack_that_predict_reads() {
     ));
     assert_one_line_error(ok, &err, "not a clipseg pack");
 }
+
+/// `make package` publishes pkg/ under the crate's version.
+#[test]
+fn the_npm_package_has_the_crate_version() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pkg/package.json")).unwrap();
+    let package: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(package["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(package["name"], "clipseg-web");
+}

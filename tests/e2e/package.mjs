@@ -71,24 +71,75 @@ const plainModel = `${origin(plainServer)}/refined-q8.bpk.json`;
 
 // The embedding page: the package by name through an import map, every element event recorded
 // at the document (they bubble out of the shadow root).
+const RECORD = `import 'clipseg-web/element';
+window.__events = [];
+for (const type of ['clipseg-progress', 'clipseg-ready', 'clipseg-result', 'clipseg-error'])
+  document.addEventListener(type, (e) => window.__events.push({ type, detail: type === 'clipseg-result'
+    ? { ...e.detail, masks: e.detail.masks.map((m) => ({ ...m, data: Array.from(m.data), isBytes: m.data instanceof Uint8Array })) }
+    : e.detail }));`;
+const ELEMENT = (model) => `<clip-seg backend="cpu" src="landscape.png" prompt="${prompts.join(' | ')}" model="${model}"></clip-seg>`;
 const PAGE = (model) => `<!doctype html><meta charset="utf-8"><title>docs page</title>
 <script type="importmap">{"imports": {"clipseg-web": "./node_modules/clipseg-web/clipseg-client.js", "clipseg-web/element": "./node_modules/clipseg-web/clip-seg.js"}}</script>
-<script type="module">
-  import 'clipseg-web/element';
-  window.__events = [];
-  for (const type of ['clipseg-progress', 'clipseg-ready', 'clipseg-result', 'clipseg-error'])
-    document.addEventListener(type, (e) => window.__events.push({ type, detail: type === 'clipseg-result'
-      ? { ...e.detail, masks: e.detail.masks.map((m) => ({ ...m, data: Array.from(m.data), isBytes: m.data instanceof Uint8Array })) }
-      : e.detail }));
-</script>
-<clip-seg backend="cpu" src="landscape.png" prompt="${prompts.join(' | ')}" model="${model}"></clip-seg>`;
+<script type="module">${RECORD}</script>
+${ELEMENT(model)}`;
 fs.writeFileSync(`${site}/cors.html`, PAGE(corsModel));
 fs.writeFileSync(`${site}/no-cors.html`, PAGE(plainModel));
+
+// The same page bundled by vite (its own origin; vite copies the worker and the wasm it finds
+// through `new URL(..., import.meta.url)`).
+const app = `${site}/app`;
+fs.mkdirSync(`${app}/public`, { recursive: true });
+fs.copyFileSync(image, `${app}/public/landscape.png`);
+fs.writeFileSync(`${app}/main.js`, RECORD);
+fs.writeFileSync(`${app}/index.html`, `<!doctype html><meta charset="utf-8"><title>bundled docs page</title>
+<script type="module" src="./main.js"></script>
+${ELEMENT(corsModel)}`);
+const { build } = await import('vite');
+await build({ root: app, logLevel: 'warn', worker: { format: 'es' }, build: { outDir: `${app}/dist`, emptyOutDir: true } });
+const bundled = fs.readdirSync(`${app}/dist/assets`);
+console.log(`vite bundle: ${bundled.join(' ')}`);
+const appServer = await serve(fs.realpathSync(`${app}/dist`), quiet);
+
+// The declarations, type-checked as a TypeScript user's code would use them.
+fs.writeFileSync(`${site}/tsconfig.json`, JSON.stringify({ compilerOptions: { strict: true, noEmit: true, target: 'es2022', module: 'esnext', moduleResolution: 'bundler', lib: ['es2022', 'dom', 'dom.iterable'], skipLibCheck: false }, files: ['use.ts'] }));
+fs.writeFileSync(`${site}/use.ts`, `import { ClipSegClient, decodeImage, checkImageSize, type LoadResult } from 'clipseg-web';
+import type { ClipSeg, ClipSegMask } from 'clipseg-web/element';
+import 'clipseg-web/element';
+const element: ClipSeg = document.querySelector('clip-seg')!;
+element.addEventListener('clipseg-result', (e) => {
+  const masks: ClipSegMask[] = e.detail.masks;
+  const inside: number = masks[0].data.filter((v) => v === 255).length;
+  const ms: number | null = e.detail.segmentMs;
+  console.log(inside, ms, masks[0].width * masks[0].height, e.detail.prompts.join());
+});
+document.addEventListener('clipseg-progress', (e) => console.log(e.detail.loaded / e.detail.total));
+element.addEventListener('clipseg-error', (e) => console.log(e.detail.message.length));
+const client = new ClipSegClient({ wasm: 'auto', gpuInt8: 'off' });
+const loading: Promise<LoadResult> = client.load('models/clipseg-q8.bpk.json', { backend: 'cpu', onProgress: (a, b) => console.log(a / b) });
+loading.then(async (r) => {
+  const limits = r.limits.max_side + (r.gpuWeightBytes ?? 0);
+  await client.encode(await decodeImage(new Blob()));
+  const { labels } = await client.segment(['a cat'], { threshold: 0.5 });
+  const { mask } = await client.mask(0, 0.5);
+  console.log(limits, labels.length, mask.length, checkImageSize(1, 1, client.limits));
+});
+// @ts-expect-error: not a backend
+client.load('x.bpk', { backend: 'gpu' });
+// @ts-expect-error: masks are read-only results, not a method
+element.result?.masks();
+`);
 fs.writeFileSync(`${site}/idle.html`, '<!doctype html><title>nothing loads here</title>');
 
 const browser = await launchChromium();
 console.log(`Chromium ${browser.version()}; site ${siteUrl}, models ${origin(corsServer)} (CORS) and ${origin(plainServer)} (no CORS)`);
-for (const [name, fn] of [['element', elementPage], ['no CORS', noCorsPage], ['split loading', splitLoading]]) {
+try {
+  execFileSync(process.execPath, [fileURLToPath(new URL('node_modules/typescript/bin/tsc', import.meta.url)), '-p', site], { stdio: 'pipe' });
+  check('the TypeScript declarations type-check a user\'s code (tsc --strict)', true);
+} catch (e) {
+  check('the TypeScript declarations type-check a user\'s code (tsc --strict)', false, e.stdout?.toString().trim() || e.message);
+}
+const elementPages = [['element', () => elementPage(`${siteUrl}/cors.html`, 'the package in a plain page')], ['vite bundle', () => elementPage(`${origin(appServer)}/index.html`, 'the package bundled by vite')]];
+for (const [name, fn] of [...elementPages, ['no CORS', noCorsPage], ['split loading', splitLoading]]) {
   try {
     await fn();
   } catch (e) {
@@ -96,7 +147,7 @@ for (const [name, fn] of [['element', elementPage], ['no CORS', noCorsPage], ['s
   }
 }
 await browser.close();
-for (const s of [siteServer, corsServer, plainServer]) s.close();
+for (const s of [siteServer, corsServer, plainServer, appServer]) s.close();
 fs.rmSync(site, { recursive: true, force: true });
 
 const failed = checks.filter((c) => !c.pass);
@@ -113,10 +164,10 @@ async function newPage() {
   return { context, page, requests };
 }
 
-async function elementPage() {
-  console.log('\n== the package in a plain page, the split pack from another origin');
+async function elementPage(url, label) {
+  console.log(`\n== ${label}, the split pack from another origin`);
   const { context, page, requests } = await newPage();
-  await page.goto(`${siteUrl}/cors.html`);
+  await page.goto(url);
   await page.waitForFunction(() => window.__events?.some((e) => e.type === 'clipseg-result' || e.type === 'clipseg-error'));
   const events = await page.evaluate(() => window.__events);
   const types = [...new Set(events.map((e) => e.type))];
