@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use arbtest::arbitrary::{Result, Unstructured};
 use clipseg::burn::tensor::Device;
 use clipseg::weights::pack::Quant;
+use clipseg::weights::pack::split::Manifest;
 use clipseg::{Checkpoint, Segmenter};
 
 use common::fixtures;
@@ -257,6 +258,35 @@ fn fuzz_pack_header() {
         Ok(out)
     };
     fuzz("pack header", model_bound, make, load_pack);
+}
+
+/// Split packs (`convert --split`) whose manifest has fields set to edge values (sizes, names,
+/// checksums, counts), opened with the parts on disk.
+#[test]
+fn fuzz_split_manifest() {
+    let _held = one_at_a_time();
+    let pack = plain().to_pack(Quant::Q8).unwrap();
+    let dir = std::env::temp_dir().join(format!("clipseg-fuzz-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (manifest, parts) = Manifest::split(&pack, 65536, "p.bpk").unwrap();
+    for (part, data) in manifest.parts.iter().zip(&parts) {
+        std::fs::write(dir.join(&part.file), data).unwrap();
+    }
+    let seed: serde_json::Value = serde_json::from_str(&manifest.to_json()).unwrap();
+    let path = dir.join("p.bpk.json");
+    let make = |u: &mut Unstructured| {
+        let mut manifest = seed.clone();
+        for _ in 0..u.int_in_range(1..=3)? {
+            mutate_json(u, &mut manifest)?;
+        }
+        Ok(serde_json::to_vec(&manifest).unwrap())
+    };
+    let handle = |bytes: &[u8]| {
+        std::fs::write(&path, bytes).unwrap();
+        let _ = Checkpoint::open(&path, &Device::flex());
+    };
+    fuzz("split manifest", |_| model_bound(pack.len()), make, handle);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn load_pack(bytes: &[u8]) {
