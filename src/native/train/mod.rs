@@ -330,8 +330,9 @@ pub fn train(
         rng: config.seed,
         skipped: Vec::new(),
     };
-    if resume {
-        (module, optimizer, state) = load_checkpoint(out, module, optimizer)?;
+    // A run stopped before its first checkpoint (killed while starting) resumes from step 0.
+    if resume && let Some(saved) = load_checkpoint(out, module.clone(), optimizer.clone())? {
+        (module, optimizer, state) = saved;
     }
     let log_path = out.join("log.csv");
     let mut csv = open_log(&log_path, state.step)?;
@@ -471,7 +472,7 @@ fn open_log(path: &Path, step: usize) -> Result<std::fs::File, Error> {
             kept.push('\n');
         }
     }
-    std::fs::write(path, kept).map_err(io)?;
+    write_file(path, kept.as_bytes())?;
     std::fs::OpenOptions::new()
         .append(true)
         .open(path)
@@ -515,20 +516,18 @@ fn save_checkpoint(
     Ok(())
 }
 
+/// The last checkpoint in `out`, or None if the run has none yet.
 fn load_checkpoint(
     out: &Path,
     module: Trainable,
     optimizer: ModuleOptimizer,
-) -> Result<(Trainable, ModuleOptimizer, CheckpointState), Error> {
-    let dir = [out.join("checkpoint"), out.join("checkpoint.old")]
+) -> Result<Option<(Trainable, ModuleOptimizer, CheckpointState)>, Error> {
+    let Some(dir) = [out.join("checkpoint"), out.join("checkpoint.old")]
         .into_iter()
         .find(|d| d.join("state.json").exists())
-        .ok_or_else(|| {
-            Error::Input(format!(
-                "{} has no checkpoint to resume from",
-                out.display()
-            ))
-        })?;
+    else {
+        return Ok(None);
+    };
     let path = dir.join("state.json");
     let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
         path: path.display().to_string(),
@@ -544,7 +543,7 @@ fn load_checkpoint(
         .map_err(|e| damaged("decoder.bpk", e))?;
     let record = burn::optim::OptimizerRecord::load(dir.join("optimizer.bpk"))
         .map_err(|e| damaged("optimizer.bpk", e))?;
-    Ok((module, optimizer.load_record(record), state))
+    Ok(Some((module, optimizer.load_record(record), state)))
 }
 
 struct Batch {
@@ -685,11 +684,17 @@ fn scalar(t: Tensor<1>) -> Result<f32, Error> {
         .ok_or_else(|| Error::Input("empty loss".into()))
 }
 
+/// Writes `path` whole or not at all (a temporary file renamed over it): a run killed while
+/// writing keeps the previous version.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    std::fs::write(path, bytes).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: path.display().to_string(),
         source,
-    })
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
 }
 
 /// Writes `checkpoint` as an HF folder: its config (with `unet_decoder` when it has one),
