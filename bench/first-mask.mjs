@@ -43,7 +43,7 @@ for (const s of sites) {
   import './${s.element}';
   const el = document.querySelector('clip-seg');
   for (const type of ['clipseg-result', 'clipseg-done', 'clipseg-error'])
-    el.addEventListener(type, (e) => (window.__first ??= { type, ms: performance.now(), message: e.detail?.message }));
+    el.addEventListener(type, (e) => (window.__first ??= { type, ms: performance.now(), message: e.detail?.message, encodeMs: e.detail?.encodeMs, segmentMs: e.detail?.segmentMs }));
 </script>
 <clip-seg backend="cpu" src="${IMAGE}" prompt="${PROMPT}" model="${s.model}"></clip-seg>`);
 }
@@ -107,8 +107,9 @@ for (let round = 0; round < rounds; round++) {
       const first = await page.evaluate(() => window.__first);
       await context.close();
       if (first.type === 'clipseg-error') throw new Error(`${s.name}: ${first.message}`);
-      runs.push({ site: s.name, mbps, round, ms: first.ms });
-      console.log(`  round ${round + 1} ${mbps ? `${mbps} Mbit/s` : 'unlimited'} ${s.name}: ${(first.ms / 1000).toFixed(2)} s`);
+      runs.push({ site: s.name, mbps, round, ms: first.ms, encode_ms: first.encodeMs, segment_ms: first.segmentMs });
+      const secs = (ms) => (ms / 1000).toFixed(2);
+      console.log(`  round ${round + 1} ${mbps ? `${mbps} Mbit/s` : 'unlimited'} ${s.name}: ${secs(first.ms)} s (until the model was ready ${secs(first.ms - first.encodeMs - first.segmentMs)}, encode ${secs(first.encodeMs)}, segment ${secs(first.segmentMs)})`);
     }
   }
 }

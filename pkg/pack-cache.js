@@ -20,8 +20,10 @@ const hasDigest = typeof crypto !== 'undefined' && !!crypto.subtle;
 const absolute = (url) => new URL(url, self.location.href).href;
 const fileName = (url) => new URL(url).pathname.split('/').pop();
 
-// Resolves {bytes: Uint8Array, from: 'cache'|'network', notes: string[]}. onProgress(loaded,
-// total) while downloading (total 0 if unknown); onStage(text) for the other steps.
+// Resolves {bytes: Uint8Array, from: 'cache'|'network', verified, notes: string[]}: verified
+// when every byte matched a published sha256 (the .sha256 file, the manifest's part digests).
+// onProgress(loaded, total) while downloading (total 0 if unknown); onStage(text) for the other
+// steps.
 export async function getPack(url, { onProgress, onStage } = {}) {
   url = absolute(url);
   const notes = [];
@@ -56,7 +58,7 @@ async function wholePack(url, cache, notes, onProgress, onStage) {
     const bytes = await verifiedHit(hit);
     if (bytes) {
       onProgress?.(bytes.length, bytes.length);
-      return { bytes, from: 'cache' };
+      return { bytes, from: 'cache', verified: hasDigest && !!expected.sha };
     }
     notes.push('the cached copy was damaged and has been downloaded again');
     await cache.delete(url);
@@ -74,7 +76,7 @@ async function wholePack(url, cache, notes, onProgress, onStage) {
       throw new Error(`${url}: sha256 is ${digest.slice(0, 12)}…, the .sha256 file says ${expected.sha.slice(0, 12)}…; incomplete or replaced download, not used`);
   }
   await store(cache, url, bytes, digest, notes);
-  return { bytes, from: 'network' };
+  return { bytes, from: 'network', verified: hasDigest && !!expected.sha };
 }
 
 // {sha} from URL.sha256, or {note} saying why there is none (offline, no such file).
@@ -128,7 +130,7 @@ async function splitPack(url, cache, notes, onProgress, onStage) {
     }
   }
   onProgress?.(loaded, size);
-  if (!missing.length) return { bytes, from: 'cache' };
+  if (!missing.length) return { bytes, from: 'cache', verified: hasDigest };
   if (missing.length < parts.length) notes.push(`${parts.length - missing.length} of ${parts.length} parts were cached`);
 
   // PARALLEL downloads at a time; after a failure no new one starts, the running ones finish
@@ -159,7 +161,7 @@ async function splitPack(url, cache, notes, onProgress, onStage) {
   }
   await Promise.all(Array.from({ length: Math.min(PARALLEL, missing.length) }, lane));
   if (failure) throw failure;
-  return { bytes, from: 'network' };
+  return { bytes, from: 'network', verified: hasDigest };
 }
 
 // The manifest checked as the native reader checks it (src/weights/pack/split.rs).

@@ -74,6 +74,8 @@ async function handle(msg) {
   try {
     if (!Object.hasOwn(ops, msg.type)) throw new Error(`unknown request type "${msg.type}"`);
     ready ??= start();
+    // A pack's download starts beside the wasm's compilation, not after it.
+    if (msg.type === 'load' && !msg.bytes) msg.fetched = fetchPack(msg);
     await ready;
     const t0 = performance.now();
     const [reply, transfer] = await ops[msg.type](msg);
@@ -88,19 +90,10 @@ async function handle(msg) {
 }
 
 const ops = {
-  async load({ id, url, bytes, backend }) {
-    let pack = bytes, got;
-    if (!pack) {
-      let last = 0;
-      const onProgress = (loaded, total) => {
-        if (performance.now() - last < 50 && loaded < total) return;
-        post({ id, type: 'progress', loaded, total });
-        last = performance.now();
-      };
-      got = await getPack(url, { onProgress });
-      pack = got.bytes;
-    }
-    const loaded = await loadEngine(pack, backend);
+  async load({ bytes, backend, fetched }) {
+    const got = fetched && (await fetched);
+    const pack = bytes ?? got.bytes;
+    const loaded = await loadEngine(pack, backend, !!got?.verified);
     engine?.free();
     engine = loaded.engine;
     // wgpu cannot name a browser's adapter: use what WebGPU says.
@@ -159,10 +152,25 @@ function needEngine() {
   return engine;
 }
 
+// getPack for a load request, its progress posted; the promise is handled (a failure is
+// reported when ops.load awaits it, not as an unhandled rejection meanwhile).
+function fetchPack({ id, url }) {
+  let last = 0;
+  const onProgress = (loaded, total) => {
+    if (performance.now() - last < 50 && loaded < total) return;
+    post({ id, type: 'progress', loaded, total });
+    last = performance.now();
+  };
+  const p = getPack(url, { onProgress });
+  p.catch(() => {});
+  return p;
+}
+
 // Resolves the requested backend to {engine, adapter, reason}: the WebGPU adapter's name ('' on
-// CPU) and why WebGPU is not used ('' when it is).
-async function loadEngine(pack, backend) {
-  if (backend === 'cpu') return { engine: await wasm.Engine.load(pack, 'cpu'), adapter: '', reason: 'forced by backend=cpu' };
+// CPU) and why WebGPU is not used ('' when it is). verified: the bytes matched a published
+// sha256, so the engine skips its own pass over them.
+async function loadEngine(pack, backend, verified) {
+  if (backend === 'cpu') return { engine: await wasm.Engine.load(pack, 'cpu', verified), adapter: '', reason: 'forced by backend=cpu' };
   if (backend !== 'webgpu' && backend !== 'auto') throw new Error(`unknown backend "${backend}"`);
   let { adapter, reason, fallback } = await webgpuAdapter();
   // A software fallback adapter (SwiftShader) runs WebGPU on the CPU cores, ~12x slower than the
@@ -170,7 +178,7 @@ async function loadEngine(pack, backend) {
   if (!reason && fallback && backend === 'auto') reason = `${adapter} is a software renderer: the CPU engine is faster`;
   if (!reason) {
     try {
-      return { engine: await wasm.Engine.load(pack, 'webgpu'), adapter, reason: '' };
+      return { engine: await wasm.Engine.load(pack, 'webgpu', verified), adapter, reason: '' };
     } catch (e) {
       if (e instanceof WebAssembly.RuntimeError || backend === 'webgpu') throw e;
       reason = `WebGPU engine failed: ${message(e)}`;
@@ -178,7 +186,7 @@ async function loadEngine(pack, backend) {
   }
   if (backend === 'webgpu') throw new Error(`WebGPU unavailable: ${reason}`);
   try {
-    return { engine: await wasm.Engine.load(pack, 'cpu'), adapter: '', reason };
+    return { engine: await wasm.Engine.load(pack, 'cpu', verified), adapter: '', reason };
   } catch (e) {
     // A broken pack fails on both backends; say so once, with the CPU error.
     if (e instanceof WebAssembly.RuntimeError) throw e;

@@ -137,7 +137,11 @@ impl Segmenter {
         device: &Device,
         kernels: Kernels,
     ) -> Result<Self, Error> {
-        let pack = Pack::read(source)?;
+        Self::from_read_pack(Pack::read(source)?, device, kernels)
+    }
+
+    /// From a pack already read (see [`Pack::read`] and [`Pack::read_verified`]).
+    pub fn from_read_pack(pack: Pack, device: &Device, kernels: Kernels) -> Result<Self, Error> {
         let (tokenizer, preprocess) = pack_inputs(&pack)?;
         Ok(Self {
             engine: Engine::from_pack(&pack, device, kernels)?,

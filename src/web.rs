@@ -16,7 +16,7 @@ use crate::model::ImageFeatures;
 use crate::postprocess::Maps;
 use crate::preprocess::rgba_to_rgb;
 use crate::segmenter::{MAX_PIXELS, MAX_PROMPTS, MAX_SIDE, Segmenter, check_image_size};
-use crate::weights::pack::Source;
+use crate::weights::pack::{Pack, Source};
 
 /// The page's pack, read a tensor at a time: it stays in JS memory instead of being copied
 /// whole into wasm memory, which never shrinks.
@@ -144,8 +144,14 @@ pub struct Engine {
 
 #[wasm_bindgen]
 impl Engine {
-    /// Parses and verifies a pack and loads it onto `backend` ("webgpu" or "cpu").
-    pub async fn load(pack: js_sys::Uint8Array, backend: String) -> Result<Engine, JsError> {
+    /// Parses and verifies a pack and loads it onto `backend` ("webgpu" or "cpu"). `verified`:
+    /// the bytes were checked against a published sha256 (the worker's pack cache): the data
+    /// section's own checksum, a second pass over every byte, is skipped.
+    pub async fn load(
+        pack: js_sys::Uint8Array,
+        backend: String,
+        verified: bool,
+    ) -> Result<Engine, JsError> {
         let device = match backend.as_str() {
             "webgpu" => webgpu_device().await?,
             "cpu" => Device::flex(),
@@ -156,8 +162,14 @@ impl Engine {
             }
         };
         let source = Arc::new(JsSource(pack));
-        let segmenter =
-            Segmenter::from_source(source, &device, Kernels::Packed(None)).map_err(js_error)?;
+        let read = if verified {
+            Pack::read_verified(source)
+        } else {
+            Pack::read(source)
+        };
+        let segmenter = read
+            .and_then(|pack| Segmenter::from_read_pack(pack, &device, Kernels::Packed(None)))
+            .map_err(js_error)?;
         Ok(Engine {
             segmenter: Rc::new(segmenter),
             image: Rc::default(),
