@@ -1,7 +1,12 @@
-//! Faults a user's machine deals out: `clipseg train` killed (SIGKILL, no chance to clean up) at
-//! random moments, then resumed, must finish with the weights and log of a run never
-//! interrupted. CLIPSEG_TRAIN_KILLS sets the number of kills that land while a run is working
-//! (default 3, CI's short pass; the long run: 20).
+//! Faults and loads a user's machine deals out:
+//! - `clipseg train` killed (SIGKILL, no chance to clean up) at random moments, then resumed,
+//!   must finish with the weights and log of a run never interrupted. CLIPSEG_TRAIN_KILLS sets
+//!   the number of kills that land while a run is working (default 3, CI's short pass; the
+//!   issue's long run: 20).
+//! - `clipseg predict` over a folder of generated photos of mixed sizes and formats with broken
+//!   files among them: every broken file named, every other one segmented, and the process's
+//!   peak memory reached early and flat after. CLIPSEG_LOAD_IMAGES sets the number of images
+//!   (default 60 up to 3000x2000, CI's pass; 500 takes sizes up to 8000x6000).
 
 mod common;
 
@@ -193,4 +198,157 @@ fn tensors(file: &[u8]) -> std::collections::BTreeMap<String, (String, Vec<u8>)>
             (name.clone(), (kind, data[start..end].to_vec()))
         })
         .collect()
+}
+
+/// `count` generated images in `dir`, every 20th broken (truncated, random bytes, empty); the
+/// largest size comes first in each format, so the peak memory of the run should be reached
+/// at once. Returns the broken files' names.
+fn photo_folder(dir: &Path, count: usize) -> Vec<String> {
+    use image::{ImageFormat, Rgb, RgbImage};
+    std::fs::create_dir_all(dir).unwrap();
+    let largest = if count >= 500 {
+        (8000, 6000)
+    } else {
+        (3000, 2000)
+    };
+    let sizes = [
+        largest,
+        (1, 1),
+        (640, 480),
+        (37, 1200),
+        (1920, 1080),
+        (333, 333),
+        (4000, 30),
+    ];
+    let formats = [
+        (ImageFormat::Jpeg, "jpg"),
+        (ImageFormat::Png, "png"),
+        (ImageFormat::WebP, "webp"),
+        (ImageFormat::Bmp, "bmp"),
+        (ImageFormat::Gif, "gif"),
+    ];
+    let mut broken = Vec::new();
+    for i in 0..count {
+        // The largest size in every format first; then sizes and formats in turn.
+        let (w, h) = if i < formats.len() {
+            largest
+        } else {
+            sizes[i % sizes.len()]
+        };
+        let (format, ext) = formats[i % formats.len()];
+        // GIF encoding quantizes colours, slowly: its images stay small.
+        let cap = if ext == "gif" { (1200, 1200) } else { largest };
+        let (w, h) = (w.min(cap.0), h.min(cap.1));
+        let name = format!("img{i:03}.{ext}");
+        let path = dir.join(&name);
+        if i % 20 == 19 {
+            // Broken: a truncated file, noise with the extension, an empty file in turn.
+            let bytes: Vec<u8> = match (i / 20) % 3 {
+                0 => {
+                    let mut full = Vec::new();
+                    RgbImage::from_pixel(64, 64, Rgb([9, 99, 199]))
+                        .write_to(&mut std::io::Cursor::new(&mut full), format)
+                        .unwrap();
+                    full[..full.len() / 3].to_vec()
+                }
+                1 => (0..4096u32)
+                    .map(|k| (k.wrapping_mul(2654435761) >> 24) as u8)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            std::fs::write(&path, bytes).unwrap();
+            broken.push(name);
+            continue;
+        }
+        let img = RgbImage::from_fn(w, h, |x, y| {
+            Rgb([
+                (x * 255 / w) as u8,
+                (y * 255 / h) as u8,
+                ((x ^ y) & 0xff) as u8,
+            ])
+        });
+        img.save_with_format(&path, format).unwrap();
+    }
+    broken
+}
+
+/// VmHWM (peak resident memory so far) of a running process, in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[test]
+fn batch_predict_names_broken_files_and_its_memory_stays_flat() {
+    let count: usize = std::env::var("CLIPSEG_LOAD_IMAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let dir = std::env::temp_dir().join(format!("clipseg-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (photos, out) = (dir.join("photos"), dir.join("masks"));
+    let broken = photo_folder(&photos, count);
+    let model = fixtures().join("models/refined");
+    let mut child = clipseg()
+        .args([
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "a cat",
+        ])
+        .args([
+            "--image",
+            photos.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The peak so far, sampled against the number of masks written.
+    let mut samples: Vec<(usize, u64)> = Vec::new();
+    while child.try_wait().unwrap().is_none() {
+        let written = std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0);
+        if let Some(peak) = peak_rss(child.id()) {
+            samples.push((written, peak));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "broken files must fail the run: {stderr}"
+    );
+    for name in &broken {
+        assert!(
+            stderr.contains(&format!("skipped {}", photos.join(name).display())),
+            "{name} not named: {stderr}"
+        );
+    }
+    let masks = std::fs::read_dir(&out).unwrap().count();
+    assert_eq!(masks, count - broken.len(), "{stderr}");
+    // Flat: the peak once a tenth of the images (the largest among them) are done, against
+    // the peak at the end.
+    let early = samples.iter().find(|(w, _)| *w >= count / 10).map(|s| s.1);
+    let last = samples.last().map(|s| s.1);
+    let (Some(early), Some(last)) = (early, last) else {
+        panic!("too few samples: {samples:?}")
+    };
+    eprintln!(
+        "{count} images ({} broken): peak RSS {:.0} MiB after {} images, {:.0} MiB at the end",
+        broken.len(),
+        early as f64 / 1048576.0,
+        count / 10,
+        last as f64 / 1048576.0
+    );
+    assert!(
+        last as f64 <= early as f64 * 1.1,
+        "the peak grew from {early} to {last} bytes over the run"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
