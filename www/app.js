@@ -1,10 +1,10 @@
-// The demo page (index.html): load a model pack (cached, see pack-cache.js), take a photo,
+// The demo page (index.html): load a model pack (cached, see pkg/pack-cache.js), take a photo,
 // segment it with one or more prompts and draw the masks at the photo's full resolution. The
 // engine keeps the last segmentation and hands out label maps, heat maps, masks and
 // probabilities at the photo's size; this page only draws them. Prompts and file names only
 // ever reach the page as textContent.
 import { ClipSegClient, decodeImage, checkImageSize } from '../pkg/clipseg-client.js';
-import { getPack, clearCache } from '../pkg/pack-cache.js';
+import { clearCache } from '../pkg/pack-cache.js';
 import { paintLabels, paintHeat, paintMask, cutOut } from '../pkg/masks.js';
 
 // The packs this server offers: models/index.json, written by `make demo` (tools/demo.sh),
@@ -98,26 +98,25 @@ function loadModel() {
     ui.backendInfo.textContent = '';
     status(`loading ${url}…`);
     const t0 = performance.now();
-    let lastStep = -1;
-    const pack = await getPack(url, {
-      onStage: (s) => (ui.progressText.textContent = s),
-      onProgress: (loaded, total) => {
-        const pct = total ? Math.floor((100 * loaded) / total) : -1;
-        if (total) (ui.progress.max = total), (ui.progress.value = loaded);
-        ui.progressText.textContent = total ? `${mb(loaded)} of ${mb(total)} (${pct}%)` : `${mb(loaded)}`;
-        // The live status line only in 10% steps, so screen readers are not flooded.
-        if (pct >= 0 && Math.floor(pct / 10) !== lastStep) status(`downloading the model: ${pct}%`);
-        lastStep = Math.floor(pct / 10);
-      },
-    });
-    const how = pack.from === 'cache' ? 'from the cache' : 'downloaded';
-    ui.progressText.textContent = `${mb(pack.bytes.length)} ${how}; starting the engine…`;
+    let lastStep = -1, size = 0;
+    // The worker downloads, verifies and caches the pack (pkg/pack-cache.js): the page never
+    // holds a copy.
+    const onProgress = (loaded, total) => {
+      size = total || loaded;
+      const pct = total ? Math.floor((100 * loaded) / total) : -1;
+      if (total) (ui.progress.max = total), (ui.progress.value = loaded);
+      ui.progressText.textContent = total ? `${mb(loaded)} of ${mb(total)} (${pct}%)` : `${mb(loaded)}`;
+      if (total && loaded === total) ui.progressText.textContent += '; starting the engine…';
+      // The live status line only in 10% steps, so screen readers are not flooded.
+      if (pct >= 0 && Math.floor(pct / 10) !== lastStep) status(`downloading the model: ${pct}%`);
+      lastStep = Math.floor(pct / 10);
+    };
     // View requests made during the load would reach the new engine, which holds no masks.
     const held = state.held;
     state.held = null;
     let r;
     try {
-      r = await client.load(pack.bytes, { backend });
+      r = await client.load(url, { backend, onProgress });
     } catch (e) {
       // A failed load keeps the previous engine, its image and its masks.
       if (!e.fatal) state.held = held;
@@ -129,7 +128,9 @@ function loadModel() {
     state.encoded = state.held = null; // a new engine holds no image and no masks
     ui.progress.max = 1;
     ui.progress.value = 1;
-    ui.progressText.textContent = `${mb(pack.bytes.length)} ${how}, ready in ${secs(performance.now() - t0)}${pack.notes.length ? `; ${pack.notes.join('; ')}` : ''}`;
+    const how = r.pack?.from === 'cache' ? 'from the cache' : 'downloaded';
+    const notes = r.pack?.notes ?? [];
+    ui.progressText.textContent = `${mb(size)} ${how}, ready in ${secs(performance.now() - t0)}${notes.length ? `; ${notes.join('; ')}` : ''}`;
     const weights = r.gpuWeightBytes === undefined ? ''
       : ` · weights: ${mb(r.gpuWeightBytes)} of GPU memory${r.packedWeights ? ', kept as the pack stores them' : ''}${r.gpuInt8Dot ? ', 8-bit products' : ''}`;
     ui.backendInfo.textContent = r.backend === 'webgpu'
