@@ -14,6 +14,8 @@ export interface ClientOptions {
   wasm?: 'auto' | 'relaxed-simd' | 'simd128';
   /** How 8-bit matrices run on WebGPU: integer dot product ('dot4'), decoded ('off'), or 'auto'. */
   gpuInt8?: 'auto' | 'dot4' | 'off';
+  /** Tests only: allow testFault(). */
+  testHooks?: boolean;
 }
 
 export interface LoadOptions {
@@ -62,6 +64,10 @@ export class ClipSegClient {
   constructor(options?: ClientOptions);
   /** The engine's limits once a load succeeded, else null. */
   limits: Limits | null;
+  /** Called when the engine stops (a Rust panic, a lost WebGPU device), also between requests; the next request restarts it with the last pack. */
+  onfatal: ((message: string) => void) | null;
+  /** Tests only (testHooks): a Rust panic or a WebGPU device loss, injected at once. */
+  testFault(fault: 'panic' | 'lose-device'): Promise<{ ms: number }>;
   /**
    * Loads a pack: the URL of a `.bpk` or of a split pack's manifest (`.json`), relative to the
    * document, any origin with CORS; or the bytes of a `.bpk`.

@@ -29,14 +29,25 @@ export class ClipSegClient {
   #wasm;
 
   #gpuInt8;
+  #testHooks;
+  // Called with the message when the engine stops (a Rust panic, a lost WebGPU device), also
+  // between requests; the next request restarts it, reloading the last pack.
+  onfatal = null;
 
   // wasm: which build of the engine the worker runs: 'auto' (relaxed SIMD where the browser
   // has it, else simd128), 'relaxed-simd' or 'simd128'; load() says which one ran. gpuInt8:
   // how q8 matrices run on WebGPU: 'auto', 'dot4' (integer dot product) or 'off' (decoded to
-  // f32); load() says (`gpuInt8Dot`).
-  constructor({ wasm = 'auto', gpuInt8 = 'auto' } = {}) {
+  // f32); load() says (`gpuInt8Dot`). testHooks: allow testFault() (tests only).
+  constructor({ wasm = 'auto', gpuInt8 = 'auto', testHooks = false } = {}) {
     this.#wasm = wasm;
     this.#gpuInt8 = gpuInt8;
+    this.#testHooks = testHooks;
+  }
+
+  // Tests only (a client made with testHooks): injects 'panic' (a Rust panic) or 'lose-device'
+  // (the WebGPU device destroyed) at once, beside any request running. Resolves {ms}.
+  testFault(fault) {
+    return this.#request({ type: 'test', fault });
   }
 
   // source: the URL of a pack (.bpk) or of a split pack's manifest (.json), relative to the
@@ -123,7 +134,8 @@ export class ClipSegClient {
   #start(firstRequest) {
     // The options travel in the worker's name (see worker.js); the URL stays the literal
     // pattern bundlers (vite, webpack) recognise and copy.
-    const name = `clipseg?${new URLSearchParams({ wasm: this.#wasm, gpu_int8: this.#gpuInt8 })}`;
+    const options = { wasm: this.#wasm, gpu_int8: this.#gpuInt8, ...(this.#testHooks && { test_hooks: '1' }) };
+    const name = `clipseg?${new URLSearchParams(options)}`;
     const w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name });
     // Messages a terminated worker had already posted must not reach the new one's requests.
     w.onmessage = ({ data }) => w === this.#worker && this.#receive(data);
@@ -161,9 +173,11 @@ export class ClipSegClient {
 
   // Ends the worker and fails everything in flight.
   #stop(error, fatal) {
+    const stopping = this.#worker;
     this.#worker?.terminate();
     this.#worker = null;
     for (const p of this.#pending.values()) p.reject(Object.assign(new Error(error), { fatal }));
     this.#pending.clear();
+    if (fatal && stopping) this.onfatal?.(error);
   }
 }

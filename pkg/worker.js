@@ -54,9 +54,27 @@ const waiting = new Set(); // ids queued or running, answered all at once if the
 
 self.onmessage = ({ data }) => {
   if (fatal) return post({ id: data.id, ok: false, fatal: true, error: fatal });
+  if (data.type === 'test' && query.get('test_hooks') === '1') return testFault(data);
   waiting.add(data.id);
   queue = queue.then(() => handle(data));
 };
+
+// The engine reports a WebGPU device loss as it happens (src/web.rs).
+self.clipsegDeviceLost = (why) => die(new Error(`the WebGPU device was lost (${why})`));
+
+// Test hook (ClipSegClient's testHooks): {type:'test', fault:'panic'|'lose-device'} runs at
+// once, beside whatever request is running, as a real fault would strike.
+function testFault({ id, fault }) {
+  try {
+    if (!wasm) throw new Error('the engine has not started: load a pack first');
+    wasm.test_fault(fault);
+    post({ id, ok: true, ms: 0 });
+  } catch (e) {
+    if (!(e instanceof WebAssembly.RuntimeError)) return post({ id, ok: false, error: message(e) });
+    waiting.add(id);
+    die(e);
+  }
+}
 
 // A panic inside an async Engine method traps in a microtask that wasm-bindgen-futures runs,
 // so it surfaces here, as an uncaught error or rejection, and the method's promise never settles.
@@ -219,6 +237,7 @@ function die(e) {
     } catch {} // the poisoned instance may trap again
     fatal = panic || message(e);
     if (lostDevice() && !panic) fatal = `the WebGPU device was lost (${lostDevice()})`;
+    console.error(`clipseg: the engine stopped: ${fatal}`);
     engine = null; // freeing would re-enter the poisoned instance
     post({ type: 'fatal', error: fatal });
   }

@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use burn::tensor::Device;
+use burn::tensor::wgpu::wgpu;
 use wasm_bindgen::prelude::*;
 
 use crate::engine::{Kernels, Precision, register_gpu};
@@ -53,6 +54,30 @@ thread_local! {
     static LAST_PANIC: RefCell<String> = const { RefCell::new(String::new()) };
     /// Why the browser took the WebGPU device away, once it has.
     static DEVICE_LOST: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// wgpu's handle of that device, for [`test_fault`].
+    static WGPU_DEVICE: RefCell<Option<wgpu::Device>> = const { RefCell::new(None) };
+}
+
+/// Test hook (the worker calls it only for a client made with `testHooks`): "panic" panics as a
+/// bug would, "lose-device" destroys the WebGPU device as a driver reset or a GPU process crash
+/// would (the loss callback reports it as any other loss).
+#[wasm_bindgen]
+pub fn test_fault(fault: &str) -> Result<(), JsError> {
+    match fault {
+        "panic" => panic!("test_fault(\"panic\"): a panic injected by a test"),
+        "lose-device" => match WGPU_DEVICE.with(|d| d.borrow().clone()) {
+            Some(device) => {
+                device.destroy();
+                Ok(())
+            }
+            None => Err(js_error(
+                "no WebGPU device to lose: load a pack on WebGPU first",
+            )),
+        },
+        other => Err(js_error(format!(
+            "unknown fault {other:?}: use \"panic\" or \"lose-device\""
+        ))),
+    }
 }
 
 /// A Rust panic aborts the wasm instance; its message is kept for the worker to report.
@@ -367,8 +392,15 @@ async fn webgpu_device() -> Result<Device, JsError> {
         .await
         .map_err(|e| js_error(format!("WebGPU: {e}")))?;
     setup.device.set_device_lost_callback(|reason, message| {
-        DEVICE_LOST.with(|l| *l.borrow_mut() = Some(format!("{reason:?}: {message}")));
+        let why = format!("{reason:?}: {message}");
+        DEVICE_LOST.with(|l| *l.borrow_mut() = Some(why.clone()));
+        // The worker restarts at once (a request waiting on the GPU might never settle).
+        let hook = js_sys::Reflect::get(&js_sys::global(), &"clipsegDeviceLost".into());
+        if let Ok(hook) = hook.and_then(|h| h.dyn_into::<js_sys::Function>()) {
+            let _ = hook.call1(&JsValue::NULL, &why.into());
+        }
     });
+    WGPU_DEVICE.with(|d| *d.borrow_mut() = Some(setup.device.clone()));
     // The layers run on clipseg's own kernels (`engine::gpu`).
     register_gpu(&device, &setup);
     WEBGPU.with(|w| *w.borrow_mut() = Some(device.clone()));

@@ -29,7 +29,15 @@ const ui = {
   stage: $('stage'), image: $('image'), overlay: $('overlay'), status: $('status'),
 };
 
-const client = new ClipSegClient();
+// ?test_hooks: the end-to-end test injects faults through window.clipsegDemo.client.
+const testHooks = new URLSearchParams(location.search).has('test_hooks');
+const client = new ClipSegClient({ testHooks });
+// The engine stopped (a lost WebGPU device, a bug): it restarts with the next request, from
+// the cached pack, without the image and the masks.
+client.onfatal = (why) => {
+  state.encoded = state.held = null;
+  status(`The engine stopped (${why}); it restarts with your next request.`, 'error');
+};
 const state = {
   model: null, // {url, backend, max_prompts} once loaded
   modelLoading: null, // promise of the load in progress
@@ -43,7 +51,7 @@ const state = {
 };
 // Counters for tests (tests read window.clipsegDemo; nothing else uses it): engine requests
 // by kind and overlay repaints.
-const stats = (window.clipsegDemo = { loads: 0, encodes: 0, segments: 0, labels: 0, heats: 0, probes: 0, masks: 0, renders: 0, state });
+const stats = (window.clipsegDemo = { loads: 0, encodes: 0, segments: 0, labels: 0, heats: 0, probes: 0, masks: 0, renders: 0, state, ...(testHooks && { client }) });
 
 // Engine requests run one after another (a model load must not race an encode).
 let chain = Promise.resolve();

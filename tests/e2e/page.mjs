@@ -102,6 +102,13 @@ try {
 } catch (e) {
   check('widget page ran to the end', false, e.message.split('\n')[0]);
 }
+for (const [name, fault, during] of [['device lost between requests', 'lose-device', false], ['device lost during an encode', 'lose-device', true], ['panic between requests', 'panic', false]]) {
+  try {
+    await faultRecovery(name, fault, during);
+  } catch (e) {
+    check(`${name} ran to the end`, false, e.message.split('\n')[0]);
+  }
+}
 await browser.close();
 server.close();
 
@@ -281,6 +288,48 @@ async function widgetPage() {
   check('threshold attribute redraws with one labels request, no encode, no segment', on2 > on1 && JSON.stringify(asked) === '{"labels":1}', `${on1} → ${on2} px, ${JSON.stringify(asked)}`);
   const csp = await page.evaluate(() => window.__csp);
   check('no CSP violations', csp.length === 0, csp.join('; '));
+  await context.close();
+}
+
+// ------------------------------------------------------------------ faults
+
+// The demo page on WebGPU with its client's test hooks: a fault injected between requests (or
+// while an image is being encoded) must be said on the page, and the next segmentation must
+// work without reloading the page: a fresh worker, the pack from Cache Storage, the same masks.
+async function faultRecovery(name, fault, during) {
+  console.log(`\n== fault: ${name}`);
+  const { context, page, requests } = await newContext();
+  const bpk = () => requests.filter((u) => new URL(u).pathname === `/${pack}`).length;
+  const status = () => page.textContent('#status');
+  await page.goto(`${base}/www/index.html?${new URLSearchParams({ model: `/${pack}`, backend: 'webgpu', test_hooks: '' })}`);
+  await page.waitForFunction(() => /model ready|Model:/.test(document.getElementById('status').textContent));
+  await page.fill('#prompts', prompts.join('\n'));
+  await page.setInputFiles('#file', image);
+  await page.waitForFunction(() => window.clipsegDemo.state.result && window.clipsegDemo.segments >= 1);
+  const labels = () => page.evaluate(async () => {
+    const { labels } = await window.clipsegDemo.client.labels(0.5);
+    let h = 0;
+    for (const v of labels) h = (Math.imul(h, 31) + v) | 0;
+    return h;
+  });
+  const first = await labels();
+  const segments = await page.evaluate(() => window.clipsegDemo.segments);
+  if (during) {
+    // Another photo: its encode runs while the device goes.
+    await page.setInputFiles('#file', 'tests/fixtures/formats/orient-6.jpg');
+    await page.waitForFunction(() => window.__sent.encode >= 2);
+  }
+  const injected = await page.evaluate((f) => window.clipsegDemo.client.testFault(f).then(() => 'ok', (e) => `${e.fatal ? 'fatal: ' : ''}${e.message}`), fault);
+  await page.waitForFunction(() => /engine stopped|lost|panic/i.test(document.getElementById('status').textContent), null, { timeout: 60_000 });
+  const said = await status();
+  check(`${name}: the page says so`, fault === 'panic' ? /panic injected/.test(said) : /WebGPU device was lost/.test(said), `${said} (hook: ${injected})`);
+  // The next request: the photo (again, where the lost encode was another's), segmented by a
+  // fresh worker from the cached pack.
+  if (during) await page.setInputFiles('#file', image);
+  else await page.click('#segment');
+  await page.waitForFunction((n) => window.clipsegDemo.segments > n && /^done:/.test(document.getElementById('status').textContent), segments);
+  const again = await labels();
+  check(`${name}: the next segmentation works, same masks, pack from the cache`, again === first && bpk() === 1, `${await status()}; ${bpk()} .bpk requests; labels ${again === first ? 'equal' : 'differ'}`);
   await context.close();
 }
 
