@@ -111,7 +111,8 @@ async function splitPack(url, cache, notes, onProgress, onStage) {
   const manifest = parseManifest(url, text);
   const { parts, size } = manifest;
   const bytes = new Uint8Array(size);
-  const offsets = parts.map((_, i) => parts.slice(0, i).reduce((a, p) => a + p.size, 0));
+  let end = 0;
+  const offsets = parts.map((p) => (end += p.size) - p.size);
   const label = (i) => `part ${i + 1} of ${parts.length} (${parts[i].file})`;
   const partUrl = (i) => new URL(parts[i].file, url).href;
 

@@ -56,6 +56,13 @@ fn train_args(data: &Path, out: &Path) -> Vec<String> {
     .to_vec()
 }
 
+/// A count from the environment variable `name`, else `default`.
+fn env_count(name: &str, default: usize) -> usize {
+    (std::env::var(name).ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// xorshift64*: the kill moments, reproducible from the printed seed.
 struct Moments(u64);
 
@@ -70,10 +77,7 @@ impl Moments {
 
 #[test]
 fn training_killed_at_random_moments_resumes_to_the_same_weights() {
-    let kills: usize = std::env::var("CLIPSEG_TRAIN_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let kills = env_count("CLIPSEG_TRAIN_KILLS", 3);
     let dir: PathBuf = std::env::temp_dir().join(format!("clipseg-kill-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let data = dir.join("data");
@@ -282,10 +286,7 @@ fn peak_rss(pid: u32) -> Option<u64> {
 
 #[test]
 fn batch_predict_names_broken_files_and_its_memory_stays_flat() {
-    let count: usize = std::env::var("CLIPSEG_LOAD_IMAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
+    let count = env_count("CLIPSEG_LOAD_IMAGES", 60);
     let dir = std::env::temp_dir().join(format!("clipseg-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (photos, out) = (dir.join("photos"), dir.join("masks"));

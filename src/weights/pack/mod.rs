@@ -218,8 +218,7 @@ impl Source for Vec<u8> {
         self.len() as u64
     }
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), Error> {
-        out.copy_from_slice(&self[offset as usize..offset as usize + out.len()]);
-        Ok(())
+        Bytes(self).read(offset, out)
     }
 }
 
@@ -234,6 +233,20 @@ impl Source for Bytes<'_> {
         out.copy_from_slice(&self.0[offset as usize..offset as usize + out.len()]);
         Ok(())
     }
+}
+
+/// The sha256 (hex) of `source`'s bytes from `start` to `end`, read a chunk at a time.
+fn sha256_range(source: &dyn Source, start: u64, end: u64) -> Result<String, Error> {
+    let mut sha = Sha256::new();
+    let mut chunk = vec![0u8; CHECKSUM_CHUNK.min((end - start) as usize)];
+    let mut at = start;
+    while at < end {
+        let n = chunk.len().min((end - at) as usize);
+        source.read(at, &mut chunk[..n])?;
+        sha.update(&chunk[..n]);
+        at += n as u64;
+    }
+    Ok(hex(&sha.finalize()))
 }
 
 /// Bytes read from `source` at `offset`, as a fresh buffer.
@@ -263,18 +276,7 @@ impl Pack {
     /// chunks, then each tensor is read when the model takes it.
     pub fn read(source: Arc<dyn Source>) -> Result<Self, Error> {
         let pack = Self::read_verified(source)?;
-        let total = pack.source.size();
-        let data_len = total - pack.data_start;
-        let mut sha = Sha256::new();
-        let mut chunk = vec![0u8; CHECKSUM_CHUNK.min(data_len as usize)];
-        let mut at = pack.data_start;
-        while at < total {
-            let n = chunk.len().min((total - at) as usize);
-            pack.source.read(at, &mut chunk[..n])?;
-            sha.update(&chunk[..n]);
-            at += n as u64;
-        }
-        let sha = hex(&sha.finalize());
+        let sha = sha256_range(pack.source.as_ref(), pack.data_start, pack.source.size())?;
         if sha != pack.header.data_sha256 {
             return Err(Error::Weights(format!(
                 "model pack: checksum mismatch (data sha256 {sha}, header says {}): the file is corrupted",

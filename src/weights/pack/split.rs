@@ -203,11 +203,9 @@ mod native {
     use std::path::Path;
     use std::sync::Arc;
 
-    use sha2::{Digest, Sha256};
-
     use super::{MAX_MANIFEST, Manifest, is_manifest};
     use crate::Error;
-    use crate::weights::pack::{FileSource, Source, hex};
+    use crate::weights::pack::{FileSource, Source, sha256_range};
 
     /// A pack file or a split pack's manifest (`clipseg convert --split`), as one source.
     pub fn open_file(path: &Path) -> Result<Arc<dyn Source>, Error> {
@@ -261,16 +259,7 @@ mod native {
                         part.size
                     )));
                 }
-                let mut sha = Sha256::new();
-                let mut chunk = vec![0u8; (4 << 20).min(part.size as usize)];
-                let mut done = 0u64;
-                while done < part.size {
-                    let n = chunk.len().min((part.size - done) as usize);
-                    source.read(done, &mut chunk[..n])?;
-                    sha.update(&chunk[..n]);
-                    done += n as u64;
-                }
-                if hex(&sha.finalize()) != part.sha256 {
+                if sha256_range(&source, 0, part.size)? != part.sha256 {
                     return Err(Error::Weights(format!(
                         "{which}: sha256 mismatch with the manifest: the file is damaged or from another pack"
                     )));
