@@ -64,6 +64,8 @@ export class ClipSeg extends HTMLElement {
   static readonly observedAttributes: string[];
   /** Engine requests made by all elements of the page. */
   static readonly stats: { loads: number; encodes: number; segments: number; labels: number; masks: number };
+  /** The shared engine's wasm memory (ClipSegClient.stats()); null before any element asked for it. */
+  static engineStats(): Promise<{ wasmBytes: number; heapInUse: number; gpuBuffers?: number; gpuBufferBytes?: number; ms: number } | null>;
   /** The last result, or null. */
   readonly result: ClipSegResult | null;
   addEventListener<K extends keyof ClipSegEventMap>(type: K, listener: (this: ClipSeg, ev: ClipSegEventMap[K]) => any, options?: boolean | AddEventListenerOptions): void;

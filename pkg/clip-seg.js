@@ -156,6 +156,11 @@ export class ClipSeg extends HTMLElement {
   static observedAttributes = ['src', 'prompt', 'model', 'threshold', 'backend'];
   static stats = stats;
 
+  // The shared engine's memory (ClipSegClient.stats()); null before any widget asked for it.
+  static engineStats() {
+    return shared.client ? shared.client.stats() : Promise.resolve(null);
+  }
+
   #image = null; // {url, bitmap, promise}: the decoded src
   #result = null; // see `result`
   #key = null; // keyOf() of #result: whether the engine still holds its maps (shared.segmented)

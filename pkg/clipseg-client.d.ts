@@ -14,7 +14,7 @@ export interface ClientOptions {
   wasm?: 'auto' | 'relaxed-simd' | 'simd128';
   /** How 8-bit matrices run on WebGPU: integer dot product ('dot4'), decoded ('off'), or 'auto'. */
   gpuInt8?: 'auto' | 'dot4' | 'off';
-  /** Tests only: allow testFault(). */
+  /** Tests only: allow testFault() and count GPU buffers for stats(). */
   testHooks?: boolean;
 }
 
@@ -68,6 +68,8 @@ export class ClipSegClient {
   onfatal: ((message: string) => void) | null;
   /** Tests only (testHooks): a Rust panic or a WebGPU device loss, injected at once. */
   testFault(fault: 'panic' | 'lose-device'): Promise<{ ms: number }>;
+  /** The engine's wasm memory in bytes (it grows, never shrinks) and the bytes of it allocated; with testHooks also the GPU buffers created and not destroyed. */
+  stats(): Promise<{ wasmBytes: number; heapInUse: number; gpuBuffers?: number; gpuBufferBytes?: number; ms: number }>;
   /**
    * Loads a pack: the URL of a `.bpk` or of a split pack's manifest (`.json`), relative to the
    * document, any origin with CORS; or the bytes of a `.bpk`.

@@ -37,7 +37,8 @@ export class ClipSegClient {
   // wasm: which build of the engine the worker runs: 'auto' (relaxed SIMD where the browser
   // has it, else simd128), 'relaxed-simd' or 'simd128'; load() says which one ran. gpuInt8:
   // how q8 matrices run on WebGPU: 'auto', 'dot4' (integer dot product) or 'off' (decoded to
-  // f32); load() says (`gpuInt8Dot`). testHooks: allow testFault() (tests only).
+  // f32); load() says (`gpuInt8Dot`). testHooks: allow testFault() and count GPU buffers
+  // for stats() (tests only).
   constructor({ wasm = 'auto', gpuInt8 = 'auto', testHooks = false } = {}) {
     this.#wasm = wasm;
     this.#gpuInt8 = gpuInt8;
@@ -123,6 +124,13 @@ export class ClipSegClient {
   // CLI's --logits .npy holds them.
   logits() {
     return this.#request({ type: 'logits' });
+  }
+
+  // Resolves {wasmBytes, heapInUse, gpuBuffers, gpuBufferBytes}: the engine's wasm memory (it
+  // grows, never shrinks) and the bytes of it allocated; with testHooks also the GPU buffers it
+  // created and did not destroy. For tests and diagnostics; starts the worker if not running.
+  stats() {
+    return this.#request({ type: 'stats' });
   }
 
   terminate() {

@@ -18,6 +18,9 @@
 //   {type:'heat', index}          → {ok:true, heat: Uint8Array (t)}: round(255 * probability)
 //   {type:'probe', x, y}          → {ok:true, probabilities: Float32Array (t)}: one per prompt, empty outside
 //   {type:'logits'}               → {ok:true, logits: Float32Array (t) [prompt][y][x], size}
+//   {type:'stats'}                → {ok:true, wasmBytes, heapInUse, gpuBuffers, gpuBufferBytes}:
+//       the wasm instance's memory, the bytes of it allocated; with test hooks also the GPU
+//       buffers created and not destroyed
 //   failure → {ok:false, error}; the worker stays usable and keeps its last good engine.
 //   A trap (Rust panic, wasm OOM) poisons the instance: → {ok:false, fatal:true, error}, and
 //   {type:'fatal', error} unsolicited; every later request is answered fatal too.
@@ -46,6 +49,7 @@ const asked = query.get('wasm') || 'auto';
 const build = asked === 'auto' ? (WebAssembly.validate(RELAXED_SIMD_PROBE) ? 'relaxed-simd' : 'simd128') : asked;
 
 let wasm = null; // the build's module: {Engine, last_panic, device_lost, limits}
+let memory = null; // its instance's WebAssembly.Memory
 let ready = null; // its init() promise, started by the first request
 let engine = null; // last successfully loaded Engine
 let fatal = null; // error message once the instance is poisoned
@@ -58,6 +62,30 @@ self.onmessage = ({ data }) => {
   waiting.add(data.id);
   queue = queue.then(() => handle(data));
 };
+
+// Test hooks: every GPU buffer created, less those destroyed (the memory a page holds until
+// its garbage collector runs, whatever the engine meant), for the stats request. wgpu's
+// WebGPU backend calls these methods on the objects, so wrapping the prototypes sees them all.
+const gpuHeld = query.get('test_hooks') === '1' && self.GPUDevice ? countGpuBuffers() : null;
+function countGpuBuffers() {
+  const held = { buffers: 0, bytes: 0 }, destroyed = new WeakSet();
+  const { createBuffer } = GPUDevice.prototype, { destroy } = GPUBuffer.prototype;
+  GPUDevice.prototype.createBuffer = function (descriptor) {
+    const buffer = createBuffer.call(this, descriptor);
+    held.buffers++;
+    held.bytes += buffer.size;
+    return buffer;
+  };
+  GPUBuffer.prototype.destroy = function () {
+    if (!destroyed.has(this)) {
+      destroyed.add(this);
+      held.buffers--;
+      held.bytes -= this.size;
+    }
+    return destroy.call(this);
+  };
+  return held;
+}
 
 // The engine reports a WebGPU device loss as it happens (src/web.rs).
 self.clipsegDeviceLost = (why) => die(new Error(`the WebGPU device was lost (${why})`));
@@ -149,6 +177,9 @@ const ops = {
     const logits = own(e.logits());
     return [{ logits, size: e.size }, [logits.buffer]];
   },
+  async stats() {
+    return [{ wasmBytes: memory.buffer.byteLength, heapInUse: wasm.heap_in_use(), gpuBuffers: gpuHeld?.buffers, gpuBufferBytes: gpuHeld?.bytes }, []];
+  },
 };
 
 // An array that owns its whole buffer, so transferring it moves nothing else (a view into wasm
@@ -160,7 +191,7 @@ function own(a) {
 async function start() {
   if (!Object.hasOwn(BUILDS, build)) throw new Error(`unknown wasm build "${asked}": use auto, relaxed-simd or simd128`);
   const module = await BUILDS[build]();
-  await module.default();
+  ({ memory } = await module.default());
   module.gpu_int8(query.get('gpu_int8') || 'auto');
   wasm = module;
 }

@@ -150,6 +150,55 @@ pub fn limits() -> Result<JsValue, JsError> {
     Ok(limits.into())
 }
 
+/// The system allocator, counting the bytes handed out and not yet given back: a leak shows in
+/// [`heap_in_use`], while the wasm memory's size also holds the holes between blocks (it
+/// grows, never shrinks).
+struct Counting;
+
+static IN_USE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: every call goes to `System` with the caller's arguments; only the count is added.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            IN_USE.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { std::alloc::System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            IN_USE.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(p, layout) };
+        IN_USE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        let q = unsafe { std::alloc::System.realloc(p, layout, size) };
+        if !q.is_null() {
+            IN_USE.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+            IN_USE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Bytes of the wasm heap in use (allocated, not freed): the worker's stats request.
+#[wasm_bindgen]
+pub fn heap_in_use() -> f64 {
+    IN_USE.load(std::sync::atomic::Ordering::Relaxed) as f64
+}
+
 /// The last encoded image: its activations and size.
 #[derive(Clone)]
 struct Image {
@@ -255,8 +304,7 @@ impl Engine {
     ) -> Result<(), JsError> {
         check_image_size(width, height).map_err(js_error)?;
         check_device()?;
-        let rgb = rgba_to_rgb(&rgba, width, height).map_err(js_error)?;
-        drop(rgba);
+        let rgb = rgba_to_rgb(rgba, width, height).map_err(js_error)?;
         // A failed encode must not leave the previous image's activations looking current.
         self.image.borrow_mut().take();
         self.maps.borrow_mut().take();

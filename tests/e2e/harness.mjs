@@ -1,6 +1,6 @@
-// Shared by tests/e2e/run.mjs and page.mjs (the end-to-end tests) and bench/browser.mjs (the
+// Shared by tests/e2e/run.mjs, page.mjs and visit.mjs (the end-to-end tests) and bench/browser.mjs (the
 // browser benchmark): a static file server, headless Chromium with WebGPU enabled, an .npy
-// reader, a PNG decoder.
+// reader, a PNG decoder and encoder.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import zlib from 'node:zlib';
@@ -131,4 +131,23 @@ export function cli(bin, ...argv) {
   } catch (e) {
     fail(`${bin.name} ${argv[0]}: ${e.message.split('\n')[0]}`);
   }
+}
+
+/** RGB8 pixels (width*height*3 bytes) → a PNG file (no filtering), for generated test images. */
+export function encodePng(width, height, rgb) {
+  const raw = Buffer.alloc((width * 3 + 1) * height);
+  for (let y = 0; y < height; y++) Buffer.from(rgb.buffer, rgb.byteOffset + y * width * 3, width * 3).copy(raw, y * (width * 3 + 1) + 1);
+  const chunk = (kind, body) => {
+    const head = Buffer.alloc(8), tail = Buffer.alloc(4);
+    head.writeUInt32BE(body.length, 0);
+    head.write(kind, 4, 'latin1');
+    tail.writeUInt32BE(zlib.crc32(Buffer.concat([Buffer.from(kind, 'latin1'), body])), 0);
+    return Buffer.concat([head, body, tail]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8); // 8-bit RGB, deflate, no filter method, no interlace
+  const magic = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  return Buffer.concat([magic, chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
 }

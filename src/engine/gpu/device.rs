@@ -287,7 +287,7 @@ impl Gpu {
         label: &str,
         values: &[f32],
         usage: wgpu::BufferUsages,
-    ) -> wgpu::Buffer {
+    ) -> GpuBuffer {
         self.storage_bytes(label, &bytes(values), usage)
     }
 
@@ -297,18 +297,20 @@ impl Gpu {
         label: &str,
         contents: &[u8],
         usage: wgpu::BufferUsages,
-    ) -> wgpu::Buffer {
+    ) -> GpuBuffer {
         let mut contents = std::borrow::Cow::Borrowed(contents);
         if !contents.len().is_multiple_of(4) {
             let padded = contents.len().next_multiple_of(4);
             contents.to_mut().resize(padded, 0);
         }
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: &contents,
-                usage: wgpu::BufferUsages::STORAGE | usage,
-            })
+        GpuBuffer(
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: &contents,
+                    usage: wgpu::BufferUsages::STORAGE | usage,
+                }),
+        )
     }
 
     pub(super) fn scratch(
@@ -316,23 +318,25 @@ impl Gpu {
         label: &str,
         floats: usize,
         usage: wgpu::BufferUsages,
-    ) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
+    ) -> GpuBuffer {
+        GpuBuffer(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: (floats.max(1) * 4) as u64,
             usage,
             mapped_at_creation: false,
-        })
+        }))
     }
 
-    pub(super) fn uniform(&self, words: &[u32]) -> wgpu::Buffer {
+    pub(super) fn uniform(&self, words: &[u32]) -> GpuBuffer {
         let contents: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: &contents,
-                usage: wgpu::BufferUsages::UNIFORM,
-            })
+        GpuBuffer(
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("params"),
+                    contents: &contents,
+                    usage: wgpu::BufferUsages::UNIFORM,
+                }),
+        )
     }
 
     /// A dispatch of `pipeline` with `buffers` at bindings 0, 1, ..., to record into passes.
@@ -360,6 +364,7 @@ impl Gpu {
             pipeline: pipeline.clone(),
             group,
             groups: groups.map(|g| g as u32),
+            _scratch: Vec::new(),
         }
     }
 
@@ -409,9 +414,11 @@ impl Gpu {
                     rows,
                 );
                 let buffers = [params, &quantized, &p.w, &p.bias, out, &row_scales];
+                let product = self.bind(&kernel, &buffers, groups);
                 Dispatch {
                     before: Some(Box::new(first)),
-                    ..self.bind(&kernel, &buffers, groups)
+                    _scratch: vec![quantized, row_scales],
+                    ..product
                 }
             }
             (Some(scales), _) => {
@@ -427,7 +434,7 @@ impl Gpu {
         p: &Projection,
         act: u32,
         residual: bool,
-    ) -> wgpu::Buffer {
+    ) -> GpuBuffer {
         let flags = act | if residual { 16 } else { 0 };
         let words = [m as u32, p.n as u32, p.k as u32, flags];
         match p.kind {
@@ -494,12 +501,15 @@ fn pipeline(
 }
 
 /// A pipeline with its bind group and grid, recorded into a pass as often as needed (after the
-/// dispatch it needs first, if any).
+/// dispatch it needs first, if any). Keep it until the work recorded is submitted: it owns
+/// the scratch buffers only its bind groups use.
 pub(super) struct Dispatch {
     before: Option<Box<Dispatch>>,
     pipeline: wgpu::ComputePipeline,
     group: wgpu::BindGroup,
     groups: [u32; 3],
+    /// Buffers only the bind groups use, held so (freed with the dispatch).
+    _scratch: Vec<GpuBuffer>,
 }
 
 impl Dispatch {
@@ -510,6 +520,27 @@ impl Dispatch {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.group, &[]);
         pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+}
+
+/// A GPU buffer destroyed when dropped. wgpu's WebGPU backend leaves a dropped buffer to the
+/// page's garbage collector, which GPU memory does not prompt: a long visit held hundreds of
+/// MB of buffers of engines and runs long gone (tests/e2e/visit.mjs). Work already submitted
+/// is safe: WebGPU, and wgpu natively, free a destroyed buffer once that work is done.
+#[derive(Debug)]
+pub(super) struct GpuBuffer(wgpu::Buffer);
+
+impl std::ops::Deref for GpuBuffer {
+    type Target = wgpu::Buffer;
+
+    fn deref(&self) -> &wgpu::Buffer {
+        &self.0
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        self.0.destroy();
     }
 }
 
@@ -556,10 +587,10 @@ pub(super) enum Kind {
 /// A matrix's weight [k, n] and bias [n] on the GPU.
 #[derive(Debug)]
 pub(super) struct Projection {
-    pub(super) w: wgpu::Buffer,
-    pub(super) bias: wgpu::Buffer,
+    pub(super) w: GpuBuffer,
+    pub(super) bias: GpuBuffer,
     /// The block scales of integer weights.
-    scales: Option<wgpu::Buffer>,
+    scales: Option<GpuBuffer>,
     kind: Kind,
     /// Columns per scale (integer weights).
     block: usize,

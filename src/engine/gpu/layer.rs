@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use burn::tensor::wgpu::wgpu;
 
-use super::device::{Dispatch, Gpu, Projection, activation_code, bytes};
+use super::device::{Dispatch, Gpu, GpuBuffer, Projection, activation_code, bytes};
 use crate::Error;
 use crate::config::LayerSpec;
 use crate::engine::layer::{LayerWeights, Norm, NormWeights};
@@ -21,11 +21,11 @@ pub struct GpuLayer {
     heads: usize,
     activation: u32,
     eps: f32,
-    ln1: (wgpu::Buffer, wgpu::Buffer),
+    ln1: (GpuBuffer, GpuBuffer),
     /// `q_proj | k_proj | v_proj` side by side: [hidden, 3 * hidden].
     qkv: Projection,
     out_proj: Projection,
-    ln2: (wgpu::Buffer, wgpu::Buffer),
+    ln2: (GpuBuffer, GpuBuffer),
     fc1: Projection,
     fc2: Projection,
 }
@@ -129,13 +129,12 @@ pub async fn forward(
     let plan = plan.unwrap_or_else(|| Plan::new(gpu, layers, key));
     let states = plan.run(gpu, x).await;
     if plan.size_bytes() > MAX_PLAN_BYTES {
-        plan.destroy();
-        return states;
+        return states; // its buffers freed now (GpuBuffer)
     }
     let mut plans = first.plans.lock().unwrap_or_else(|e| e.into_inner());
     plans.push(plan);
     if plans.len() > MAX_PLANS {
-        plans.remove(0).destroy();
+        plans.remove(0);
     }
     states
 }
@@ -165,13 +164,13 @@ struct PlanKey {
 struct Plan {
     key: PlanKey,
     /// The hidden states [rows, hidden], updated in place layer by layer.
-    state: wgpu::Buffer,
+    state: GpuBuffer,
     /// One slot per entry of `keep`, in its order.
-    staging: wgpu::Buffer,
+    staging: GpuBuffer,
     /// Per layer: its dispatches (one compute pass), then the `staging` slots it fills.
     steps: Vec<(Vec<Dispatch>, Vec<usize>)>,
     /// The scratch and parameter buffers the bind groups use, owned here.
-    buffers: Vec<wgpu::Buffer>,
+    buffers: Vec<GpuBuffer>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -226,8 +225,8 @@ impl Plan {
         let fc1_params = gpu.matmul_params(rows, &first.fc1, first.activation, false);
         let fc2_params = gpu.matmul_params(rows, &first.fc2, 0, true);
 
-        let norm = |(g, b): &(wgpu::Buffer, wgpu::Buffer), from, to| {
-            let buffers = [&norm_params, from, g, b, to];
+        let norm = |(g, b): &(GpuBuffer, GpuBuffer), from, to| {
+            let buffers: [&wgpu::Buffer; 5] = [&norm_params, from, g, b, to];
             gpu.bind(&gpu.layer_norm, &buffers, [rows.div_ceil(32), 1, 1])
         };
         let steps = layers
@@ -245,7 +244,7 @@ impl Plan {
                 };
                 d.push(gpu.matmul(&qkv_params, input, &layer.qkv, &qkv, rows));
                 let groups = [(cols / 8).div_ceil(32), seq.div_ceil(4), batch * heads];
-                let buffers = [&attention_params, &qkv, &scores];
+                let buffers: [&wgpu::Buffer; 3] = [&attention_params, &qkv, &scores];
                 d.push(gpu.bind(&score_kernel, &buffers, groups));
                 let groups = [score_rows.div_ceil(32), 1, 1];
                 d.push(gpu.bind(&gpu.softmax, &[&softmax_params, &scores], groups));
@@ -254,7 +253,7 @@ impl Plan {
                     1,
                     batch * heads,
                 ];
-                let buffers = [&attention_params, &qkv, &scores, &merged];
+                let buffers: [&wgpu::Buffer; 4] = [&attention_params, &qkv, &scores, &merged];
                 d.push(gpu.bind(&pv_kernel, &buffers, groups));
                 d.push(gpu.matmul(&out_params, &merged, &layer.out_proj, &state, rows));
                 // The MLP's input x: ln2(state) before (pre-norm), ln1(state) after (post-norm).
@@ -305,20 +304,10 @@ impl Plan {
         }
     }
 
-    /// Every GPU buffer it owns.
-    fn all_buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> {
-        self.buffers.iter().chain([&self.state, &self.staging])
-    }
-
-    /// Bytes in all its buffers.
+    /// Bytes in the buffers it owns (its dispatches' own scratch aside).
     fn size_bytes(&self) -> u64 {
-        self.all_buffers().map(wgpu::Buffer::size).sum()
-    }
-
-    /// Frees its GPU memory now (the browser's WebGPU frees a dropped buffer only when it is
-    /// garbage-collected). Only for a plan no run uses.
-    fn destroy(self) {
-        self.all_buffers().for_each(wgpu::Buffer::destroy);
+        let buffers = self.buffers.iter().chain([&self.state, &self.staging]);
+        buffers.map(|b| b.size()).sum()
     }
 
     /// The plan on `x`, in one submission; the kept states read back once.

@@ -58,7 +58,8 @@ impl GpuLinear {
 pub async fn chain(gpu: &Gpu, steps: &[(&GpuLinear, bool)], x: &[f32]) -> Result<Vec<f32>, Error> {
     use wgpu::BufferUsages as U;
     let mut buffers = vec![gpu.storage("input", x, U::empty())];
-    let mut params = Vec::with_capacity(steps.len());
+    // Kept until submitted: a dispatch owns the scratch its bind group uses.
+    let mut dispatches = Vec::with_capacity(steps.len());
     let mut len = x.len();
     let mut encoder = gpu.device.create_command_encoder(&Default::default());
     {
@@ -81,18 +82,17 @@ pub async fn chain(gpu: &Gpu, steps: &[(&GpuLinear, bool)], x: &[f32]) -> Result
             };
             let step_params = gpu.matmul_params(rows, p, act, false);
             let input = &buffers[buffers.len() - 1];
-            gpu.matmul(&step_params, input, p, &out, rows).record(pass);
-            params.push(step_params);
-            buffers.push(out);
+            let dispatch = gpu.matmul(&step_params, input, p, &out, rows);
+            dispatch.record(pass);
+            dispatches.push(dispatch);
+            buffers.extend([step_params, out]);
         }
     }
     let staging = gpu.scratch("output", len, U::MAP_READ | U::COPY_DST);
-    encoder.copy_buffer_to_buffer(&buffers[steps.len()], 0, &staging, 0, (len * 4) as u64);
+    let last = &buffers[buffers.len() - 1];
+    encoder.copy_buffer_to_buffer(last, 0, &staging, 0, (len * 4) as u64);
     gpu.queue.submit([encoder.finish()]);
-    let out = gpu.read(&staging, len).await;
-    // Freed now rather than when the browser collects them (a batch of prompts' head: ~100 MB).
-    for buffer in buffers.iter().chain(&params).chain([&staging]) {
-        buffer.destroy();
-    }
-    out
+    // Every buffer here is freed when this returns (GpuBuffer): a batch of prompts' head
+    // holds ~100 MB.
+    gpu.read(&staging, len).await
 }
