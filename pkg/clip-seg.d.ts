@@ -4,7 +4,7 @@ export interface ClipSegMask {
   prompt: string;
   width: number;
   height: number;
-  /** width * height bytes, row-major: 255 inside the mask, 0 outside. */
+  /** width * height bytes, row-major: 255 inside the mask, 0 outside (grey levels between with `feather` or `soft`). */
   data: Uint8Array;
 }
 
@@ -26,11 +26,11 @@ export interface ClipSegReadyDetail {
 export interface ClipSegResultDetail {
   prompts: string[];
   threshold: number;
-  /** One per prompt, in order. */
+  /** One per prompt, in order; one for all with `union` (its prompt "a | b"). */
   masks: ClipSegMask[];
-  /** null when the image was already encoded, or when only the threshold changed. */
+  /** null when the image was already encoded, or when only the threshold (or union, grow, feather, soft) changed. */
   encodeMs: number | null;
-  /** null when only the threshold changed. */
+  /** null when only the threshold (or union, grow, feather, soft) changed. */
   segmentMs: number | null;
 }
 
@@ -58,7 +58,9 @@ export interface ClipSegResult {
 /**
  * `<clip-seg src model prompt threshold backend>`: attributes `src` (image URL), `prompt`
  * (prompts separated by "|"), `model` (pack `.bpk` or split pack manifest `.json`),
- * `threshold` (0..1, default 0.5), `backend` ('auto' | 'webgpu' | 'cpu').
+ * `threshold` (0..1, default 0.5), `backend` ('auto' | 'webgpu' | 'cpu'); the masks as the
+ * CLI's flags make them: `subtract` (prompts removed, "|"-separated), `union` (one mask for
+ * all prompts), `grow` (px, negative shrinks), `feather` (px), `soft` (probabilities).
  */
 export class ClipSeg extends HTMLElement {
   static readonly observedAttributes: string[];

@@ -22,21 +22,31 @@
 //              at the new threshold; the model re-runs only if another widget's segmentation
 //              has replaced this one's in the engine meanwhile
 //   backend    auto (default) | webgpu | cpu; the engine is shared, so the last request wins
+//   The masks, as the CLI's --subtract, --union, --dilate / --erode, --feather, --soft make them
+//   (the same bytes as its PNGs; see ClipSegClient.compose):
+//   subtract   prompts whose masks are removed from every mask, separated by "|"
+//   union      present: one mask from all the prompts
+//   grow       grow every mask by this many pixels, shrink where negative (default 0)
+//   feather    soft edges over this many pixels: alpha 0..255 (default 0)
+//   soft       present: probabilities as 0..255 instead of 0/255 (not with grow or feather)
+//   Changing union, grow, feather or soft (like threshold) only asks the engine for the masks.
 //
 // Events (bubbling, composed; see clip-seg.d.ts):
 //   clipseg-progress  {model, loaded, total}: the model downloading (total 0 when unknown)
 //   clipseg-ready     {model, backend, wasm, adapter, reason}: the engine holds the widget's
 //                     model (once per model and backend)
 //   clipseg-result    {prompts, threshold, masks: [{prompt, width, height, data}], encodeMs,
-//                     segmentMs}: data has width*height bytes, 255 inside the mask, 0 outside;
-//                     encodeMs is null when the image was already encoded, both are null when
-//                     only the threshold changed
+//                     segmentMs}: data has width*height bytes, 255 inside the mask, 0 outside
+//                     (grey levels between with feather or soft); one mask per prompt, or one
+//                     for all with union (its prompt "a | b"); encodeMs is null when the image
+//                     was already encoded, both are null when only the threshold (or union,
+//                     grow, feather, soft) changed
 //   clipseg-error     {message}
 // No inline styles: the shadow root's styles are a constructed CSSStyleSheet
 // (adoptedStyleSheets), which a CSP of style-src 'self' allows; size it from outside with
 // `clip-seg { width: ... }`.
 import { ClipSegClient, decodeImage, checkImageSize } from './clipseg-client.js';
-import { paintLabels } from './masks.js';
+import { paintLabels, paintMasks } from './masks.js';
 
 // One colour per prompt, in order (Okabe–Ito, distinguishable with colour blindness; the demo
 // page's).
@@ -115,14 +125,19 @@ async function relabel(threshold) {
   }
 }
 
-// clipseg-result's masks: one prompt's is its label map (0 inside) turned 255/0; several
-// prompts' masks overlap, so each is asked of the engine (maps it holds: no model run).
-async function masksOf(prompts, labels, threshold, width, height) {
-  if (prompts.length === 1) return [{ prompt: prompts[0], width, height, data: labels.map((l) => (l === 0 ? 255 : 0)) }];
+// clipseg-result's masks. Plain: one prompt's is its label map (0 inside) turned 255/0;
+// several prompts' masks overlap, so each is asked of the engine (maps it holds: no model run).
+// Refined (`refine` has subtract, union, grow, feather or soft): each composed by the engine.
+async function masksOf(prompts, refine, labels, threshold, width, height) {
+  const plain = !refine.subtract.length && !refine.union && !refine.grow && !refine.feather && !refine.soft;
+  if (plain && prompts.length === 1) return [{ prompt: prompts[0], width, height, data: labels.map((l) => (l === 0 ? 255 : 0)) }];
+  const n = prompts.length, { union, subtract: negatives, ...rest } = refine;
+  const wanted = union ? [[prompts.join(' | '), prompts.map((_, k) => k)]] : prompts.map((p, k) => [p, [k]]);
   const masks = [];
   try {
-    for (const [index, prompt] of prompts.entries()) {
-      const { mask } = await shared.client.mask(index, threshold);
+    for (const [prompt, include] of wanted) {
+      const subtract = negatives.map((_, k) => n + k);
+      const { mask } = plain ? await shared.client.mask(include[0], threshold) : await shared.client.compose({ include, subtract, ...rest, threshold });
       stats.masks++;
       masks.push({ prompt, width, height, data: mask });
     }
@@ -131,6 +146,18 @@ async function masksOf(prompts, labels, threshold, width, height) {
     throw e;
   }
   return masks;
+}
+
+// The refine attributes: {subtract, union, grow, feather, soft}; throws on a bad value.
+function refineOf(el) {
+  const px = (name, min) => {
+    const text = el.getAttribute(name) ?? '0', v = Number(text);
+    if (!Number.isInteger(v) || v < min || v > 4096) throw new Error(`${name}="${text}": a whole number of pixels within ${min}..4096`);
+    return v;
+  };
+  const refine = { subtract: promptsOf(el.getAttribute('subtract')), union: el.hasAttribute('union'), grow: px('grow', -4096), feather: px('feather', 0), soft: el.hasAttribute('soft') };
+  if (refine.soft && (refine.grow || refine.feather)) throw new Error('soft: a soft mask (probabilities) can’t also be grown, shrunk or feathered');
+  return refine;
 }
 
 // "the cat | the sofa" → ['the cat', 'the sofa'].
@@ -153,7 +180,7 @@ ${COLORS.map((c, i) => `.prompt.c${i}::before { background: rgb(${c}); }`).join(
 `);
 
 export class ClipSeg extends HTMLElement {
-  static observedAttributes = ['src', 'prompt', 'model', 'threshold', 'backend'];
+  static observedAttributes = ['src', 'prompt', 'model', 'threshold', 'backend', 'subtract', 'union', 'grow', 'feather', 'soft'];
   static stats = stats;
 
   // The shared engine's memory (ClipSegClient.stats()); null before any widget asked for it.
@@ -208,8 +235,9 @@ export class ClipSeg extends HTMLElement {
 
   attributeChangedCallback(name, old, value) {
     if (old === value || !this.isConnected) return; // connectedCallback covers the first time
-    // A new threshold is a request of its own (at most one waits): _run reads the attribute.
-    if (name === 'threshold') return this.#result && request(this);
+    // A new threshold or refinement is a request of its own (at most one waits): _run reads
+    // the attributes.
+    if (REMASK.includes(name)) return this.#result && request(this);
     if (name === 'src') {
       this.#image = null;
       this.#result = null;
@@ -264,15 +292,24 @@ export class ClipSeg extends HTMLElement {
     const url = this._model, backend = this.getAttribute('backend') || 'auto';
     if (!this.isConnected || !prompts.length || !url || !this.getAttribute('src')) return (this._busy = false);
     const threshold = this.#threshold();
-    const res = this.#result;
-    // Only the threshold changed and the engine still holds this widget's maps: no model run.
-    if (res && this.#key === shared.segmented && this.#key === keyOf(url, backend, this.#image?.url, prompts)) {
-      if (res.threshold === threshold) return;
+    let refine;
+    try {
+      refine = refineOf(this);
+    } catch (e) {
+      this._busy = false;
+      return this.#fail(prompts, e);
+    }
+    // The engine segments the prompts to subtract after the widget's own.
+    const all = prompts.concat(refine.subtract), res = this.#result, refineKey = JSON.stringify(refine);
+    // Only the threshold or the refinement changed and the engine still holds this widget's
+    // maps: no model run.
+    if (res && this.#key === shared.segmented && this.#key === keyOf(url, backend, this.#image?.url, all)) {
+      if (res.threshold === threshold && res.refineKey === refineKey) return;
       try {
         const labels = await relabel(threshold);
-        const masks = await masksOf(prompts, labels, threshold, res.width, res.height);
+        const masks = await masksOf(prompts, refine, labels, threshold, res.width, res.height);
         if (this.#result !== res) return; // src changed meanwhile
-        this.#result = { ...res, threshold, labels, masks };
+        this.#result = { ...res, threshold, refineKey, labels, masks };
         this.#paint();
         this._emit('clipseg-result', { prompts, threshold, masks, encodeMs: null, segmentMs: null });
       } catch (e) {
@@ -287,25 +324,33 @@ export class ClipSeg extends HTMLElement {
       while (!this.#image?.bitmap);
       const image = this.#image;
       this._caption(`${quote(prompts)}: segmenting…`);
-      const r = await segmentOn(url, backend, image, prompts, threshold);
+      const r = await segmentOn(url, backend, image, all, threshold);
       if (this.#readyFor !== shared.loaded) {
         this.#readyFor = shared.loaded;
         this._emit('clipseg-ready', shared.ready);
       }
       const { width, height } = image.bitmap;
-      const masks = await masksOf(prompts, r.labels, threshold, width, height);
+      const masks = await masksOf(prompts, refine, r.labels, threshold, width, height);
       if (this.#image !== image) return; // src changed meanwhile: its own request is queued
-      this.#result = { prompts, threshold, width, height, labels: r.labels, masks };
-      this.#key = keyOf(url, backend, image.url, prompts);
+      this.#result = { prompts, threshold, refineKey, width, height, labels: r.labels, masks };
+      this.#key = keyOf(url, backend, image.url, all);
       this._busy = false;
       this.#paint();
       const timing = r.encodeMs === null ? `segment ${ms(r.segmentMs)} (image already encoded)` : `encode ${ms(r.encodeMs)} + segment ${ms(r.segmentMs)}`;
       this.#captionPrompts(prompts, timing);
       this._emit('clipseg-result', { prompts, threshold, masks, encodeMs: r.encodeMs, segmentMs: r.segmentMs });
-      if (this.#threshold() !== threshold) request(this); // changed while this ran
+      if (this.#threshold() !== threshold || this.#refineKey() !== refineKey) request(this); // changed while this ran
     } catch (e) {
       this._busy = false;
       this.#fail(prompts, e);
+    }
+  }
+
+  #refineKey() {
+    try {
+      return JSON.stringify(refineOf(this));
+    } catch {
+      return null;
     }
   }
 
@@ -328,7 +373,10 @@ export class ClipSeg extends HTMLElement {
     const ctx = overlay.getContext('2d');
     if (!res || !overlay.width) return ctx.clearRect(0, 0, overlay.width, overlay.height);
     const img = ctx.createImageData(overlay.width, overlay.height);
-    paintLabels(img, res.labels, res.prompts.map((_, i) => COLORS[i % COLORS.length]));
+    const colors = res.prompts.map((_, i) => COLORS[i % COLORS.length]);
+    // Refined masks are painted as they are (grey levels as alpha); plain ones by label.
+    if (res.refineKey === PLAIN) paintLabels(img, res.labels, colors);
+    else paintMasks(img, res.masks.map((m) => m.data), colors);
     ctx.putImageData(img, 0, 0);
     overlay.setAttribute('aria-label', `${this.#image.url.split('/').pop()} with the masks of ${quote(res.prompts)} at threshold ${res.threshold}`);
   }
@@ -345,6 +393,9 @@ export class ClipSeg extends HTMLElement {
   }
 }
 
+// Attributes whose change only asks the engine for the masks again.
+const REMASK = ['threshold', 'union', 'grow', 'feather', 'soft'];
+const PLAIN = JSON.stringify({ subtract: [], union: false, grow: 0, feather: 0, soft: false });
 const ms = (t) => `${Math.round(t)} ms`;
 const quote = (prompts) => prompts.map((p) => `“${p}”`).join(', ');
 

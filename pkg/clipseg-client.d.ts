@@ -46,6 +46,20 @@ export interface LoadResult {
   ms: number;
 }
 
+export interface ComposeOptions {
+  /** Indices into segment()'s prompts joined into the mask (at least one). */
+  include: number[];
+  /** Indices of prompts whose masks are removed from it. */
+  subtract?: number[];
+  /** Grow by this many pixels; negative shrinks. */
+  grow?: number;
+  /** Soft edges over this many pixels (alpha 0..255). */
+  feather?: number;
+  /** Probabilities as grey instead of a 0/255 mask. */
+  soft?: boolean;
+  threshold?: number;
+}
+
 /** Rejections carry `fatal: true` when the wasm instance died; the next request restarts it. */
 export interface ClipSegError extends Error {
   fatal: boolean;
@@ -68,6 +82,16 @@ export class ClipSegClient {
   onfatal: ((message: string) => void) | null;
   /** Tests only (testHooks): a Rust panic or a WebGPU device loss, injected at once. */
   testFault(fault: 'panic' | 'lose-device'): Promise<{ ms: number }>;
+  /**
+   * A mask from the last segmentation's maps, as the CLI's --union, --subtract, --dilate /
+   * --erode, --feather and --soft make it (byte for byte): `include` / `subtract` index
+   * segment()'s prompts; `grow` < 0 shrinks; `soft` excludes grow and feather. With `png`, the
+   * mask as a PNG file instead.
+   */
+  compose(options: ComposeOptions & { png?: false }): Promise<{ mask: Uint8Array; ms: number }>;
+  compose(options: ComposeOptions & { png: true }): Promise<{ png: Uint8Array; ms: number }>;
+  /** Pixels (a mask: width*height bytes; RGBA: 4x) as a PNG file, by the CLI's encoder; the buffer is transferred. */
+  encodePng(pixels: Uint8Array | Uint8ClampedArray, width: number, height: number): Promise<{ png: Uint8Array; ms: number }>;
   /** The engine's wasm memory in bytes (it grows, never shrinks) and the bytes of it allocated; with testHooks also the GPU buffers created and not destroyed. */
   stats(): Promise<{ wasmBytes: number; heapInUse: number; gpuBuffers?: number; gpuBufferBytes?: number; ms: number }>;
   /**

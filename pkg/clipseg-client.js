@@ -126,6 +126,24 @@ export class ClipSegClient {
     return this.#request({ type: 'logits' });
   }
 
+  // Resolves {mask: Uint8Array} (or {png: Uint8Array}, the mask as a PNG file, where `png`): a
+  // mask made from the last segmentation's maps as the CLI makes it with --union, --subtract,
+  // --dilate / --erode, --feather and --soft, byte for byte: the prompts at `include` (indices
+  // into segment()'s prompts) joined, those at `subtract` removed, grown by `grow` px (shrunk
+  // where negative), edges feathered over `feather` px (alpha 0..255), or probabilities as
+  // grey (`soft`, exclusive with grow and feather).
+  compose({ include, subtract = [], grow = 0, feather = 0, soft = false, threshold = 0.5, png = false }) {
+    return this.#request({ type: 'compose', include, subtract, grow, feather, soft, threshold, png });
+  }
+
+  // Resolves {png: Uint8Array}: `pixels` (width*height bytes: a mask; 4 bytes a pixel: RGBA,
+  // e.g. a cut-out) as a PNG file, by the encoder the CLI writes with. The pixels' buffer is
+  // transferred (detached afterwards) where it is theirs alone.
+  encodePng(pixels, width, height) {
+    const buf = pixels.byteLength === pixels.buffer.byteLength ? pixels.buffer : pixels.slice().buffer;
+    return this.#request({ type: 'png', pixels: buf, width, height }, [buf]);
+  }
+
   // Resolves {wasmBytes, heapInUse, gpuBuffers, gpuBufferBytes}: the engine's wasm memory (it
   // grows, never shrinks) and the bytes of it allocated; with testHooks also the GPU buffers it
   // created and did not destroy. For tests and diagnostics; starts the worker if not running.

@@ -1,4 +1,4 @@
-// Drawing of what the engine hands out (www/worker.js): label maps, heat maps and masks, each a
+// Drawing of what the engine hands out (pkg/worker.js): label maps and heat maps, each a
 // Uint8Array with one byte per pixel at the image's size, painted into an ImageData of that
 // size. The engine does the thresholding and resizing, so these match the native CLI's masks.
 
@@ -14,6 +14,17 @@ export function paintLabels(img, labels, colors) {
   }
 }
 
+// Overlay of masks (width*height bytes each, 0..255): each pixel takes the colour of the last
+// mask that holds it, that mask's value as its alpha; transparent where none does.
+export function paintMasks(img, masks, colors) {
+  const d = img.data;
+  d.fill(0);
+  masks.forEach((mask, k) => {
+    const c = colors[k % colors.length];
+    for (let i = 0, o = 0; i < mask.length; i++, o += 4) if (mask[i]) (d[o] = c[0]), (d[o + 1] = c[1]), (d[o + 2] = c[2]), (d[o + 3] = mask[i]);
+  });
+}
+
 // Heat map (opaque, colour ramp HEAT) of probabilities scaled to 0..=255.
 export function paintHeat(img, heat) {
   const d = img.data;
@@ -21,19 +32,6 @@ export function paintHeat(img, heat) {
     const c = HEAT[heat[i]];
     (d[o] = c[0]), (d[o + 1] = c[1]), (d[o + 2] = c[2]), (d[o + 3] = 255);
   }
-}
-
-// A mask (255 inside, 0 outside) as an opaque grey image: white inside, black outside.
-export function paintMask(img, mask) {
-  const d = img.data;
-  for (let i = 0, o = 0; i < mask.length; i++, o += 4) (d[o] = d[o + 1] = d[o + 2] = mask[i]), (d[o + 3] = 255);
-}
-
-// Cut-out: `img` holds the photo; pixels outside the mask become transparent, those inside keep
-// their own alpha.
-export function cutOut(img, mask) {
-  const d = img.data;
-  for (let i = 0; i < mask.length; i++) if (!mask[i]) d[4 * i + 3] = 0;
 }
 
 // 256-entry ramp dark blue → purple → orange → pale yellow (roughly "inferno").

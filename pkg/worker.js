@@ -18,6 +18,11 @@
 //   {type:'heat', index}          → {ok:true, heat: Uint8Array (t)}: round(255 * probability)
 //   {type:'probe', x, y}          → {ok:true, probabilities: Float32Array (t)}: one per prompt, empty outside
 //   {type:'logits'}               → {ok:true, logits: Float32Array (t) [prompt][y][x], size}
+//   {type:'compose', include, subtract, grow, feather, soft, threshold, png}
+//                                 → {ok:true, mask: Uint8Array (t)}, or {png: Uint8Array (t)}
+//       where png: a mask as the CLI's --union/--subtract/--dilate/--erode/--feather/--soft make it
+//   {type:'png', pixels: ArrayBuffer, width, height} (transfer pixels) → {ok:true, png: Uint8Array (t)}:
+//       a mask (1 byte per pixel) or RGBA (4) as a PNG, by the CLI's encoder
 //   {type:'stats'}                → {ok:true, wasmBytes, heapInUse, gpuBuffers, gpuBufferBytes}:
 //       the wasm instance's memory, the bytes of it allocated; with test hooks also the GPU
 //       buffers created and not destroyed
@@ -176,6 +181,16 @@ const ops = {
     const e = needEngine();
     const logits = own(e.logits());
     return [{ logits, size: e.size }, [logits.buffer]];
+  },
+  async compose({ include, subtract = [], grow = 0, feather = 0, soft = false, threshold, png }) {
+    const e = needEngine();
+    const mask = e.compose(Uint32Array.from(include), Uint32Array.from(subtract), grow, feather, soft, threshold);
+    const out = own(png ? wasm.encode_png(mask, e.width, e.height) : mask);
+    return [png ? { png: out } : { mask: out }, [out.buffer]];
+  },
+  async png({ pixels, width, height }) {
+    const png = own(wasm.encode_png(new Uint8Array(pixels), width, height));
+    return [{ png }, [png.buffer]];
   },
   async stats() {
     return [{ wasmBytes: memory.buffer.byteLength, heapInUse: wasm.heap_in_use(), gpuBuffers: gpuHeld?.buffers, gpuBufferBytes: gpuHeld?.bytes }, []];

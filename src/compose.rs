@@ -128,6 +128,36 @@ impl Compose {
     }
 }
 
+/// An 8-bit PNG of `pixels`: grey (one byte per pixel: masks) or RGBA (four: cut-outs), by
+/// their count. The CLI and the page both write masks through it, so the same pixels give the
+/// same file.
+pub fn encode_png(width: usize, height: usize, pixels: &[u8]) -> Result<Vec<u8>, crate::Error> {
+    let bad = |msg: String| crate::Error::Input(msg);
+    let area = width.saturating_mul(height);
+    let color = match pixels.len() {
+        n if area > 0 && n == area => png::ColorType::Grayscale,
+        n if area > 0 && Some(n) == area.checked_mul(4) => png::ColorType::Rgba,
+        n => {
+            return Err(bad(format!(
+                "{n} bytes are not a {width}x{height} grey or RGBA image"
+            )));
+        }
+    };
+    let (Ok(w), Ok(h)) = (u32::try_from(width), u32::try_from(height)) else {
+        return Err(bad(format!("a {width}x{height} PNG is too large")));
+    };
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, w, h);
+    encoder.set_color(color);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::Fast);
+    let encode = |e: png::EncodingError| bad(format!("encoding a PNG: {e}"));
+    let mut writer = encoder.write_header().map_err(encode)?;
+    writer.write_image_data(pixels).map_err(encode)?;
+    writer.finish().map_err(encode)?;
+    Ok(out)
+}
+
 /// The photo `rgb` (width x height) with `alpha` as its fourth channel, RGBA.
 pub fn cut_out(rgb: &[u8], alpha: &[u8]) -> Vec<u8> {
     (rgb.chunks_exact(3).zip(alpha))
@@ -217,6 +247,29 @@ fn lower_envelope(f: &[f64], out: &mut [f64]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn png_round_trips_grey_and_rgba_and_refuses_other_sizes() {
+        let decode = |bytes: &[u8]| {
+            let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+                .read_info()
+                .unwrap();
+            let mut out = vec![0; reader.output_buffer_size().unwrap()];
+            let info = reader.next_frame(&mut out).unwrap();
+            (info.width, info.height, info.color_type, out)
+        };
+        let grey: Vec<u8> = (0..15).map(|i| i * 17).collect();
+        let got = decode(&encode_png(5, 3, &grey).unwrap());
+        assert_eq!(got, (5, 3, png::ColorType::Grayscale, grey.clone()));
+        let rgba: Vec<u8> = (0..60).map(|i| i * 4).collect();
+        let got = decode(&encode_png(5, 3, &rgba).unwrap());
+        assert_eq!(got, (5, 3, png::ColorType::Rgba, rgba));
+        // 14 and 45 bytes for 5x3 (neither grey nor RGBA), an empty image, sides past u32.
+        for (w, h, n) in [(5, 3, 14), (5, 3, 45), (0, 3, 0), (1 << 32, 1 << 32, 0)] {
+            let e = encode_png(w, h, &vec![0; n]).unwrap_err().to_string();
+            assert!(e.contains("not a") || e.contains("too large"), "{e}");
+        }
+    }
 
     /// Squared distances by brute force: the reference.
     fn brute(mask: &[bool], width: usize, target: bool) -> Vec<f64> {

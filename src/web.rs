@@ -12,6 +12,7 @@ use burn::tensor::Device;
 use burn::tensor::wgpu::wgpu;
 use wasm_bindgen::prelude::*;
 
+use crate::compose::Compose;
 use crate::engine::{Kernels, Precision, register_gpu};
 use crate::model::ImageFeatures;
 use crate::postprocess::Maps;
@@ -197,6 +198,13 @@ static ALLOCATOR: Counting = Counting;
 #[wasm_bindgen]
 pub fn heap_in_use() -> f64 {
     IN_USE.load(std::sync::atomic::Ordering::Relaxed) as f64
+}
+
+/// `pixels` (`width * height` bytes: a mask; four times that: RGBA, a cut-out) as an 8-bit
+/// PNG, by the encoder the CLI writes its masks with: the same pixels, the same file.
+#[wasm_bindgen]
+pub fn encode_png(pixels: Vec<u8>, width: usize, height: usize) -> Result<Vec<u8>, JsError> {
+    crate::compose::encode_png(width, height, &pixels).map_err(js_error)
 }
 
 /// The last encoded image: its activations and size.
@@ -389,6 +397,31 @@ impl Engine {
     /// Prompt `index`'s probabilities scaled to 0..=255: the heat map.
     pub fn probabilities(&self, index: usize) -> Result<Vec<u8>, JsError> {
         self.with_maps(|maps, w, h| Ok(maps.probabilities(check_index(maps, index)?, w, h)))
+    }
+
+    /// A mask made from the last segmentation's maps as the CLI's `--union`, `--subtract`,
+    /// `--dilate` / `--erode`, `--feather` and `--soft` make it ([`Compose`]): the maps
+    /// `include` joined, those of `subtract` removed, grown by `grow` px (shrunk where
+    /// negative), edges feathered over `feather` px, or probabilities as grey (`soft`).
+    pub fn compose(
+        &self,
+        include: Vec<u32>,
+        subtract: Vec<u32>,
+        grow: i32,
+        feather: u32,
+        soft: bool,
+        threshold: f32,
+    ) -> Result<Vec<u8>, JsError> {
+        let threshold = check_threshold(threshold)?;
+        let index = |v: Vec<u32>| v.into_iter().map(|k| k as usize).collect();
+        let compose = Compose {
+            include: index(include),
+            subtract: index(subtract),
+            grow,
+            feather,
+            soft,
+        };
+        self.with_maps(|maps, w, h| compose.mask(maps, w, h, threshold).map_err(js_error))
     }
 
     /// Every prompt's probability at pixel (`x`, `y`); empty outside the image.

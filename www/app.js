@@ -5,7 +5,7 @@
 // ever reach the page as textContent.
 import { ClipSegClient, decodeImage, checkImageSize } from '../pkg/clipseg-client.js';
 import { clearCache } from '../pkg/pack-cache.js';
-import { paintLabels, paintHeat, paintMask, cutOut } from '../pkg/masks.js';
+import { paintLabels, paintHeat } from '../pkg/masks.js';
 
 // The packs this server offers: models/index.json, written by `make demo` (tools/demo.sh),
 // {packs: [{file, label, bytes, untrained}]} (no probing for packs that may be missing); a file
@@ -24,8 +24,9 @@ const ui = {
   backendInfo: $('backend-info'), testNote: $('test-model-note'), clearCache: $('clear-cache'),
   file: $('file'), prompts: $('prompts'), segment: $('segment'), timings: $('timings'),
   threshold: $('threshold'), thresholdValue: $('threshold-value'), opacity: $('opacity'), opacityValue: $('opacity-value'),
-  heatmap: $('heatmap'), legendBox: $('legend-box'), legend: $('legend'),
-  exportMask: $('export-mask'), exportCutout: $('export-cutout'),
+  heatmap: $('heatmap'), legendBox: $('legend-box'), legend: $('legend'), subtract: $('subtract'),
+  union: $('union'), grow: $('grow'), feather: $('feather'), soft: $('soft'),
+  exportMask: $('export-mask'), exportCutout: $('export-cutout'), exportAll: $('export-all'),
   stage: $('stage'), image: $('image'), overlay: $('overlay'), status: $('status'),
 };
 
@@ -43,7 +44,7 @@ const state = {
   modelLoading: null, // promise of the load in progress
   image: null, // {bitmap, name}: what is shown
   encoded: null, // the state.image the engine holds (null after a model change or fatal error)
-  result: null, // {image, prompts, width, height}: the last segmentation shown
+  result: null, // {image, prompts, subtract, width, height}: the last segmentation shown
   held: null, // the state.result whose maps the engine holds (null after a new encode, model or fatal error)
   view: null, // what the overlay shows: {res, threshold, data: labels} or {res, heat: prompt index, data}
   selected: 0, // prompt index for heat map, hover emphasis and export
@@ -242,6 +243,12 @@ function readPrompts() {
   return ui.prompts.value.split('\n').map((s) => s.trim()).filter(Boolean);
 }
 
+// The prompts whose masks the exports remove ("the sofa | the rug"); the engine segments them
+// after the prompts.
+function readSubtract() {
+  return ui.subtract.value.split('|').map((s) => s.trim()).filter(Boolean);
+}
+
 // Runs on the current image and prompts. Requests made while one runs collapse into one rerun.
 let queued = null;
 function segment() {
@@ -256,12 +263,13 @@ function segment() {
 }
 
 async function runSegment() {
-  const prompts = readPrompts();
+  const prompts = readPrompts(), subtract = readSubtract();
   const image = state.image;
   if (!image) return status('pick a photo first', 'error');
   if (!prompts.length) return status('type at least one prompt', 'error');
   if (!state.model) throw new Error('no model loaded');
-  if (prompts.length > state.model.max_prompts) throw new Error(`${prompts.length} prompts; this model takes at most ${state.model.max_prompts} at once`);
+  const all = prompts.length + subtract.length;
+  if (all > state.model.max_prompts) throw new Error(`${all} prompts (with those to remove); this model takes at most ${state.model.max_prompts} at once`);
   ui.stage.setAttribute('aria-busy', 'true');
   try {
     let encodeMs = null;
@@ -275,10 +283,10 @@ async function runSegment() {
     }
     status(`segmenting ${prompts.length} prompt${prompts.length > 1 ? 's' : ''}…`);
     const threshold = Number(ui.threshold.value);
-    const r = await client.segment(prompts, { threshold });
+    const r = await client.segment(prompts.concat(subtract), { threshold });
     stats.segments++;
     if (state.image !== image) return void (state.held = null); // replaced meanwhile; its own run is queued
-    const res = (state.result = state.held = { image, prompts, width: r.width, height: r.height });
+    const res = (state.result = state.held = { image, prompts, subtract, width: r.width, height: r.height });
     state.selected = Math.min(state.selected, prompts.length - 1);
     ui.timings.textContent = encodeMs === null
       ? `segment ${ms(r.ms)} (image already encoded, not encoded again)`
@@ -387,7 +395,7 @@ function showLegend() {
   const res = state.result;
   ui.legend.replaceChildren();
   ui.legendBox.hidden = !res;
-  ui.exportMask.disabled = ui.exportCutout.disabled = !res;
+  ui.exportMask.disabled = ui.exportCutout.disabled = ui.exportAll.disabled = !res;
   if (!res) return;
   res.prompts.forEach((p, k) => {
     const li = document.createElement('li');
@@ -455,51 +463,81 @@ const samePoint = (a, b) => !!b && a.res === b.res && a.x === b.x && a.y === b.y
 
 // ---------------------------------------------------------------- export
 
-// kind 'mask': white on black; 'cutout': the photo, transparent outside the mask. The mask is
-// the engine's, as the CLI's --mask writes it.
-async function exportPng(kind) {
+// The export controls as compose() settings for the masks of `res`: one per prompt (or the
+// union of all), the prompts to remove subtracted; null (and the reason on the status line)
+// where a value is out of range.
+function composeSettings(res) {
+  const int = (el, min, max, name) => {
+    const v = Number(el.value);
+    if (!Number.isInteger(v) || v < min || v > max) throw new Error(`${name} must be a whole number of pixels within ${min}..${max}, got "${el.value}"`);
+    return v;
+  };
+  const n = res.prompts.length;
+  const base = {
+    subtract: res.subtract.map((_, k) => n + k),
+    grow: int(ui.grow, -4096, 4096, 'Grow'),
+    feather: int(ui.feather, 0, 4096, 'Feather'),
+    soft: ui.soft.checked,
+    threshold: Number(ui.threshold.value),
+  };
+  if (base.soft && (base.grow || base.feather)) throw new Error('a soft mask (probabilities) can’t also be grown, shrunk or feathered');
+  const names = res.prompts.map((p) => p.replace(/[^\p{L}\p{N}]+/gu, '-').replace(/^-|-$/g, '').slice(0, 40) || 'prompt');
+  if (ui.union.checked) return [{ ...base, include: res.prompts.map((_, k) => k), name: 'union' }];
+  return res.prompts.map((_, k) => ({ ...base, include: [k], name: names[k] }));
+}
+
+// kind 'mask': the mask as a grey PNG; 'cutout': the photo with the mask as alpha. `all`: every
+// prompt's (or the union); else the selected prompt's. The engine composes and encodes them as
+// the CLI does (same settings, same bytes).
+async function exportPng(kind, all = false) {
   const res = state.result;
   if (!res) return;
   if (state.held !== res) return status('Export: the engine no longer holds these masks; segment again', 'error');
-  const index = state.selected;
-  let mask;
+  let files;
   try {
-    mask = (await client.mask(index, Number(ui.threshold.value))).mask;
-    stats.masks++;
+    const settings = composeSettings(res);
+    const chosen = all || ui.union.checked ? settings : [settings[state.selected]];
+    files = [];
+    for (const { name, ...compose } of chosen) {
+      let png;
+      if (kind === 'mask') {
+        png = (await client.compose({ ...compose, png: true })).png;
+      } else {
+        const { mask } = await client.compose(compose);
+        png = (await client.encodePng(cutOut(res, mask), res.width, res.height)).png;
+      }
+      stats.masks++;
+      files.push({ name: `${kind}-${name}.png`, png });
+    }
   } catch (e) {
     lost(e);
     return status(`Export: ${e.message}`, 'error');
   }
   // A segmentation that arrived meanwhile may have answered instead.
   if (state.result !== res) return status('Export: the masks changed meanwhile; export again', 'error');
-  const { width, height } = res;
-  const canvas = document.createElement('canvas');
-  canvas.width = width;
-  canvas.height = height;
-  const ctx = canvas.getContext('2d');
-  let img;
-  if (kind === 'cutout') {
-    ctx.drawImage(res.image.bitmap, 0, 0);
-    img = ctx.getImageData(0, 0, width, height);
-    cutOut(img, mask);
-  } else {
-    img = ctx.createImageData(width, height);
-    paintMask(img, mask);
+  for (const { name, png } of files) {
+    const a = Object.assign(document.createElement('a'), { href: URL.createObjectURL(new Blob([png], { type: 'image/png' })), download: name });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 60_000); // after the download has started
   }
-  ctx.putImageData(img, 0, 0);
-  const blob = await new Promise((resolve) => canvas.toBlob(resolve, 'image/png'));
-  if (!blob) return status('the browser could not encode the PNG (image too large?)', 'error');
-  const prompt = res.prompts[index].replace(/[^\p{L}\p{N}]+/gu, '-').replace(/^-|-$/g, '').slice(0, 40) || 'prompt';
-  const a = Object.assign(document.createElement('a'), { href: URL.createObjectURL(blob), download: `${kind}-${prompt}.png` });
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(a.href), 60_000); // after the download has started
-  status(`saved ${a.download} (${width}x${height} px)`);
+  status(`saved ${files.map((f) => f.name).join(', ')} (${res.width}x${res.height} px)`);
+}
+
+// The photo's pixels as the engine read them (decodeImage), the mask as their alpha: what the
+// CLI's --cutout writes.
+function cutOut(res, mask) {
+  const ctx = new OffscreenCanvas(res.width, res.height).getContext('2d', { willReadFrequently: true });
+  ctx.drawImage(res.image.bitmap, 0, 0);
+  const rgba = ctx.getImageData(0, 0, res.width, res.height).data;
+  for (let i = 0; i < mask.length; i++) rgba[4 * i + 3] = mask[i];
+  return rgba;
 }
 
 ui.exportMask.addEventListener('click', () => exportPng('mask'));
 ui.exportCutout.addEventListener('click', () => exportPng('cutout'));
+ui.exportAll.addEventListener('click', () => exportPng('mask', true));
 
 // ---------------------------------------------------------------- helpers
 

@@ -98,6 +98,11 @@ try {
   check('demo page ran to the end', false, e.message.split('\n')[0]);
 }
 try {
+  await composedMasks();
+} catch (e) {
+  check('composed masks ran to the end', false, e.message.split('\n')[0]);
+}
+try {
   await widgetPage();
 } catch (e) {
   check('widget page ran to the end', false, e.message.split('\n')[0]);
@@ -174,6 +179,8 @@ async function demoPage() {
       const iou = maskIou(got, cliMasks[k]);
       check(`mask "${prompts[k]}" = CLI's: IoU >= ${MIN_IOU}`, iou >= MIN_IOU, `IoU ${iou.toFixed(5)}`);
     }
+    // The same encoder writes both: the same pixels make the same file.
+    check(`mask "${prompts[k]}": the CLI's PNG byte for byte`, fs.readFileSync(file).equals(fs.readFileSync(`${outDir}/cli-${k}.png`)), `${fs.statSync(file).size} / ${fs.statSync(`${outDir}/cli-${k}.png`).size} bytes`);
   }
 
   // Threshold: the engine's labels at the new threshold; the model never re-runs.
@@ -228,6 +235,91 @@ async function demoPage() {
   check('reload: pack from the cache, no second .bpk request', bpkRequests() === 1 && /from the cache/.test(p2.at(-1)), `${bpkRequests()} .bpk requests; "${p2.at(-1)}"`);
   await page.screenshot({ path: `${outDir}/page-reloaded.png` });
   check('no 404s (no probing for packs)', missing.length === 0, missing.join(', '));
+  await context.close();
+}
+
+// ------------------------------------------------------------------ composed masks
+
+// The page's export settings against the CLI's flags on the same pack, photo and prompts: the
+// union of both prompts less what "a sofa" finds, grown 3 px and feathered over 4 (mask and
+// cut-out): the same PNG files, byte for byte; then each prompt's soft mask ("export all"),
+// probabilities as grey, within one level where the two backends' floats round apart.
+async function composedMasks() {
+  console.log('\n== composed masks: page exports = CLI files');
+  const subtract = 'a sofa';
+  const flags = ['--model', pack, '--image', image, ...prompts.flatMap((p) => ['--prompt', p]), '--subtract', subtract, '--precision', 'f32'];
+  cli(bin, 'predict', ...flags, '--union', '--dilate', '3', '--feather', '4', '--cutout', '--mask', `${outDir}/cli-union.png`);
+  cli(bin, 'predict', ...flags, '--soft', '--mask', `${outDir}/cli-soft.png`);
+  const { context, page } = await newContext();
+  await page.goto(`${base}/www/index.html?${new URLSearchParams({ model: `/${pack}`, backend: 'webgpu' })}`);
+  await page.waitForFunction(() => /model ready|Model:/.test(document.getElementById('status').textContent));
+  await page.fill('#prompts', prompts.join('\n'));
+  await page.fill('#subtract', subtract);
+  await page.setInputFiles('#file', image);
+  await page.waitForFunction(() => window.clipsegDemo.state.result && /^done:/.test(document.getElementById('status').textContent));
+  const exported = async (button, count) => {
+    const downloads = [];
+    const got = new Promise((resolve) => page.on('download', function on(d) {
+      downloads.push(d);
+      if (downloads.length === count) (page.off('download', on), resolve());
+    }));
+    await page.click(button);
+    await got;
+    return Promise.all(downloads.map(async (d) => ({ name: d.suggestedFilename(), bytes: fs.readFileSync(await d.path()) })));
+  };
+  // Byte for byte; or, for soft masks (`levels`), within one grey level at a few pixels:
+  // round(255 p) of probabilities that differ by ~1e-6 (WebGPU's f32 sums against the CPU's)
+  // falls on either side of a rounding boundary now and then.
+  const same = (name, got, file, levels = false) => {
+    const want = fs.readFileSync(file);
+    let detail = `${got.bytes.length} / ${want.length} bytes`, close = false;
+    if (!got.bytes.equals(want)) {
+      const [a, b] = [decodePng(got.bytes), decodePng(want)];
+      let px = 0, most = 0;
+      for (let i = 0; i < a.data.length; i++) (px += a.data[i] !== b.data[i]), (most = Math.max(most, Math.abs(a.data[i] - b.data[i])));
+      detail += `; ${px} of ${a.data.length} samples differ, by at most ${most}`;
+      close = levels && a.data.length === b.data.length && most <= 1 && px <= a.data.length * 1e-4;
+    }
+    const how = levels ? 'byte for byte, or within 1 level at <= 0.01% of pixels' : 'byte for byte';
+    check(`${name} (${got.name}) = ${file.split('/').pop()} ${how}`, got.bytes.equals(want) || close, detail);
+  };
+  await page.check('#union');
+  await page.fill('#grow', '3');
+  await page.fill('#feather', '4');
+  same('union less "a sofa", grown 3, feathered 4', (await exported('#export-mask', 1))[0], `${outDir}/cli-union.png`);
+  same('its cut-out', (await exported('#export-cutout', 1))[0], `${outDir}/cli-union-cutout.png`);
+  await page.uncheck('#union');
+  await page.fill('#grow', '0');
+  await page.fill('#feather', '0');
+  await page.check('#soft');
+  const soft = await exported('#export-all', prompts.length);
+  for (const [k, got] of soft.entries()) same(`soft mask of "${prompts[k]}" less "a sofa"`, got, `${outDir}/cli-soft-${k}.png`, true);
+  // A bad value is refused in one line; the page keeps working.
+  await page.fill('#grow', '2.5');
+  await page.click('#export-mask');
+  const said = await page.textContent('#status');
+  check('a grow of 2.5 px is refused with a message', /Grow must be a whole number/.test(said), said);
+
+  // The element's attributes: the same masks as the CLI's PNGs hold; a changed grow only asks
+  // the engine for the masks (no model run).
+  cli(bin, 'predict', ...flags, '--union', '--erode', '2', '--mask', `${outDir}/cli-union-eroded.png`);
+  const attrs = `src="/${image}" model="/${pack}" backend="webgpu" prompt="${prompts.join(' | ')}" subtract="${subtract}" union grow="3" feather="4"`;
+  await context.route(/\/composed\.html$/, (route) => route.fulfill({ contentType: 'text/html; charset=utf-8', body: `<!doctype html><script type="module" src="/pkg/clip-seg.js"></script><clip-seg ${attrs}></clip-seg>` }));
+  const element = await context.newPage();
+  const result = () => element.evaluate(() => new Promise((resolve) => document.querySelector('clip-seg').addEventListener('clipseg-result', (e) => resolve({ ...e.detail, masks: e.detail.masks.map((m) => ({ ...m, data: [...m.data] })) }), { once: true })));
+  await element.goto(`${base}/composed.html`);
+  await element.waitForFunction(() => document.querySelector('clip-seg')?.result);
+  const r1 = await element.evaluate(() => ({ masks: document.querySelector('clip-seg').result.masks.map((m) => ({ ...m, data: [...m.data] })) }));
+  const pixels = (file) => [...decodePng(fs.readFileSync(file)).data];
+  check('<clip-seg union subtract grow feather>: one mask, the CLI\'s pixels', r1.masks.length === 1 && r1.masks[0].prompt === prompts.join(' | ') && JSON.stringify(r1.masks[0].data) === JSON.stringify(pixels(`${outDir}/cli-union.png`)), `${r1.masks.length} masks`);
+  const next = result();
+  await element.evaluate(() => (document.querySelector('clip-seg').setAttribute('grow', '-2'), document.querySelector('clip-seg').removeAttribute('feather')));
+  const r2 = await next;
+  check('grow="-2": the CLI\'s --erode 2 pixels, no model run', r2.segmentMs === null && JSON.stringify(r2.masks[0].data) === JSON.stringify(pixels(`${outDir}/cli-union-eroded.png`)), `segmentMs ${r2.segmentMs}`);
+  const error = element.evaluate(() => new Promise((resolve) => document.querySelector('clip-seg').addEventListener('clipseg-error', (e) => resolve(e.detail.message), { once: true })));
+  await element.evaluate(() => document.querySelector('clip-seg').setAttribute('grow', 'wide'));
+  const message = await error;
+  check('grow="wide" fires clipseg-error with a one-line message', /grow="wide": a whole number of pixels/.test(message), message);
   await context.close();
 }
 

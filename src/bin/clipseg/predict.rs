@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use clipseg::compose::{Compose, cut_out};
+use clipseg::compose::{Compose, cut_out, encode_png};
 use clipseg::engine::block_on;
 use clipseg::{Segmenter, npy};
 
@@ -251,28 +251,30 @@ fn segment_one(
         write_whole(path, &npy::to_bytes(maps.logits(), &[count, side, side]))?;
     }
     if let Some(path) = &outputs.mask {
-        let (w, h) = (width as u32, height as u32);
         for (k, compose) in composes.iter().enumerate() {
             let alpha = compose.mask(&maps, width, height, args.threshold)?;
             let out = mask_path(path, k, composes.len());
             if args.cutout {
-                let rgba = image::RgbaImage::from_raw(w, h, cut_out(&rgb, &alpha))
-                    .context("cut-out buffer size")?;
-                write_image(&cutout_path(&out), &image::DynamicImage::from(rgba))?;
+                let rgba = cut_out(&rgb, &alpha);
+                write_whole(&cutout_path(&out), &encode_png(width, height, &rgba)?)?;
             }
-            let mask = image::GrayImage::from_raw(w, h, alpha).context("mask buffer size")?;
-            write_image(&out, &image::DynamicImage::from(mask))?;
+            write_mask(&out, width, height, alpha)?;
         }
     }
     Ok(encoded)
 }
 
-/// Encodes `image` in the format `path` names (PNG where it names none) and writes it whole.
-fn write_image(path: &Path, image: &image::DynamicImage) -> Result<()> {
+/// Encodes a mask in the format `path` names and writes it whole: PNG where it names none or
+/// PNG (the page's encoder, [`encode_png`]: the same bytes), else through `image`.
+fn write_mask(path: &Path, width: usize, height: usize, mask: Vec<u8>) -> Result<()> {
     let format = image::ImageFormat::from_path(path).unwrap_or(image::ImageFormat::Png);
+    if format == image::ImageFormat::Png {
+        return write_whole(path, &encode_png(width, height, &mask)?);
+    }
+    let (w, h) = (width as u32, height as u32);
+    let mask = image::GrayImage::from_raw(w, h, mask).context("mask buffer size")?;
     let mut bytes = std::io::Cursor::new(Vec::new());
-    image
-        .write_to(&mut bytes, format)
+    (image::DynamicImage::from(mask).write_to(&mut bytes, format))
         .with_context(|| format!("encoding {}", path.display()))?;
     write_whole(path, bytes.get_ref())
 }
