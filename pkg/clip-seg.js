@@ -191,6 +191,7 @@ export class ClipSeg extends HTMLElement {
   #image = null; // {url, bitmap, promise}: the decoded src
   #result = null; // see `result`
   #key = null; // keyOf() of #result: whether the engine still holds its maps (shared.segmented)
+  #refined = null; // the refine attributes of #result's masks, as JSON
   #readyFor = null; // shared.loaded when this widget last fired clipseg-ready
   #ui;
   _busy = false;
@@ -304,12 +305,13 @@ export class ClipSeg extends HTMLElement {
     // Only the threshold or the refinement changed and the engine still holds this widget's
     // maps: no model run.
     if (res && this.#key === shared.segmented && this.#key === keyOf(url, backend, this.#image?.url, all)) {
-      if (res.threshold === threshold && res.refineKey === refineKey) return;
+      if (res.threshold === threshold && this.#refined === refineKey) return;
       try {
         const labels = await relabel(threshold);
         const masks = await masksOf(prompts, refine, labels, threshold, res.width, res.height);
         if (this.#result !== res) return; // src changed meanwhile
-        this.#result = { ...res, threshold, refineKey, labels, masks };
+        this.#result = { ...res, threshold, labels, masks };
+        this.#refined = refineKey;
         this.#paint();
         this._emit('clipseg-result', { prompts, threshold, masks, encodeMs: null, segmentMs: null });
       } catch (e) {
@@ -332,21 +334,22 @@ export class ClipSeg extends HTMLElement {
       const { width, height } = image.bitmap;
       const masks = await masksOf(prompts, refine, r.labels, threshold, width, height);
       if (this.#image !== image) return; // src changed meanwhile: its own request is queued
-      this.#result = { prompts, threshold, refineKey, width, height, labels: r.labels, masks };
+      this.#result = { prompts, threshold, width, height, labels: r.labels, masks };
+      this.#refined = refineKey;
       this.#key = keyOf(url, backend, image.url, all);
       this._busy = false;
       this.#paint();
       const timing = r.encodeMs === null ? `segment ${ms(r.segmentMs)} (image already encoded)` : `encode ${ms(r.encodeMs)} + segment ${ms(r.segmentMs)}`;
       this.#captionPrompts(prompts, timing);
       this._emit('clipseg-result', { prompts, threshold, masks, encodeMs: r.encodeMs, segmentMs: r.segmentMs });
-      if (this.#threshold() !== threshold || this.#refineKey() !== refineKey) request(this); // changed while this ran
+      if (this.#threshold() !== threshold || this.#refineNow() !== refineKey) request(this); // changed while this ran
     } catch (e) {
       this._busy = false;
       this.#fail(prompts, e);
     }
   }
 
-  #refineKey() {
+  #refineNow() {
     try {
       return JSON.stringify(refineOf(this));
     } catch {
@@ -375,7 +378,7 @@ export class ClipSeg extends HTMLElement {
     const img = ctx.createImageData(overlay.width, overlay.height);
     const colors = res.prompts.map((_, i) => COLORS[i % COLORS.length]);
     // Refined masks are painted as they are (grey levels as alpha); plain ones by label.
-    if (res.refineKey === PLAIN) paintLabels(img, res.labels, colors);
+    if (this.#refined === PLAIN) paintLabels(img, res.labels, colors);
     else paintMasks(img, res.masks.map((m) => m.data), colors);
     ctx.putImageData(img, 0, 0);
     overlay.setAttribute('aria-label', `${this.#image.url.split('/').pop()} with the masks of ${quote(res.prompts)} at threshold ${res.threshold}`);
