@@ -45,7 +45,7 @@
 // No inline styles: the shadow root's styles are a constructed CSSStyleSheet
 // (adoptedStyleSheets), which a CSP of style-src 'self' allows; size it from outside with
 // `clip-seg { width: ... }`.
-import { ClipSegClient, decodeImage, checkImageSize } from './clipseg-client.js';
+import { ClipSegClient, decodeImage, checkImageSize, composeEach } from './clipseg-client.js';
 import { paintLabels, paintMasks } from './masks.js';
 
 // One colour per prompt, in order (Okabe–Ito, distinguishable with colour blindness; the demo
@@ -131,13 +131,10 @@ async function relabel(threshold) {
 async function masksOf(prompts, refine, labels, threshold, width, height) {
   const plain = !refine.subtract.length && !refine.union && !refine.grow && !refine.feather && !refine.soft;
   if (plain && prompts.length === 1) return [{ prompt: prompts[0], width, height, data: labels.map((l) => (l === 0 ? 255 : 0)) }];
-  const n = prompts.length, { union, subtract: negatives, ...rest } = refine;
-  const wanted = union ? [[prompts.join(' | '), prompts.map((_, k) => k)]] : prompts.map((p, k) => [p, [k]]);
   const masks = [];
   try {
-    for (const [prompt, include] of wanted) {
-      const subtract = negatives.map((_, k) => n + k);
-      const { mask } = plain ? await shared.client.mask(include[0], threshold) : await shared.client.compose({ include, subtract, ...rest, threshold });
+    for (const { prompt, ...compose } of composeEach(prompts, refine.subtract, refine)) {
+      const { mask } = plain ? await shared.client.mask(compose.include[0], threshold) : await shared.client.compose({ ...compose, threshold });
       stats.masks++;
       masks.push({ prompt, width, height, data: mask });
     }
@@ -148,16 +145,16 @@ async function masksOf(prompts, refine, labels, threshold, width, height) {
   return masks;
 }
 
-// The refine attributes: {subtract, union, grow, feather, soft}; throws on a bad value.
+// The refine attributes: {subtract, union, grow, feather, soft}; throws on a value that is not
+// a whole number of pixels in range.
 function refineOf(el) {
   const px = (name, min) => {
     const text = el.getAttribute(name) ?? '0', v = Number(text);
     if (!Number.isInteger(v) || v < min || v > 4096) throw new Error(`${name}="${text}": a whole number of pixels within ${min}..4096`);
     return v;
   };
-  const refine = { subtract: promptsOf(el.getAttribute('subtract')), union: el.hasAttribute('union'), grow: px('grow', -4096), feather: px('feather', 0), soft: el.hasAttribute('soft') };
-  if (refine.soft && (refine.grow || refine.feather)) throw new Error('soft: a soft mask (probabilities) can’t also be grown, shrunk or feathered');
-  return refine;
+  // The engine refuses soft with grow or feather (Compose::check), in one line.
+  return { subtract: promptsOf(el.getAttribute('subtract')), union: el.hasAttribute('union'), grow: px('grow', -4096), feather: px('feather', 0), soft: el.hasAttribute('soft') };
 }
 
 // "the cat | the sofa" → ['the cat', 'the sofa'].

@@ -60,6 +60,9 @@ export interface ComposeOptions {
   threshold?: number;
 }
 
+/** The masks the CLI writes for these prompts and flags (--union, --subtract, --dilate / --erode, --feather, --soft): one per prompt, or one for all with `union`, as compose() settings with the prompt each stands for ("a | b" for the union). `subtract`: prompts segmented after `prompts`. */
+export function composeEach(prompts: string[], subtract: string[], options?: { union?: boolean; grow?: number; feather?: number; soft?: boolean }): (ComposeOptions & { prompt: string })[];
+
 /** Rejections carry `fatal: true` when the wasm instance died; the next request restarts it. */
 export interface ClipSegError extends Error {
   fatal: boolean;

@@ -18,6 +18,16 @@ export function checkImageSize(width, height, limits) {
   return '';
 }
 
+// The masks the CLI writes for `prompts` with its --union, --subtract (`subtract`: prompts
+// segmented after `prompts`), --dilate / --erode (`grow`), --feather and --soft: one per
+// prompt, or one for all with `union`; each as compose()'s settings with the prompt it stands
+// for ("a | b" for the union).
+export function composeEach(prompts, subtract, { union = false, grow = 0, feather = 0, soft = false } = {}) {
+  const base = { subtract: subtract.map((_, k) => prompts.length + k), grow, feather, soft };
+  if (union) return [{ ...base, prompt: prompts.join(' | '), include: prompts.map((_, k) => k) }];
+  return prompts.map((prompt, k) => ({ ...base, prompt, include: [k] }));
+}
+
 export class ClipSegClient {
   #worker = null; // null after a fatal error until the next request
   #pending = new Map(); // id → {resolve, reject, onProgress}

@@ -184,8 +184,7 @@ const ops = {
   },
   async compose({ include, subtract = [], grow = 0, feather = 0, soft = false, threshold, png }) {
     const e = needEngine();
-    const mask = e.compose(Uint32Array.from(include), Uint32Array.from(subtract), grow, feather, soft, threshold);
-    const out = own(png ? wasm.encode_png(mask, e.width, e.height) : mask);
+    const out = own(e.compose(Uint32Array.from(include), Uint32Array.from(subtract), grow, feather, soft, threshold, !!png));
     return [png ? { png: out } : { mask: out }, [out.buffer]];
   },
   async png({ pixels, width, height }) {

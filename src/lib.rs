@@ -11,6 +11,7 @@
 
 pub mod compose;
 pub mod config;
+pub mod counting_alloc;
 pub mod engine;
 pub mod metrics;
 pub mod model;

@@ -151,53 +151,13 @@ pub fn limits() -> Result<JsValue, JsError> {
     Ok(limits.into())
 }
 
-/// The system allocator, counting the bytes handed out and not yet given back: a leak shows in
-/// [`heap_in_use`], while the wasm memory's size also holds the holes between blocks (it
-/// grows, never shrinks).
-struct Counting;
-
-static IN_USE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-// SAFETY: every call goes to `System` with the caller's arguments; only the count is added.
-unsafe impl std::alloc::GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        let p = unsafe { std::alloc::System.alloc(layout) };
-        if !p.is_null() {
-            IN_USE.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        let p = unsafe { std::alloc::System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            IN_USE.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, p: *mut u8, layout: std::alloc::Layout) {
-        unsafe { std::alloc::System.dealloc(p, layout) };
-        IN_USE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, p: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
-        let q = unsafe { std::alloc::System.realloc(p, layout, size) };
-        if !q.is_null() {
-            IN_USE.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
-            IN_USE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
-        }
-        q
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: crate::counting_alloc::Counting = crate::counting_alloc::Counting;
 
 /// Bytes of the wasm heap in use (allocated, not freed): the worker's stats request.
 #[wasm_bindgen]
 pub fn heap_in_use() -> f64 {
-    IN_USE.load(std::sync::atomic::Ordering::Relaxed) as f64
+    crate::counting_alloc::live() as f64
 }
 
 /// `pixels` (`width * height` bytes: a mask; four times that: RGBA, a cut-out) as an 8-bit
@@ -402,7 +362,9 @@ impl Engine {
     /// A mask made from the last segmentation's maps as the CLI's `--union`, `--subtract`,
     /// `--dilate` / `--erode`, `--feather` and `--soft` make it ([`Compose`]): the maps
     /// `include` joined, those of `subtract` removed, grown by `grow` px (shrunk where
-    /// negative), edges feathered over `feather` px, or probabilities as grey (`soft`).
+    /// negative), edges feathered over `feather` px, or probabilities as grey (`soft`); as
+    /// the CLI's PNG file where `png`.
+    #[allow(clippy::too_many_arguments)]
     pub fn compose(
         &self,
         include: Vec<u32>,
@@ -411,6 +373,7 @@ impl Engine {
         feather: u32,
         soft: bool,
         threshold: f32,
+        png: bool,
     ) -> Result<Vec<u8>, JsError> {
         let threshold = check_threshold(threshold)?;
         let index = |v: Vec<u32>| v.into_iter().map(|k| k as usize).collect();
@@ -421,7 +384,13 @@ impl Engine {
             feather,
             soft,
         };
-        self.with_maps(|maps, w, h| compose.mask(maps, w, h, threshold).map_err(js_error))
+        self.with_maps(|maps, w, h| {
+            let mask = compose.mask(maps, w, h, threshold).map_err(js_error)?;
+            match png {
+                true => crate::compose::encode_png(w, h, &mask).map_err(js_error),
+                false => Ok(mask),
+            }
+        })
     }
 
     /// Every prompt's probability at pixel (`x`, `y`); empty outside the image.

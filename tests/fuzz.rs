@@ -10,41 +10,19 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arbtest::arbitrary::{Result, Unstructured};
 use clipseg::burn::tensor::Device;
+use clipseg::counting_alloc::{self, Counting};
 use clipseg::weights::pack::Quant;
 use clipseg::weights::pack::split::Manifest;
 use clipseg::{Checkpoint, Segmenter};
 
 use common::fixtures;
 
-/// Counts the bytes allocated and the peak since the last [`reset_peak`].
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(p, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
+/// Counts the bytes live and their peak (`counting_alloc::reset_peak` starts one per input).
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
@@ -78,11 +56,10 @@ fn fuzz(
             )
             .unwrap();
         }
-        let base = LIVE.load(Ordering::Relaxed);
-        PEAK.store(base, Ordering::Relaxed);
+        let base = counting_alloc::reset_peak();
         let start = Instant::now();
         handle(&input);
-        let (took, peak) = (start.elapsed(), PEAK.load(Ordering::Relaxed) - base);
+        let (took, peak) = (start.elapsed(), counting_alloc::peak() - base);
         assert!(
             took <= TIME_LIMIT,
             "{target}: an input of {} bytes took {took:?}",

@@ -3,7 +3,7 @@
 // engine keeps the last segmentation and hands out label maps, heat maps, masks and
 // probabilities at the photo's size; this page only draws them. Prompts and file names only
 // ever reach the page as textContent.
-import { ClipSegClient, decodeImage, checkImageSize } from '../pkg/clipseg-client.js';
+import { ClipSegClient, decodeImage, checkImageSize, composeEach } from '../pkg/clipseg-client.js';
 import { clearCache } from '../pkg/pack-cache.js';
 import { paintLabels, paintHeat } from '../pkg/masks.js';
 
@@ -463,27 +463,19 @@ const samePoint = (a, b) => !!b && a.res === b.res && a.x === b.x && a.y === b.y
 
 // ---------------------------------------------------------------- export
 
-// The export controls as compose() settings for the masks of `res`: one per prompt (or the
-// union of all), the prompts to remove subtracted; null (and the reason on the status line)
-// where a value is out of range.
+// The export controls as compose() settings for the masks of `res` (composeEach), each with
+// a file name; throws on a value out of range (soft with grow or feather: the engine refuses).
 function composeSettings(res) {
   const int = (el, min, max, name) => {
     const v = Number(el.value);
     if (!Number.isInteger(v) || v < min || v > max) throw new Error(`${name} must be a whole number of pixels within ${min}..${max}, got "${el.value}"`);
     return v;
   };
-  const n = res.prompts.length;
-  const base = {
-    subtract: res.subtract.map((_, k) => n + k),
-    grow: int(ui.grow, -4096, 4096, 'Grow'),
-    feather: int(ui.feather, 0, 4096, 'Feather'),
-    soft: ui.soft.checked,
-    threshold: Number(ui.threshold.value),
-  };
-  if (base.soft && (base.grow || base.feather)) throw new Error('a soft mask (probabilities) can’t also be grown, shrunk or feathered');
-  const names = res.prompts.map((p) => p.replace(/[^\p{L}\p{N}]+/gu, '-').replace(/^-|-$/g, '').slice(0, 40) || 'prompt');
-  if (ui.union.checked) return [{ ...base, include: res.prompts.map((_, k) => k), name: 'union' }];
-  return res.prompts.map((_, k) => ({ ...base, include: [k], name: names[k] }));
+  const union = ui.union.checked;
+  const refine = { union, grow: int(ui.grow, -4096, 4096, 'Grow'), feather: int(ui.feather, 0, 4096, 'Feather'), soft: ui.soft.checked };
+  const fileName = (p) => p.replace(/[^\p{L}\p{N}]+/gu, '-').replace(/^-|-$/g, '').slice(0, 40) || 'prompt';
+  const threshold = Number(ui.threshold.value);
+  return composeEach(res.prompts, res.subtract, refine).map(({ prompt, ...c }) => ({ ...c, threshold, name: union ? 'union' : fileName(prompt) }));
 }
 
 // kind 'mask': the mask as a grey PNG; 'cutout': the photo with the mask as alpha. `all`: every
