@@ -2,6 +2,7 @@
 //! a model as stored (trainable, convertible, burn's ops); [`Segmenter`] is one ready for
 //! inference on the engine. The CLI and the wasm API are thin shells over them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use burn::store::SafetensorsStore;
@@ -48,7 +49,8 @@ impl Checkpoint {
         let tokenizer = ClipTokenizer::from_bytes(tokenizer_json)?;
         let header = hf::read_header(&safetensors, safetensors.len() as u64)?;
         let backed = (hf::values(&header), "model.safetensors".to_string());
-        let (mut model, preprocess) = parts(config_json, preprocessor_config, device, backed)?;
+        let (mut model, preprocess) =
+            parts(config_json, preprocessor_config, device, &header, backed)?;
         hf::check_header(&model, &header)?;
         hf::apply(&mut model, SafetensorsStore::from_bytes(Some(safetensors)))?;
         Ok(Self {
@@ -68,7 +70,7 @@ impl Checkpoint {
     pub fn from_source(source: Arc<dyn Source>, device: &Device) -> Result<Self, Error> {
         let pack = Pack::read(source)?;
         let (tokenizer, preprocess) = pack_inputs(&pack)?;
-        let mut model = ClipSeg::new(&pack.header.config, device)?;
+        let mut model = ClipSeg::for_checkpoint(&pack.header.config, |n| pack.has(n), device)?;
         pack.apply(&mut model, "", |_| false)?;
         pack.check_all_used()?;
         Ok(Self {
@@ -178,21 +180,61 @@ impl Segmenter {
         self.engine.encode_image(pixels).await
     }
 
+    /// An example image (an image prompt) to its conditional embedding [1, projection_dim]:
+    /// the whole vision tower once, reusable with any image to segment.
+    pub async fn encode_example(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+    ) -> Result<Tensor<2>, Error> {
+        check_image_size(width, height)?;
+        let pixels = pixel_values(&self.preprocess, rgb, width, height, &self.device)?;
+        self.engine.encode_examples(pixels).await
+    }
+
     /// The logit maps [prompts, S, S] (read back to the host) for an encoded image.
     pub async fn segment<S: AsRef<str>>(
         &self,
         image: &ImageFeatures,
         prompts: &[S],
     ) -> Result<Maps, Error> {
-        if prompts.is_empty() {
+        self.segment_with(image, prompts, &[]).await
+    }
+
+    /// The logit maps [prompts + examples, S, S] for an encoded image: the text prompts' in
+    /// order, then the examples' (embeddings from [`Self::encode_example`]).
+    pub async fn segment_with<S: AsRef<str>>(
+        &self,
+        image: &ImageFeatures,
+        prompts: &[S],
+        examples: &[Tensor<2>],
+    ) -> Result<Maps, Error> {
+        let count = prompts.len() + examples.len();
+        if count == 0 {
             return Err(Error::Input("give at least one prompt".into()));
         }
-        let ids = self.tokenize(prompts)?;
-        let conditional = self.engine.encode_text(&ids).await?;
-        let logits = self.engine.decode(image, conditional).await?;
+        if count > MAX_PROMPTS {
+            return Err(too_many(count));
+        }
+        let mut conditional = Vec::with_capacity(1 + examples.len());
+        if !prompts.is_empty() {
+            let ids = self.tokenize(prompts)?;
+            conditional.push(self.engine.encode_text(&ids).await?);
+        }
+        conditional.extend(examples.iter().cloned());
+        let logits = (self.engine)
+            .decode(image, Tensor::cat(conditional, 0))
+            .await?;
         let [count, side, _] = logits.dims();
         Maps::new(read_values(logits).await?, count, side)
     }
+}
+
+fn too_many(count: usize) -> Error {
+    Error::Input(format!(
+        "{count} prompts at once; the limit is {MAX_PROMPTS} per call"
+    ))
 }
 
 /// Rejects images no one means to segment (0 px) or that would exhaust memory.
@@ -218,10 +260,7 @@ fn tokenize<S: AsRef<str>>(
 ) -> Result<Vec<Vec<u32>>, Error> {
     let max_len = config.text_config.max_position_embeddings;
     if prompts.len() > MAX_PROMPTS {
-        return Err(Error::Input(format!(
-            "{} prompts at once; the limit is {MAX_PROMPTS} per call",
-            prompts.len()
-        )));
+        return Err(too_many(prompts.len()));
     }
     prompts
         .iter()
@@ -254,17 +293,19 @@ fn pack_inputs(pack: &Pack) -> Result<(ClipTokenizer, PreprocessConfig), Error> 
 }
 
 /// The model `config_json` describes, once checked against the weights' file (`backed`: the
-/// values it holds and its name), and the preprocessor config.
+/// values it holds and its name; `header`: its tensors), and the preprocessor config.
 fn parts(
     config_json: &str,
     preprocessor_config: Option<&str>,
     device: &Device,
+    header: &BTreeMap<String, (String, Vec<usize>)>,
     backed: (u128, String),
 ) -> Result<(ClipSeg, PreprocessConfig), Error> {
     let config = ClipSegConfig::from_json(config_json)?;
     config.check_backed(backed.0, &backed.1)?;
     let preprocess = preprocess_config(preprocessor_config, &config)?;
-    Ok((ClipSeg::new(&config, device)?, preprocess))
+    let model = ClipSeg::for_checkpoint(&config, |n| header.contains_key(n), device)?;
+    Ok((model, preprocess))
 }
 
 /// The preprocessor config (CLIPSeg's when absent), checked against the model's patches.
@@ -359,7 +400,8 @@ mod files {
             };
             let file = if from_pytorch { &pytorch } else { &safetensors };
             let backed = (hf::values(&header), file.display().to_string());
-            let (mut model, preprocess) = parts(&config, preprocessor.as_deref(), device, backed)?;
+            let (mut model, preprocess) =
+                parts(&config, preprocessor.as_deref(), device, &header, backed)?;
             hf::check_header(&model, &header)?;
             let checkpoint = |model| Self {
                 model,

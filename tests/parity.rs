@@ -96,6 +96,85 @@ fn check_case(case: &Case, device: &Device, kernels: bool) {
     }
 }
 
+/// One case of tests/fixtures/visual/cases.json (tools/make_visual_prompt_fixtures.py).
+#[derive(serde::Deserialize)]
+struct VisualCase {
+    model: String,
+    targets: Vec<String>,
+    examples: Vec<String>,
+    cond: String,
+    logits: Vec<String>,
+}
+
+/// Image prompts: HF's `model(pixel_values=P(target), conditional_pixel_values=P(example))`.
+/// The examples' conditional embeddings (every vision layer, `post_layernorm`,
+/// `visual_projection`) and, per target, the logits for all examples, with the examples
+/// encoded once for all targets; on burn's ops or (`kernels`) the engine.
+fn check_visual(device: &Device, kernels: bool) {
+    let text = std::fs::read_to_string(fixtures().join("visual/cases.json")).unwrap();
+    let cases: Vec<VisualCase> = serde_json::from_str(&text).unwrap();
+    assert_eq!(cases.len(), 3);
+    for case in cases {
+        let dir = fixtures().join("models").join(&case.model);
+        let checkpoint = Checkpoint::open(&dir, device).unwrap();
+        assert!(checkpoint.model.has_image_prompts(), "{}", case.model);
+        let pixels = |rel: &str| {
+            let (rgb, w, h) = read_rgb(rel);
+            checkpoint.pixel_values(&rgb, w, h).unwrap()
+        };
+        let examples: Vec<_> = case.examples.iter().map(|e| pixels(e)).collect();
+        let targets: Vec<_> = case.targets.iter().map(|t| pixels(t)).collect();
+        let (cond, logits): (Vec<f32>, Vec<Vec<f32>>) = if kernels {
+            let segmenter = Segmenter::new(checkpoint, Kernels::Packed(None)).unwrap();
+            let encode = |e: &String| {
+                let (rgb, w, h) = read_rgb(e);
+                block_on(segmenter.encode_example(&rgb, w, h)).unwrap()
+            };
+            let embeddings: Vec<_> = case.examples.iter().map(encode).collect();
+            let none: &[&str] = &[];
+            let logits = (case.targets.iter())
+                .map(|t| {
+                    let (rgb, w, h) = read_rgb(t);
+                    let image = block_on(segmenter.encode_image(&rgb, w, h)).unwrap();
+                    let maps = segmenter.segment_with(&image, none, &embeddings);
+                    block_on(maps).unwrap().logits().to_vec()
+                })
+                .collect();
+            let cond = clipseg::burn::tensor::Tensor::cat(embeddings, 0);
+            (cond.try_into_vec_as::<f32>().unwrap(), logits)
+        } else {
+            let model = &checkpoint.model;
+            // The examples as one batch.
+            let cond = model
+                .encode_examples(clipseg::burn::tensor::Tensor::cat(examples, 0))
+                .unwrap();
+            let logits = (targets.into_iter())
+                .map(|t| {
+                    let image = model.encode_image(t).unwrap();
+                    let logits = model.decode(&image, cond.clone()).unwrap();
+                    logits.try_into_vec_as::<f32>().unwrap()
+                })
+                .collect();
+            (cond.try_into_vec_as::<f32>().unwrap(), logits)
+        };
+        let (cond_ref, _) = read_npy(&case.cond);
+        let peak = cond_ref.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let cond_err = max_abs_diff(&cond, &cond_ref);
+        eprintln!(
+            "{:>8} examples {:?} {device:?} kernels={kernels}: cond max|err| {cond_err:.2e}",
+            case.model, case.examples
+        );
+        assert!(cond_err <= 1e-4 * peak, "{}: cond differs by {cond_err}", case.model);
+        for (target, (ours, rel)) in case.targets.iter().zip(logits.iter().zip(&case.logits)) {
+            let (reference, _) = read_npy(rel);
+            let peak = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let err = max_abs_diff(ours, &reference);
+            eprintln!("{:>8} {target:<22} logits max|err| {err:.2e}", case.model);
+            assert!(err <= 1e-4 * peak, "{} {target}: logits differ by {err}", case.model);
+        }
+    }
+}
+
 /// burn's flex ops, then the packed CPU kernels the CLI and the browser's CPU fallback use.
 #[test]
 fn logits_and_masks_match_transformers_on_cpu() {
@@ -104,6 +183,18 @@ fn logits_and_masks_match_transformers_on_cpu() {
         check_case(&case, &device, false);
         check_case(&case, &device, true);
     }
+}
+
+#[test]
+fn image_prompts_match_transformers_on_cpu() {
+    check_visual(&Device::flex(), false);
+    check_visual(&Device::flex(), true);
+}
+
+#[test]
+fn image_prompts_match_transformers_on_wgpu() {
+    check_visual(&wgpu(), false);
+    check_visual(&wgpu(), true);
 }
 
 /// The same checkpoints on burn-wgpu (lavapipe in CI, so CPU Vulkan): burn's ops, then the

@@ -93,7 +93,7 @@ impl Engine {
     /// once; weights for the GPU kernels are read on the host, never back from the GPU.
     pub fn from_pack(pack: &Pack, device: &Device, kernels: Kernels) -> Result<Self, Error> {
         let executor = executor(kernels, device, pack.is_quantized());
-        let model = ClipSeg::new(&pack.header.config, device)?;
+        let model = ClipSeg::for_checkpoint(&pack.header.config, |n| pack.has(n), device)?;
         let engine = Self::build(model, &Weights::Pack(pack), &executor, device)?;
         pack.check_all_used()?;
         Ok(engine)
@@ -113,7 +113,13 @@ impl Engine {
         } = model;
         let text =
             text::TextTower::build(clip.text_model, clip.text_projection, weights, executor)?;
-        let vision = vision::VisionTower::build(clip.vision_model, weights, executor, device)?;
+        let vision = vision::VisionTower::build(
+            clip.vision_model,
+            clip.visual_projection,
+            weights,
+            executor,
+            device,
+        )?;
         let decoder = decoder::DecoderRun::build(decoder, unet, &config, weights, executor)?;
         let precision = match executor {
             Executor::Cpu(p) => Some(*p),
@@ -168,6 +174,12 @@ impl Engine {
     /// [prompts, projection_dim].
     pub async fn encode_text(&self, ids: &[Vec<u32>]) -> Result<Tensor<2>, Error> {
         self.text.forward(ids).await
+    }
+
+    /// Example images' `pixel_values` [examples, 3, S, S] to conditional embeddings
+    /// [examples, projection_dim] (image prompts).
+    pub async fn encode_examples(&self, pixel_values: Tensor<4>) -> Result<Tensor<2>, Error> {
+        self.vision.encode_examples(pixel_values).await
     }
 
     /// `pixel_values` [1, 3, S, S] to the decoder's cached view of the image.

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use burn::nn::LayerNorm;
+use burn::nn::{LayerNorm, Linear};
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -15,7 +15,8 @@ use super::stack::Stack;
 use crate::Error;
 use crate::config::VisionConfig;
 use crate::model::vision::{
-    VisionEmbeddings, VisionModel, check_pixels, position_embeddings, with_class_and_positions,
+    VisionEmbeddings, VisionModel, check_pixels, class_token, no_image_prompts, pooling,
+    position_embeddings, with_class_and_positions,
 };
 
 const PREFIX: &str = "clip.vision_model.";
@@ -36,12 +37,15 @@ pub(super) struct VisionTower {
     resampled: Mutex<Option<(usize, Tensor<2>)>>,
     pre_layrnorm: LayerNorm,
     layers: Stack,
+    /// `post_layernorm` and `visual_projection`: image prompts only (burn's ops: one row each).
+    pooled: Option<(LayerNorm, Linear)>,
     config: VisionConfig,
 }
 
 impl VisionTower {
     pub fn build(
         model: VisionModel,
+        visual_projection: Option<Linear>,
         weights: &Weights,
         executor: &Executor,
         device: &Device,
@@ -50,6 +54,7 @@ impl VisionTower {
             mut embeddings,
             mut pre_layrnorm,
             encoder,
+            post_layernorm,
             config,
         } = model;
         // The patch embedding is loaded where it runs (below).
@@ -65,6 +70,14 @@ impl VisionTower {
         let prefix = format!("{PREFIX}encoder.layers.");
         let spec = config.layer_spec();
         let layers = Stack::build(encoder.layers, spec, &prefix, weights, executor, device)?;
+        let pooled = match (post_layernorm, visual_projection) {
+            (Some(mut norm), Some(mut projection)) => {
+                weights.fill(&mut norm, &format!("{PREFIX}post_layernorm."))?;
+                weights.fill(&mut projection, "clip.visual_projection.")?;
+                Some((norm, projection))
+            }
+            _ => None,
+        };
         Ok(Self {
             class_embedding: class_embedding.val(),
             patches,
@@ -72,6 +85,7 @@ impl VisionTower {
             resampled: Default::default(),
             pre_layrnorm,
             layers,
+            pooled,
             config,
         })
     }
@@ -92,7 +106,7 @@ impl VisionTower {
             return Ok(Patches::Burn(conv));
         }
         let make = |d: &Device| {
-            let stub = VisionModel::new(c, 0, d);
+            let stub = VisionModel::new(c, 0, false, d);
             stub.embeddings.patch_embedding
         };
         let conv = weights.host(conv, device, make, &prefix)?;
@@ -130,7 +144,22 @@ impl VisionTower {
         };
         let tensors = self.class_embedding.shape().num_elements()
             + self.position_embedding.shape().num_elements();
-        4 * tensors as u64 + patches + param_bytes(&self.pre_layrnorm) + self.layers.device_bytes()
+        let pooled = (self.pooled.as_ref()).map_or(0, |(n, p)| param_bytes(n) + param_bytes(p));
+        4 * tensors as u64
+            + patches
+            + param_bytes(&self.pre_layrnorm)
+            + self.layers.device_bytes()
+            + pooled
+    }
+
+    /// As [`crate::model::ClipSeg::encode_examples`]: example images' `pixel_values`
+    /// [examples, 3, S, S] to conditional embeddings [examples, projection_dim].
+    pub async fn encode_examples(&self, pixel_values: Tensor<4>) -> Result<Tensor<2>, Error> {
+        let (norm, projection) = self.pooled.as_ref().ok_or_else(no_image_prompts)?;
+        let norm = pooling(Some(norm), &self.config, self.layers.len())?;
+        let last = self.config.num_hidden_layers - 1;
+        let states = self.forward(pixel_values, &[last]).await?.remove(0);
+        Ok(projection.forward(class_token(norm, states)))
     }
 
     /// As [`VisionModel::forward`]: `pixel_values` [batch, 3, S, S] to the hidden states after

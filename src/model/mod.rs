@@ -6,7 +6,9 @@
 //! A prompt becomes a mask in three steps, as in `modeling_clipseg.py`: the text tower turns
 //! the prompt into a conditional embedding ([`ClipSeg::encode_text`]), the vision tower turns
 //! the image into activations of a few layers ([`ClipSeg::encode_image`]), and the decoder
-//! turns both into logits ([`ClipSeg::decode`]).
+//! turns both into logits ([`ClipSeg::decode`]). An example image can take the prompt's place
+//! (image prompts, CLIPSeg's one-shot mode): the whole vision tower and `visual_projection`
+//! turn it into the conditional embedding ([`ClipSeg::encode_examples`]).
 
 pub mod decoder;
 pub mod text;
@@ -33,7 +35,12 @@ pub struct Clip {
     pub vision_model: VisionModel,
     /// Linear without bias, hidden -> projection_dim.
     pub text_projection: Linear,
+    /// Linear without bias, vision hidden -> projection_dim; held for image prompts only.
+    pub visual_projection: Option<Linear>,
 }
+
+/// The checkpoint tensor whose presence says a checkpoint serves image prompts.
+pub const VISUAL_PROJECTION: &str = "clip.visual_projection.weight";
 
 /// `CLIPSegForImageSegmentation`.
 #[derive(Module, Debug)]
@@ -72,22 +79,48 @@ pub(crate) fn other_decoder() -> Error {
 }
 
 impl ClipSeg {
-    /// A model of `config`'s shape with freshly initialised weights (initialised lazily: a
-    /// parameter that is loaded before it is read never allocates its random values).
+    /// A model of `config`'s shape for text prompts only, with freshly initialised weights
+    /// (initialised lazily: a parameter that is loaded before it is read never allocates its
+    /// random values). Its vision tower stops at the deepest layer the decoder reads.
     pub fn new(config: &ClipSegConfig, device: &Device) -> Result<Self, Error> {
+        Self::build(config, false, device)
+    }
+
+    /// As [`Self::new`], with what image prompts need too: every vision layer,
+    /// `post_layernorm` and `visual_projection`.
+    pub fn with_image_prompts(config: &ClipSegConfig, device: &Device) -> Result<Self, Error> {
+        Self::build(config, true, device)
+    }
+
+    /// The model a checkpoint holding the tensors `has` names can fill: with image prompts
+    /// when it has [`VISUAL_PROJECTION`].
+    pub fn for_checkpoint(
+        config: &ClipSegConfig,
+        has: impl Fn(&str) -> bool,
+        device: &Device,
+    ) -> Result<Self, Error> {
+        Self::build(config, has(VISUAL_PROJECTION), device)
+    }
+
+    fn build(config: &ClipSegConfig, image_prompts: bool, device: &Device) -> Result<Self, Error> {
         config.validate()?;
-        let t = &config.text_config;
+        let (t, v) = (&config.text_config, &config.vision_config);
+        let layers = match image_prompts {
+            true => v.num_hidden_layers,
+            false => config.vision_layers_used(),
+        };
         Ok(Self {
             clip: Clip {
                 text_model: TextModel::new(t, device),
-                vision_model: VisionModel::new(
-                    &config.vision_config,
-                    config.vision_layers_used(),
-                    device,
-                ),
+                vision_model: VisionModel::new(v, layers, image_prompts, device),
                 text_projection: LinearConfig::new(t.hidden_size, config.projection_dim)
                     .with_bias(false)
                     .init(device),
+                visual_projection: image_prompts.then(|| {
+                    LinearConfig::new(v.hidden_size, config.projection_dim)
+                        .with_bias(false)
+                        .init(device)
+                }),
             },
             decoder: Decoder::new(config, device),
             unet: config
@@ -103,6 +136,28 @@ impl ClipSeg {
     pub fn encode_text(&self, ids: &[Vec<u32>]) -> Result<Tensor<2>, Error> {
         let pooled = self.clip.text_model.forward(ids)?;
         Ok(self.clip.text_projection.forward(pooled))
+    }
+
+    /// Whether it holds what image prompts need.
+    pub fn has_image_prompts(&self) -> bool {
+        self.clip.visual_projection.is_some()
+    }
+
+    /// Drops what only image prompts need (`convert --text-only`).
+    pub fn text_only(mut self) -> Self {
+        let vision = &mut self.clip.vision_model;
+        vision.encoder.layers.truncate(self.config.vision_layers_used());
+        vision.post_layernorm = None;
+        self.clip.visual_projection = None;
+        self
+    }
+
+    /// Step 1 for image prompts: example images' `pixel_values` [examples, 3, S, S] to
+    /// conditional embeddings [examples, projection_dim] (HF's `get_image_features`).
+    pub fn encode_examples(&self, pixel_values: Tensor<4>) -> Result<Tensor<2>, Error> {
+        let pooled = self.clip.vision_model.pooled(pixel_values)?;
+        let projection = self.clip.visual_projection.as_ref();
+        Ok(projection.ok_or_else(vision::no_image_prompts)?.forward(pooled))
     }
 
     /// Step 2: `pixel_values` [1, 3, S, S] to the decoder's cached view of the image.

@@ -1,4 +1,5 @@
-//! `CLIPSegVisionModel`, run only up to the deepest layer the decoder reads.
+//! `CLIPSegVisionModel`: run up to the deepest layer the decoder reads for the image to
+//! segment, and through every layer to `post_layernorm` for an example image (image prompts).
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -20,19 +21,22 @@ pub struct VisionEmbeddings {
     pub position_embedding: Embedding,
 }
 
-/// `CLIPSegVisionModel` minus `post_layernorm`, which only feeds the pooled output.
+/// `CLIPSegVisionModel`. A model for text prompts only holds the layers the decoder reads and
+/// no `post_layernorm`; one for image prompts holds every layer and `post_layernorm`, which
+/// feed the pooled output ([`VisionModel::pooled`]).
 #[derive(Module, Debug)]
 pub struct VisionModel {
     pub embeddings: VisionEmbeddings,
     pub pre_layrnorm: LayerNorm,
-    /// Only `layers_used` layers: nothing deeper reaches the decoder.
     pub encoder: Encoder,
+    pub post_layernorm: Option<LayerNorm>,
     #[module(skip)]
     pub config: VisionConfig,
 }
 
 impl VisionModel {
-    pub fn new(c: &VisionConfig, layers_used: usize, device: &Device) -> Self {
+    /// With `layers` encoder layers, and `post_layernorm` when `pooled`.
+    pub fn new(c: &VisionConfig, layers: usize, pooled: bool, device: &Device) -> Self {
         let spec = c.layer_spec();
         let grid = c.image_size / c.patch_size;
         Self {
@@ -52,10 +56,15 @@ impl VisionModel {
                 .with_epsilon(c.layer_norm_eps)
                 .init(device),
             encoder: Encoder {
-                layers: (0..layers_used)
+                layers: (0..layers)
                     .map(|_| EncoderLayer::new(spec, device))
                     .collect(),
             },
+            post_layernorm: pooled.then(|| {
+                LayerNormConfig::new(c.hidden_size)
+                    .with_epsilon(c.layer_norm_eps)
+                    .init(device)
+            }),
             config: c.clone(),
         }
     }
@@ -86,6 +95,41 @@ impl VisionModel {
             .forward(with_class_and_positions(class, patches, positions));
         Ok(self.encoder.forward(x, false, extract))
     }
+
+    /// HF's `pooler_output`: the class token after every layer, through `post_layernorm`
+    /// [batch, hidden].
+    pub fn pooled(&self, pixel_values: Tensor<4>) -> Result<Tensor<2>, Error> {
+        let post = pooling(self.post_layernorm.as_ref(), &self.config, self.encoder.layers.len())?;
+        let last = self.config.num_hidden_layers - 1;
+        let states = self.forward(pixel_values, &[last])?.remove(0);
+        Ok(class_token(post, states))
+    }
+}
+
+/// `post_layernorm` if the model holds everything the pooled output needs, else why not.
+pub fn pooling<'a>(
+    post_layernorm: Option<&'a LayerNorm>,
+    c: &VisionConfig,
+    layers: usize,
+) -> Result<&'a LayerNorm, Error> {
+    match post_layernorm {
+        Some(norm) if layers == c.num_hidden_layers && layers > 0 => Ok(norm),
+        _ => Err(no_image_prompts()),
+    }
+}
+
+/// A model without the parts image prompts need was asked for one.
+pub fn no_image_prompts() -> Error {
+    Error::Input(
+        "this model cannot take image prompts: it was packed with --text-only (convert it again without)"
+            .into(),
+    )
+}
+
+/// The class token of the last states [batch, seq, hidden] through `post_layernorm`.
+pub fn class_token(post_layernorm: &LayerNorm, states: Tensor<3>) -> Tensor<2> {
+    let [batch, _, hidden] = states.dims();
+    post_layernorm.forward(states.narrow(1, 0, 1).reshape([batch, hidden]))
 }
 
 /// Checks pixel values of shape `dims` against the config and the `layers` loaded; the side of

@@ -367,6 +367,11 @@ impl Pack {
         Ok(Self::header_of(&Bytes(pack))?.0)
     }
 
+    /// Whether it holds tensor `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.header.tensors.iter().any(|t| t.name == name)
+    }
+
     /// Whether any matrix is stored in 8 or 4 bits.
     pub fn is_quantized(&self) -> bool {
         self.header
