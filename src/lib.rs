@@ -4,7 +4,8 @@
 //! Layout, in the order a prompt travels: [`config`] (HF `config.json`), [`tokenizer`] and
 //! [`preprocess`] (inputs), [`model`] (the network in burn, HF's math: trainable, the
 //! reference), [`engine`] (inference on the CPU and WebGPU kernels), [`postprocess`] (logits to
-//! masks), [`segmenter`] (all of it behind one call), [`weights`] (HF folders and packs),
+//! masks), [`compose`] (masks as users export them), [`example`] (image prompts from a marked
+//! region), [`segmenter`] (all of it behind one call), [`weights`] (HF folders and packs),
 //! [`metrics`] (the seed's, CLIPSeg's and PhraseCut's evaluation numbers). Native only
 //! ([`native`]): data, evaluation, training, reports, downloads. Wasm only: `web` (the
 //! wasm-bindgen engine).
@@ -13,6 +14,7 @@ pub mod compose;
 pub mod config;
 pub mod counting_alloc;
 pub mod engine;
+pub mod example;
 pub mod metrics;
 pub mod model;
 pub mod npy;
@@ -33,7 +35,7 @@ pub mod web;
 pub use burn;
 pub use config::ClipSegConfig;
 pub use model::ClipSeg;
-pub use segmenter::{Checkpoint, Segmenter};
+pub use segmenter::{Checkpoint, Prompt, Segmenter};
 
 /// Every failure a user can cause, as one line of text.
 #[derive(Debug, thiserror::Error)]

@@ -199,36 +199,56 @@ impl Segmenter {
         image: &ImageFeatures,
         prompts: &[S],
     ) -> Result<Maps, Error> {
-        self.segment_with(image, prompts, &[]).await
+        let prompts: Vec<Prompt> = prompts.iter().map(|p| Prompt::Text(p.as_ref())).collect();
+        self.segment_with(image, &prompts).await
     }
 
-    /// The logit maps [prompts + examples, S, S] for an encoded image: the text prompts' in
-    /// order, then the examples' (embeddings from [`Self::encode_example`]).
-    pub async fn segment_with<S: AsRef<str>>(
+    /// The logit maps [prompts, S, S] for an encoded image and prompts of either kind, in
+    /// their order (the text prompts encoded in one batch).
+    pub async fn segment_with(
         &self,
         image: &ImageFeatures,
-        prompts: &[S],
-        examples: &[Tensor<2>],
+        prompts: &[Prompt<'_>],
     ) -> Result<Maps, Error> {
-        let count = prompts.len() + examples.len();
-        if count == 0 {
+        if prompts.is_empty() {
             return Err(Error::Input("give at least one prompt".into()));
         }
-        if count > MAX_PROMPTS {
-            return Err(too_many(count));
+        if prompts.len() > MAX_PROMPTS {
+            return Err(too_many(prompts.len()));
         }
-        let mut conditional = Vec::with_capacity(1 + examples.len());
-        if !prompts.is_empty() {
-            let ids = self.tokenize(prompts)?;
-            conditional.push(self.engine.encode_text(&ids).await?);
+        let texts: Vec<&str> = (prompts.iter())
+            .filter_map(|p| match p {
+                Prompt::Text(t) => Some(*t),
+                Prompt::Example(_) => None,
+            })
+            .collect();
+        let mut text_rows = match texts.is_empty() {
+            true => Vec::new(),
+            false => {
+                let all = self.engine.encode_text(&self.tokenize(&texts)?).await?;
+                (0..texts.len())
+                    .map(|i| all.clone().narrow(0, i, 1))
+                    .collect()
+            }
         }
-        conditional.extend(examples.iter().cloned());
-        let logits = (self.engine)
-            .decode(image, Tensor::cat(conditional, 0))
-            .await?;
+        .into_iter();
+        let rows = prompts.iter().filter_map(|p| match p {
+            Prompt::Example(e) => Some((*e).clone()),
+            Prompt::Text(_) => text_rows.next(),
+        });
+        let conditional = Tensor::cat(rows.collect(), 0);
+        let logits = self.engine.decode(image, conditional).await?;
         let [count, side, _] = logits.dims();
         Maps::new(read_values(logits).await?, count, side)
     }
+}
+
+/// One prompt: a text, or an example image's conditional embedding [1, projection_dim]
+/// ([`Segmenter::encode_example`]).
+#[derive(Clone, Copy)]
+pub enum Prompt<'a> {
+    Text(&'a str),
+    Example(&'a Tensor<2>),
 }
 
 fn too_many(count: usize) -> Error {

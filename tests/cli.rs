@@ -789,6 +789,162 @@ fn convert_writes_a_pack_that_predict_reads() {
     assert_one_line_error(ok, &err, "not a clipseg pack");
 }
 
+/// `--visual-prompt`: the logits are the text prompts' then the examples', each HF's
+/// (`conditional_pixel_values`); the same through a pack; with several images the examples
+/// serve all; a `--text-only` pack and a bad region are one-line errors.
+#[test]
+fn predict_with_image_prompts() {
+    let dir = temp_dir("visual");
+    let image = |name: &str| fixtures().join("images").join(name);
+    let (portrait, tiny, landscape) = (
+        image("portrait.png"),
+        image("tiny.png"),
+        image("landscape.png"),
+    );
+    let refined = fixtures().join("models/refined");
+    let pack = dir.join("refined.bpk");
+    let (ok, err) = clipseg(&[
+        "convert",
+        "--model",
+        arg(&refined),
+        "--out",
+        arg(&pack),
+        "--quant",
+        "f32",
+    ]);
+    assert!(ok, "{err}");
+    let text_ref = read_npy("reference/refined__portrait/logits.npy").0;
+    let visual_ref = read_npy("visual/refined__portrait.npy").0;
+    let plane = 352 * 352;
+    for model in [&refined, &pack] {
+        let out = dir.join("logits.npy");
+        let (ok, err) = clipseg(&[
+            "predict",
+            "--model",
+            arg(model),
+            "--image",
+            arg(&portrait),
+            "--prompt",
+            "a photo of a cat",
+            "--visual-prompt",
+            arg(&tiny),
+            "--visual-prompt",
+            arg(&landscape),
+            "--logits",
+            arg(&out),
+        ]);
+        assert!(ok, "{err}");
+        let (logits, shape) = clipseg::npy::from_bytes(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(shape, [3, 352, 352]);
+        let text_err = max_abs_diff(&logits[..plane], &text_ref[..plane]);
+        let visual_err = max_abs_diff(&logits[plane..], &visual_ref);
+        eprintln!(
+            "{}: text {text_err:.2e}, visual {visual_err:.2e}",
+            model.display()
+        );
+        assert!(
+            text_err < 1e-4 * 5.0 && visual_err < 1e-4 * 5.0,
+            "{text_err} {visual_err}"
+        );
+    }
+    // Two images, one example (encoded once): each image's logits are HF's.
+    let plain = fixtures().join("models/plain");
+    let out_dir = dir.join("many");
+    let (ok, err) = clipseg(&[
+        "predict",
+        "--model",
+        arg(&plain),
+        "--image",
+        arg(&image("square352.png")),
+        "--image",
+        arg(&landscape),
+        "--visual-prompt",
+        arg(&portrait),
+        "--out-dir",
+        arg(&out_dir),
+        "--save-logits",
+    ]);
+    assert!(ok, "{err}");
+    for stem in ["square352", "landscape"] {
+        let ours =
+            clipseg::npy::from_bytes(&std::fs::read(out_dir.join(format!("{stem}.npy"))).unwrap())
+                .unwrap()
+                .0;
+        let reference = read_npy(&format!("visual/plain__{stem}.npy")).0;
+        let err = max_abs_diff(&ours, &reference);
+        assert!(err < 1e-4 * 5.0, "{stem}: {err}");
+        assert!(out_dir.join(format!("{stem}.png")).is_file());
+    }
+    // A region of the example: a different example, so different logits, of the same shape.
+    let out = dir.join("region.npy");
+    let region = format!("{}@40,60,200,300", arg(&portrait));
+    let (ok, err) = predict_plain(&[
+        "--image",
+        arg(&landscape),
+        "--visual-prompt",
+        &region,
+        "--logits",
+        arg(&out),
+    ]);
+    assert!(ok, "{err}");
+    let ours = clipseg::npy::from_bytes(&std::fs::read(&out).unwrap())
+        .unwrap()
+        .0;
+    assert!(max_abs_diff(&ours, &read_npy("visual/plain__landscape.npy").0) > 1e-2);
+    let region = format!("{}@40,60,400,300", arg(&portrait));
+    let (ok, err) = predict_plain(&[
+        "--image",
+        arg(&landscape),
+        "--visual-prompt",
+        &region,
+        "--logits",
+        arg(&out),
+    ]);
+    assert_one_line_error(ok, &err, "outside the 300x517 image");
+    let (ok, err) = predict_plain(&[
+        "--image",
+        arg(&landscape),
+        "--visual-prompt",
+        "nothere.png",
+        "--logits",
+        arg(&out),
+    ]);
+    assert_one_line_error(ok, &err, "nothere.png");
+    // A pack without what image prompts need.
+    let text_only = dir.join("text-only.bpk");
+    let (ok, err) = clipseg(&[
+        "convert",
+        "--model",
+        arg(&refined),
+        "--out",
+        arg(&text_only),
+        "--quant",
+        "f32",
+        "--text-only",
+    ]);
+    assert!(ok, "{err}");
+    let (full, small) = (
+        std::fs::metadata(&pack).unwrap().len(),
+        std::fs::metadata(&text_only).unwrap().len(),
+    );
+    assert!(small < full, "{small} >= {full}");
+    let (ok, err) = clipseg(&[
+        "predict",
+        "--model",
+        arg(&text_only),
+        "--image",
+        arg(&portrait),
+        "--visual-prompt",
+        arg(&tiny),
+        "--logits",
+        arg(&out),
+    ]);
+    assert_one_line_error(ok, &err, "--text-only");
+    // Text prompts still work on it.
+    let (ok, err) = clipseg(&predict_args(arg(&text_only), arg(&portrait), arg(&out)));
+    assert!(ok, "{err}");
+}
+
 /// `make package` publishes pkg/ under the crate's version.
 #[test]
 fn the_npm_package_has_the_crate_version() {

@@ -8,7 +8,7 @@ use clipseg::burn::tensor::Device;
 use clipseg::engine::{Kernels, Place, block_on};
 use clipseg::postprocess::resize_bilinear_f32;
 use clipseg::preprocess::{self, Filter};
-use clipseg::{Checkpoint, Segmenter};
+use clipseg::{Checkpoint, Prompt, Segmenter};
 use common::*;
 
 /// Token ids, conditional embeddings, logits and image-size masks of one case on `device`:
@@ -131,12 +131,12 @@ fn check_visual(device: &Device, kernels: bool) {
                 block_on(segmenter.encode_example(&rgb, w, h)).unwrap()
             };
             let embeddings: Vec<_> = case.examples.iter().map(encode).collect();
-            let none: &[&str] = &[];
+            let prompts: Vec<_> = embeddings.iter().map(Prompt::Example).collect();
             let logits = (case.targets.iter())
                 .map(|t| {
                     let (rgb, w, h) = read_rgb(t);
                     let image = block_on(segmenter.encode_image(&rgb, w, h)).unwrap();
-                    let maps = segmenter.segment_with(&image, none, &embeddings);
+                    let maps = segmenter.segment_with(&image, &prompts);
                     block_on(maps).unwrap().logits().to_vec()
                 })
                 .collect();
@@ -164,13 +164,21 @@ fn check_visual(device: &Device, kernels: bool) {
             "{:>8} examples {:?} {device:?} kernels={kernels}: cond max|err| {cond_err:.2e}",
             case.model, case.examples
         );
-        assert!(cond_err <= 1e-4 * peak, "{}: cond differs by {cond_err}", case.model);
+        assert!(
+            cond_err <= 1e-4 * peak,
+            "{}: cond differs by {cond_err}",
+            case.model
+        );
         for (target, (ours, rel)) in case.targets.iter().zip(logits.iter().zip(&case.logits)) {
             let (reference, _) = read_npy(rel);
             let peak = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
             let err = max_abs_diff(ours, &reference);
             eprintln!("{:>8} {target:<22} logits max|err| {err:.2e}", case.model);
-            assert!(err <= 1e-4 * peak, "{} {target}: logits differ by {err}", case.model);
+            assert!(
+                err <= 1e-4 * peak,
+                "{} {target}: logits differ by {err}",
+                case.model
+            );
         }
     }
 }

@@ -2,8 +2,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use burn::nn::{LayerNorm, Linear};
 use burn::nn::conv::Conv2d;
+use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::build::Weights;

@@ -146,7 +146,10 @@ impl ClipSeg {
     /// Drops what only image prompts need (`convert --text-only`).
     pub fn text_only(mut self) -> Self {
         let vision = &mut self.clip.vision_model;
-        vision.encoder.layers.truncate(self.config.vision_layers_used());
+        vision
+            .encoder
+            .layers
+            .truncate(self.config.vision_layers_used());
         vision.post_layernorm = None;
         self.clip.visual_projection = None;
         self
@@ -157,7 +160,9 @@ impl ClipSeg {
     pub fn encode_examples(&self, pixel_values: Tensor<4>) -> Result<Tensor<2>, Error> {
         let pooled = self.clip.vision_model.pooled(pixel_values)?;
         let projection = self.clip.visual_projection.as_ref();
-        Ok(projection.ok_or_else(vision::no_image_prompts)?.forward(pooled))
+        Ok(projection
+            .ok_or_else(vision::no_image_prompts)?
+            .forward(pooled))
     }
 
     /// Step 2: `pixel_values` [1, 3, S, S] to the decoder's cached view of the image.

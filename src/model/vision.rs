@@ -99,7 +99,11 @@ impl VisionModel {
     /// HF's `pooler_output`: the class token after every layer, through `post_layernorm`
     /// [batch, hidden].
     pub fn pooled(&self, pixel_values: Tensor<4>) -> Result<Tensor<2>, Error> {
-        let post = pooling(self.post_layernorm.as_ref(), &self.config, self.encoder.layers.len())?;
+        let post = pooling(
+            self.post_layernorm.as_ref(),
+            &self.config,
+            self.encoder.layers.len(),
+        )?;
         let last = self.config.num_hidden_layers - 1;
         let states = self.forward(pixel_values, &[last])?.remove(0);
         Ok(class_token(post, states))

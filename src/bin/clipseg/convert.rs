@@ -26,6 +26,10 @@ pub struct Args {
     /// page take) and OUT.000, OUT.001... instead of OUT (for hosts that limit file sizes).
     #[arg(long, value_name = "SIZE")]
     split: Option<String>,
+    /// Leave out what only image prompts (--visual-prompt) need: the vision layers past the
+    /// deepest the decoder reads, `post_layernorm` and `visual_projection`.
+    #[arg(long)]
+    text_only: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -36,7 +40,11 @@ pub fn run(args: Args) -> Result<()> {
         .file_name()
         .and_then(|n| n.to_str())
         .context("--out needs a file name")?;
-    let bytes = Checkpoint::open(&args.model, &Device::flex())?.to_pack(quant)?;
+    let mut checkpoint = Checkpoint::open(&args.model, &Device::flex())?;
+    if args.text_only {
+        checkpoint.model = checkpoint.model.text_only();
+    }
+    let bytes = checkpoint.to_pack(quant)?;
     if let Some(part_size) = part_size {
         return write_split(&bytes, part_size, out, name, quant);
     }

@@ -1,5 +1,6 @@
-//! `clipseg predict`: one or many images, one or more prompts, logits and masks out. The model
-//! is loaded once; with several images a file that can't be read is reported and skipped.
+//! `clipseg predict`: one or many images, one or more prompts (texts and example images),
+//! logits and masks out. The model and the examples are encoded once; with several images a
+//! file that can't be read is reported and skipped.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -7,9 +8,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use clipseg::burn::tensor::Tensor;
 use clipseg::compose::{Compose, cut_out, encode_png};
 use clipseg::engine::block_on;
-use clipseg::{Segmenter, npy};
+use clipseg::example::{Region, from_marks};
+use clipseg::{Prompt, Segmenter, npy};
 
 use crate::common::{Backend, PrecisionArg, load_rgb};
 
@@ -28,9 +31,16 @@ pub struct Args {
     #[arg(long = "image", required = true)]
     images: Vec<PathBuf>,
     /// Repeat for several prompts; each image is encoded once.
-    #[arg(long = "prompt", required = true)]
+    #[arg(long = "prompt", required_unless_present = "visual_prompts")]
     prompts: Vec<String>,
-    /// Write raw logits as float32 .npy, shape [prompts, S, S] (S = 352 for CLIPSeg). One image.
+    /// An example image to find things like (an image prompt), or REF@X,Y,W,H for the
+    /// region of REF the box in pixels marks (cropped, its surroundings blurred and darkened,
+    /// as the CLIPSeg paper engineers visual prompts); repeat for several. Their masks and
+    /// logits follow the text prompts'.
+    #[arg(long = "visual-prompt", value_name = "REF")]
+    visual_prompts: Vec<String>,
+    /// Write raw logits as float32 .npy, shape [prompts, S, S] (S = 352 for CLIPSeg): the
+    /// text prompts', the visual prompts', then the subtracted prompts'. One image.
     #[arg(long)]
     logits: Option<PathBuf>,
     /// Write masks at the image's size: OUT itself for one prompt, OUT-0.png, OUT-1.png, ... for
@@ -51,7 +61,7 @@ pub struct Args {
     #[arg(long)]
     union: bool,
     /// Remove what this prompt finds from every mask; repeat for several. Its map follows the
-    /// prompts' in the logits.
+    /// text and visual prompts' in the logits.
     #[arg(long = "subtract", value_name = "TEXT")]
     subtract: Vec<String>,
     /// Grow each mask by PX pixels (every pixel within that distance of it joins).
@@ -106,7 +116,7 @@ impl Args {
     /// The masks written per image: one per prompt, or their union; each with the subtracted
     /// prompts removed and refined as asked.
     fn composes(&self) -> Vec<Compose> {
-        let n = self.prompts.len();
+        let n = self.prompts.len() + self.visual_prompts.len();
         let base = Compose {
             include: Vec::new(),
             subtract: (n..n + self.subtract.len()).collect(),
@@ -131,7 +141,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--threshold must be within 0..=1, got {}", args.threshold);
     }
     let composes = args.composes();
-    let all = args.prompts.len() + args.subtract.len();
+    let all = args.prompts.len() + args.visual_prompts.len() + args.subtract.len();
     for compose in &composes {
         compose.check(all)?;
     }
@@ -159,18 +169,27 @@ pub fn run(args: Args) -> Result<()> {
     let device = args.backend.device()?;
     let start = Instant::now();
     let segmenter = Segmenter::open(&args.model, &device, args.precision.kernels())?;
+    let examples = (args.visual_prompts.iter())
+        .map(|reference| encode_example(&segmenter, reference))
+        .collect::<Result<Vec<_>>>()?;
     let loaded = Instant::now();
+    let run = |image: &Path, outputs: &Outputs| {
+        segment_one(
+            &segmenter, &device, image, outputs, &composes, &examples, &args,
+        )
+    };
     if single {
         // One image: its error is the command's.
         let (image, outputs) = &jobs[0];
-        let encoded = segment_one(&segmenter, &device, image, outputs, &composes, &args)?;
+        let encoded = run(image, outputs)?;
         if args.verbose {
             let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
             eprintln!(
-                "load {:.3} s, image encoding {:.3} s, {} prompt(s) {:.3} s",
+                "load {:.3} s (with {} example image(s)), image encoding {:.3} s, {} prompt(s) {:.3} s",
                 secs(start, loaded),
+                examples.len(),
                 secs(loaded, encoded),
-                args.prompts.len(),
+                args.prompts.len() + examples.len(),
                 secs(encoded, Instant::now())
             );
         }
@@ -189,7 +208,7 @@ pub fn run(args: Args) -> Result<()> {
         if args.skip_existing && files.iter().all(|f| f.is_file()) {
             existing += 1;
         } else {
-            match segment_one(&segmenter, &device, image, outputs, &composes, &args) {
+            match run(image, outputs) {
                 Ok(_) => done += 1,
                 // Writing failed (a full disk, a read-only folder): no later image would fare
                 // better.
@@ -229,23 +248,49 @@ struct WriteError {
     source: std::io::Error,
 }
 
+/// A --visual-prompt's conditional embedding: the whole image, or the region `@X,Y,W,H`
+/// names (when the whole argument is not itself a file).
+fn encode_example(segmenter: &Segmenter, reference: &str) -> Result<Tensor<2>> {
+    let split = (reference.rsplit_once('@'))
+        .filter(|_| !Path::new(reference).exists())
+        .map(|(path, region)| Region::parse(region).map(|r| (path, r)))
+        .transpose()?;
+    let path = Path::new(split.map_or(reference, |(path, _)| path));
+    let (rgb, width, height) = load_rgb(path)?;
+    let (rgb, width, height) = match split {
+        None => (rgb, width, height),
+        Some((_, region)) => {
+            let marks = region.mask(width, height)?;
+            let (rgb, side) = from_marks(&rgb, width, height, &marks, &segmenter.preprocess)?;
+            (rgb, side, side)
+        }
+    };
+    block_on(segmenter.encode_example(&rgb, width, height))
+        .with_context(|| format!("--visual-prompt {reference}"))
+}
+
 /// Segments `image` and writes its `outputs` (each file written whole, then renamed into
 /// place, so that an interrupted run leaves no half-written file for --skip-existing to
 /// trust). Returns when the image was encoded.
-fn segment_one(
+fn segment_one<'a>(
     segmenter: &Segmenter,
     device: &clipseg::burn::tensor::Device,
     image: &Path,
     outputs: &Outputs,
     composes: &[Compose],
-    args: &Args,
+    examples: &'a [Tensor<2>],
+    args: &'a Args,
 ) -> Result<Instant> {
     let (rgb, width, height) = load_rgb(image)?;
     let encoded_image = block_on(segmenter.encode_image(&rgb, width, height))?;
     device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let encoded = Instant::now();
-    let prompts: Vec<&String> = args.prompts.iter().chain(&args.subtract).collect();
-    let maps = block_on(segmenter.segment(&encoded_image, &prompts))?;
+    let text = |t: &'a String| Prompt::Text(t);
+    let prompts: Vec<Prompt> = (args.prompts.iter().map(text))
+        .chain(examples.iter().map(Prompt::Example))
+        .chain(args.subtract.iter().map(text))
+        .collect();
+    let maps = block_on(segmenter.segment_with(&encoded_image, &prompts))?;
     let (count, side) = (maps.count(), maps.side());
     if let Some(path) = &outputs.logits {
         write_whole(path, &npy::to_bytes(maps.logits(), &[count, side, side]))?;
