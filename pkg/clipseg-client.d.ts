@@ -105,8 +105,20 @@ export class ClipSegClient {
   encode(image: ImageInput): Promise<{ ms: number }>;
   /** Raw RGBA8, width * height * 4 bytes; the buffer is transferred (detached afterwards). */
   encodeRgba(rgba: Uint8Array | Uint8ClampedArray, width: number, height: number): Promise<{ ms: number }>;
-  /** labels: per pixel the index of the prompt whose mask holds it (highest logit), 255 for none. */
-  segment(prompts: string[], options?: { threshold?: number }): Promise<{ count: number; width: number; height: number; labels: Uint8Array; ms: number }>;
+  /**
+   * An example image (an image prompt, "find things like this"), kept by the engine until
+   * dropExample() or the next load; with `region` (pixels) only that part, cropped with its
+   * surroundings blurred and darkened as the CLIPSeg paper engineers visual prompts (the CLI's
+   * `--visual-prompt REF@X,Y,W,H`). `id` goes into segment()'s prompts; `view` is what the model
+   * sees of a region (RGBA, side x side), empty for a whole image.
+   */
+  encodeExample(image: ImageInput, options?: { region?: { x: number; y: number; width: number; height: number } }): Promise<{ id: number; side: number; view: Uint8Array; ms: number }>;
+  dropExample(id: number): Promise<{ ms: number }>;
+  /**
+   * Prompts in order, each a text or an example's id (encodeExample). labels: per pixel the
+   * index of the prompt whose mask holds it (highest logit), 255 for none.
+   */
+  segment(prompts: (string | number)[], options?: { threshold?: number }): Promise<{ count: number; width: number; height: number; labels: Uint8Array; ms: number }>;
   labels(threshold: number): Promise<{ labels: Uint8Array; ms: number }>;
   /** 255 inside prompt `index`'s mask (probability > threshold), 0 outside, at the image's size. */
   mask(index: number, threshold: number): Promise<{ mask: Uint8Array; ms: number }>;

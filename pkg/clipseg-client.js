@@ -28,6 +28,14 @@ export function composeEach(prompts, subtract, { union = false, grow = 0, feathe
   return prompts.map((prompt, k) => ({ ...base, prompt, include: [k] }));
 }
 
+// The RGBA pixels of anything drawable on a canvas.
+function pixelsOf(image) {
+  const { width, height } = image;
+  const ctx = new OffscreenCanvas(width, height).getContext('2d', { willReadFrequently: true });
+  ctx.drawImage(image, 0, 0);
+  return ctx.getImageData(0, 0, width, height).data;
+}
+
 export class ClipSegClient {
   #worker = null; // null after a fatal error until the next request
   #pending = new Map(); // id → {resolve, reject, onProgress}
@@ -87,10 +95,7 @@ export class ClipSegClient {
     const { width, height } = image;
     const refused = checkImageSize(width, height, this.limits);
     if (refused) throw new Error(refused);
-    if (image instanceof ImageData) return this.encodeRgba(image.data.slice(), width, height);
-    const ctx = new OffscreenCanvas(width, height).getContext('2d', { willReadFrequently: true });
-    ctx.drawImage(image, 0, 0);
-    return this.encodeRgba(ctx.getImageData(0, 0, width, height).data, width, height);
+    return this.encodeRgba(image instanceof ImageData ? image.data.slice() : pixelsOf(image), width, height);
   }
 
   // Raw RGBA8 (width*height*4 bytes), passed to the engine unchecked. The underlying buffer is
@@ -100,8 +105,30 @@ export class ClipSegClient {
     return this.#request({ type: 'encode', rgba: buf, width, height }, [buf]);
   }
 
-  // Segments the encoded image; the engine keeps the maps for the requests below. Resolves
-  // {count, width, height, labels, ms}: labels as labels(threshold) gives them.
+  // An example image (an image prompt: "find things like this"), ImageBitmap / ImageData /
+  // anything drawable as for encode(); with `region` {x, y, width, height} in pixels only that
+  // part of it, cropped, its surroundings blurred and darkened (the CLIPSeg paper's visual
+  // prompt engineering, the CLI's --visual-prompt REF@X,Y,W,H). The engine keeps it until
+  // dropExample() or the next load. Resolves {id, side, view, ms}: `id` goes into segment()'s
+  // prompts; `view` what the model sees of a region (RGBA, side x side; empty for a whole image).
+  async encodeExample(image, { region } = {}) {
+    const { width, height } = image;
+    const refused = checkImageSize(width, height, this.limits);
+    if (refused) throw new Error(refused);
+    const rgba = image instanceof ImageData ? image.data.slice() : pixelsOf(image);
+    const r = region && [region.x, region.y, region.width, region.height];
+    const { example, ...reply } = await this.#request({ type: 'example', rgba: rgba.buffer, width, height, region: r }, [rgba.buffer]);
+    return { id: example, ...reply };
+  }
+
+  // Forgets an example encodeExample() made. Resolves {ms}.
+  dropExample(id) {
+    return this.#request({ type: 'drop-example', id });
+  }
+
+  // Segments the encoded image for `prompts`, each a text or an example's id (encodeExample),
+  // in that order; the engine keeps the maps for the requests below. Resolves {count, width,
+  // height, labels, ms}: labels as labels(threshold) gives them.
   segment(prompts, { threshold = 0.5 } = {}) {
     return this.#request({ type: 'segment', prompts, threshold });
   }

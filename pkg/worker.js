@@ -11,7 +11,13 @@
 //          packedWeights (the pack's f16, 8 or 4 bits kept on the GPU), limits: {max_side, max_pixels, max_prompts},
 //          pack: {from: 'cache'|'network', notes} for a url}
 //   {type:'encode', rgba: ArrayBuffer, width, height}  → {ok:true}
-//   {type:'segment', prompts: string[], threshold}     → {ok:true, count, width, height, labels: Uint8Array (t)}
+//   {type:'example', rgba: ArrayBuffer, width, height, region?: [x, y, w, h]}
+//                                 → {ok:true, example, side, view: Uint8Array (t)}: an example image
+//       (an image prompt) encoded and kept under the id `example`; with a region, what the model sees of it (RGBA
+//       side x side, the paper's visual prompt engineering), else view empty
+//   {type:'drop-example', id}     → {ok:true}
+//   {type:'segment', prompts: (string | example id)[], threshold}
+//                                 → {ok:true, count, width, height, labels: Uint8Array (t)}
 //   The engine keeps the last segmentation's maps; these read them at the image's size:
 //   {type:'labels', threshold}    → {ok:true, labels: Uint8Array (t)}: per pixel the prompt index, 255 for none
 //   {type:'mask', index, threshold} → {ok:true, mask: Uint8Array (t)}: 255 inside, 0 outside
@@ -154,6 +160,18 @@ const ops = {
   },
   async encode({ rgba, width, height }) {
     await needEngine().encode_image(new Uint8Array(rgba), width, height);
+    return [{}, []];
+  },
+  async example({ rgba, width, height, region }) {
+    const example = await needEngine().encode_example(new Uint8Array(rgba), width, height, region && Uint32Array.from(region));
+    const { id, side } = example;
+    const view = own(example.takeView());
+    example.free();
+    // Not `id`: every answer's id is its request's.
+    return [{ example: id, side, view }, [view.buffer]];
+  },
+  async 'drop-example'({ id }) {
+    needEngine().drop_example(id);
     return [{}, []];
   },
   async segment({ prompts, threshold }) {

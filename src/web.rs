@@ -8,16 +8,17 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use burn::tensor::Device;
 use burn::tensor::wgpu::wgpu;
+use burn::tensor::{Device, Tensor};
 use wasm_bindgen::prelude::*;
 
 use crate::compose::Compose;
 use crate::engine::{Kernels, Precision, register_gpu};
+use crate::example::{Region, from_marks};
 use crate::model::ImageFeatures;
 use crate::postprocess::Maps;
 use crate::preprocess::rgba_to_rgb;
-use crate::segmenter::{MAX_PIXELS, MAX_PROMPTS, MAX_SIDE, Segmenter, check_image_size};
+use crate::segmenter::{MAX_PIXELS, MAX_PROMPTS, MAX_SIDE, Prompt, Segmenter, check_image_size};
 use crate::weights::pack::{Pack, Source};
 
 /// The page's pack, read a tensor at a time: it stays in JS memory instead of being copied
@@ -175,13 +176,48 @@ struct Image {
     height: usize,
 }
 
-/// One loaded model on one device, the last encoded image and the last segmentation's maps.
+/// Most example images an engine keeps encoded at once.
+const MAX_EXAMPLES: usize = 64;
+
+/// One loaded model on one device, the last encoded image, the last segmentation's maps and
+/// the example images (image prompts) encoded so far, by id.
 #[wasm_bindgen]
 pub struct Engine {
     segmenter: Rc<Segmenter>,
     image: Rc<RefCell<Option<Image>>>,
     maps: Rc<RefCell<Option<Maps>>>,
+    examples: Rc<RefCell<Vec<(u32, Tensor<2>)>>>,
+    next_example: std::cell::Cell<u32>,
     backend: String,
+}
+
+/// An encoded example image: its id for [`Engine::segment`], and what the model saw of a
+/// marked region (the paper's visual prompt engineering: RGBA, `side` x `side`; empty for a
+/// whole image, which the model sees as it is).
+#[wasm_bindgen]
+pub struct Example {
+    id: u32,
+    view: Vec<u8>,
+    side: usize,
+}
+
+#[wasm_bindgen]
+impl Example {
+    #[wasm_bindgen(getter)]
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn side(&self) -> usize {
+        self.side
+    }
+
+    /// The RGBA view (moved out: a second call gives an empty array).
+    #[wasm_bindgen(js_name = takeView)]
+    pub fn take_view(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.view)
+    }
 }
 
 #[wasm_bindgen]
@@ -216,6 +252,8 @@ impl Engine {
             segmenter: Rc::new(segmenter),
             image: Rc::default(),
             maps: Rc::default(),
+            examples: Rc::default(),
+            next_example: Default::default(),
             backend,
         })
     }
@@ -293,23 +331,124 @@ impl Engine {
         Ok(())
     }
 
-    /// Segments the encoded image with `prompts`, keeps the maps for [`Self::labels`],
-    /// [`Self::mask`], [`Self::probabilities`] and [`Self::probabilities_at`] (a refused or
-    /// failed call keeps the previous ones), and returns the label map at `threshold`. An
-    /// empty prompt is refused: CLIPSeg would answer it, but never with anything meant.
-    pub async fn segment(&self, prompts: Vec<String>, threshold: f32) -> Result<Vec<u8>, JsError> {
+    /// Encodes an example image (an image prompt, RGBA) through the whole vision tower; with
+    /// `region` ([x, y, width, height] in pixels) only that region, as the CLI's
+    /// `--visual-prompt REF@X,Y,W,H` does. The embedding stays here under the returned id
+    /// until [`Self::drop_example`].
+    pub async fn encode_example(
+        &self,
+        rgba: Vec<u8>,
+        width: usize,
+        height: usize,
+        region: Option<Vec<usize>>,
+    ) -> Result<Example, JsError> {
+        check_image_size(width, height).map_err(js_error)?;
+        check_device()?;
+        if self.examples.borrow().len() >= MAX_EXAMPLES {
+            return Err(js_error(format!(
+                "{MAX_EXAMPLES} example images are kept already: drop one first"
+            )));
+        }
+        let rgb = rgba_to_rgb(rgba, width, height).map_err(js_error)?;
+        let (rgb, width, height, view, side) = match region.as_deref() {
+            None => (rgb, width, height, Vec::new(), 0),
+            Some(&[x, y, w, h]) => {
+                let region = Region {
+                    x,
+                    y,
+                    width: w,
+                    height: h,
+                };
+                let marks = region.mask(width, height).map_err(js_error)?;
+                let preprocess = &self.segmenter.preprocess;
+                let (rgb, side) =
+                    from_marks(&rgb, width, height, &marks, preprocess).map_err(js_error)?;
+                let view = rgb
+                    .chunks(3)
+                    .flat_map(|p| [p[0], p[1], p[2], 255])
+                    .collect();
+                (rgb, side, side, view, side)
+            }
+            Some(other) => {
+                return Err(js_error(format!(
+                    "a region is [x, y, width, height], got {} numbers",
+                    other.len()
+                )));
+            }
+        };
+        let embedding = (self.segmenter)
+            .encode_example(&rgb, width, height)
+            .await
+            .map_err(js_error)?;
+        embedding
+            .clone()
+            .into_data_async()
+            .await
+            .map_err(|e| js_error(format!("{e:?}")))?;
+        let id = self.next_example.get();
+        self.next_example.set(id + 1);
+        self.examples.borrow_mut().push((id, embedding));
+        Ok(Example { id, view, side })
+    }
+
+    /// Forgets example `id` (unknown ids are ignored).
+    pub fn drop_example(&self, id: u32) {
+        self.examples.borrow_mut().retain(|(k, _)| *k != id);
+    }
+
+    /// Segments the encoded image with `prompts`, each a text or an example's id (a number,
+    /// from [`Self::encode_example`]), keeps the maps for [`Self::labels`], [`Self::mask`],
+    /// [`Self::probabilities`] and [`Self::probabilities_at`] (a refused or failed call keeps
+    /// the previous ones), and returns the label map at `threshold`. An empty prompt is
+    /// refused: CLIPSeg would answer it, but never with anything meant.
+    pub async fn segment(&self, prompts: Vec<JsValue>, threshold: f32) -> Result<Vec<u8>, JsError> {
         let threshold = check_threshold(threshold)?;
         check_device()?;
-        if let Some(i) = prompts.iter().position(|p| p.trim().is_empty()) {
-            return Err(js_error(format!("prompt {} is empty", i + 1)));
+        enum Given {
+            Text(String),
+            /// An index into `examples`.
+            Example(usize),
         }
+        // Tensor handles: no borrow is held across the awaits below.
+        let examples = self.examples.borrow().clone();
+        let mut given = Vec::with_capacity(prompts.len());
+        for (i, p) in prompts.iter().enumerate() {
+            given.push(match (p.as_string(), p.as_f64()) {
+                (Some(text), _) if text.trim().is_empty() => {
+                    return Err(js_error(format!("prompt {} is empty", i + 1)));
+                }
+                (Some(text), _) => Given::Text(text),
+                (None, Some(id)) => {
+                    let found = examples.iter().position(|(k, _)| f64::from(*k) == id);
+                    let Some(at) = found else {
+                        return Err(js_error(format!(
+                            "prompt {}: no example {id} in this engine (encode it again)",
+                            i + 1
+                        )));
+                    };
+                    Given::Example(at)
+                }
+                (None, None) => {
+                    return Err(js_error(format!(
+                        "prompt {} is neither a text nor an example's id",
+                        i + 1
+                    )));
+                }
+            });
+        }
+        let prompts: Vec<Prompt> = (given.iter())
+            .map(|g| match g {
+                Given::Text(t) => Prompt::Text(t),
+                Given::Example(at) => Prompt::Example(&examples[*at].1),
+            })
+            .collect();
         // A clone (tensor handles): no borrow is held across the awaits below.
         let Some(image) = self.image.borrow().clone() else {
             return Err(js_error("no image encoded yet: call encode_image first"));
         };
         let maps = self
             .segmenter
-            .segment(&image.features, &prompts)
+            .segment_with(&image.features, &prompts)
             .await
             .map_err(js_error)?;
         let labels = maps.labels(image.width, image.height, threshold);

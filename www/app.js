@@ -6,6 +6,7 @@
 import { ClipSegClient, decodeImage, checkImageSize, composeEach } from '../pkg/clipseg-client.js';
 import { clearCache } from '../pkg/pack-cache.js';
 import { paintLabels, paintHeat } from '../pkg/masks.js';
+import { Examples } from './examples.js';
 
 // The packs this server offers: models/index.json, written by `make demo` (tools/demo.sh),
 // {packs: [{file, label, bytes, untrained}]} (no probing for packs that may be missing); a file
@@ -28,6 +29,7 @@ const ui = {
   union: $('union'), grow: $('grow'), feather: $('feather'), soft: $('soft'),
   exportMask: $('export-mask'), exportCutout: $('export-cutout'), exportAll: $('export-all'),
   stage: $('stage'), image: $('image'), overlay: $('overlay'), status: $('status'),
+  markRegion: $('mark-region'), exampleFile: $('example-file'), examples: $('examples'), marks: $('marks'),
 };
 
 // ?test_hooks: the end-to-end test injects faults through window.clipsegDemo.client.
@@ -37,10 +39,12 @@ const client = new ClipSegClient({ testHooks });
 // the cached pack, without the image and the masks.
 client.onfatal = (why) => {
   state.encoded = state.held = null;
+  state.engineGen++; // the restarted engine holds no examples
   status(`The engine stopped (${why}); it restarts with your next request.`, 'error');
 };
 const state = {
   model: null, // {url, backend, max_prompts} once loaded
+  engineGen: 0, // changes with every model load and engine restart (examples are encoded again)
   modelLoading: null, // promise of the load in progress
   image: null, // {bitmap, name}: what is shown
   encoded: null, // the state.image the engine holds (null after a model change or fatal error)
@@ -53,6 +57,17 @@ const state = {
 // Counters for tests (tests read window.clipsegDemo; nothing else uses it): engine requests
 // by kind and overlay repaints.
 const stats = (window.clipsegDemo = { loads: 0, encodes: 0, segments: 0, labels: 0, heats: 0, probes: 0, masks: 0, renders: 0, state, ...(testHooks && { client }) });
+
+// "Find things like this": the example images, segmented after the typed prompts.
+const examples = new Examples({
+  client,
+  ui: { ...ui, status: ui.status },
+  photo: () => state.image,
+  changed: () => state.image && segment(),
+  engine: () => state.engineGen,
+});
+const hasPrompts = () => readPrompts().length > 0 || examples.items.length > 0;
+stats.examples = examples;
 
 // Engine requests run one after another (a model load must not race an encode).
 let chain = Promise.resolve();
@@ -134,6 +149,7 @@ function loadModel() {
     }
     stats.loads++;
     state.model = { url, backend, max_prompts: r.limits.max_prompts };
+    state.engineGen++;
     state.encoded = state.held = null; // a new engine holds no image and no masks
     ui.progress.max = 1;
     ui.progress.value = 1;
@@ -149,7 +165,7 @@ function loadModel() {
   });
   state.modelLoading = p;
   // The masks shown came from the previous model, which is gone with their maps: redo them.
-  p.then(() => state.result && readPrompts().length && segment(), () => {});
+  p.then(() => state.result && hasPrompts() && segment(), () => {});
   p.catch((e) => {
     ui.progress.max = 1;
     ui.progress.value = 0;
@@ -196,12 +212,13 @@ async function setImage(blob, name) {
   state.result = state.view = null;
   state.overlay = null;
   for (const c of [ui.image, ui.overlay]) (c.width = w), (c.height = h);
+  examples.photoChanged(w, h);
   ui.image.getContext('2d').drawImage(bitmap, 0, 0);
   ui.stage.classList.remove('empty');
   ui.overlay.setAttribute('aria-label', `${name}, ${w}x${h} px, not segmented yet`);
   showLegend();
   status(`${name}: ${w}x${h} px`);
-  if (readPrompts().length) segment();
+  if (hasPrompts()) segment();
 }
 
 async function fetchImage(url) {
@@ -266,9 +283,9 @@ async function runSegment() {
   const prompts = readPrompts(), subtract = readSubtract();
   const image = state.image;
   if (!image) return status('pick a photo first', 'error');
-  if (!prompts.length) return status('type at least one prompt', 'error');
+  if (!hasPrompts()) return status('type at least one prompt, or add an example image', 'error');
   if (!state.model) throw new Error('no model loaded');
-  const all = prompts.length + subtract.length;
+  const all = prompts.length + examples.items.length + subtract.length;
   if (all > state.model.max_prompts) throw new Error(`${all} prompts (with those to remove); this model takes at most ${state.model.max_prompts} at once`);
   ui.stage.setAttribute('aria-busy', 'true');
   try {
@@ -281,13 +298,15 @@ async function runSegment() {
       stats.encodes++;
       state.encoded = image;
     }
-    status(`segmenting ${prompts.length} prompt${prompts.length > 1 ? 's' : ''}…`);
+    const ids = await examples.ids(); // encodes the examples this engine lacks
+    const names = prompts.concat(examples.labels());
+    status(`segmenting ${names.length} prompt${names.length > 1 ? 's' : ''}…`);
     const threshold = Number(ui.threshold.value);
-    const r = await client.segment(prompts.concat(subtract), { threshold });
+    const r = await client.segment([...prompts, ...ids, ...subtract], { threshold });
     stats.segments++;
     if (state.image !== image) return void (state.held = null); // replaced meanwhile; its own run is queued
-    const res = (state.result = state.held = { image, prompts, subtract, width: r.width, height: r.height });
-    state.selected = Math.min(state.selected, prompts.length - 1);
+    const res = (state.result = state.held = { image, prompts: names, subtract, width: r.width, height: r.height });
+    state.selected = Math.min(state.selected, names.length - 1);
     ui.timings.textContent = encodeMs === null
       ? `segment ${ms(r.ms)} (image already encoded, not encoded again)`
       : `encode ${ms(encodeMs)} + segment ${ms(r.ms)}`;
@@ -297,7 +316,7 @@ async function runSegment() {
     state.view = null;
     if (!ui.heatmap.checked) paint({ res, threshold, data: r.labels });
     render();
-    status(`done: ${prompts.length} mask${prompts.length > 1 ? 's' : ''}`);
+    status(`done: ${names.length} mask${names.length > 1 ? 's' : ''}`);
   } finally {
     ui.stage.removeAttribute('aria-busy');
   }

@@ -103,6 +103,11 @@ try {
   check('composed masks ran to the end', false, e.message.split('\n')[0]);
 }
 try {
+  await imagePrompts();
+} catch (e) {
+  check('image prompts ran to the end', false, e.message.split('\n')[0]);
+}
+try {
   await widgetPage();
 } catch (e) {
   check('widget page ran to the end', false, e.message.split('\n')[0]);
@@ -235,6 +240,61 @@ async function demoPage() {
   check('reload: pack from the cache, no second .bpk request', bpkRequests() === 1 && /from the cache/.test(p2.at(-1)), `${bpkRequests()} .bpk requests; "${p2.at(-1)}"`);
   await page.screenshot({ path: `${outDir}/page-reloaded.png` });
   check('no 404s (no probing for packs)', missing.length === 0, missing.join(', '));
+  await context.close();
+}
+
+// ------------------------------------------------------------------ image prompts
+
+// "Find things like this": a box dragged over the photo and another image as examples, beside a
+// typed prompt. Their masks are the CLI's for --visual-prompt PHOTO@X,Y,W,H (the region the page
+// recorded) and --visual-prompt OTHER (IoU >= 0.99); removing an example re-segments without it.
+async function imagePrompts() {
+  console.log('\n== image prompts: a marked region and another image');
+  const other = 'tests/fixtures/images/portrait.png';
+  const { context, page } = await newContext();
+  await page.goto(`${base}/www/index.html?${new URLSearchParams({ model: `/${pack}`, backend: 'webgpu' })}`);
+  await page.waitForFunction(() => /model ready|Model:/.test(document.getElementById('status').textContent));
+  await page.fill('#prompts', prompts[0]);
+  await page.setInputFiles('#file', image);
+  const done = (count) => page.waitForFunction((n) => window.clipsegDemo.state.result?.prompts.length === n && /^done:/.test(document.getElementById('status').textContent), count);
+  await done(1);
+  await page.click('#mark-region');
+  // Photo pixels to page coordinates (the canvas is letterboxed in its box).
+  const box = await page.locator('#marks').boundingBox();
+  const scale = Math.min(box.width / W, box.height / H);
+  const at = (x, y) => [box.x + (box.width - W * scale) / 2 + (x + 0.5) * scale, box.y + (box.height - H * scale) / 2 + (y + 0.5) * scale];
+  await page.mouse.move(...at(120, 90));
+  await page.mouse.down();
+  await page.mouse.move(...at(250, 160), { steps: 5 });
+  await page.mouse.move(...at(330, 270), { steps: 5 });
+  await page.mouse.up();
+  await done(2);
+  await page.setInputFiles('#example-file', other);
+  await done(3);
+  const { region, thumbs, names } = await page.evaluate(() => ({
+    region: window.clipsegDemo.examples.items[0].region,
+    thumbs: document.querySelectorAll('#examples canvas').length,
+    names: [...document.querySelectorAll('#legend .name')].map((n) => n.textContent),
+  }));
+  check('a dragged box becomes a region example', region && Math.abs(region.width - 210) <= 2 && Math.abs(region.height - 180) <= 2, JSON.stringify(region));
+  check('both examples listed with what the model sees, and in the legend', thumbs === 2 && names.length === 3 && /like the region/.test(names[1]) && /portrait\.png/.test(names[2]), names.join(' | '));
+  const spec = `${image}@${region.x},${region.y},${region.width},${region.height}`;
+  cli(bin, 'predict', '--model', pack, '--image', image, '--prompt', prompts[0], '--visual-prompt', spec, '--visual-prompt', other, '--precision', 'f32', '--mask', `${outDir}/cli-ex.png`);
+  for (const k of [0, 1, 2]) {
+    await page.check(`#legend input[value="${k}"]`);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export-mask')]);
+    const got = decodePng(fs.readFileSync(await download.path()));
+    const want = decodePng(fs.readFileSync(`${outDir}/cli-ex-${k}.png`));
+    let inter = 0, union = 0;
+    for (let i = 0; i < got.data.length; i++) (inter += got.data[i] && want.data[i] ? 1 : 0), (union += got.data[i] || want.data[i] ? 1 : 0);
+    const iou = union ? inter / union : 1;
+    check(`mask of "${names[k]}" = CLI's: IoU >= ${MIN_IOU}`, got.data.length === want.data.length && iou >= MIN_IOU, `IoU ${iou.toFixed(5)}, ${union} px in either`);
+  }
+  await page.click('#examples li:first-child button');
+  await done(2);
+  const left = await page.evaluate(() => window.clipsegDemo.state.result.prompts);
+  check('removing an example re-segments without it', left.length === 2 && /portrait\.png/.test(left[1]), left.join(' | '));
+  await page.screenshot({ path: `${outDir}/page-examples.png` });
   await context.close();
 }
 
