@@ -57,7 +57,8 @@ export interface ClipSegResult {
 
 /**
  * `<clip-seg src model prompt threshold backend>`: attributes `src` (image URL), `prompt`
- * (prompts separated by "|"), `model` (pack `.bpk` or split pack manifest `.json`),
+ * (prompts separated by "|"), `examples` (image prompts: example image URLs separated by
+ * spaces, `#xywh=X,Y,W,H` for a region of one; their masks follow the prompts'), `model` (pack `.bpk` or split pack manifest `.json`),
  * `threshold` (0..1, default 0.5), `backend` ('auto' | 'webgpu' | 'cpu'); the masks as the
  * CLI's flags make them: `subtract` (prompts removed, "|"-separated), `union` (one mask for
  * all prompts), `grow` (px, negative shrinks), `feather` (px), `soft` (probabilities).
@@ -65,7 +66,7 @@ export interface ClipSegResult {
 export class ClipSeg extends HTMLElement {
   static readonly observedAttributes: string[];
   /** Engine requests made by all elements of the page. */
-  static readonly stats: { loads: number; encodes: number; segments: number; labels: number; masks: number };
+  static readonly stats: { loads: number; encodes: number; examples: number; segments: number; labels: number; masks: number };
   /** The shared engine's wasm memory (ClipSegClient.stats()); null before any element asked for it. */
   static engineStats(): Promise<{ wasmBytes: number; heapInUse: number; gpuBuffers?: number; gpuBufferBytes?: number; ms: number } | null>;
   /** The last result, or null. */

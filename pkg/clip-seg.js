@@ -16,6 +16,10 @@
 // Attributes (all reactive):
 //   src        the image (same rules as <img src>; cross-origin images need CORS)
 //   prompt     what to find; several prompts separated by "|" ("the cat | the sofa")
+//   examples   image prompts, "find things like this": URLs of example images separated by spaces;
+//              a Media Fragments box (`dog.jpg#xywh=40,30,200,150`, pixels) takes that region,
+//              cropped, its surroundings blurred and darkened (the CLI's --visual-prompt
+//              REF@X,Y,W,H); their masks follow the prompts'. Each is encoded once per model
 //   model      the pack (.bpk) or split pack's manifest (.json), relative to the page, from any
 //              origin that allows CORS
 //   threshold  mask threshold in (0, 1), default 0.5: changing it asks the engine for the masks
@@ -59,13 +63,14 @@ const shared = {
   loaded: null, // `${url} ${backend}` the engine holds
   ready: null, // clipseg-ready's detail for `loaded`
   encoded: null, // `${url} ${backend} ${image URL}` the engine holds encoded
+  examples: new Map(), // example spec → its id in the engine that holds `loaded`
   segmented: null, // keyOf() of the segmentation whose maps the engine holds
   chain: Promise.resolve(), // requests, one at a time
   waiting: new Set(), // widgets with a request queued
   widgets: new Set(), // connected widgets, for load progress
 };
 // Counters for tests and curious pages: customElements.get('clip-seg').stats.
-const stats = { loads: 0, encodes: 0, segments: 0, labels: 0, masks: 0 };
+const stats = { loads: 0, encodes: 0, examples: 0, segments: 0, labels: 0, masks: 0 };
 
 function request(widget) {
   if (shared.waiting.has(widget)) return; // its queued request will read the new attributes
@@ -76,7 +81,7 @@ function request(widget) {
   }).catch((e) => console.error('clip-seg:', e));
 }
 
-const keyOf = (url, backend, imageUrl, prompts) => JSON.stringify([url, backend, imageUrl, prompts]);
+const keyOf = (url, backend, imageUrl, prompts) => JSON.stringify([url, backend, imageUrl, prompts.map((p) => p.example?.spec ?? p)]);
 
 // Runs the prompts on the widget's image: loads the model and encodes the image only when the
 // engine holds others. Resolves {labels, encodeMs (null when not encoded), segmentMs}.
@@ -86,6 +91,7 @@ async function segmentOn(url, backend, image, prompts, threshold) {
   try {
     if (shared.loaded !== modelKey) {
       shared.loaded = shared.encoded = shared.segmented = shared.ready = null;
+      shared.examples.clear();
       const onProgress = (loaded, total) => {
         const text = total ? `loading the model: ${Math.floor((100 * loaded) / total)}%` : `loading the model: ${(loaded / 1e6).toFixed(1)} MB`;
         for (const w of shared.widgets) if (w._model === url && w._busy) (w._caption(text), w._emit('clipseg-progress', { model: url, loaded, total }));
@@ -102,15 +108,67 @@ async function segmentOn(url, backend, image, prompts, threshold) {
       stats.encodes++;
       shared.encoded = imageKey;
     }
-    const r = await shared.client.segment(prompts, { threshold });
+    const r = await shared.client.segment(await withExampleIds(prompts), { threshold });
     stats.segments++;
     shared.segmented = keyOf(url, backend, image.url, prompts);
     return { labels: r.labels, encodeMs, segmentMs: r.ms };
   } catch (e) {
     // A fatal error restarts the worker with the last pack it loaded, without the image.
-    if (e.fatal) shared.encoded = shared.segmented = null;
+    if (e.fatal) lostEngine();
     throw e;
   }
+}
+
+function lostEngine() {
+  shared.encoded = shared.segmented = null;
+  shared.examples.clear();
+}
+
+// `prompts` with each example ({example: spec}) replaced by its id, encoded where the engine
+// lacks it.
+async function withExampleIds(prompts) {
+  const out = [];
+  for (const p of prompts) {
+    if (typeof p === 'string') {
+      out.push(p);
+      continue;
+    }
+    let id = shared.examples.get(p.example.spec);
+    if (id === undefined) {
+      const { url, region } = p.example;
+      const name = url.split('/').pop();
+      const res = await fetch(url);
+      if (!res.ok) throw new Error(`example ${name}: HTTP ${res.status}`);
+      let bitmap;
+      try {
+        bitmap = await decodeImage(await res.blob());
+      } catch {
+        throw new Error(`example ${name}: not an image this browser can decode`);
+      }
+      try {
+        id = (await shared.client.encodeExample(bitmap, { region })).id;
+      } finally {
+        bitmap.close();
+      }
+      stats.examples++;
+      shared.examples.set(p.example.spec, id);
+    }
+    out.push(id);
+  }
+  return out;
+}
+
+// The examples attribute: [{spec, url, region, name}]; throws on a malformed box.
+function examplesOf(el) {
+  return (el.getAttribute('examples') ?? '').split(/\s+/).filter(Boolean).map((spec) => {
+    const url = new URL(spec, document.baseURI);
+    const box = url.hash.match(/^#xywh=(?:pixel:)?(\d+),(\d+),(\d+),(\d+)$/);
+    if (url.hash && !box) throw new Error(`examples: "${spec}": a region is #xywh=X,Y,WIDTH,HEIGHT in pixels`);
+    const region = box && { x: +box[1], y: +box[2], width: +box[3], height: +box[4] };
+    url.hash = '';
+    const name = `like ${url.pathname.split('/').pop()}${region ? ` (${box[1]},${box[2]} ${box[3]}x${box[4]})` : ''}`;
+    return { spec: `${url.href}${box ? box[0] : ''}`, url: url.href, region, name };
+  });
 }
 
 // The labels at `threshold` from the maps the engine holds for the widget.
@@ -120,7 +178,7 @@ async function relabel(threshold) {
     stats.labels++;
     return labels;
   } catch (e) {
-    if (e.fatal) shared.encoded = shared.segmented = null;
+    if (e.fatal) lostEngine();
     throw e;
   }
 }
@@ -139,7 +197,7 @@ async function masksOf(prompts, refine, labels, threshold, width, height) {
       masks.push({ prompt, width, height, data: mask });
     }
   } catch (e) {
-    if (e.fatal) shared.encoded = shared.segmented = null;
+    if (e.fatal) lostEngine();
     throw e;
   }
   return masks;
@@ -177,7 +235,7 @@ ${COLORS.map((c, i) => `.prompt.c${i}::before { background: rgb(${c}); }`).join(
 `);
 
 export class ClipSeg extends HTMLElement {
-  static observedAttributes = ['src', 'prompt', 'model', 'threshold', 'backend', 'subtract', 'union', 'grow', 'feather', 'soft'];
+  static observedAttributes = ['src', 'prompt', 'examples', 'model', 'threshold', 'backend', 'subtract', 'union', 'grow', 'feather', 'soft'];
   static stats = stats;
 
   // The shared engine's memory (ClipSegClient.stats()); null before any widget asked for it.
@@ -247,7 +305,7 @@ export class ClipSeg extends HTMLElement {
     const prompts = promptsOf(this.getAttribute('prompt'));
     if (!this.getAttribute('src')) return this.#fail([], new Error('no src attribute'));
     this.#loadImage().catch(() => {}); // shows the photo while the model loads; errors in _run
-    if (!prompts.length) return this.#fail([], new Error('no prompt attribute'));
+    if (!prompts.length && !this.getAttribute('examples')?.trim()) return this.#fail([], new Error('no prompt attribute (nor examples)'));
     if (!this._model) return this.#fail(prompts, new Error('no model attribute: the URL of a model pack (.bpk) or of a split pack’s manifest (.json)'));
     this._busy = true;
     this._caption(`${quote(prompts)}: waiting…`);
@@ -286,19 +344,23 @@ export class ClipSeg extends HTMLElement {
 
   // Called from the shared queue: reads the attributes as they are now.
   async _run() {
-    const prompts = promptsOf(this.getAttribute('prompt'));
+    const texts = promptsOf(this.getAttribute('prompt'));
     const url = this._model, backend = this.getAttribute('backend') || 'auto';
-    if (!this.isConnected || !prompts.length || !url || !this.getAttribute('src')) return (this._busy = false);
     const threshold = this.#threshold();
-    let refine;
+    let refine, examples;
     try {
       refine = refineOf(this);
+      examples = examplesOf(this);
     } catch (e) {
       this._busy = false;
-      return this.#fail(prompts, e);
+      return this.#fail(texts, e);
     }
-    // The engine segments the prompts to subtract after the widget's own.
-    const all = prompts.concat(refine.subtract), res = this.#result, refineKey = JSON.stringify(refine);
+    // The prompts as the masks name them: the texts, then the examples.
+    const prompts = texts.concat(examples.map((x) => x.name));
+    if (!this.isConnected || !prompts.length || !url || !this.getAttribute('src')) return (this._busy = false);
+    // The engine segments the examples after the texts, and the prompts to subtract last.
+    const all = [...texts, ...examples.map((example) => ({ example })), ...refine.subtract];
+    const res = this.#result, refineKey = JSON.stringify(refine);
     // Only the threshold or the refinement changed and the engine still holds this widget's
     // maps: no model run.
     if (res && this.#key === shared.segmented && this.#key === keyOf(url, backend, this.#image?.url, all)) {

@@ -295,6 +295,29 @@ async function imagePrompts() {
   const left = await page.evaluate(() => window.clipsegDemo.state.result.prompts);
   check('removing an example re-segments without it', left.length === 2 && /portrait\.png/.test(left[1]), left.join(' | '));
   await page.screenshot({ path: `${outDir}/page-examples.png` });
+  // The element's examples attribute: the same masks; an example is encoded once per model.
+  const xywh = `#xywh=${region.x},${region.y},${region.width},${region.height}`;
+  const attrs = `src="/${image}" model="/${pack}" backend="webgpu" prompt="${prompts[0]}" examples="/${image}${xywh} /${other}"`;
+  await context.route(/\/examples\.html$/, (route) => route.fulfill({ contentType: 'text/html; charset=utf-8', body: `<!doctype html><script type="module" src="/pkg/clip-seg.js"></script><clip-seg ${attrs}></clip-seg>` }));
+  const element = await context.newPage();
+  await element.goto(`${base}/examples.html`);
+  await element.waitForFunction(() => document.querySelector('clip-seg')?.result);
+  const r = await element.evaluate(() => {
+    const { prompts: names, masks } = document.querySelector('clip-seg').result;
+    return { names, masks: masks.map((m) => [...m.data]), examples: customElements.get('clip-seg').stats.examples };
+  });
+  // As the page's: IoU >= 0.99 (the example's embedding runs the whole vision tower on WebGPU,
+  // whose floats put a pixel at the threshold on the other side now and then).
+  const scores = r.masks.map((m, k) => {
+    const want = decodePng(fs.readFileSync(`${outDir}/cli-ex-${k}.png`)).data;
+    let inter = 0, union = 0;
+    for (let i = 0; i < want.length; i++) (inter += m[i] && want[i] ? 1 : 0), (union += m[i] || want[i] ? 1 : 0);
+    return { iou: union ? inter / union : 1, differ: m.filter((v, i) => v !== want[i]).length + Math.abs(m.length - want.length) };
+  });
+  check(`<clip-seg examples="PHOTO#xywh=… OTHER">: the CLI's masks (IoU >= ${MIN_IOU}), each example encoded once`, r.masks.length === 3 && scores.every((s) => s.iou >= MIN_IOU) && r.examples === 2, `${r.names.join(' | ')}; pixels differing ${scores.map((s) => s.differ).join(', ')}; ${r.examples} example encodes`);
+  await element.evaluate(() => document.querySelector('clip-seg').setAttribute('examples', 'x.png#xywh=1,2'));
+  const said = await element.waitForFunction(() => /examples:/.test(document.querySelector('clip-seg').shadowRoot.querySelector('figcaption').textContent)).then((h) => h.evaluate(() => document.querySelector('clip-seg').shadowRoot.querySelector('figcaption').textContent));
+  check('a malformed examples region is refused in one line', /#xywh=X,Y,WIDTH,HEIGHT/.test(said), said);
   await context.close();
 }
 
