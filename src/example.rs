@@ -113,7 +113,7 @@ pub fn from_marks(
     let sw = ((cw as f64 * scale).round() as usize).clamp(1, side);
     let sh = ((ch as f64 * scale).round() as usize).clamp(1, side);
     let pixels = resize_rgb8(&crop, cw, ch, sw, sh, Filter::Bilinear);
-    let inside = resize_bilinear_f32(&marks, cw, ch, sh, sw);
+    let inside = resize_bilinear_f32(&marks, ch, cw, sh, sw);
     let blurred = blur(&pixels, sw, sh);
     let mean = preprocess
         .image_mean
@@ -204,8 +204,8 @@ mod tests {
         assert!(Region::parse("0,0,0,2").unwrap().mask(4, 4).is_err());
     }
 
-    /// A marked square on a uniform photo: the marks keep their colour, the surrounding
-    /// context is faded towards the mean, the padding is the mean, the output is square.
+    /// A marked box on a uniform photo: the marks keep their colour, the context around them
+    /// is faded towards the mean, the padding is the mean, the output is square.
     #[test]
     fn marks_stay_background_fades_padding_is_the_mean() {
         let (w, h) = (200, 100);
@@ -214,16 +214,27 @@ mod tests {
         let (out, side) = from_marks(&rgb, w, h, &mask, &config()).unwrap();
         assert_eq!((side, out.len()), (352, 352 * 352 * 3));
         let px = |x: usize, y: usize| &out[(y * side + x) * 3..][..3];
-        // Crop 120x70 (10 px and 5 px of context each side) scaled to 352x205, centred.
-        assert_eq!(px(176, 176), [250, 250, 250]);
+        // The crop: 120x60 (10 px and 5 px of context each side), scaled to 352x176 at y 88;
+        // the marks at x 29..323, y 103..249.
         let mean = [124u8, 116, 104];
-        assert_eq!(px(176, 10), mean, "padding");
-        // Context (left edge of the crop): 10% of the way from the mean to the photo.
-        let faded = px(2, 176);
-        for c in 0..3 {
-            let want = mean[c] as f32 + 0.1 * (250.0 - mean[c] as f32);
-            assert!((faded[c] as f32 - want).abs() <= 1.0, "{faded:?}");
+        let faded: Vec<u8> = (0..3)
+            .map(|c| (mean[c] as f32 + 0.1 * (250.0 - mean[c] as f32)).round() as u8)
+            .collect();
+        for (x, y) in [(176, 176), (40, 110), (310, 240)] {
+            assert_eq!(px(x, y), [250, 250, 250], "marked ({x}, {y})");
         }
+        for (x, y) in [(176, 95), (176, 258), (15, 176), (340, 176)] {
+            for c in 0..3 {
+                let got = px(x, y)[c];
+                assert!(
+                    got.abs_diff(faded[c]) <= 1,
+                    "context ({x}, {y}): {:?}",
+                    px(x, y)
+                );
+            }
+        }
+        assert_eq!(px(176, 10), mean, "padding");
+        assert_eq!(px(176, 345), mean, "padding");
     }
 
     #[test]

@@ -877,38 +877,26 @@ fn predict_with_image_prompts() {
     }
     // A region of the example: a different example, so different logits, of the same shape.
     let out = dir.join("region.npy");
-    let region = format!("{}@40,60,200,300", arg(&portrait));
-    let (ok, err) = predict_plain(&[
-        "--image",
-        arg(&landscape),
-        "--visual-prompt",
-        &region,
-        "--logits",
-        arg(&out),
-    ]);
+    let with_example = |spec: &str| {
+        let args = [
+            "--image",
+            arg(&landscape),
+            "--visual-prompt",
+            spec,
+            "--logits",
+            arg(&out),
+        ];
+        predict_plain(&args)
+    };
+    let (ok, err) = with_example(&format!("{}@40,60,200,300", arg(&portrait)));
     assert!(ok, "{err}");
     let ours = clipseg::npy::from_bytes(&std::fs::read(&out).unwrap())
         .unwrap()
         .0;
     assert!(max_abs_diff(&ours, &read_npy("visual/plain__landscape.npy").0) > 1e-2);
-    let region = format!("{}@40,60,400,300", arg(&portrait));
-    let (ok, err) = predict_plain(&[
-        "--image",
-        arg(&landscape),
-        "--visual-prompt",
-        &region,
-        "--logits",
-        arg(&out),
-    ]);
+    let (ok, err) = with_example(&format!("{}@40,60,400,300", arg(&portrait)));
     assert_one_line_error(ok, &err, "outside the 300x517 image");
-    let (ok, err) = predict_plain(&[
-        "--image",
-        arg(&landscape),
-        "--visual-prompt",
-        "nothere.png",
-        "--logits",
-        arg(&out),
-    ]);
+    let (ok, err) = with_example("nothere.png");
     assert_one_line_error(ok, &err, "nothere.png");
     // A pack without what image prompts need.
     let text_only = dir.join("text-only.bpk");
