@@ -333,6 +333,54 @@ fn fuzz_prompts() {
     fuzz("prompts", |len| (16 << 20) + 64 * len, make, handle);
 }
 
+/// Image prompts' regions (`--visual-prompt REF@X,Y,W,H`, the element's `#xywh=`): text that is
+/// parsed as one, on images of random sizes, engineered into the example image when it fits.
+#[test]
+fn fuzz_regions() {
+    let _held = one_at_a_time();
+    let preprocess = clipseg::preprocess::PreprocessConfig::clipseg_default();
+    let make = |u: &mut Unstructured| {
+        let (w, h): (u16, u16) = (u.int_in_range(1..=400)?, u.int_in_range(1..=400)?);
+        let text = match u.ratio(1, 2)? {
+            true => {
+                let mut n = || -> Result<String> {
+                    Ok(match u.int_in_range(0..=3)? {
+                        0 => u.int_in_range(0..=450u32)?.to_string(),
+                        1 => u64::MAX.to_string(),
+                        2 => format!(" {}", u.int_in_range(0..=9u8)?),
+                        _ => String::from_utf8_lossy(&u.bytes(2)?).into_owned(),
+                    })
+                };
+                [n()?, n()?, n()?, n()?].join(",")
+            }
+            false => u.arbitrary()?,
+        };
+        let mut input = [w.to_le_bytes(), h.to_le_bytes()].concat();
+        input.extend(text.as_bytes());
+        Ok(input)
+    };
+    let handle = |bytes: &[u8]| {
+        let [w0, w1, h0, h1, ..] = bytes[..] else {
+            return;
+        };
+        let (w, h) = (
+            u16::from_le_bytes([w0, w1]) as usize,
+            u16::from_le_bytes([h0, h1]) as usize,
+        );
+        let text = String::from_utf8_lossy(&bytes[4..]);
+        let Ok(region) = clipseg::example::Region::parse(&text) else {
+            return;
+        };
+        let Ok(marks) = region.mask(w, h) else {
+            return;
+        };
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| i as u8).collect();
+        let (out, side) = clipseg::example::from_marks(&rgb, w, h, &marks, &preprocess).unwrap();
+        assert_eq!(out.len(), side * side * 3);
+    };
+    fuzz("regions", |len| (16 << 20) + 64 * len, make, handle);
+}
+
 /// Image files edited at random (PNG, JPEG, GIF, WebP, BMP seeds), decoded as the CLI does.
 #[test]
 fn fuzz_images() {
