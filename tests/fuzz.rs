@@ -348,7 +348,7 @@ fn fuzz_regions() {
                         0 => u.int_in_range(0..=450u32)?.to_string(),
                         1 => u64::MAX.to_string(),
                         2 => format!(" {}", u.int_in_range(0..=9u8)?),
-                        _ => String::from_utf8_lossy(&u.bytes(2)?).into_owned(),
+                        _ => String::from_utf8_lossy(u.bytes(2)?).into_owned(),
                     })
                 };
                 [n()?, n()?, n()?, n()?].join(",")
