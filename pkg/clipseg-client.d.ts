@@ -107,12 +107,13 @@ export class ClipSegClient {
   encodeRgba(rgba: Uint8Array | Uint8ClampedArray, width: number, height: number): Promise<{ ms: number }>;
   /**
    * An example image (an image prompt, "find things like this"), kept by the engine until
-   * dropExample() or the next load; with `region` (pixels) only that part, cropped with its
-   * surroundings blurred and darkened as the CLIPSeg paper engineers visual prompts (the CLI's
-   * `--visual-prompt REF@X,Y,W,H`). `id` goes into segment()'s prompts; `view` is what the model
+   * dropExample() or the next load; with `region` (pixels) or `marks` (width*height bytes,
+   * nonzero where marked: a brush) only that part, cropped with its surroundings blurred and
+   * darkened as the CLIPSeg paper engineers visual prompts (the CLI's `--visual-prompt
+   * REF@X,Y,W,H` and `REF@MASK.png`). `id` goes into segment()'s prompts; `view` is what the model
    * sees of a region (RGBA, side x side), empty for a whole image.
    */
-  encodeExample(image: ImageInput, options?: { region?: { x: number; y: number; width: number; height: number } }): Promise<{ id: number; side: number; view: Uint8Array; ms: number }>;
+  encodeExample(image: ImageInput, options?: { region?: { x: number; y: number; width: number; height: number }; marks?: Uint8Array }): Promise<{ id: number; side: number; view: Uint8Array; ms: number }>;
   dropExample(id: number): Promise<{ ms: number }>;
   /**
    * Prompts in order, each a text or an example's id (encodeExample). labels: per pixel the

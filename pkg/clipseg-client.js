@@ -106,18 +106,20 @@ export class ClipSegClient {
   }
 
   // An example image (an image prompt: "find things like this"), ImageBitmap / ImageData /
-  // anything drawable as for encode(); with `region` {x, y, width, height} in pixels only that
-  // part of it, cropped, its surroundings blurred and darkened (the CLIPSeg paper's visual
-  // prompt engineering, the CLI's --visual-prompt REF@X,Y,W,H). The engine keeps it until
+  // anything drawable as for encode(); with `region` {x, y, width, height} in pixels, or `marks`
+  // (a Uint8Array of width*height bytes, nonzero where marked: a brush), only that part of it,
+  // cropped, its surroundings blurred and darkened (the CLIPSeg paper's visual prompt
+  // engineering, the CLI's --visual-prompt REF@X,Y,W,H and REF@MASK.png). The engine keeps it until
   // dropExample() or the next load. Resolves {id, side, view, ms}: `id` goes into segment()'s
   // prompts; `view` what the model sees of a region (RGBA, side x side; empty for a whole image).
-  async encodeExample(image, { region } = {}) {
+  async encodeExample(image, { region, marks } = {}) {
     const { width, height } = image;
     const refused = checkImageSize(width, height, this.limits);
     if (refused) throw new Error(refused);
     const rgba = image instanceof ImageData ? image.data.slice() : pixelsOf(image);
     const r = region && [region.x, region.y, region.width, region.height];
-    const { example, ...reply } = await this.#request({ type: 'example', rgba: rgba.buffer, width, height, region: r }, [rgba.buffer]);
+    const m = marks && marks.slice().buffer;
+    const { example, ...reply } = await this.#request({ type: 'example', rgba: rgba.buffer, width, height, region: r, marks: m }, [rgba.buffer, ...(m ? [m] : [])]);
     return { id: example, ...reply };
   }
 

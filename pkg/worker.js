@@ -11,10 +11,11 @@
 //          packedWeights (the pack's f16, 8 or 4 bits kept on the GPU), limits: {max_side, max_pixels, max_prompts},
 //          pack: {from: 'cache'|'network', notes} for a url}
 //   {type:'encode', rgba: ArrayBuffer, width, height}  → {ok:true}
-//   {type:'example', rgba: ArrayBuffer, width, height, region?: [x, y, w, h]}
+//   {type:'example', rgba: ArrayBuffer, width, height, region?: [x, y, w, h], marks?: ArrayBuffer}
 //                                 → {ok:true, example, side, view: Uint8Array (t)}: an example image
-//       (an image prompt) encoded and kept under the id `example`; with a region, what the model sees of it (RGBA
-//       side x side, the paper's visual prompt engineering), else view empty
+//       (an image prompt) encoded and kept under the id `example`; with a region or marks (a byte
+//       per pixel, nonzero where marked), what the model sees of it (RGBA side x side, the
+//       paper's visual prompt engineering), else view empty
 //   {type:'drop-example', id}     → {ok:true}
 //   {type:'segment', prompts: (string | example id)[], threshold}
 //                                 → {ok:true, count, width, height, labels: Uint8Array (t)}
@@ -162,8 +163,8 @@ const ops = {
     await needEngine().encode_image(new Uint8Array(rgba), width, height);
     return [{}, []];
   },
-  async example({ rgba, width, height, region }) {
-    const example = await needEngine().encode_example(new Uint8Array(rgba), width, height, region && Uint32Array.from(region));
+  async example({ rgba, width, height, region, marks }) {
+    const example = await needEngine().encode_example(new Uint8Array(rgba), width, height, region && Uint32Array.from(region), marks && new Uint8Array(marks));
     const { id, side } = example;
     const view = own(example.takeView());
     example.free();

@@ -332,15 +332,17 @@ impl Engine {
     }
 
     /// Encodes an example image (an image prompt, RGBA) through the whole vision tower; with
-    /// `region` ([x, y, width, height] in pixels) only that region, as the CLI's
-    /// `--visual-prompt REF@X,Y,W,H` does. The embedding stays here under the returned id
-    /// until [`Self::drop_example`].
+    /// `region` ([x, y, width, height] in pixels) only that region, with `marks` (one byte per
+    /// pixel, nonzero where marked: a brush) only that part, as the CLI's `--visual-prompt
+    /// REF@X,Y,W,H` and `REF@MASK.png` do. The embedding stays here under the returned id until
+    /// [`Self::drop_example`].
     pub async fn encode_example(
         &self,
         rgba: Vec<u8>,
         width: usize,
         height: usize,
         region: Option<Vec<usize>>,
+        marks: Option<Vec<u8>>,
     ) -> Result<Example, JsError> {
         check_image_size(width, height).map_err(js_error)?;
         check_device()?;
@@ -350,16 +352,29 @@ impl Engine {
             )));
         }
         let rgb = rgba_to_rgb(rgba, width, height).map_err(js_error)?;
-        let (rgb, width, height, view, side) = match region.as_deref() {
-            None => (rgb, width, height, Vec::new(), 0),
-            Some(&[x, y, w, h]) => {
+        let marks = match (region.as_deref(), marks) {
+            (None, None) => None,
+            (Some(&[x, y, w, h]), None) => {
                 let region = Region {
                     x,
                     y,
                     width: w,
                     height: h,
                 };
-                let marks = region.mask(width, height).map_err(js_error)?;
+                Some(region.mask(width, height).map_err(js_error)?)
+            }
+            (Some(other), None) => {
+                return Err(js_error(format!(
+                    "a region is [x, y, width, height], got {} numbers",
+                    other.len()
+                )));
+            }
+            (None, Some(marks)) => Some(marks),
+            (Some(_), Some(_)) => return Err(js_error("give a region or marks, not both")),
+        };
+        let (rgb, width, height, view, side) = match marks {
+            None => (rgb, width, height, Vec::new(), 0),
+            Some(marks) => {
                 let preprocess = &self.segmenter.preprocess;
                 let (rgb, side) =
                     from_marks(&rgb, width, height, &marks, preprocess).map_err(js_error)?;
@@ -368,12 +383,6 @@ impl Engine {
                     .flat_map(|p| [p[0], p[1], p[2], 255])
                     .collect();
                 (rgb, side, side, view, side)
-            }
-            Some(other) => {
-                return Err(js_error(format!(
-                    "a region is [x, y, width, height], got {} numbers",
-                    other.len()
-                )));
             }
         };
         let embedding = (self.segmenter)

@@ -894,6 +894,26 @@ fn predict_with_image_prompts() {
         .unwrap()
         .0;
     assert!(max_abs_diff(&ours, &read_npy("visual/plain__landscape.npy").0) > 1e-2);
+    // The same box as a mask image (white inside): the very same logits.
+    let mask = dir.join("box.png");
+    let mut marks = image::GrayImage::new(300, 517);
+    for (x, y, p) in marks.enumerate_pixels_mut() {
+        p.0 = [if (40..240).contains(&x) && (60..360).contains(&y) {
+            255
+        } else {
+            0
+        }];
+    }
+    marks.save(&mask).unwrap();
+    let out_box = std::fs::read(&out).unwrap();
+    let (ok, err) = with_example(&format!("{}@{}", arg(&portrait), arg(&mask)));
+    assert!(ok, "{err}");
+    assert!(
+        std::fs::read(&out).unwrap() == out_box,
+        "mask and box differ"
+    );
+    let (ok, err) = with_example(&format!("{}@{}", arg(&landscape), arg(&mask)));
+    assert_one_line_error(ok, &err, "the mask is 300x517 px but its image is 640x427");
     let (ok, err) = with_example(&format!("{}@40,60,400,300", arg(&portrait)));
     assert_one_line_error(ok, &err, "outside the 300x517 image");
     let (ok, err) = with_example("nothere.png");

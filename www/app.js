@@ -29,7 +29,7 @@ const ui = {
   union: $('union'), grow: $('grow'), feather: $('feather'), soft: $('soft'),
   exportMask: $('export-mask'), exportCutout: $('export-cutout'), exportAll: $('export-all'),
   stage: $('stage'), image: $('image'), overlay: $('overlay'), status: $('status'),
-  markRegion: $('mark-region'), exampleFile: $('example-file'), examples: $('examples'), marks: $('marks'),
+  markRegion: $('mark-region'), markBrush: $('mark-brush'), exampleFile: $('example-file'), examples: $('examples'), marks: $('marks'),
 };
 
 // ?test_hooks: the end-to-end test injects faults through window.clipsegDemo.client.

@@ -1,6 +1,7 @@
-// "Find things like this": image prompts for the demo page. An example is a region the user
-// drags over the photo (the engine crops it with context, blurs and darkens its surroundings:
-// the CLIPSeg paper's visual prompt engineering, src/example.rs) or another image. The engine
+// "Find things like this": image prompts for the demo page. An example is a box the user drags
+// over the photo or a part of it brushed over (the engine crops it with context, blurs and
+// darkens its surroundings: the CLIPSeg paper's visual prompt engineering, src/example.rs), or
+// another image. The engine
 // encodes each once and keeps it by id; after a model load or an engine restart the page
 // encodes it again from what it kept: the region's view (exactly the pixels the model saw) or
 // the other image.
@@ -14,8 +15,9 @@ export class Examples {
   #photo; // () => {bitmap, name} | null: the photo shown
   #changed; // called after an example is added or removed
   #engine; // () => the engine's generation: changes with every model load and engine restart
-  #mark = null; // {x0, y0, x1, y1} while dragging, photo pixels
-  items = []; // {label, region?, source: ImageData | ImageBitmap, id, engine, thumb}
+  #mode = null; // 'box' | 'brush' while marking
+  #mark = null; // while dragging: {x0, y0, x1, y1} (box) or {x, y} the last point (brush), photo pixels
+  items = []; // {label, region? | marks?, source: ImageData | ImageBitmap, id, engine}
 
   constructor({ client, ui, photo, changed, engine }) {
     this.#client = client;
@@ -23,7 +25,8 @@ export class Examples {
     this.#ui = ui;
     this.#photo = photo;
     this.#changed = changed;
-    ui.markRegion.addEventListener('click', () => this.#setMarking(!this.marking));
+    ui.markRegion.addEventListener('click', () => this.#setMarking(this.#mode === 'box' ? null : 'box'));
+    ui.markBrush.addEventListener('click', () => this.#setMarking(this.#mode === 'brush' ? null : 'brush'));
     ui.exampleFile.addEventListener('change', () => {
       const file = ui.exampleFile.files[0];
       ui.exampleFile.value = '';
@@ -32,22 +35,20 @@ export class Examples {
     const { marks } = ui;
     marks.addEventListener('pointerdown', (e) => {
       const p = this.#point(e);
-      if (!this.marking || !p) return;
+      if (!this.#mode || !p) return;
       marks.setPointerCapture(e.pointerId);
-      this.#mark = { x0: p.x, y0: p.y, x1: p.x, y1: p.y };
+      this.#mark = this.#mode === 'box' ? { x0: p.x, y0: p.y, x1: p.x, y1: p.y } : p;
+      if (this.#mode === 'brush') this.#brush(p);
     });
     marks.addEventListener('pointermove', (e) => {
       const p = this.#point(e, true);
       if (!this.#mark || !p) return;
+      if (this.#mode === 'brush') return this.#brush(p);
       Object.assign(this.#mark, { x1: p.x, y1: p.y });
-      this.#drawMark();
+      this.#drawBox();
     });
     marks.addEventListener('pointerup', () => this.#finishMark().catch((e) => this.#fail(e)));
-    document.addEventListener('keydown', (e) => e.key === 'Escape' && this.marking && this.#setMarking(false));
-  }
-
-  get marking() {
-    return this.#ui.markRegion.getAttribute('aria-pressed') === 'true';
+    document.addEventListener('keydown', (e) => e.key === 'Escape' && this.#mode && this.#setMarking(null));
   }
 
   // The photo changed: its size is the marking canvas's; a drag in progress is dropped.
@@ -71,12 +72,14 @@ export class Examples {
     return this.items.map((ex) => ex.label);
   }
 
-  #setMarking(on) {
-    const ok = on && this.#photo();
-    this.#ui.markRegion.setAttribute('aria-pressed', String(!!ok));
-    this.#ui.marks.classList.toggle('marking', !!ok);
-    if (on && !ok) this.#status('pick a photo first, then mark a region of it', 'error');
-    if (!ok) this.#clearMark();
+  // Marking a 'box', 'brush' strokes, or nothing (null).
+  #setMarking(mode) {
+    this.#mode = mode && this.#photo() ? mode : null;
+    this.#ui.markRegion.setAttribute('aria-pressed', String(this.#mode === 'box'));
+    this.#ui.markBrush.setAttribute('aria-pressed', String(this.#mode === 'brush'));
+    this.#ui.marks.classList.toggle('marking', !!this.#mode);
+    if (mode && !this.#mode) this.#status('pick a photo first, then mark a part of it', 'error');
+    this.#clearMark();
   }
 
   // Photo pixel under the pointer (clamped into the photo when `clamp`), letterboxing allowed.
@@ -96,7 +99,28 @@ export class Examples {
     return { x, y, width: Math.abs(m.x1 - m.x0), height: Math.abs(m.y1 - m.y0) };
   }
 
-  #drawMark() {
+  // A brush stroke from the last point to `p`, its width 1/25 of the photo's longer side.
+  #brush(p) {
+    const c = this.#ui.marks, ctx = c.getContext('2d');
+    Object.assign(ctx, { lineWidth: Math.max(4, Math.round(Math.max(c.width, c.height) / 25)), lineCap: 'round', lineJoin: 'round', strokeStyle: 'rgba(255, 255, 255, 0.6)' });
+    ctx.setLineDash([]);
+    ctx.beginPath();
+    ctx.moveTo(this.#mark.x, this.#mark.y);
+    ctx.lineTo(p.x, p.y);
+    ctx.stroke();
+    this.#mark = p;
+  }
+
+  // The brushed pixels: 1 where the stroke's alpha is at least half.
+  #brushed() {
+    const c = this.#ui.marks;
+    const alpha = c.getContext('2d', { willReadFrequently: true }).getImageData(0, 0, c.width, c.height).data;
+    const marks = new Uint8Array(c.width * c.height);
+    for (let i = 0; i < marks.length; i++) marks[i] = alpha[4 * i + 3] >= 128 ? 1 : 0;
+    return marks;
+  }
+
+  #drawBox() {
     const c = this.#ui.marks, ctx = c.getContext('2d');
     ctx.clearRect(0, 0, c.width, c.height);
     const r = this.#region();
@@ -114,24 +138,25 @@ export class Examples {
 
   async #finishMark() {
     if (!this.#mark) return;
-    const region = this.#region();
+    const brush = this.#mode === 'brush';
+    const region = brush ? null : this.#region();
+    const marks = brush ? this.#brushed() : null;
     const photo = this.#photo();
-    this.#clearMark();
-    this.#setMarking(false);
+    this.#setMarking(null);
     if (!photo) return;
-    if (region.width < MIN_SIDE || region.height < MIN_SIDE) return this.#status(`drag a box of at least ${MIN_SIDE}x${MIN_SIDE} px over the photo`, 'error');
+    if (!brush && (region.width < MIN_SIDE || region.height < MIN_SIDE)) return this.#status(`drag a box of at least ${MIN_SIDE}x${MIN_SIDE} px over the photo`, 'error');
     // The photo's pixels now (it may be replaced while the engine works).
     const { width, height } = photo.bitmap;
     const ctx = new OffscreenCanvas(width, height).getContext('2d', { willReadFrequently: true });
     ctx.drawImage(photo.bitmap, 0, 0);
     const pixels = ctx.getImageData(0, 0, width, height);
-    const label = `like the region ${region.x},${region.y} ${region.width}x${region.height} of ${photo.name}`;
-    this.#status('encoding the marked region…');
+    const label = brush ? `like the part brushed over of ${photo.name}` : `like the region ${region.x},${region.y} ${region.width}x${region.height} of ${photo.name}`;
+    this.#status('encoding the marked part…');
     const engine = this.#engine();
-    const r = await this.#client.encodeExample(pixels, { region });
+    const r = await this.#client.encodeExample(pixels, brush ? { marks } : { region });
     // What the model saw is what is kept: encoding it whole gives the same embedding.
     const view = new ImageData(new Uint8ClampedArray(r.view.buffer), r.side, r.side);
-    this.#add({ label, region, source: view, id: r.id, engine });
+    this.#add({ label, ...(brush ? { marks } : { region }), source: view, id: r.id, engine });
   }
 
   async #addFile(file) {

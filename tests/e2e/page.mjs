@@ -12,7 +12,7 @@
 // Screenshots: target/e2e/page-*.png. Exits 1 on a failed check, 2 on the hard timeout.
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { cli, cliBinary, decodePng, fail, launchChromium, serve } from './harness.mjs';
+import { cli, cliBinary, decodePng, encodePng, fail, launchChromium, serve } from './harness.mjs';
 
 const root = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
 const bin = cliBinary(root);
@@ -245,9 +245,10 @@ async function demoPage() {
 
 // ------------------------------------------------------------------ image prompts
 
-// "Find things like this": a box dragged over the photo and another image as examples, beside a
-// typed prompt. Their masks are the CLI's for --visual-prompt PHOTO@X,Y,W,H (the region the page
-// recorded) and --visual-prompt OTHER (IoU >= 0.99); removing an example re-segments without it.
+// "Find things like this": a box dragged over the photo, another image and a brush stroke over
+// the photo as examples, beside a typed prompt. Their masks are the CLI's for --visual-prompt
+// PHOTO@X,Y,W,H (the region the page recorded), OTHER and PHOTO@MASK.png (the brushed pixels
+// the page recorded) (IoU >= 0.99); removing an example re-segments without it.
 async function imagePrompts() {
   console.log('\n== image prompts: a marked region and another image');
   const other = 'tests/fixtures/images/portrait.png';
@@ -271,16 +272,26 @@ async function imagePrompts() {
   await done(2);
   await page.setInputFiles('#example-file', other);
   await done(3);
-  const { region, thumbs, names } = await page.evaluate(() => ({
+  await page.click('#mark-brush');
+  await page.mouse.move(...at(420, 300));
+  await page.mouse.down();
+  for (const [x, y] of [[470, 320], [520, 330], [560, 380]]) await page.mouse.move(...at(x, y), { steps: 4 });
+  await page.mouse.up();
+  await done(4);
+  const { region, brushed, thumbs, names } = await page.evaluate(() => ({
     region: window.clipsegDemo.examples.items[0].region,
+    brushed: [...window.clipsegDemo.examples.items[2].marks],
     thumbs: document.querySelectorAll('#examples canvas').length,
     names: [...document.querySelectorAll('#legend .name')].map((n) => n.textContent),
   }));
   check('a dragged box becomes a region example', region && Math.abs(region.width - 210) <= 2 && Math.abs(region.height - 180) <= 2, JSON.stringify(region));
-  check('both examples listed with what the model sees, and in the legend', thumbs === 2 && names.length === 3 && /like the region/.test(names[1]) && /portrait\.png/.test(names[2]), names.join(' | '));
+  const marked = brushed.reduce((a, b) => a + b, 0);
+  check('a brush stroke becomes an example of the pixels it covers', marked > 2000 && marked < W * H / 4, `${marked} px`);
+  check('the examples listed with what the model sees, and in the legend', thumbs === 3 && names.length === 4 && /like the region/.test(names[1]) && /portrait\.png/.test(names[2]) && /brushed/.test(names[3]), names.join(' | '));
   const spec = `${image}@${region.x},${region.y},${region.width},${region.height}`;
-  cli(bin, 'predict', '--model', pack, '--image', image, '--prompt', prompts[0], '--visual-prompt', spec, '--visual-prompt', other, '--precision', 'f32', '--mask', `${outDir}/cli-ex.png`);
-  for (const k of [0, 1, 2]) {
+  fs.writeFileSync(`${outDir}/brushed.png`, encodePng(W, H, Uint8Array.from(brushed.flatMap((m) => [255 * m, 255 * m, 255 * m]))));
+  cli(bin, 'predict', '--model', pack, '--image', image, '--prompt', prompts[0], '--visual-prompt', spec, '--visual-prompt', other, '--visual-prompt', `${image}@${outDir}/brushed.png`, '--precision', 'f32', '--mask', `${outDir}/cli-ex.png`);
+  for (const k of [0, 1, 2, 3]) {
     await page.check(`#legend input[value="${k}"]`);
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export-mask')]);
     const got = decodePng(fs.readFileSync(await download.path()));
@@ -291,9 +302,9 @@ async function imagePrompts() {
     check(`mask of "${names[k]}" = CLI's: IoU >= ${MIN_IOU}`, got.data.length === want.data.length && iou >= MIN_IOU, `IoU ${iou.toFixed(5)}, ${union} px in either`);
   }
   await page.click('#examples li:first-child button');
-  await done(2);
+  await done(3);
   const left = await page.evaluate(() => window.clipsegDemo.state.result.prompts);
-  check('removing an example re-segments without it', left.length === 2 && /portrait\.png/.test(left[1]), left.join(' | '));
+  check('removing an example re-segments without it', left.length === 3 && /portrait\.png/.test(left[1]), left.join(' | '));
   await page.screenshot({ path: `${outDir}/page-examples.png` });
   // The element's examples attribute: the same masks; an example is encoded once per model.
   const xywh = `#xywh=${region.x},${region.y},${region.width},${region.height}`;

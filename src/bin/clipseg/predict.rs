@@ -33,9 +33,10 @@ pub struct Args {
     /// Repeat for several prompts; each image is encoded once.
     #[arg(long = "prompt", required_unless_present = "visual_prompts")]
     prompts: Vec<String>,
-    /// An example image to find things like (an image prompt), or REF@X,Y,W,H for the
-    /// region of REF the box in pixels marks (cropped, its surroundings blurred and darkened,
-    /// as the CLIPSeg paper engineers visual prompts); repeat for several. Their masks and
+    /// An example image to find things like (an image prompt); REF@X,Y,W,H for the box of
+    /// REF in pixels, REF@MASK.png for the part of REF a mask of its size marks in white
+    /// (cropped, its surroundings blurred and darkened, as the CLIPSeg paper engineers visual
+    /// prompts); repeat for several. Their masks and
     /// logits follow the text prompts'.
     #[arg(long = "visual-prompt", value_name = "REF")]
     visual_prompts: Vec<String>,
@@ -248,25 +249,46 @@ struct WriteError {
     source: std::io::Error,
 }
 
-/// A --visual-prompt's conditional embedding: the whole image, or the region `@X,Y,W,H`
-/// names (when the whole argument is not itself a file).
+/// A --visual-prompt's conditional embedding: the whole image; or (when the whole argument is
+/// not itself a file) the part `REF@X,Y,W,H` boxes or `REF@MASK` marks (MASK: an image of
+/// REF's size whose light pixels, grey >= 128, mark it: the page's brush).
 fn encode_example(segmenter: &Segmenter, reference: &str) -> Result<Tensor<2>> {
-    let split = (reference.rsplit_once('@'))
-        .filter(|_| !Path::new(reference).exists())
-        .map(|(path, region)| Region::parse(region).map(|r| (path, r)))
-        .transpose()?;
+    let split = (reference.rsplit_once('@')).filter(|_| !Path::new(reference).exists());
     let path = Path::new(split.map_or(reference, |(path, _)| path));
     let (rgb, width, height) = load_rgb(path)?;
     let (rgb, width, height) = match split {
         None => (rgb, width, height),
-        Some((_, region)) => {
-            let marks = region.mask(width, height)?;
+        Some((_, part)) => {
+            let marks = match Region::parse(part) {
+                Ok(region) => region.mask(width, height)?,
+                Err(_) if Path::new(part).is_file() => marks_from(Path::new(part), width, height)?,
+                Err(e) => bail!("{e}, or a mask image file"),
+            };
             let (rgb, side) = from_marks(&rgb, width, height, &marks, &segmenter.preprocess)?;
             (rgb, side, side)
         }
     };
     block_on(segmenter.encode_example(&rgb, width, height))
         .with_context(|| format!("--visual-prompt {reference}"))
+}
+
+/// The marks a mask image holds: 1 where its grey level is >= 128.
+fn marks_from(path: &Path, width: usize, height: usize) -> Result<Vec<u8>> {
+    let (rgb, w, h) = load_rgb(path)?;
+    if (w, h) != (width, height) {
+        bail!(
+            "{}: the mask is {w}x{h} px but its image is {width}x{height}",
+            path.display()
+        );
+    }
+    Ok(rgb
+        .chunks(3)
+        .map(|p| {
+            let grey =
+                (u32::from(p[0]) * 299 + u32::from(p[1]) * 587 + u32::from(p[2]) * 114) / 1000;
+            u8::from(grey >= 128)
+        })
+        .collect())
 }
 
 /// Segments `image` and writes its `outputs` (each file written whole, then renamed into
