@@ -136,15 +136,7 @@ async function withExampleIds(prompts) {
     let id = shared.examples.get(p.example.spec);
     if (id === undefined) {
       const { url, region } = p.example;
-      const name = url.split('/').pop();
-      const res = await fetch(url);
-      if (!res.ok) throw new Error(`example ${name}: HTTP ${res.status}`);
-      let bitmap;
-      try {
-        bitmap = await decodeImage(await res.blob());
-      } catch {
-        throw new Error(`example ${name}: not an image this browser can decode`);
-      }
+      const bitmap = await fetchBitmap(url, `example ${url.split('/').pop()}`);
       try {
         id = (await shared.client.encodeExample(bitmap, { region })).id;
       } finally {
@@ -156,6 +148,17 @@ async function withExampleIds(prompts) {
     out.push(id);
   }
   return out;
+}
+
+// The image at `url`, decoded as the engine reads it; errors name it as `name`.
+async function fetchBitmap(url, name) {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`${name}: HTTP ${res.status}`);
+  try {
+    return await decodeImage(await res.blob());
+  } catch {
+    throw new Error(`${name}: not an image this browser can decode`);
+  }
 }
 
 // The examples attribute: [{spec, url, region, name}]; throws on a malformed box.
@@ -317,14 +320,7 @@ export class ClipSeg extends HTMLElement {
     if (this.#image?.url === url) return this.#image.promise;
     const image = { url, bitmap: null };
     image.promise = (async () => {
-      const res = await fetch(url);
-      if (!res.ok) throw new Error(`${url.split('/').pop()}: HTTP ${res.status}`);
-      let bitmap;
-      try {
-        bitmap = await decodeImage(await res.blob());
-      } catch {
-        throw new Error(`${url.split('/').pop()}: not an image this browser can decode`);
-      }
+      const bitmap = await fetchBitmap(url, url.split('/').pop());
       const { width: w, height: h } = bitmap;
       // Known once a model has loaded; before, the engine refuses at encode.
       const refused = checkImageSize(w, h, shared.client?.limits);

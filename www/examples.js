@@ -1,10 +1,11 @@
 // "Find things like this": image prompts for the demo page. An example is a box the user drags
 // over the photo or a part of it brushed over (the engine crops it with context, blurs and
 // darkens its surroundings: the CLIPSeg paper's visual prompt engineering, src/example.rs), or
-// another image. The engine
-// encodes each once and keeps it by id; after a model load or an engine restart the page
-// encodes it again from what it kept: the region's view (exactly the pixels the model saw) or
-// the other image.
+// another image. The engine encodes each once and keeps it by id; after a model load or an
+// engine restart the page encodes it again from what it kept: the marked part's view (exactly
+// the pixels the model saw) or the other image.
+
+import { decodeImage } from '../pkg/clipseg-client.js';
 
 // Smallest region side accepted, in photo pixels (a click is not a region).
 const MIN_SIDE = 4;
@@ -162,7 +163,7 @@ export class Examples {
   async #addFile(file) {
     let bitmap;
     try {
-      bitmap = await createImageBitmap(file, { imageOrientation: 'from-image' });
+      bitmap = await decodeImage(file);
     } catch {
       throw new Error(`${file.name}: not an image this browser can decode`);
     }

@@ -86,14 +86,9 @@ impl ClipSeg {
         Self::build(config, false, device)
     }
 
-    /// As [`Self::new`], with what image prompts need too: every vision layer,
-    /// `post_layernorm` and `visual_projection`.
-    pub fn with_image_prompts(config: &ClipSegConfig, device: &Device) -> Result<Self, Error> {
-        Self::build(config, true, device)
-    }
-
-    /// The model a checkpoint holding the tensors `has` names can fill: with image prompts
-    /// when it has [`VISUAL_PROJECTION`].
+    /// The model a checkpoint holding the tensors `has` names can fill: with what image
+    /// prompts need too (every vision layer, `post_layernorm`, `visual_projection`) when it has
+    /// [`VISUAL_PROJECTION`].
     pub fn for_checkpoint(
         config: &ClipSegConfig,
         has: impl Fn(&str) -> bool,

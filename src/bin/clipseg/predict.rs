@@ -36,8 +36,7 @@ pub struct Args {
     /// An example image to find things like (an image prompt); REF@X,Y,W,H for the box of
     /// REF in pixels, REF@MASK.png for the part of REF a mask of its size marks in white
     /// (cropped, its surroundings blurred and darkened, as the CLIPSeg paper engineers visual
-    /// prompts); repeat for several. Their masks and
-    /// logits follow the text prompts'.
+    /// prompts); repeat for several. Their masks and logits follow the text prompts'.
     #[arg(long = "visual-prompt", value_name = "REF")]
     visual_prompts: Vec<String>,
     /// Write raw logits as float32 .npy, shape [prompts, S, S] (S = 352 for CLIPSeg): the
