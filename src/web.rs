@@ -8,12 +8,11 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use burn::tensor::wgpu::wgpu;
 use burn::tensor::{Device, Tensor};
 use wasm_bindgen::prelude::*;
 
 use crate::compose::Compose;
-use crate::engine::{Kernels, Precision, register_gpu};
+use crate::engine::{Gpu, Kernels, Precision};
 use crate::example::{Region, from_marks};
 use crate::model::ImageFeatures;
 use crate::postprocess::Maps;
@@ -50,14 +49,12 @@ impl Source for JsSource {
 }
 
 thread_local! {
-    /// The WebGPU device: burn's wgpu runtime can be initialised once per wasm instance, so a
-    /// second pack loaded into the same worker reuses it.
-    static WEBGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
+    /// The kernels on the WebGPU device, set up once per wasm instance: a second pack loaded
+    /// into the same worker reuses the device and its compiled pipelines.
+    static WEBGPU: RefCell<Option<Arc<Gpu>>> = const { RefCell::new(None) };
     static LAST_PANIC: RefCell<String> = const { RefCell::new(String::new()) };
     /// Why the browser took the WebGPU device away, once it has.
     static DEVICE_LOST: RefCell<Option<String>> = const { RefCell::new(None) };
-    /// wgpu's handle of that device, for [`test_fault`].
-    static WGPU_DEVICE: RefCell<Option<wgpu::Device>> = const { RefCell::new(None) };
 }
 
 /// Test hook (the worker calls it only for a client made with `testHooks`): "panic" panics as a
@@ -67,9 +64,9 @@ thread_local! {
 pub fn test_fault(fault: &str) -> Result<(), JsError> {
     match fault {
         "panic" => panic!("test_fault(\"panic\"): a panic injected by a test"),
-        "lose-device" => match WGPU_DEVICE.with(|d| d.borrow().clone()) {
-            Some(device) => {
-                device.destroy();
+        "lose-device" => match WEBGPU.with(|w| w.borrow().clone()) {
+            Some(gpu) => {
+                gpu.device().destroy();
                 Ok(())
             }
             None => Err(js_error(
@@ -230,9 +227,10 @@ impl Engine {
         backend: String,
         verified: bool,
     ) -> Result<Engine, JsError> {
-        let device = match backend.as_str() {
-            "webgpu" => webgpu_device().await?,
-            "cpu" => Device::flex(),
+        // On WebGPU the layers run on the WGSL kernels, what lies between them on flex.
+        let kernels = match backend.as_str() {
+            "webgpu" => Kernels::Gpu(webgpu().await?),
+            "cpu" => Kernels::Packed(None),
             other => {
                 return Err(js_error(format!(
                     "unknown backend {other:?}: use \"webgpu\" or \"cpu\""
@@ -246,7 +244,7 @@ impl Engine {
             Pack::read(source)
         };
         let segmenter = read
-            .and_then(|pack| Segmenter::from_read_pack(pack, &device, Kernels::Packed(None)))
+            .and_then(|pack| Segmenter::from_read_pack(pack, &Device::flex(), kernels))
             .map_err(js_error)?;
         Ok(Engine {
             segmenter: Rc::new(segmenter),
@@ -279,16 +277,14 @@ impl Engine {
     /// Whether a q8 pack's matrices run on the GPU's integer dot product (undefined on the CPU).
     #[wasm_bindgen(getter, js_name = gpuInt8Dot)]
     pub fn gpu_int8_dot(&self) -> Option<bool> {
-        let device = WEBGPU.with(|w| w.borrow().clone())?;
-        crate::engine::gpu_int8_dot(&device).filter(|_| self.backend == "webgpu")
+        self.segmenter.engine.gpu().map(Gpu::int8_dot)
     }
 
     /// Whether an f16 pack's matrices are multiplied in half precision on the GPU (`shader-f16`
     /// with the tiled matmul; undefined on the CPU).
     #[wasm_bindgen(getter, js_name = gpuF16Math)]
     pub fn gpu_f16_math(&self) -> Option<bool> {
-        let device = WEBGPU.with(|w| w.borrow().clone())?;
-        crate::engine::gpu_f16_math(&device).filter(|_| self.backend == "webgpu")
+        self.segmenter.engine.gpu().map(Gpu::f16_math)
     }
 
     /// The CPU's int8 kernel where the encoder projections run in int8 (a q8 or q4 pack on the
@@ -579,17 +575,16 @@ fn check_index(maps: &Maps, index: usize) -> Result<usize, JsError> {
     }
 }
 
-/// burn's wgpu runtime on the browser's WebGPU, created once per instance. (wgpu can't name a
-/// browser's adapter; the worker asks WebGPU itself.)
-async fn webgpu_device() -> Result<Device, JsError> {
-    if let Some(device) = WEBGPU.with(|w| w.borrow().clone()) {
-        return Ok(device);
+/// The kernels on the browser's WebGPU, set up once per instance. (wgpu can't name a browser's
+/// adapter; the worker asks WebGPU itself.)
+async fn webgpu() -> Result<Arc<Gpu>, JsError> {
+    if let Some(gpu) = WEBGPU.with(|w| w.borrow().clone()) {
+        return Ok(gpu);
     }
-    let (device, setup) = Device::wgpu_options()
-        .init_with_setup_async()
+    let gpu = Gpu::request()
         .await
         .map_err(|e| js_error(format!("WebGPU: {e}")))?;
-    setup.device.set_device_lost_callback(|reason, message| {
+    gpu.device().set_device_lost_callback(|reason, message| {
         let why = format!("{reason:?}: {message}");
         DEVICE_LOST.with(|l| *l.borrow_mut() = Some(why.clone()));
         // The worker restarts at once (a request waiting on the GPU might never settle).
@@ -598,9 +593,6 @@ async fn webgpu_device() -> Result<Device, JsError> {
             let _ = hook.call1(&JsValue::NULL, &why.into());
         }
     });
-    WGPU_DEVICE.with(|d| *d.borrow_mut() = Some(setup.device.clone()));
-    // The layers run on clipseg's own kernels (`engine::gpu`).
-    register_gpu(&device, &setup);
-    WEBGPU.with(|w| *w.borrow_mut() = Some(device.clone()));
-    Ok(device)
+    WEBGPU.with(|w| *w.borrow_mut() = Some(gpu.clone()));
+    Ok(gpu)
 }

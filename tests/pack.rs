@@ -18,15 +18,15 @@ fn packed(model: &str, quant: Quant) -> Vec<u8> {
     hf(model).to_pack(quant).unwrap()
 }
 
+fn kernels() -> Kernels {
+    Kernels::Packed(None)
+}
+
 fn load_err(bytes: Vec<u8>) -> String {
     match Checkpoint::from_pack(bytes, &Device::flex()) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("a damaged pack loaded"),
     }
-}
-
-fn kernels() -> Kernels {
-    Kernels::Packed(None)
 }
 
 #[test]
@@ -51,16 +51,17 @@ fn f32_pack_reproduces_the_reference() {
 fn engines_built_from_a_pack_match_engines_built_from_the_model() {
     // q8 matrices decoded to f32 on the GPU too, so that a pack's logits equal the model's bit
     // for bit (the integer dot product has its own test in src/engine/tests.rs). Set before
-    // wgpu() registers the kernels: no other test in this file uses the GPU.
+    // gpu_kernels() sets the kernels up: no other test in this file uses the GPU.
     clipseg::engine::gpu::override_int8_dot(Some(false));
-    for (device, on_gpu) in [(Device::flex(), false), (wgpu(), true)] {
+    let device = Device::flex();
+    for (kernels, on_gpu) in [(kernels(), false), (gpu_kernels(), true)] {
         for case in cases() {
             let mut gpu_bytes = Vec::new();
             for quant in [Quant::F32, Quant::F16, Quant::Q8, Quant::Q4] {
                 let bytes = packed(&case.model, quant);
                 let whole = Checkpoint::from_pack(bytes.clone(), &device).unwrap();
-                let after = Segmenter::new(whole, kernels()).unwrap();
-                let during = Segmenter::from_pack(bytes, &device, kernels()).unwrap();
+                let after = Segmenter::new(whole, kernels.clone()).unwrap();
+                let during = Segmenter::from_pack(bytes, &device, kernels.clone()).unwrap();
                 assert_eq!(during.quantized, matches!(quant, Quant::Q8 | Quant::Q4));
                 let placed = during.engine.placement();
                 // The same executors (only a pack can keep its weights as stored).
@@ -99,7 +100,7 @@ fn engines_built_from_a_pack_match_engines_built_from_the_model() {
                 }
                 let (want, _) = case_logits(&after, &case);
                 let (got, err) = case_logits(&during, &case);
-                assert_eq!(got, want, "{} {quant:?} {device:?}", case.model);
+                assert_eq!(got, want, "{} {quant:?} GPU {on_gpu}", case.model);
                 if quant == Quant::F32 {
                     assert!(err <= bound(&case), "{}: {err}", case.model);
                 }

@@ -13,9 +13,10 @@ use common::*;
 
 /// Token ids, conditional embeddings, logits and image-size masks of one case on `device`:
 /// the model as stored (burn's ops), or (`kernels`) the engine built with its kernels: the
-/// packed CPU kernels on flex, the GPU kernels on wgpu (not the `odd` model's towers, whose erf
+/// packed CPU kernels or the GPU kernels, on flex (not the `odd` model's towers, whose erf
 /// GELU they lack).
-fn check_case(case: &Case, device: &Device, kernels: bool) {
+fn check_case(case: &Case, device: &Device, kernels: Option<Kernels>) {
+    let label = label(&kernels);
     let dir = fixtures().join("models").join(&case.model);
     let checkpoint =
         Checkpoint::open(&dir, device).unwrap_or_else(|e| panic!("{}: {e}", case.model));
@@ -27,10 +28,10 @@ fn check_case(case: &Case, device: &Device, kernels: bool) {
         "{}",
         case.model
     );
-    let (cond, logits, dims) = if kernels {
-        let segmenter = Segmenter::new(checkpoint, Kernels::Packed(None)).unwrap();
+    let (cond, logits, dims) = if let Some(kernels) = kernels {
+        let on_wgpu = matches!(kernels, Kernels::Gpu(_));
+        let segmenter = Segmenter::new(checkpoint, kernels).unwrap();
         let placed = segmenter.engine.placement();
-        let on_wgpu = *device != Device::flex();
         let ours = if on_wgpu { Place::Gpu } else { Place::Cpu };
         let towers = if case.model == "odd" {
             Place::Burn
@@ -67,7 +68,7 @@ fn check_case(case: &Case, device: &Device, kernels: bool) {
     let err = max_abs_diff(&logits, &reference);
     let limit = bound(case);
     eprintln!(
-        "{:>8} {:<22} {device:?} kernels={kernels}: max|err| {err:.2e} (bound {limit:.2e}, max|ref| {:.2}), cond {cond_err:.2e}",
+        "{:>8} {:<22} {device:?} {label}: max|err| {err:.2e} (bound {limit:.2e}, max|ref| {:.2}), cond {cond_err:.2e}",
         case.model, case.image, case.max_abs_logit
     );
     assert!(
@@ -110,7 +111,8 @@ struct VisualCase {
 /// The examples' conditional embeddings (every vision layer, `post_layernorm`,
 /// `visual_projection`) and, per target, the logits for all examples, with the examples
 /// encoded once for all targets; on burn's ops or (`kernels`) the engine.
-fn check_visual(device: &Device, kernels: bool) {
+fn check_visual(device: &Device, kernels: Option<Kernels>) {
+    let label = label(&kernels);
     let text = std::fs::read_to_string(fixtures().join("visual/cases.json")).unwrap();
     let cases: Vec<VisualCase> = serde_json::from_str(&text).unwrap();
     assert_eq!(cases.len(), 3);
@@ -124,8 +126,8 @@ fn check_visual(device: &Device, kernels: bool) {
         };
         let examples: Vec<_> = case.examples.iter().map(|e| pixels(e)).collect();
         let targets: Vec<_> = case.targets.iter().map(|t| pixels(t)).collect();
-        let (cond, logits): (Vec<f32>, Vec<Vec<f32>>) = if kernels {
-            let segmenter = Segmenter::new(checkpoint, Kernels::Packed(None)).unwrap();
+        let (cond, logits): (Vec<f32>, Vec<Vec<f32>>) = if let Some(kernels) = &kernels {
+            let segmenter = Segmenter::new(checkpoint, kernels.clone()).unwrap();
             let encode = |e: &String| {
                 let (rgb, w, h) = read_rgb(e);
                 block_on(segmenter.encode_example(&rgb, w, h)).unwrap()
@@ -161,7 +163,7 @@ fn check_visual(device: &Device, kernels: bool) {
         let peak = cond_ref.iter().fold(1f32, |m, v| m.max(v.abs()));
         let cond_err = max_abs_diff(&cond, &cond_ref);
         eprintln!(
-            "{:>8} examples {:?} {device:?} kernels={kernels}: cond max|err| {cond_err:.2e}",
+            "{:>8} examples {:?} {device:?} {label}: cond max|err| {cond_err:.2e}",
             case.model, case.examples
         );
         assert!(
@@ -188,21 +190,21 @@ fn check_visual(device: &Device, kernels: bool) {
 fn logits_and_masks_match_transformers_on_cpu() {
     let device = Device::flex();
     for case in cases() {
-        check_case(&case, &device, false);
-        check_case(&case, &device, true);
+        check_case(&case, &device, None);
+        check_case(&case, &device, Some(Kernels::Packed(None)));
     }
 }
 
 #[test]
 fn image_prompts_match_transformers_on_cpu() {
-    check_visual(&Device::flex(), false);
-    check_visual(&Device::flex(), true);
+    check_visual(&Device::flex(), None);
+    check_visual(&Device::flex(), Some(Kernels::Packed(None)));
 }
 
 #[test]
 fn image_prompts_match_transformers_on_wgpu() {
-    check_visual(&wgpu(), false);
-    check_visual(&wgpu(), true);
+    check_visual(&wgpu(), None);
+    check_visual(&Device::flex(), Some(gpu_kernels()));
 }
 
 /// The same checkpoints on burn-wgpu (lavapipe in CI, so CPU Vulkan): burn's ops, then the
@@ -211,8 +213,17 @@ fn image_prompts_match_transformers_on_wgpu() {
 fn logits_and_masks_match_transformers_on_wgpu() {
     let device = wgpu();
     for case in cases() {
-        check_case(&case, &device, false);
-        check_case(&case, &device, true);
+        check_case(&case, &device, None);
+        check_case(&case, &Device::flex(), Some(gpu_kernels()));
+    }
+}
+
+/// What a line of output calls `kernels`.
+fn label(kernels: &Option<Kernels>) -> &'static str {
+    match kernels {
+        None => "burn's ops",
+        Some(Kernels::Gpu(_)) => "GPU kernels",
+        Some(_) => "CPU kernels",
     }
 }
 

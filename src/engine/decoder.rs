@@ -171,7 +171,7 @@ impl DecoderRun {
         (Some(reduces), Some(d.layers.place()), Some(head))
     }
 
-    /// Bytes its weights hold on its device (the CPU kernels': none).
+    /// Bytes its weights hold in GPU memory.
     pub fn device_bytes(&self) -> u64 {
         let d = match self {
             Self::UNet(unet) => return param_bytes(unet),

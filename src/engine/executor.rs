@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 
 use super::cpu::Precision;
 use super::gpu::Gpu;
@@ -24,9 +24,24 @@ pub(super) enum Executor {
     Gpu(Arc<Gpu>),
 }
 
-/// Bytes `module`'s parameters hold (all f32).
+/// Bytes `module`'s parameters (all f32) hold in GPU memory: none on flex, the host.
 pub(super) fn param_bytes<M: burn::module::Module>(module: &M) -> u64 {
-    4 * module.num_params() as u64
+    let on_host = module.devices().iter().all(|d| *d == Device::flex());
+    if on_host {
+        0
+    } else {
+        4 * module.num_params() as u64
+    }
+}
+
+/// Bytes `t` (f32) holds in GPU memory: none on flex.
+pub(super) fn tensor_bytes<const D: usize>(t: &Tensor<D>) -> u64 {
+    let on_host = t.device() == Device::flex();
+    if on_host {
+        0
+    } else {
+        4 * t.shape().num_elements() as u64
+    }
 }
 
 /// A tensor's values on the host, read synchronously: on flex (in wasm too), or on any device

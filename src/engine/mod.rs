@@ -3,8 +3,12 @@
 //! [`Engine::from_model`]). It owns the tower loops; each part (a tower's layers, the patch
 //! embedding, the decoder's reduces, layers and head) runs on one executor chosen when it is
 //! built: burn's ops ([`crate::model`]'s own math), the packed CPU kernels ([`cpu`], on flex)
-//! or the WGSL kernels ([`gpu`], on a wgpu device registered with [`register_gpu`]). The kernel
-//! libraries take plain weights ([`layer`]) and host slices; only this module knows the model.
+//! or the WGSL kernels ([`gpu`], on a wgpu device of their own, [`Gpu`]). The kernel libraries
+//! take plain weights ([`layer`]) and host slices; only this module knows the model.
+//!
+//! What runs between the kernels (embeddings, the final norms, pooling, FiLM) is burn's ops on
+//! the engine's device: flex for both kernel libraries, so the browser needs no burn GPU
+//! runtime (and the native CLI runs exactly what the browser runs).
 //!
 //! Everything is async (a GPU readback in the browser must be awaited); natively
 //! [`block_on`] runs a call to completion.
@@ -22,9 +26,8 @@ mod tests;
 mod text;
 mod vision;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use burn::tensor::wgpu::WgpuSetup;
 use burn::tensor::{Device, Tensor};
 
 use crate::Error;
@@ -35,17 +38,19 @@ use build::Weights;
 pub use cpu::Precision;
 use executor::Executor;
 pub use executor::{Place, read_values};
-use gpu::Gpu;
+pub use gpu::Gpu;
 
 /// Which executors an engine's parts get, chosen once when it is built.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Kernels {
     /// burn's ops everywhere: the model's own math (the reference, `bench --compare-burn`).
     Burn,
-    /// This crate's kernels where they fit: the CPU kernels on flex, in `precision` (`None`:
-    /// int8 for a quantized pack, f32 otherwise), the WGSL kernels on a wgpu device
-    /// registered with [`register_gpu`] (f32); burn's ops for what they lack.
+    /// The CPU kernels where they fit, on flex, in `precision` (`None`: int8 for a quantized
+    /// pack, f32 otherwise); burn's ops for what they lack and on any other device.
     Packed(Option<Precision>),
+    /// The WGSL kernels on this GPU where they fit (matrices as the pack stores them); burn's
+    /// ops on the engine's device (flex) for what they lack and between them.
+    Gpu(Arc<Gpu>),
 }
 
 /// Where each part of an engine runs.
@@ -75,6 +80,7 @@ pub struct Engine {
     vision: vision::VisionTower,
     decoder: decoder::DecoderRun,
     precision: Option<Precision>,
+    gpu: Option<Arc<Gpu>>,
     device: Device,
 }
 
@@ -125,12 +131,17 @@ impl Engine {
             Executor::Cpu(p) => Some(*p),
             _ => None,
         };
+        let gpu = match executor {
+            Executor::Gpu(gpu) => Some(gpu.clone()),
+            _ => None,
+        };
         Ok(Self {
             config,
             text,
             vision,
             decoder,
             precision,
+            gpu,
             device: device.clone(),
         })
     }
@@ -161,13 +172,18 @@ impl Engine {
         }
     }
 
-    /// Bytes the weights hold in GPU memory (the kernels' buffers and burn's parameters on a
-    /// wgpu device); `None` on the CPU.
+    /// Bytes the weights hold in GPU memory (the WGSL kernels' buffers, and burn's parameters
+    /// where the engine's device is a GPU); `None` where nothing runs on a GPU.
     pub fn gpu_weight_bytes(&self) -> Option<u64> {
-        let on_gpu = self.device != Device::flex();
+        let on_gpu = self.device != Device::flex() || self.gpu.is_some();
         let bytes =
             self.text.device_bytes() + self.vision.device_bytes() + self.decoder.device_bytes();
         on_gpu.then_some(bytes)
+    }
+
+    /// The GPU its WGSL kernels run on, if built with [`Kernels::Gpu`].
+    pub fn gpu(&self) -> Option<&Gpu> {
+        self.gpu.as_deref()
     }
 
     /// Token ids (one list per prompt, with BOS/EOS) to conditional embeddings
@@ -201,7 +217,6 @@ impl Engine {
 
 fn executor(kernels: Kernels, device: &Device, quantized: bool) -> Executor {
     match kernels {
-        Kernels::Burn => Executor::Burn,
         Kernels::Packed(precision) if *device == Device::flex() => {
             let default = if quantized && cpu::qgemm::seven_bit_preferred() {
                 Precision::Int8A7
@@ -212,52 +227,9 @@ fn executor(kernels: Kernels, device: &Device, quantized: bool) -> Executor {
             };
             Executor::Cpu(precision.unwrap_or(default))
         }
-        Kernels::Packed(_) => gpu_for(device).map_or(Executor::Burn, Executor::Gpu),
+        Kernels::Burn | Kernels::Packed(_) => Executor::Burn,
+        Kernels::Gpu(gpu) => Executor::Gpu(gpu),
     }
-}
-
-static GPUS: Mutex<Vec<(Device, Arc<Gpu>)>> = Mutex::new(Vec::new());
-
-/// Makes the WGSL kernels available on `device`, burn's runtime over `setup` (from
-/// `Device::wgpu_options().init_with_setup*`): engines built there with [`Kernels::Packed`]
-/// use them.
-pub fn register_gpu(device: &Device, setup: &WgpuSetup) {
-    let info = setup.adapter.get_info();
-    let variant = gpu::Matmul::for_adapter(&info);
-    let int8_dot = gpu::int8_dot_for(setup.instance.wgsl_language_features(), &info);
-    let f16_math = gpu::f16_math_for(variant);
-    let (wgpu_device, queue) = (setup.device.clone(), setup.queue.clone());
-    let gpu = Gpu::new(wgpu_device, queue, variant, int8_dot, f16_math);
-    register(device, Arc::new(gpu));
-}
-
-/// Whether q8 matrices on `device`'s WGSL kernels run on the integer dot product, if registered.
-pub fn gpu_int8_dot(device: &Device) -> Option<bool> {
-    gpu_for(device).map(|g| g.int8_dot())
-}
-
-/// Whether f16 matrices on `device`'s WGSL kernels are multiplied in half precision, if
-/// registered.
-pub fn gpu_f16_math(device: &Device) -> Option<bool> {
-    gpu_for(device).map(|g| g.f16_math())
-}
-
-/// The matmul kernels the WGSL kernels on `device` run ("blocked" or "tiled"), if registered.
-pub fn gpu_matmul(device: &Device) -> Option<&'static str> {
-    gpu_for(device).map(|g| g.matmul_variant().name())
-}
-
-fn register(device: &Device, gpu: Arc<Gpu>) {
-    let mut gpus = GPUS.lock().unwrap_or_else(|e| e.into_inner());
-    gpus.retain(|(d, _)| d != device);
-    gpus.push((device.clone(), gpu));
-}
-
-fn gpu_for(device: &Device) -> Option<Arc<Gpu>> {
-    let gpus = GPUS.lock().unwrap_or_else(|e| e.into_inner());
-    gpus.iter()
-        .find(|(d, _)| d == device)
-        .map(|(_, g)| g.clone())
 }
 
 /// Runs an engine call to completion, natively (GPU readbacks finish inside their own

@@ -73,7 +73,7 @@ impl Stack {
         }
     }
 
-    /// Bytes its weights hold on its device (f32 parameters for burn's ops; none on the CPU).
+    /// Bytes its weights hold in GPU memory (the kernels' buffers, burn's parameters off flex).
     pub fn device_bytes(&self) -> u64 {
         match self {
             Stack::Burn(l) => l.iter().map(param_bytes).sum(),

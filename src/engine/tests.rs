@@ -13,7 +13,7 @@ use burn::tensor::{Device, Distribution, Tensor, f16};
 use super::build::Weights;
 use super::cpu::Precision;
 use super::executor::{Executor, host_values};
-use super::gpu::{Matmul, test_device};
+use super::gpu::{Matmul, test_gpu};
 use super::head::{CpuHead, GpuHead};
 use super::layer::Norm;
 use super::stack::Stack;
@@ -22,21 +22,6 @@ use crate::Checkpoint;
 use crate::config::{Activation, ClipSegConfig, LayerSpec};
 use crate::model::decoder::{Decoder, TransposedConvolution};
 use crate::model::transformer::EncoderLayer;
-
-/// Held while registering kernels for the shared test device and building an engine on them:
-/// the tests that swap them run in parallel.
-static REGISTRY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// An engine on `device` built with `gpu`'s kernels registered for it.
-fn engine_on(
-    gpu: &Arc<super::gpu::Gpu>,
-    device: &Device,
-    build: impl FnOnce() -> Engine,
-) -> Engine {
-    let _held = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    super::register(device, gpu.clone());
-    build()
-}
 
 fn fixtures() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -69,7 +54,7 @@ struct Backend {
 }
 
 fn backends() -> Vec<Backend> {
-    let (_, gpu) = test_device();
+    let gpu = test_gpu();
     let tiled = Arc::new(gpu.with(Matmul::Tiled, false, false));
     let cpu = |name, precision, tolerance| Backend {
         name,
@@ -266,7 +251,7 @@ fn gpu_integer_weights_match_their_decoded_floats() {
     use super::gpu::{self, GpuLayer};
     use super::layer::{LayerWeights, Matrix, Weight};
     use crate::weights::pack::quantize;
-    let (_, blocked) = test_device();
+    let blocked = test_gpu();
     let tiled = blocked.with(Matmul::Tiled, false, false);
     let q = Activation::QuickGelu;
     let pre = Norm::Pre { causal: false };
@@ -457,19 +442,14 @@ fn whole_models_match_burn_on_every_executor() {
         let want = host_values(want).unwrap();
         let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
         for backend in backends() {
-            let (kernels, device) = match &backend.executor {
-                Executor::Burn => (Kernels::Burn, Device::flex()),
-                Executor::Cpu(p) => (Kernels::Packed(Some(*p)), Device::flex()),
-                Executor::Gpu(_) => (Kernels::Packed(None), test_device().0),
+            let kernels = match &backend.executor {
+                Executor::Burn => Kernels::Burn,
+                Executor::Cpu(p) => Kernels::Packed(Some(*p)),
+                Executor::Gpu(gpu) => Kernels::Gpu(gpu.clone()),
             };
-            let checkpoint = Checkpoint::from_hf_dir(&dir, &device).unwrap();
+            let checkpoint = Checkpoint::from_hf_dir(&dir, &Device::flex()).unwrap();
             let pixels = checkpoint.pixel_values(&rgb, w, h).unwrap();
-            let build = || Engine::from_model(checkpoint.model, kernels, false).unwrap();
-            let engine = match &backend.executor {
-                // The engine takes the kernels registered for its device when it is built.
-                Executor::Gpu(gpu) => engine_on(gpu, &device, build),
-                _ => build(),
-            };
+            let engine = Engine::from_model(checkpoint.model, kernels, false).unwrap();
             let diff = max_diff(&run(&engine, pixels, &ids), &want);
             // f32 to the parity tests' bound; int8 within quantization error.
             let bound = if backend.tolerance > 1e-3 { 0.2 } else { 1e-4 } * scale;
@@ -492,7 +472,7 @@ fn gpu_int8_dot_masks_match_the_decoded_pack() {
     use crate::weights::pack::{Pack, Quant};
     let fixtures = fixtures();
     let (rgb, w, h) = fixture_image("landscape.png");
-    let (device, gpu) = test_device();
+    let gpu = test_gpu();
     for model in ["plain", "refined"] {
         let dir = fixtures.join("models").join(model);
         let reference = Checkpoint::from_hf_dir(&dir, &Device::flex()).unwrap();
@@ -500,21 +480,19 @@ fn gpu_int8_dot_masks_match_the_decoded_pack() {
             .tokenize(&["a cat", "the thing on the left"])
             .unwrap();
         let pack = Pack::parse(reference.to_pack(Quant::Q8).unwrap()).unwrap();
-        let logits = |engine: &Engine, device: &Device| {
-            let checkpoint = Checkpoint::from_hf_dir(&dir, device).unwrap();
-            let pixels = checkpoint.pixel_values(&rgb, w, h).unwrap();
+        let logits = |engine: &Engine| {
+            let pixels = reference.pixel_values(&rgb, w, h).unwrap();
             run(engine, pixels, &ids)
         };
         let int8 = Kernels::Packed(Some(Precision::Int8));
         let cpu = Engine::from_pack(&pack, &Device::flex(), int8).unwrap();
-        let want = logits(&cpu, &Device::flex());
+        let want = logits(&cpu);
         for variant in [Matmul::Blocked, Matmul::Tiled] {
             let on = |int8_dot: bool| {
-                let kernels = Arc::new(gpu.with(variant, int8_dot, false));
-                let build = || Engine::from_pack(&pack, &device, Kernels::Packed(None)).unwrap();
-                let engine = engine_on(&kernels, &device, build);
+                let kernels = Kernels::Gpu(Arc::new(gpu.with(variant, int8_dot, false)));
+                let engine = Engine::from_pack(&pack, &Device::flex(), kernels).unwrap();
                 assert!(engine.placement().packed_weights, "{model} {variant:?}");
-                logits(&engine, &device)
+                logits(&engine)
             };
             let (dot, decoded) = (on(true), on(false));
             let iou = mask_iou;
@@ -546,7 +524,7 @@ fn gpu_int8_dot_masks_match_the_decoded_pack() {
 fn gpu_f16_math_masks_match_the_cpu_f16_pack() {
     use crate::weights::pack::{Pack, Quant};
     let (rgb, w, h) = fixture_image("landscape.png");
-    let (device, gpu) = test_device();
+    let gpu = test_gpu();
     for model in ["plain", "refined"] {
         let dir = fixtures().join("models").join(model);
         let reference = Checkpoint::from_hf_dir(&dir, &Device::flex()).unwrap();
@@ -554,21 +532,19 @@ fn gpu_f16_math_masks_match_the_cpu_f16_pack() {
             .tokenize(&["a cat", "the thing on the left"])
             .unwrap();
         let pack = Pack::parse(reference.to_pack(Quant::F16).unwrap()).unwrap();
-        let logits = |engine: &Engine, device: &Device| {
-            let checkpoint = Checkpoint::from_hf_dir(&dir, device).unwrap();
-            let pixels = checkpoint.pixel_values(&rgb, w, h).unwrap();
+        let logits = |engine: &Engine| {
+            let pixels = reference.pixel_values(&rgb, w, h).unwrap();
             run(engine, pixels, &ids)
         };
         let f32 = Kernels::Packed(Some(Precision::F32));
         let cpu = Engine::from_pack(&pack, &Device::flex(), f32).unwrap();
-        let want = logits(&cpu, &Device::flex());
+        let want = logits(&cpu);
         let on = |f16_math: bool| {
             let kernels = Arc::new(gpu.with(Matmul::Tiled, false, f16_math));
             assert_eq!(kernels.f16_math(), f16_math, "shader-f16 on this adapter");
-            let build = || Engine::from_pack(&pack, &device, Kernels::Packed(None)).unwrap();
-            let engine = engine_on(&kernels, &device, build);
+            let engine = Engine::from_pack(&pack, &Device::flex(), Kernels::Gpu(kernels)).unwrap();
             assert!(engine.placement().packed_weights, "{model}");
-            logits(&engine, &device)
+            logits(&engine)
         };
         let (half, decoded) = (on(true), on(false));
         eprintln!(

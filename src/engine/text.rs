@@ -95,7 +95,7 @@ impl TextTower {
         (self.layers.place(), stored, self.layers.is_packed())
     }
 
-    /// Bytes its weights hold on its device (the CPU kernels' and a stored token table: none).
+    /// Bytes its weights hold in GPU memory (a stored token table: none, it stays on the host).
     pub fn device_bytes(&self) -> u64 {
         let tokens = match &self.tokens {
             Tokens::Burn(table) => param_bytes(table),

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::build::Weights;
 use super::cpu::Projection;
-use super::executor::{Executor, Place, host_values, param_bytes, read_values};
+use super::executor::{Executor, Place, host_values, param_bytes, read_values, tensor_bytes};
 use super::gpu::{Gpu, GpuLinear};
 use super::layer::{Matrix, Norm, Weight};
 use super::stack::Stack;
@@ -135,21 +135,16 @@ impl VisionTower {
         (patches, self.layers.place())
     }
 
-    /// Bytes its weights hold on its device (the CPU kernels': none).
+    /// Bytes its weights hold in GPU memory.
     pub fn device_bytes(&self) -> u64 {
         let patches = match &self.patches {
             Patches::Burn(conv) => param_bytes(conv),
             Patches::Cpu(_) => 0,
             Patches::Gpu(_, linear) => linear.weight_bytes(),
         };
-        let tensors = self.class_embedding.shape().num_elements()
-            + self.position_embedding.shape().num_elements();
+        let tensors = tensor_bytes(&self.class_embedding) + tensor_bytes(&self.position_embedding);
         let pooled = (self.pooled.as_ref()).map_or(0, |(n, p)| param_bytes(n) + param_bytes(p));
-        4 * tensors as u64
-            + patches
-            + param_bytes(&self.pre_layrnorm)
-            + self.layers.device_bytes()
-            + pooled
+        tensors + patches + param_bytes(&self.pre_layrnorm) + self.layers.device_bytes() + pooled
     }
 
     /// As [`crate::model::ClipSeg::encode_examples`]: example images' `pixel_values`

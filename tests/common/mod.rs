@@ -23,20 +23,18 @@ pub struct Case {
     pub orig_size: [usize; 2],
 }
 
-/// burn-wgpu on this machine's adapter (lavapipe in CI) with clipseg's GPU kernels registered,
-/// so engines built on it run their layers there. Initialised once per
-/// test binary: burn's runtime can be set up only once.
+/// burn-wgpu on this machine's adapter (lavapipe in CI): burn's ops on a GPU.
 pub fn wgpu() -> clipseg::burn::tensor::Device {
-    static DEVICE: std::sync::OnceLock<clipseg::burn::tensor::Device> = std::sync::OnceLock::new();
-    DEVICE
-        .get_or_init(|| {
-            let (device, setup) = clipseg::burn::tensor::Device::wgpu_options()
-                .init_with_setup()
-                .expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)");
-            clipseg::engine::register_gpu(&device, &setup);
-            device
-        })
-        .clone()
+    clipseg::burn::tensor::Device::wgpu(clipseg::burn::tensor::DeviceKind::DefaultDevice)
+}
+
+/// clipseg's WGSL kernels on this machine's adapter (lavapipe in CI), what the browser's
+/// WebGPU engine runs; set up once per test binary.
+pub fn gpu_kernels() -> clipseg::engine::Kernels {
+    use clipseg::engine::{Gpu, block_on};
+    static GPU: std::sync::OnceLock<std::sync::Arc<Gpu>> = std::sync::OnceLock::new();
+    let gpu = GPU.get_or_init(|| block_on(Gpu::request()).expect("a GPU adapter (lavapipe)"));
+    clipseg::engine::Kernels::Gpu(gpu.clone())
 }
 
 pub fn cases() -> Vec<Case> {

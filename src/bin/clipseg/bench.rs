@@ -5,9 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use clipseg::engine::{
-    Kernels, Place, Precision, block_on, cpu, gpu_f16_math, gpu_int8_dot, gpu_matmul,
-};
+use clipseg::engine::{Kernels, Place, Precision, block_on, cpu};
 use clipseg::model::ImageFeatures;
 use clipseg::weights::pack::{self, Pack};
 use clipseg::{Checkpoint, Segmenter};
@@ -47,7 +45,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--compare-burn needs --backend cpu");
     }
     let (rgb, width, height) = load_rgb(&args.image)?;
-    let device = args.backend.device()?;
+    let (device, kernels) = args.backend.engine(args.precision)?;
     let prompts = [args.prompt.as_str()];
     let time = |segmenter: &Segmenter| -> Result<(f64, f64, f64)> {
         let run = |features: Option<&ImageFeatures>| -> Result<f64> {
@@ -82,11 +80,11 @@ pub fn run(args: Args) -> Result<()> {
         reference = Some(time(&burn)?);
         drop(burn);
         let build = Instant::now();
-        let segmenter = Segmenter::new(checkpoint, args.precision.kernels())?;
+        let segmenter = Segmenter::new(checkpoint, kernels)?;
         // Reading the files plus building; the burn runs in between are not load.
         (segmenter, open_s + build.elapsed().as_secs_f64())
     } else {
-        let segmenter = Segmenter::open(&args.model, &device, args.precision.kernels())?;
+        let segmenter = Segmenter::open(&args.model, &device, kernels)?;
         (segmenter, start.elapsed().as_secs_f64())
     };
     let (first_s, full_s, reprompt_s) = time(&segmenter)?;
@@ -95,7 +93,7 @@ pub fn run(args: Args) -> Result<()> {
         .config()
         .pass_gflop(segmenter.preprocess.height, tokens);
     let mut line = serde_json::json!({
-        "backend": format!("{device:?}"),
+        "backend": args.backend.name(),
         "iters": args.iters,
         "load_s": load_s,
         "first_pass_s": first_s,
@@ -115,16 +113,13 @@ pub fn run(args: Args) -> Result<()> {
             "burn"
         }
         .into();
-        if let Some(matmul) = gpu_matmul(&device) {
-            line["gpu_matmul"] = matmul.into();
-        }
-        // q8 matrices on `dot4I8Packed` with 8-bit activations, or decoded to f32.
-        if let Some(dot) = gpu_int8_dot(&device) {
-            line["gpu_int8_dot"] = dot.into();
-        }
-        // f16 matrices multiplied in half precision (`shader-f16`), or decoded to f32.
-        if let Some(half) = gpu_f16_math(&device) {
-            line["gpu_f16_math"] = half.into();
+        if let Some(gpu) = segmenter.engine.gpu() {
+            line["gpu_adapter"] = gpu.adapter().into();
+            line["gpu_matmul"] = gpu.matmul_variant().name().into();
+            // q8 matrices on `dot4I8Packed` with 8-bit activations, or decoded to f32.
+            line["gpu_int8_dot"] = gpu.int8_dot().into();
+            // f16 matrices multiplied in half precision (`shader-f16`), or decoded to f32.
+            line["gpu_f16_math"] = gpu.f16_math().into();
         }
         line["gpu_weights"] = if placement.packed_weights {
             "as the pack stores them"

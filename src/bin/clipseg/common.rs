@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
-use clipseg::burn::tensor::Device;
-use clipseg::engine::{Kernels, Precision, register_gpu};
+use clipseg::burn::tensor::{Device, DeviceKind};
+use clipseg::engine::{Gpu, Kernels, Precision, block_on};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum SplitArg {
@@ -58,18 +58,14 @@ impl PrecisionArg {
             Self::Int8Bf16 => Some(Precision::Int8Bf16),
         }
     }
-
-    /// The engine's kernels at this precision.
-    pub fn kernels(self) -> Kernels {
-        Kernels::Packed(self.precision())
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
 pub enum Backend {
     /// burn's `flex` CPU backend.
     Cpu,
-    /// burn-wgpu (Vulkan, Metal, DX12 or GL through wgpu).
+    /// A GPU through wgpu (Vulkan, Metal, DX12 or GL): the engine's WGSL kernels (what the
+    /// browser runs on WebGPU); burn's wgpu runtime for training.
     Wgpu,
 }
 
@@ -81,18 +77,22 @@ impl Backend {
         }
     }
 
-    pub fn device(self) -> Result<Device> {
-        Ok(match self {
+    /// burn's device for the model as stored (training): flex, or burn's wgpu runtime.
+    pub fn device(self) -> Device {
+        match self {
             Self::Cpu => Device::flex(),
-            Self::Wgpu => {
-                let (device, setup) = Device::wgpu_options()
-                    .init_with_setup()
-                    .context("can't start wgpu")?;
-                // Engines built there run their layers on clipseg's kernels.
-                register_gpu(&device, &setup);
-                device
-            }
-        })
+            Self::Wgpu => Device::wgpu(DeviceKind::DefaultDevice),
+        }
+    }
+
+    /// Where an engine runs: on flex with its CPU kernels at `precision`, or with the WGSL
+    /// kernels on a GPU (what lies between them on flex, as in the browser).
+    pub fn engine(self, precision: PrecisionArg) -> Result<(Device, Kernels)> {
+        let kernels = match self {
+            Self::Cpu => Kernels::Packed(precision.precision()),
+            Self::Wgpu => Kernels::Gpu(block_on(Gpu::request()).context("can't start wgpu")?),
+        };
+        Ok((Device::flex(), kernels))
     }
 }
 

@@ -38,8 +38,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let dataset = PhraseCut::open(&args.data, args.split.name())?;
-    let device = args.backend.device()?;
-    let segmenter = Segmenter::open(&args.model, &device, args.precision.kernels())?;
+    let (device, kernels) = args.backend.engine(args.precision)?;
+    let segmenter = Segmenter::open(&args.model, &device, kernels)?;
     let bar = ProgressBar::new(dataset.len() as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} tasks, {elapsed} elapsed, ETA {eta}")
             .context("progress template")?,

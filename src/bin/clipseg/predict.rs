@@ -166,9 +166,9 @@ pub fn run(args: Args) -> Result<()> {
         )],
         Some(dir) => named_outputs(&images, dir, args.save_logits)?,
     };
-    let device = args.backend.device()?;
+    let (device, kernels) = args.backend.engine(args.precision)?;
     let start = Instant::now();
-    let segmenter = Segmenter::open(&args.model, &device, args.precision.kernels())?;
+    let segmenter = Segmenter::open(&args.model, &device, kernels)?;
     let examples = (args.visual_prompts.iter())
         .map(|reference| encode_example(&segmenter, reference))
         .collect::<Result<Vec<_>>>()?;

@@ -129,7 +129,7 @@ fn train_run(run: &RunFile, out: &Path, resume: bool, checkpoint_every: usize) -
     })?;
     let dataset = PhraseCut::open(&info.data, &info.split)?;
     // As stored: the run folder gets the whole model, frozen CLIP weights included.
-    let mut checkpoint = Checkpoint::open(Path::new(&info.model), &backend.device()?)?;
+    let mut checkpoint = Checkpoint::open(Path::new(&info.model), &backend.device())?;
     ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             eprintln!("\nstopped without a new checkpoint");

@@ -6,9 +6,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use burn::tensor::wgpu::wgpu;
 use wgpu::util::DeviceExt;
 
+use super::adapter::Matmul;
 use crate::Error;
 use crate::config::Activation;
 use crate::engine::layer::{Matrix, Quantized, Weight};
@@ -17,128 +17,6 @@ use crate::engine::layer::{Matrix, Quantized, Weight};
 /// (`tools/gen_matmul_wgsl.py`).
 pub(super) const MATMUL_BLOCK: [usize; 2] = [16, 6];
 pub(super) const MATMUL_SMALL_BLOCK: [usize; 2] = [8, 2];
-
-/// Which matmul kernels a [`Gpu`] runs, chosen once from its adapter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Matmul {
-    /// `matmul*.wgsl`: register-blocked, no workgroup memory, no barriers: for CPU
-    /// implementations of WebGPU (SwiftShader, lavapipe), where barriers are coroutine
-    /// switches.
-    Blocked,
-    /// `matmul_tiled*.wgsl`: 64 x 64 tiles staged in workgroup memory, 16 outputs per
-    /// invocation: for real GPUs, whose registers would not hold the blocked kernel's 384.
-    Tiled,
-}
-
-impl Matmul {
-    /// `Blocked` for a CPU adapter (by its device type, or by name where the browser does not
-    /// say: SwiftShader, llvmpipe / lavapipe), `Tiled` otherwise; natively
-    /// `CLIPSEG_GPU_MATMUL=blocked|tiled` overrides the choice.
-    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
-        #[cfg(not(target_family = "wasm"))]
-        match std::env::var("CLIPSEG_GPU_MATMUL").as_deref() {
-            Ok("blocked") => return Matmul::Blocked,
-            Ok("tiled") => return Matmul::Tiled,
-            _ => {}
-        }
-        match software_adapter(info) {
-            Some(_) => Matmul::Blocked,
-            None => Matmul::Tiled,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Matmul::Blocked => "blocked",
-            Matmul::Tiled => "tiled",
-        }
-    }
-}
-
-/// Which CPU implementation of WebGPU / Vulkan `info` is, if it is one: by its device type, or
-/// by name where the browser does not say ("llvmpipe", "lavapipe" or "swiftshader"; "" for a
-/// CPU adapter the browser names not: SwiftShader, the only one browsers have).
-fn software_adapter(info: &wgpu::AdapterInfo) -> Option<&'static str> {
-    let names = format!("{} {} {}", info.name, info.driver, info.driver_info).to_lowercase();
-    let known = ["llvmpipe", "lavapipe", "swiftshader"];
-    let named = known.into_iter().find(|s| names.contains(s));
-    named.or((info.device_type == wgpu::DeviceType::Cpu).then_some(""))
-}
-
-/// A kernel choice that tests and pages may force: set by a call, natively also by an
-/// environment variable (`VAR=on|off` with its own words for on and off).
-struct Override {
-    /// 0 none, 1 off, 2 on.
-    set: std::sync::atomic::AtomicU8,
-    var: &'static str,
-    words: [&'static str; 2],
-}
-
-impl Override {
-    const fn new(var: &'static str, on: &'static str) -> Self {
-        let set = std::sync::atomic::AtomicU8::new(0);
-        Self {
-            set,
-            var,
-            words: [on, "off"],
-        }
-    }
-
-    fn store(&self, choice: Option<bool>) {
-        let code = choice.map_or(0, |on| 1 + u8::from(on));
-        self.set.store(code, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// The forced choice, if any: the call's, else the environment's.
-    fn forced(&self) -> Option<bool> {
-        match self.set.load(std::sync::atomic::Ordering::Relaxed) {
-            1 => return Some(false),
-            2 => return Some(true),
-            _ => {}
-        }
-        // (No environment in the browser: there this finds nothing.)
-        if let Ok(word) = std::env::var(self.var) {
-            return self.words.iter().position(|w| *w == word).map(|i| i == 0);
-        }
-        None
-    }
-}
-
-static INT8_DOT: Override = Override::new("CLIPSEG_GPU_INT8", "dot4");
-static F16_MATH: Override = Override::new("CLIPSEG_GPU_F16", "half");
-
-/// Overrides [`int8_dot_for`]'s choice for the devices set up from now on (`None`: its own).
-pub fn override_int8_dot(choice: Option<bool>) {
-    INT8_DOT.store(choice);
-}
-
-/// Whether a q8 pack's matrices run on `matmul_q8dot.wgsl` (integer products of activations
-/// quantized to 8 bits, `dot4I8Packed`) rather than decoded to f32 in registers: wherever
-/// WGSL has `packed_4x8_integer_dot_product`, except on CPU adapters other than lavapipe
-/// (where the emulated instruction was measured slower than decoding: docs/benchmarks.md,
-/// run U), unless [`override_int8_dot`] or, natively, `CLIPSEG_GPU_INT8=dot4|off` says
-/// otherwise.
-pub fn int8_dot_for(features: wgpu::WgslLanguageFeatures, info: &wgpu::AdapterInfo) -> bool {
-    if !features.contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct) {
-        return false;
-    }
-    INT8_DOT
-        .forced()
-        .unwrap_or_else(|| matches!(software_adapter(info), None | Some("llvmpipe" | "lavapipe")))
-}
-
-/// Overrides [`f16_math_for`]'s choice for the devices set up from now on (`None`: its own).
-pub fn override_f16_math(choice: Option<bool>) {
-    F16_MATH.store(choice);
-}
-
-/// Whether an f16 pack's matrices are multiplied in half precision (`matmul_tiled_f16h.wgsl`,
-/// on devices with `shader-f16`) rather than decoded to f32 in registers: with the tiled
-/// matmul (real GPUs, whose f16 arithmetic is packed two to a lane; a CPU adapter emulates
-/// it), unless [`override_f16_math`] or, natively, `CLIPSEG_GPU_F16=half|off` says otherwise.
-pub fn f16_math_for(variant: Matmul) -> bool {
-    F16_MATH.forced().unwrap_or(variant == Matmul::Tiled)
-}
 
 /// A compiled matmul entry point: the blocked kernel's `main` and `small` (at most 8 rows, a
 /// short prompt's text tower, which `main` leaves half empty), or the tiled kernel.
@@ -152,11 +30,13 @@ enum Entry {
 /// The kernels, built once per device.
 pub struct Gpu {
     pub(super) device: wgpu::Device,
+    /// The adapter's name and API, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) on Vulkan".
+    pub(super) adapter: String,
     pub(super) queue: wgpu::Queue,
     variant: Matmul,
-    /// q8 matrices as [`Kind::Q8Dot`] ([`int8_dot_for`]).
+    /// q8 matrices as [`Kind::Q8Dot`] ([`super::int8_dot_for`]).
     int8_dot: bool,
-    /// f16 matrices as [`Kind::F16Math`] ([`f16_math_for`], where the device has `shader-f16`
+    /// f16 matrices as [`Kind::F16Math`] ([`super::f16_math_for`], where the device has `shader-f16`
     /// and the matmul is tiled: the blocked kernel has no half form).
     f16_math: bool,
     /// `matmul*.wgsl` by weight kind and entry point, compiled when first used.
@@ -176,7 +56,7 @@ impl std::fmt::Debug for Gpu {
 }
 
 impl Gpu {
-    /// The kernels on `device`, compiled once (burn's own wgpu device and queue), with the
+    /// The kernels on `device`, compiled once, with the
     /// matmul `variant`, q8 matrices on the integer dot product where `int8_dot`, and f16
     /// matrices in half precision where `f16_math` and the device and variant allow it.
     pub fn new(
@@ -198,6 +78,7 @@ impl Gpu {
         let softmax = pipeline(&device, "softmax", include_str!("softmax.wgsl"), "main");
         Self {
             device,
+            adapter: String::new(),
             queue,
             variant,
             int8_dot,
@@ -208,6 +89,16 @@ impl Gpu {
             quantize_rows: std::sync::OnceLock::new(),
             attention: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The wgpu device they run on.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The adapter's name and API ("" where not known).
+    pub fn adapter(&self) -> &str {
+        &self.adapter
     }
 
     /// Its matmul kernels.
@@ -230,7 +121,11 @@ impl Gpu {
     #[cfg(test)]
     pub fn with(&self, variant: Matmul, int8_dot: bool, f16_math: bool) -> Self {
         let (device, queue) = (self.device.clone(), self.queue.clone());
-        Self::new(device, queue, variant, int8_dot, f16_math)
+        let adapter = self.adapter.clone();
+        Self {
+            adapter,
+            ..Self::new(device, queue, variant, int8_dot, f16_math)
+        }
     }
 
     /// The matmul kernel for `kind`'s weights at `entry`.

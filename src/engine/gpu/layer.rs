@@ -3,8 +3,6 @@
 
 use std::sync::Mutex;
 
-use burn::tensor::wgpu::wgpu;
-
 use super::device::{Dispatch, Gpu, GpuBuffer, Projection, activation_code, bytes};
 use crate::Error;
 use crate::config::LayerSpec;
@@ -356,7 +354,7 @@ mod tests {
     /// `MAX_PLAN_BYTES`.
     #[test]
     fn plans_are_kept_per_shape_and_rerun_on_new_inputs() {
-        let (_, gpu) = super::super::test_device();
+        let gpu = super::super::test_gpu();
         let spec = spec(32, 4, 72, Activation::QuickGelu);
         let upload = || -> Vec<GpuLayer> {
             (0..2)
@@ -420,7 +418,7 @@ mod tests {
         assert!(!GpuLayer::supports(spec(24, 4, 48, Activation::QuickGelu)));
         assert!(!GpuLayer::supports(spec(24, 2, 42, Activation::QuickGelu)));
         assert!(GpuLayer::supports(spec(24, 2, 44, Activation::QuickGelu)));
-        let (_, gpu) = super::super::test_device();
+        let gpu = super::super::test_gpu();
         let gelu = LayerWeights::random(spec(16, 2, 32, Activation::Gelu), 0);
         let err = GpuLayer::new(&gpu, &gelu).unwrap_err();
         assert!(err.to_string().contains("do not fit"), "{err}");

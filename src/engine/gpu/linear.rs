@@ -1,8 +1,6 @@
 //! Plain matrix products on the matmul kernel: one ([`GpuLinear`]) or several back to back in
 //! one submission ([`chain`]).
 
-use burn::tensor::wgpu::wgpu;
-
 use super::device::{Gpu, Projection, activation_code};
 use crate::Error;
 use crate::config::Activation;

@@ -1,4 +1,4 @@
-//! WebGPU kernels (WGSL, run on burn's own wgpu device and queue) for the layers of CLIPSeg:
+//! WebGPU kernels (WGSL, on a wgpu device of their own: [`Gpu::request`]) for the layers of CLIPSeg:
 //! the whole transformer layer ([`GpuLayer`]: `matmul.wgsl`, `layer_norm.wgsl`, and attention
 //! as `scores.wgsl`, `softmax.wgsl`, `pv.wgsl`) and plain matrix products ([`GpuLinear`],
 //! [`chain`]: the patch embedding, the decoder's reduces and its convolutional head). They take
@@ -23,32 +23,23 @@
 //! states cross to the host (awaited, never blocked on, so it works in the browser). The
 //! buffers and bind groups of a run are built once per shape and replayed (`Plan`).
 
+mod adapter;
 mod device;
 mod layer;
 mod linear;
 
-pub use device::{Gpu, Matmul, f16_math_for, int8_dot_for, override_f16_math, override_int8_dot};
+pub use adapter::{Matmul, f16_math_for, int8_dot_for, override_f16_math, override_int8_dot};
+pub use device::Gpu;
 pub use layer::{GpuLayer, forward};
 pub use linear::{GpuLinear, chain};
 
-/// burn's wgpu runtime on this machine's adapter (lavapipe in CI) and the kernels on its device
-/// and queue, set up once per test process: burn's runtime can be initialised only once.
+/// The kernels on this machine's adapter (lavapipe in CI), set up once per test process.
 #[cfg(all(test, feature = "native"))]
-pub(crate) fn test_device() -> (burn::tensor::Device, std::sync::Arc<Gpu>) {
-    static GPU: std::sync::OnceLock<(burn::tensor::Device, std::sync::Arc<Gpu>)> =
-        std::sync::OnceLock::new();
+pub(crate) fn test_gpu() -> std::sync::Arc<Gpu> {
+    static GPU: std::sync::OnceLock<std::sync::Arc<Gpu>> = std::sync::OnceLock::new();
     GPU.get_or_init(|| {
-        let (device, setup) = burn::tensor::Device::wgpu_options()
-            .init_with_setup()
-            .expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)");
-        let gpu = Gpu::new(
-            setup.device.clone(),
-            setup.queue.clone(),
-            Matmul::Blocked,
-            false,
-            false,
-        );
-        (device, std::sync::Arc::new(gpu))
+        let gpu = crate::engine::block_on(Gpu::request()).expect("a GPU adapter (lavapipe)");
+        std::sync::Arc::new(gpu.with(Matmul::Blocked, false, false))
     })
     .clone()
 }
