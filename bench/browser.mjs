@@ -144,6 +144,7 @@ async function runPage(backend, budget) {
     if (['error', 'warning'].includes(m.type()) || /Content Security Policy/.test(m.text())) console.log(`  [${backend}] console.${m.type()}: ${m.text()}`);
   });
   page.on('pageerror', (e) => console.log(`  [${backend}] page error: ${e.message}`));
+  page.on('response', (res) => res.status() >= 400 && console.log(`  [${backend}] ${res.status()}: ${res.url()}`));
   page.on('crash', () => console.log(`  [${backend}] page crashed`));
   const [engine, variant = 'auto'] = backend.split(':');
   const option = engine === 'webgpu' ? 'gpu_int8' : 'wasm';
@@ -221,7 +222,7 @@ function summarizePage(b) {
 // (the glue's init() returns the already-instantiated exports; `build`: the page's `wasm`).
 // null if unavailable.
 async function wasmMemory(page, build) {
-  const worker = page.workers().find((w) => new URL(w.url()).pathname.endsWith('/www/worker.js'));
+  const worker = page.workers().find((w) => new URL(w.url()).pathname.endsWith('/pkg/worker.js'));
   if (!worker) return null;
   const glue = build === 'relaxed-simd' ? '../pkg/clipseg_relaxed.js' : '../pkg/clipseg.js';
   try {
@@ -237,7 +238,7 @@ async function wasmMemory(page, build) {
   }
 }
 
-// pkg/ (waiting while it is missing or being written), www/, and links to the pack and image,
+// pkg/ (waiting while its wasm is missing or being written), www/, and links to the pack and image,
 // under target/bench/site/.
 async function snapshotSite() {
   const files = ['pkg/clipseg.js', 'pkg/clipseg_bg.wasm', 'pkg/clipseg_relaxed.js', 'pkg/clipseg_relaxed_bg.wasm'];
@@ -255,7 +256,8 @@ async function snapshotSite() {
   const dir = path.join(root, 'target/bench/site');
   fs.rmSync(dir, { recursive: true, force: true });
   for (const d of ['pkg', 'www', 'data']) fs.mkdirSync(path.join(dir, d), { recursive: true });
-  for (const f of files) fs.copyFileSync(f, path.join(dir, f));
+  // The whole package (client, worker, glue, wasm), as the page imports it from ../pkg/.
+  for (const f of fs.readdirSync('pkg').filter((f) => /\.(js|wasm)$/.test(f))) fs.copyFileSync(path.join('pkg', f), path.join(dir, 'pkg', f));
   for (const f of fs.readdirSync('www').filter((f) => /\.(js|html)$/.test(f))) fs.copyFileSync(path.join('www', f), path.join(dir, 'www', f));
   const wasm = fs.readFileSync(path.join(dir, 'pkg/clipseg_bg.wasm'));
   const glue = fs.readFileSync(path.join(dir, 'pkg/clipseg.js'));

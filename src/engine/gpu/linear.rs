@@ -7,8 +7,7 @@ use crate::config::Activation;
 use crate::engine::layer::Matrix;
 
 /// `x · w + bias` on the matmul kernel, for the matrices outside the layers: the vision
-/// tower's patch embedding and the decoder's reduces (on SwiftShader burn-wgpu's conv and
-/// matmuls for them took a large share of a pass).
+/// tower's patch embedding and the decoder's reduces.
 #[derive(Debug)]
 pub struct GpuLinear(Projection);
 
