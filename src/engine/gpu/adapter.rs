@@ -24,7 +24,7 @@ impl Matmul {
     /// `Blocked` for a CPU adapter (by its device type, or by name where the browser does not
     /// say: SwiftShader, llvmpipe / lavapipe), `Tiled` otherwise; natively
     /// `CLIPSEG_GPU_MATMUL=blocked|tiled` overrides the choice.
-    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
+    fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
         #[cfg(not(target_family = "wasm"))]
         match std::env::var("CLIPSEG_GPU_MATMUL").as_deref() {
             Ok("blocked") => return Matmul::Blocked,
@@ -97,7 +97,8 @@ impl Override {
 static INT8_DOT: Override = Override::new("CLIPSEG_GPU_INT8", "dot4");
 static F16_MATH: Override = Override::new("CLIPSEG_GPU_F16", "half");
 
-/// Overrides [`int8_dot_for`]'s choice for the devices set up from now on (`None`: its own).
+/// Overrides whether q8 matrices run on `dot4I8Packed` (`int8_dot_for`) for the GPUs set up
+/// from now on (`None`: the adapter decides).
 pub fn override_int8_dot(choice: Option<bool>) {
     INT8_DOT.store(choice);
 }
@@ -108,7 +109,7 @@ pub fn override_int8_dot(choice: Option<bool>) {
 /// (where the emulated instruction was measured slower than decoding: docs/benchmarks.md,
 /// run U), unless [`override_int8_dot`] or, natively, `CLIPSEG_GPU_INT8=dot4|off` says
 /// otherwise.
-pub fn int8_dot_for(features: wgpu::WgslLanguageFeatures, info: &wgpu::AdapterInfo) -> bool {
+fn int8_dot_for(features: wgpu::WgslLanguageFeatures, info: &wgpu::AdapterInfo) -> bool {
     if !features.contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct) {
         return false;
     }
@@ -117,7 +118,8 @@ pub fn int8_dot_for(features: wgpu::WgslLanguageFeatures, info: &wgpu::AdapterIn
         .unwrap_or_else(|| matches!(software_adapter(info), None | Some("llvmpipe" | "lavapipe")))
 }
 
-/// Overrides [`f16_math_for`]'s choice for the devices set up from now on (`None`: its own).
+/// Overrides whether f16 matrices are multiplied in half precision (`f16_math_for`) for the
+/// GPUs set up from now on (`None`: the adapter decides).
 pub fn override_f16_math(choice: Option<bool>) {
     F16_MATH.store(choice);
 }
@@ -126,7 +128,7 @@ pub fn override_f16_math(choice: Option<bool>) {
 /// on devices with `shader-f16`) rather than decoded to f32 in registers: with the tiled
 /// matmul (real GPUs, whose f16 arithmetic is packed two to a lane; a CPU adapter emulates
 /// it), unless [`override_f16_math`] or, natively, `CLIPSEG_GPU_F16=half|off` says otherwise.
-pub fn f16_math_for(variant: Matmul) -> bool {
+fn f16_math_for(variant: Matmul) -> bool {
     F16_MATH.forced().unwrap_or(variant == Matmul::Tiled)
 }
 
@@ -155,7 +157,7 @@ impl Gpu {
 
     /// The kernels on `device` of `adapter`, each variant chosen from what the adapter is
     /// ([`Matmul::for_adapter`], [`int8_dot_for`], [`f16_math_for`]).
-    pub fn for_adapter(
+    fn for_adapter(
         instance: &wgpu::Instance,
         adapter: &wgpu::Adapter,
         device: wgpu::Device,

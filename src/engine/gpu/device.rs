@@ -34,9 +34,9 @@ pub struct Gpu {
     pub(super) adapter: String,
     pub(super) queue: wgpu::Queue,
     variant: Matmul,
-    /// q8 matrices as [`Kind::Q8Dot`] ([`super::int8_dot_for`]).
+    /// q8 matrices as [`Kind::Q8Dot`] (chosen from the adapter by [`Gpu::request`]).
     int8_dot: bool,
-    /// f16 matrices as [`Kind::F16Math`] ([`super::f16_math_for`], where the device has `shader-f16`
+    /// f16 matrices as [`Kind::F16Math`] (chosen by [`Gpu::request`], where the device has `shader-f16`
     /// and the matmul is tiled: the blocked kernel has no half form).
     f16_math: bool,
     /// `matmul*.wgsl` by weight kind and entry point, compiled when first used.

@@ -28,7 +28,7 @@ mod device;
 mod layer;
 mod linear;
 
-pub use adapter::{Matmul, f16_math_for, int8_dot_for, override_f16_math, override_int8_dot};
+pub use adapter::{Matmul, override_f16_math, override_int8_dot};
 pub use device::Gpu;
 pub use layer::{GpuLayer, forward};
 pub use linear::{GpuLinear, chain};
