@@ -138,6 +138,11 @@ fn store_{cols}(row: u32, col: u32, c: array<{acc}, {cols}>) {{
 
 """
 
+ONE_SCALE = """\
+// `main` for matrices whose every block of scales spans whole invocations' columns (each of a
+// q8 pack's matrices but the text tower's fused q | k | v): one scale read per step along k.
+"""
+
 SIGNATURE = """\
 // One invocation per block, numbered with the column blocks fastest, so that every lane has work
 // however narrow the output (the decoder's 64 columns are 3 blocks) and lanes side by side
@@ -145,7 +150,9 @@ SIGNATURE = """\
 """
 
 
-def kernel(entry: str, ROWS: int, COLS: int, weights: str) -> str:
+def kernel(entry: str, ROWS: int, COLS: int, weights: str, one_scale: bool = False) -> str:
+    """`one_scale` (8-bit weights): every column of an invocation's block in one block of the
+    scales, so each step along k reads one scale, not one per vec4 of columns."""
     rows, cols = range(ROWS), range(COLS)
     lines = [
         f"@compute @workgroup_size(32)",
@@ -162,9 +169,12 @@ def kernel(entry: str, ROWS: int, COLS: int, weights: str) -> str:
     lines += [f"    let r{r} = min(m0 + {r}u, last) * k4;" for r in rows]
     lines += [f"    let j{j} = min(col + {j}u, n4 - 1u);" for j in cols]
     if weights in ("q8", "q4"):
+        lines.append("    let nb = (p.n + p.block - 1u) / p.block;")
+    if one_scale:
+        lines.append("    let s = (col * 4u) / p.block;")
+    elif weights in ("q8", "q4"):
         # Each vec4 of columns lies in one block: its scale's column, and for 4 bits its word
         # and nibble offset, fixed for the whole loop.
-        lines.append("    let nb = (p.n + p.block - 1u) / p.block;")
         lines += [f"    let s{j} = (j{j} * 4u) / p.block;" for j in cols]
     if weights == "q4":
         lines.append("    let n8 = p.n / 8u;")
@@ -183,6 +193,10 @@ def kernel(entry: str, ROWS: int, COLS: int, weights: str) -> str:
             load = "w[at + j{j}]" if weights == "f32" else "halves(w[at + j{j}])"
             lines.append(f"            let at = (kk * 4u + {q}u) * n4;")
             lines.append("            " + " ".join(f"let w{j} = {load.format(j=j)};" for j in cols))
+        elif one_scale:
+            lines.append(f"            let at = (kk * 4u + {q}u) * n4;")
+            lines.append(f"            let scale = scales[(kk * 4u + {q}u) * nb + s];")
+            lines.append("            " + " ".join(f"let w{j} = ints(w[at + j{j}]) * scale;" for j in cols))
         elif weights == "q8":
             lines.append(f"            let at = (kk * 4u + {q}u) * n4;")
             lines.append(f"            let sr = (kk * 4u + {q}u) * nb;")
@@ -355,6 +369,10 @@ if __name__ == "__main__":
         stores = "".join(store(c, ints) for c in sorted({c for _, c in BLOCKS.values()}))
         out = folder / ("matmul.wgsl" if weights == "f32" else f"matmul_{weights}.wgsl")
         kernels = "\n".join(kernel(e, r, c, weights) for e, (r, c) in BLOCKS.items())
+        if weights == "q8":
+            # Where a layout allows it (`Projection::one_scale` in src/engine/gpu/device.rs): fewer
+            # reads, and on SwiftShader every read from a buffer is a gather.
+            kernels += "\n" + ONE_SCALE + kernel("main_one_scale", *BLOCKS["main"], weights, one_scale=True)
         out.write_text(HEADER.replace("{WEIGHTS}", bindings) + stores + SIGNATURE + kernels)
         print(f"wrote {out} ({', '.join(f'{e}: {r} rows x {c} vec4' for e, (r, c) in BLOCKS.items())})")
         out_tiled = folder / ("matmul_tiled.wgsl" if weights == "f32" else f"matmul_tiled_{weights}.wgsl")

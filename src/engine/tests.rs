@@ -244,7 +244,8 @@ fn layers_match_burn_on_every_executor() {
 /// Layers whose matrices stay as a pack stores them, decoded in the GPU kernels (f16,
 /// `matmul_q8.wgsl`, `matmul_q4.wgsl`; blocked and tiled), against the same layers given the
 /// decoded floats (the f32 kernel, itself checked against burn above): the same weights, so
-/// the same outputs up to rounding. Blocks of a whole row (q8), of 32 and 8 columns and a
+/// the same outputs up to rounding. Blocks of a whole row, of 48 columns (`main_one_scale`: one
+/// scale per step) and of 16 (`main`: one per vec4 of columns) (q8), of 32 and 8 columns and a
 /// ragged last block (q4), and a width the 4-bit layout lacks (uploaded as f32 instead).
 #[test]
 fn gpu_integer_weights_match_their_decoded_floats() {
@@ -271,6 +272,8 @@ fn gpu_integer_weights_match_their_decoded_floats() {
             spec(32, 2, q),
             true,
         ),
+        ("q8 blocks of 48", 8, 48, pre, 1, 37, spec(48, 4, q), true),
+        ("q8 blocks of 16", 8, 16, pre, 1, 37, spec(48, 4, q), true),
         ("q4 blocks of 32", 4, 32, pre, 1, 37, spec(64, 4, q), true),
         (
             "q4 blocks of 8",

@@ -18,11 +18,47 @@ use crate::engine::layer::{Matrix, Quantized, Weight};
 pub(super) const MATMUL_BLOCK: [usize; 2] = [16, 6];
 pub(super) const MATMUL_SMALL_BLOCK: [usize; 2] = [8, 2];
 
+/// Queries x keys one invocation of `scores_wide.wgsl` computes, and queries x vec4 of values
+/// one of `pv_wide.wgsl` (`tools/gen_attention_wgsl.py`): the attention kernels of CPU adapters.
+const ATTENTION_WIDE: [[usize; 2]; 2] = [[8, 16], [16, 4]];
+
+/// Attention's scores and P·V kernels for one head size, and their grids.
+#[derive(Clone)]
+pub(super) struct Attention {
+    pub(super) scores: wgpu::ComputePipeline,
+    pub(super) pv: wgpu::ComputePipeline,
+    /// `scores_wide.wgsl` and `pv_wide.wgsl` (CPU adapters), else `scores.wgsl` and `pv.wgsl`.
+    wide: bool,
+    head_dim: usize,
+}
+
+impl Attention {
+    /// The scores kernel's grid for `seq` queries, rows of `cols` keys and `heads` (batch x heads).
+    pub(super) fn scores_groups(&self, seq: usize, cols: usize, heads: usize) -> [usize; 3] {
+        if self.wide {
+            let [rows, keys] = ATTENTION_WIDE[0];
+            let blocks = seq.div_ceil(rows) * cols.div_ceil(keys);
+            [blocks.div_ceil(32), 1, heads]
+        } else {
+            [(cols / 8).div_ceil(32), seq.div_ceil(4), heads]
+        }
+    }
+
+    /// The P·V kernel's grid.
+    pub(super) fn pv_groups(&self, seq: usize, heads: usize) -> [usize; 3] {
+        let [rows, vecs] = if self.wide { ATTENTION_WIDE[1] } else { [8, 1] };
+        let blocks = seq.div_ceil(rows) * (self.head_dim / 4).div_ceil(vecs);
+        [blocks.div_ceil(32), 1, heads]
+    }
+}
+
 /// A compiled matmul entry point: the blocked kernel's `main` and `small` (at most 8 rows, a
 /// short prompt's text tower, which `main` leaves half empty), or the tiled kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Entry {
     Main,
+    /// `main` reading one scale per step along k (8-bit weights, [`Projection::one_scale`]).
+    MainOneScale,
     Small,
     Tiled,
 }
@@ -45,8 +81,8 @@ pub struct Gpu {
     pub(super) softmax: wgpu::ComputePipeline,
     /// `quantize_rows.wgsl`, compiled when first used.
     quantize_rows: std::sync::OnceLock<wgpu::ComputePipeline>,
-    /// The scores and P·V kernels by head_dim / 4, a constant of theirs.
-    attention: Mutex<HashMap<usize, [wgpu::ComputePipeline; 2]>>,
+    /// The scores and P·V kernels by head_dim, whose quarter is a constant of theirs.
+    attention: Mutex<HashMap<usize, Attention>>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -149,30 +185,42 @@ impl Gpu {
                     (_, Kind::Q4) => include_str!("matmul_q4.wgsl"),
                     (_, Kind::Q8Dot) => include_str!("matmul_q8dot.wgsl"),
                 };
-                let name = if entry == Entry::Small {
-                    "small"
-                } else {
-                    "main"
+                let name = match entry {
+                    Entry::Small => "small",
+                    Entry::MainOneScale => "main_one_scale",
+                    Entry::Main | Entry::Tiled => "main",
                 };
                 pipeline(&self.device, "matmul", source, name)
             })
             .clone()
     }
 
-    /// The scores and P·V kernels for `head_dim`.
-    pub(super) fn attention(&self, head_dim: usize) -> [wgpu::ComputePipeline; 2] {
+    /// The scores and P·V kernels for `head_dim`: with the blocked matmul (CPU adapters) the
+    /// wide ones, which read each value for more products.
+    pub(super) fn attention(&self, head_dim: usize) -> Attention {
         let mut cache = self.attention.lock().unwrap_or_else(|e| e.into_inner());
         cache
-            .entry(head_dim / 4)
+            .entry(head_dim)
             .or_insert_with(|| {
                 let build = |label, source: &str| {
                     let source = source.replace("{HD4}", &(head_dim / 4).to_string());
                     pipeline(&self.device, label, &source, "main")
                 };
-                [
-                    build("scores", include_str!("scores.wgsl")),
-                    build("pv", include_str!("pv.wgsl")),
-                ]
+                let wide = self.variant == Matmul::Blocked;
+                let (scores, pv) = if wide {
+                    (
+                        include_str!("scores_wide.wgsl"),
+                        include_str!("pv_wide.wgsl"),
+                    )
+                } else {
+                    (include_str!("scores.wgsl"), include_str!("pv.wgsl"))
+                };
+                Attention {
+                    scores: build("scores", scores),
+                    pv: build("pv", pv),
+                    wide,
+                    head_dim,
+                }
             })
             .clone()
     }
@@ -280,6 +328,8 @@ impl Gpu {
             let small = m <= MATMUL_SMALL_BLOCK[0];
             let ([rows, cols], entry) = if small {
                 (MATMUL_SMALL_BLOCK, Entry::Small)
+            } else if p.one_scale {
+                (MATMUL_BLOCK, Entry::MainOneScale)
             } else {
                 (MATMUL_BLOCK, Entry::Main)
             };
@@ -489,6 +539,9 @@ pub(super) struct Projection {
     kind: Kind,
     /// Columns per scale (integer weights).
     block: usize,
+    /// 8-bit weights whose blocks of scales span whole blocks of `main`'s columns (a row, or a
+    /// multiple of its 24 columns): `main_one_scale` reads one scale per step along k.
+    one_scale: bool,
     pub(super) k: usize,
     pub(super) n: usize,
 }
@@ -533,12 +586,19 @@ impl Projection {
             }
             w => (gpu.storage("weight", &w.to_f32(), none), None, Kind::F32, 0),
         };
+        let one_scale = match &m.w {
+            Weight::Int(q) if kind == Kind::Q8 => {
+                q.blocks_per_row() == 1 || block.is_multiple_of(4 * MATMUL_BLOCK[1])
+            }
+            _ => false,
+        };
         Self {
             w,
             bias,
             scales,
             kind,
             block,
+            one_scale,
             k,
             n,
         }

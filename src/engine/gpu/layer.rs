@@ -217,7 +217,7 @@ impl Plan {
             0,
         ]);
         let softmax_params = gpu.uniform(&[score_rows as u32, cols as u32, 0, 0]);
-        let [score_kernel, pv_kernel] = gpu.attention(head_dim);
+        let attention = gpu.attention(head_dim);
         let qkv_params = gpu.matmul_params(rows, &first.qkv, 0, false);
         let out_params = gpu.matmul_params(rows, &first.out_proj, 0, true);
         let fc1_params = gpu.matmul_params(rows, &first.fc1, first.activation, false);
@@ -241,18 +241,14 @@ impl Plan {
                     Norm::Post => &state,
                 };
                 d.push(gpu.matmul(&qkv_params, input, &layer.qkv, &qkv, rows));
-                let groups = [(cols / 8).div_ceil(32), seq.div_ceil(4), batch * heads];
+                let groups = attention.scores_groups(seq, cols, batch * heads);
                 let buffers: [&wgpu::Buffer; 3] = [&attention_params, &qkv, &scores];
-                d.push(gpu.bind(&score_kernel, &buffers, groups));
+                d.push(gpu.bind(&attention.scores, &buffers, groups));
                 let groups = [score_rows.div_ceil(32), 1, 1];
                 d.push(gpu.bind(&gpu.softmax, &[&softmax_params, &scores], groups));
-                let groups = [
-                    (seq.div_ceil(8) * head_dim / 4).div_ceil(32),
-                    1,
-                    batch * heads,
-                ];
+                let groups = attention.pv_groups(seq, batch * heads);
                 let buffers: [&wgpu::Buffer; 4] = [&attention_params, &qkv, &scores, &merged];
-                d.push(gpu.bind(&pv_kernel, &buffers, groups));
+                d.push(gpu.bind(&attention.pv, &buffers, groups));
                 d.push(gpu.matmul(&out_params, &merged, &layer.out_proj, &state, rows));
                 // The MLP's input x: ln2(state) before (pre-norm), ln1(state) after (post-norm).
                 let mid = match norm_at {

@@ -17,7 +17,11 @@
 //! attention's two products register-blocked the same way) instead of ~30 burn ops. On a real
 //! GPU, whose registers would not hold the blocked kernel's 384 accumulators per invocation,
 //! the matmul runs tiled in workgroup memory instead (`matmul_tiled*.wgsl`, [`Matmul`], chosen
-//! from the adapter: CPU adapters keep the blocked kernel; not yet timed on a real GPU).
+//! from the adapter: CPU adapters keep the blocked kernel; not yet timed on a real GPU). With
+//! the blocked kernel, attention's products take larger blocks too (`scores_wide.wgsl`,
+//! `pv_wide.wgsl`, from `tools/gen_attention_wgsl.py`): on a CPU adapter every read from a buffer
+//! is a gather, so the more products per value read the better, up to what the adapter's
+//! compiler takes in reasonable time (the first pass compiles them).
 //!
 //! A tower's layers run back to back in one submission; only its input and the kept hidden
 //! states cross to the host (awaited, never blocked on, so it works in the browser). The
