@@ -328,7 +328,7 @@ impl Gpu {
             let small = m <= MATMUL_SMALL_BLOCK[0];
             let ([rows, cols], entry) = if small {
                 (MATMUL_SMALL_BLOCK, Entry::Small)
-            } else if p.one_scale {
+            } else if p.one_scale() {
                 (MATMUL_BLOCK, Entry::MainOneScale)
             } else {
                 (MATMUL_BLOCK, Entry::Main)
@@ -539,9 +539,6 @@ pub(super) struct Projection {
     kind: Kind,
     /// Columns per scale (integer weights).
     block: usize,
-    /// 8-bit weights whose blocks of scales span whole blocks of `main`'s columns (a row, or a
-    /// multiple of its 24 columns): `main_one_scale` reads one scale per step along k.
-    one_scale: bool,
     pub(super) k: usize,
     pub(super) n: usize,
 }
@@ -586,22 +583,22 @@ impl Projection {
             }
             w => (gpu.storage("weight", &w.to_f32(), none), None, Kind::F32, 0),
         };
-        let one_scale = match &m.w {
-            Weight::Int(q) if kind == Kind::Q8 => {
-                q.blocks_per_row() == 1 || block.is_multiple_of(4 * MATMUL_BLOCK[1])
-            }
-            _ => false,
-        };
         Self {
             w,
             bias,
             scales,
             kind,
             block,
-            one_scale,
             k,
             n,
         }
+    }
+
+    /// 8-bit weights whose blocks of scales span whole blocks of `main`'s columns (one block a
+    /// row, or a multiple of its 24 columns): `main_one_scale` reads one scale per step along k.
+    fn one_scale(&self) -> bool {
+        self.kind == Kind::Q8
+            && (self.block >= self.n || self.block.is_multiple_of(4 * MATMUL_BLOCK[1]))
     }
 
     /// Whether the integer kernels take `q` as stored.
