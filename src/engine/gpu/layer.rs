@@ -86,6 +86,10 @@ impl GpuLayer {
 
 /// `layers` on `x` [batch * seq, hidden]: the hidden states after each layer whose index is in
 /// `keep`, in `keep`'s order.
+///
+/// Sequences are independent, so a batch whose plan would pass [`MAX_PLAN_BYTES`] or whose
+/// buffers would pass the device's limits runs in chunks of sequences (32 prompts through a
+/// decoder layer: chunks of 7, ~60 MB of scratch instead of ~280 MB).
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
     gpu: &Gpu,
@@ -95,6 +99,19 @@ pub async fn forward(
     seq: usize,
     norm_at: Norm,
     keep: &[usize],
+) -> Result<Vec<Vec<f32>>, Error> {
+    forward_within(gpu, layers, x, [batch, seq], norm_at, keep, MAX_PLAN_BYTES).await
+}
+
+/// [`forward`] with plans of at most `budget` bytes where one sequence allows it.
+async fn forward_within(
+    gpu: &Gpu,
+    layers: &[&GpuLayer],
+    x: &[f32],
+    [batch, seq]: [usize; 2],
+    norm_at: Norm,
+    keep: &[usize],
+    budget: u64,
 ) -> Result<Vec<Vec<f32>>, Error> {
     let Some(first) = layers.first() else {
         return Err(Error::Input("no layers to run".into()));
@@ -109,13 +126,76 @@ pub async fn forward(
     if let Some(k) = keep.iter().find(|&&k| k >= layers.len()) {
         return Err(Error::Input(format!("layer {k} was not loaded")));
     }
-    let key = PlanKey {
-        layers: layers.iter().map(|l| l.id).collect(),
-        batch,
-        seq,
-        norm_at,
-        keep: keep.to_vec(),
-    };
+    let chunk = sequences_per_plan(gpu, first, seq, keep.len(), budget)?;
+    let mut kept = vec![Vec::with_capacity(x.len()); keep.len()];
+    for part in x.chunks(chunk * seq * h) {
+        let key = PlanKey {
+            layers: layers.iter().map(|l| l.id).collect(),
+            batch: part.len() / (seq * h),
+            seq,
+            norm_at,
+            keep: keep.to_vec(),
+        };
+        for (all, states) in kept
+            .iter_mut()
+            .zip(run_plan(gpu, layers, part, key, budget).await?)
+        {
+            all.extend(states);
+        }
+    }
+    Ok(kept)
+}
+
+/// How many sequences of `seq` tokens one plan takes: as many as keep its scratch within
+/// `budget` bytes and each buffer within the device's limits, at least one.
+fn sequences_per_plan(
+    gpu: &Gpu,
+    first: &GpuLayer,
+    seq: usize,
+    keep: usize,
+    budget: u64,
+) -> Result<usize, Error> {
+    let one = scratch_floats(first, 1, seq, keep).map(|floats| floats as u64 * 4);
+    let (total, largest) = (one.iter().sum::<u64>(), one.into_iter().max().unwrap_or(0));
+    let limits = gpu.device.limits();
+    let limit = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size);
+    if largest > limit {
+        return Err(Error::Input(format!(
+            "a sequence of {seq} tokens needs a {largest}-byte GPU buffer; this GPU allows {limit}"
+        )));
+    }
+    Ok(((budget / total.max(1)).min(limit / largest.max(1)) as usize).max(1))
+}
+
+/// Floats in a plan's scratch buffers for `batch` sequences of `seq` tokens: the hidden states,
+/// their norm, attention's output, q | k | v, the scores (each query's padded to a multiple of
+/// 8 keys), the MLP's inner activations, and the kept states read back.
+fn scratch_floats(first: &GpuLayer, batch: usize, seq: usize, keep: usize) -> [usize; 7] {
+    let (h, rows) = (first.hidden, batch * seq);
+    let scores = batch * first.heads * seq * seq.next_multiple_of(8);
+    [
+        rows * h,
+        rows * h,
+        rows * h,
+        rows * 3 * h,
+        scores,
+        rows * first.fc1.n,
+        keep * rows * h,
+    ]
+}
+
+/// One plan's run: the layer's kept plan for `key` or a new one, kept afterwards while the
+/// plans kept hold at most `budget` bytes (the oldest go first).
+async fn run_plan(
+    gpu: &Gpu,
+    layers: &[&GpuLayer],
+    x: &[f32],
+    key: PlanKey,
+    budget: u64,
+) -> Result<Vec<Vec<f32>>, Error> {
+    let first = layers[0];
     // Taken out while it runs: a call that overlaps this one builds its own.
     let plan = {
         let mut plans = first.plans.lock().unwrap_or_else(|e| e.into_inner());
@@ -126,12 +206,13 @@ pub async fn forward(
     };
     let plan = plan.unwrap_or_else(|| Plan::new(gpu, layers, key));
     let states = plan.run(gpu, x).await;
-    if plan.size_bytes() > MAX_PLAN_BYTES {
+    if plan.size_bytes() > budget {
         return states; // its buffers freed now (GpuBuffer)
     }
     let mut plans = first.plans.lock().unwrap_or_else(|e| e.into_inner());
     plans.push(plan);
-    if plans.len() > MAX_PLANS {
+    let held = |plans: &Vec<Plan>| plans.iter().map(Plan::size_bytes).sum::<u64>();
+    while plans.len() > MAX_PLANS || held(&plans) > budget {
         plans.remove(0);
     }
     states
@@ -140,9 +221,8 @@ pub async fn forward(
 /// Shapes whose plans a layer keeps (prompts of different lengths, batches of prompts).
 const MAX_PLANS: usize = 4;
 
-/// The largest plan kept (its scratch buffers), so that a big batch of prompts does not hold
-/// GPU memory after it ran: the vision tower's plan is ~25 MB, a decoder layer's ~9 MB a prompt
-/// (32 prompts: ~280 MB).
+/// The most scratch a plan holds, and the plans a layer keeps together: the vision tower's
+/// plan is ~25 MB, a decoder layer's ~9 MB a prompt.
 const MAX_PLAN_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, PartialEq)]
@@ -184,24 +264,22 @@ impl Plan {
         let causal = norm_at == Norm::Pre { causal: true };
         let (h, rows) = (first.hidden, batch * seq);
         use wgpu::BufferUsages as U;
+        let [state, normed, merged, qkv, scores, inner, staging] =
+            scratch_floats(first, batch, seq, key.keep.len());
         let state = gpu.scratch(
             "hidden states",
-            rows * h,
+            state,
             U::STORAGE | U::COPY_SRC | U::COPY_DST,
         );
-        let normed = gpu.scratch("normed", rows * h, U::STORAGE);
-        let merged = gpu.scratch("attention", rows * h, U::STORAGE);
-        let qkv = gpu.scratch("qkv", rows * 3 * h, U::STORAGE);
+        let normed = gpu.scratch("normed", normed, U::STORAGE);
+        let merged = gpu.scratch("attention", merged, U::STORAGE);
+        let qkv = gpu.scratch("qkv", qkv, U::STORAGE);
         // Each query's scores, padded to a multiple of 8 keys.
         let cols = seq.next_multiple_of(8);
         let score_rows = batch * first.heads * seq;
-        let scores = gpu.scratch("scores", score_rows * cols, U::STORAGE);
-        let inner = gpu.scratch("mlp", rows * first.fc1.n, U::STORAGE);
-        let staging = gpu.scratch(
-            "kept states",
-            key.keep.len() * rows * h,
-            U::MAP_READ | U::COPY_DST,
-        );
+        let scores = gpu.scratch("scores", scores, U::STORAGE);
+        let inner = gpu.scratch("mlp", inner, U::STORAGE);
+        let staging = gpu.scratch("kept states", staging, U::MAP_READ | U::COPY_DST);
 
         let norm_params = gpu.uniform(&[rows as u32, h as u32, first.eps.to_bits(), 0]);
         let (heads, head_dim) = (first.heads, h / first.heads);
@@ -404,6 +482,63 @@ mod tests {
         // 4 heads' scores alone are 4 * 2100 * 2104 floats (71 MB): run, then not kept.
         run(&refs, 2100, &input(2100));
         assert_eq!(seqs(), (10..10 + MAX_PLANS).collect::<Vec<_>>());
+    }
+
+    /// A batch over the plan budget runs in chunks of sequences, each chunk's states those of
+    /// the whole batch run at once, and the plans kept stay within the budget; a sequence
+    /// whose buffers pass the device's limits is refused with a message.
+    #[test]
+    fn batches_over_the_budget_run_in_chunks() {
+        let gpu = super::super::test_gpu();
+        let spec = spec(32, 4, 72, Activation::QuickGelu);
+        let layers: Vec<GpuLayer> = (0..2)
+            .map(|seed| GpuLayer::new(&gpu, &LayerWeights::random(spec, seed)).unwrap())
+            .collect();
+        let refs: Vec<&GpuLayer> = layers.iter().collect();
+        let (batch, seq, norm) = (5, 7, Norm::Post);
+        let x: Vec<f32> = (0..batch * seq * 32)
+            .map(|i| ((i * 7919) % 211) as f32 / 50.0 - 2.0)
+            .collect();
+        let run = |budget: u64| {
+            block_on(forward_within(
+                &gpu,
+                &refs,
+                &x,
+                [batch, seq],
+                norm,
+                &[0, 1],
+                budget,
+            ))
+            .unwrap()
+        };
+        let whole = run(u64::MAX);
+        assert_eq!(layers[0].plans.lock().unwrap().len(), 1);
+        layers[0].plans.lock().unwrap().clear();
+        let one: u64 = scratch_floats(refs[0], 1, seq, 2).iter().sum::<usize>() as u64 * 4;
+        // Two sequences a plan: chunks of 2, 2 and 1.
+        let chunked = run(2 * one + one / 2);
+        assert_eq!(chunked, whole, "chunks of 2 sequences");
+        let plans = layers[0].plans.lock().unwrap();
+        let batches: Vec<usize> = plans.iter().map(|p| p.key.batch).collect();
+        let held: u64 = plans.iter().map(Plan::size_bytes).sum();
+        assert!(held <= 2 * one + one / 2, "{held} bytes kept");
+        assert_eq!(
+            batches,
+            vec![1],
+            "the 2-sequence plan made way for the last chunk's"
+        );
+        drop(plans);
+        assert_eq!(run(1), whole, "one sequence at a time");
+
+        let limits = gpu.device.limits();
+        let limit = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        // One head's scores alone over the limit.
+        let long = ((limit / 4) as f64).sqrt() as usize + 8;
+        let x = vec![0.0; long * 32];
+        let err = block_on(forward(&gpu, &refs, &x, 1, long, norm, &[0])).unwrap_err();
+        assert!(err.to_string().contains("this GPU allows"), "{err}");
     }
 
     #[test]
