@@ -126,6 +126,9 @@ async fn forward_within(
     if let Some(k) = keep.iter().find(|&&k| k >= layers.len()) {
         return Err(Error::Input(format!("layer {k} was not loaded")));
     }
+    if rows == 0 {
+        return Ok(vec![Vec::new(); keep.len()]);
+    }
     let chunk = sequences_per_plan(gpu, first, seq, keep.len(), budget)?;
     let mut kept = vec![Vec::with_capacity(x.len()); keep.len()];
     for part in x.chunks(chunk * seq * h) {
@@ -539,6 +542,8 @@ mod tests {
         let x = vec![0.0; long * 32];
         let err = block_on(forward(&gpu, &refs, &x, 1, long, norm, &[0])).unwrap_err();
         assert!(err.to_string().contains("this GPU allows"), "{err}");
+        let empty = block_on(forward(&gpu, &refs, &[], 0, seq, norm, &[0, 1])).unwrap();
+        assert_eq!(empty, vec![Vec::<f32>::new(); 2], "no sequences, no states");
     }
 
     #[test]
