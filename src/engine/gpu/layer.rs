@@ -160,16 +160,19 @@ fn sequences_per_plan(
 ) -> Result<usize, Error> {
     let one = scratch_floats(first, 1, seq, keep).map(|floats| floats as u64 * 4);
     let (total, largest) = (one.iter().sum::<u64>(), one.into_iter().max().unwrap_or(0));
-    let limits = gpu.device.limits();
-    let limit = limits
-        .max_storage_buffer_binding_size
-        .min(limits.max_buffer_size);
+    let limit = buffer_limit(gpu);
     if largest > limit {
         return Err(Error::Input(format!(
             "a sequence of {seq} tokens needs a {largest}-byte GPU buffer; this GPU allows {limit}"
         )));
     }
     Ok(((budget / total.max(1)).min(limit / largest.max(1)) as usize).max(1))
+}
+
+/// The largest storage buffer the device takes, in bytes.
+fn buffer_limit(gpu: &Gpu) -> u64 {
+    let limits = gpu.device.limits();
+    (limits.max_storage_buffer_binding_size).min(limits.max_buffer_size)
 }
 
 /// Floats in a plan's scratch buffers for `batch` sequences of `seq` tokens: the hidden states,
@@ -533,12 +536,8 @@ mod tests {
         drop(plans);
         assert_eq!(run(1), whole, "one sequence at a time");
 
-        let limits = gpu.device.limits();
-        let limit = limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
         // One head's scores alone over the limit.
-        let long = ((limit / 4) as f64).sqrt() as usize + 8;
+        let long = ((buffer_limit(&gpu) / 4) as f64).sqrt() as usize + 8;
         let x = vec![0.0; long * 32];
         let err = block_on(forward(&gpu, &refs, &x, 1, long, norm, &[0])).unwrap_err();
         assert!(err.to_string().contains("this GPU allows"), "{err}");
